@@ -1,0 +1,172 @@
+//! SPIFFE identities carried in X.509 URI SANs.
+//!
+//! Gateway: `spiffe://<trust-domain>/cluster/<cluster-id>/gateway`;
+//! federator: `spiffe://<trust-domain>/federator`.
+
+use std::fmt;
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::model::ClusterId;
+
+/// Why an identity could not be read or did not match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("certificate is not valid DER X.509: {0}")]
+    BadCertificate(String),
+    #[error("certificate carries no spiffe:// URI SAN")]
+    NoSpiffeId,
+    #[error("certificate carries {0} spiffe:// URI SANs; exactly one is allowed")]
+    SeveralSpiffeIds(usize),
+    #[error("{uri:?} is not a Skybridge SPIFFE ID: {reason}")]
+    Malformed { uri: String, reason: &'static str },
+    #[error("trust domain {found:?} is not ours ({expected:?})")]
+    ForeignTrustDomain { expected: String, found: String },
+}
+
+/// Who a certificate speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A gateway of one cluster.
+    Gateway(ClusterId),
+    /// The federator (control plane).
+    Federator,
+}
+
+/// A parsed Skybridge SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpiffeId {
+    pub trust_domain: String,
+    pub role: Role,
+}
+
+impl SpiffeId {
+    /// A gateway identity.
+    pub fn gateway(trust_domain: &str, cluster: ClusterId) -> Self {
+        SpiffeId { trust_domain: trust_domain.to_owned(), role: Role::Gateway(cluster) }
+    }
+
+    /// The federator identity.
+    pub fn federator(trust_domain: &str) -> Self {
+        SpiffeId { trust_domain: trust_domain.to_owned(), role: Role::Federator }
+    }
+
+    /// Parses `spiffe://td/cluster/<id>/gateway` or `spiffe://td/federator`.
+    pub fn parse(uri: &str) -> Result<Self, IdentityError> {
+        let bad = |reason| IdentityError::Malformed { uri: uri.to_owned(), reason };
+        let rest = uri.strip_prefix("spiffe://").ok_or_else(|| bad("scheme is not spiffe"))?;
+        let (td, path) = rest.split_once('/').ok_or_else(|| bad("no path"))?;
+        if !valid_trust_domain(td) {
+            return Err(bad("trust domain must be lowercase letters, digits, '.', '-' or '_'"));
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        let role = match segments.as_slice() {
+            ["federator"] => Role::Federator,
+            ["cluster", id, "gateway"] => {
+                Role::Gateway(ClusterId::new(id).map_err(|_| bad("cluster id is not a DNS label"))?)
+            }
+            _ => return Err(bad("path is neither /cluster/<id>/gateway nor /federator")),
+        };
+        Ok(SpiffeId { trust_domain: td.to_owned(), role })
+    }
+
+    /// The cluster this identity is a gateway of, if it is one.
+    pub fn cluster(&self) -> Option<&ClusterId> {
+        match &self.role {
+            Role::Gateway(c) => Some(c),
+            Role::Federator => None,
+        }
+    }
+
+    /// Reads the single SPIFFE ID from a DER certificate and checks its trust domain.
+    pub fn from_cert_der(der: &[u8], trust_domain: &str) -> Result<Self, IdentityError> {
+        let id = Self::from_cert_der_any_domain(der)?;
+        if id.trust_domain != trust_domain {
+            return Err(IdentityError::ForeignTrustDomain {
+                expected: trust_domain.to_owned(),
+                found: id.trust_domain,
+            });
+        }
+        Ok(id)
+    }
+
+    /// Reads the single SPIFFE ID from a DER certificate, whatever its trust domain.
+    pub fn from_cert_der_any_domain(der: &[u8]) -> Result<Self, IdentityError> {
+        let uris = spiffe_uris(der)?;
+        match uris.as_slice() {
+            [] => Err(IdentityError::NoSpiffeId),
+            [one] => Self::parse(one),
+            many => Err(IdentityError::SeveralSpiffeIds(many.len())),
+        }
+    }
+}
+
+/// True for a SPIFFE trust domain name: lowercase letters, digits, dots, dashes, underscores.
+pub fn valid_trust_domain(td: &str) -> bool {
+    !td.is_empty()
+        && td.len() <= 255
+        && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+}
+
+fn spiffe_uris(der: &[u8]) -> Result<Vec<String>, IdentityError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
+    let san = cert.subject_alternative_name().map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
+    Ok(san
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) if u.starts_with("spiffe://") => Some((*u).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.role {
+            Role::Gateway(c) => write!(f, "spiffe://{}/cluster/{c}/gateway", self.trust_domain),
+            Role::Federator => write!(f, "spiffe://{}/federator", self.trust_domain),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let g = SpiffeId::gateway("example.org", ClusterId::new("aws-1").unwrap());
+        assert_eq!(g.to_string(), "spiffe://example.org/cluster/aws-1/gateway");
+        assert_eq!(SpiffeId::parse(&g.to_string()).unwrap(), g);
+        let f = SpiffeId::federator("example.org");
+        assert_eq!(SpiffeId::parse("spiffe://example.org/federator").unwrap(), f);
+        assert_eq!(f.cluster(), None);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for u in [
+            "https://example.org/federator",
+            "spiffe://example.org",
+            "spiffe:///federator",
+            "spiffe://Example.org/federator",
+            "spiffe://example.org/cluster/aws-1",
+            "spiffe://example.org/cluster/Aws/gateway",
+            "spiffe://example.org/cluster/aws-1/gateway/x",
+            "spiffe://example.org/workload",
+        ] {
+            assert!(SpiffeId::parse(u).is_err(), "{u} accepted");
+        }
+    }
+
+    #[test]
+    fn garbage_der_is_an_error() {
+        assert!(matches!(SpiffeId::from_cert_der(b"not a cert", "td"), Err(IdentityError::BadCertificate(_))));
+    }
+}

@@ -1,0 +1,11 @@
+//! The shared contract between Skybridge's parts: catalog names, SPIFFE identities and the
+//! tunnel stream header. Nothing here does I/O.
+
+#[cfg(feature = "ca")]
+pub mod ca;
+pub mod header;
+pub mod identity;
+pub mod model;
+
+/// ALPN protocol id spoken on the gateway-to-gateway tunnel.
+pub const TUNNEL_ALPN: &[u8] = b"skybridge/1";

@@ -1,0 +1,107 @@
+//! Admin server: `/healthz`, `/readyz`, `/metrics`, `/status`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::context::Context;
+
+#[derive(Clone)]
+struct AdminState {
+    ctx: Arc<Context>,
+    registry: Arc<Registry>,
+}
+
+/// The admin routes.
+pub fn router(ctx: Arc<Context>, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(AdminState { ctx, registry })
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    if s.ctx.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if s.ctx.draining.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response()
+}
+
+async fn status(State(s): State<AdminState>) -> Response {
+    let ctx = &s.ctx;
+    let catalog = ctx.catalog.load();
+    let states = ctx.pool.states();
+    let now = Instant::now();
+    let peers: Vec<_> = catalog
+        .peers
+        .values()
+        .map(|p| {
+            let st = states.get(&p.cluster).cloned().unwrap_or_default();
+            json!({
+                "cluster": p.cluster,
+                "cloud": p.cloud,
+                "region": p.region,
+                "address": p.address,
+                "state": st.label(now),
+                "rtt_ms": st.srtt.map(|d| d.as_secs_f64() * 1000.0),
+                "connections": ctx.pool.live_connections(&p.cluster),
+                "opens_ok": st.opens_ok,
+                "opens_failed": st.opens_failed,
+                "consecutive_failures": st.consecutive_failures,
+                "last_error": st.last_error,
+            })
+        })
+        .collect();
+    let mut services: Vec<_> = catalog.services.values().collect();
+    services.sort_by(|a, b| a.key.cmp(&b.key));
+    let services: Vec<_> = services
+        .into_iter()
+        .map(|svc| {
+            json!({
+                "name": svc.key.fqdn(),
+                "clusters": svc.clusters,
+                "allow": svc.allow,
+                "ports": svc.ports.iter().map(|p| json!({
+                    "port": p.port,
+                    "protocol": p.protocol,
+                    "local_endpoints": p.local_endpoints,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let cert = ctx.certs.current();
+    let expires_in = cert.not_after.duration_since(SystemTime::now()).map(|d| d.as_secs()).unwrap_or(0);
+    Json(json!({
+        "cluster": ctx.local,
+        "trust_domain": ctx.trust_domain,
+        "ready": ctx.is_ready(),
+        "draining": ctx.draining.is_cancelled(),
+        "config_version": catalog.version,
+        "certificate_expires_in_seconds": expires_in,
+        "peers": peers,
+        "services": services,
+    }))
+    .into_response()
+}
+
+use axum::Json;

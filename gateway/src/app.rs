@@ -1,0 +1,230 @@
+//! Wires one gateway top to bottom: certificates, tunnel endpoint, listeners, admin, and the
+//! drain sequence. Tests run it in-process on `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::registry::Registry;
+use quinn::Endpoint;
+use skybridge_api::model::ServiceKey;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{Config, listen_addr};
+use crate::context::Context;
+use crate::delivery::LocalDelivery;
+use crate::listener::{self, Kind};
+use crate::metrics::{Metrics, ResultLabels};
+use crate::routing::Catalog;
+use crate::tls::{CertStore, TlsError, TlsFiles};
+use crate::tunnel::{self, client::Pool, codes};
+use crate::{admin, config};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot bind {what} on {addr}: {source} (is another process using the port?)")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+/// The addresses actually bound (useful with port 0).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub tunnel: SocketAddr,
+    pub sni: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// A started gateway.
+pub struct Running {
+    pub addrs: Bound,
+    ctx: Arc<Context>,
+    /// In-flight client connections and ingress streams: what a drain waits for.
+    work: TaskTracker,
+    /// Peer connection loops, accept loops, admin, reload and sampling tasks.
+    background: TaskTracker,
+    stop_background: CancellationToken,
+    endpoint: Endpoint,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// A short stable version for a static config: FNV-1a of its parsed form.
+fn static_version(cfg: &Config) -> String {
+    let text = format!("{:?}{:?}", cfg.peers, cfg.services);
+    let h = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    format!("static-{h:016x}")
+}
+
+/// Starts every part of the gateway; returns once all listeners are bound.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let g = &cfg.gateway;
+    let files =
+        TlsFiles { cert: cfg.tls.cert.clone(), key: cfg.tls.key.clone(), trust_bundle: cfg.tls.trust_bundle.clone() };
+    let certs = CertStore::load(files, &g.trust_domain, g.cluster.clone())?;
+    set_expiry(&metrics, certs.current().not_after);
+
+    let transport = tunnel::transport(&cfg.limits);
+    let mut server_cfg = certs.quic_server_config()?;
+    server_cfg.transport_config(transport.clone());
+    let mut client_cfg = certs.quic_client_config()?;
+    client_cfg.transport_config(transport);
+    // Validated by Config::parse.
+    let tunnel_addr = listen_addr("listen.tunnel", &cfg.listen.tunnel)?.expect("tunnel listener is required");
+    let mut endpoint = Endpoint::server(server_cfg, tunnel_addr).map_err(|source| StartError::Bind {
+        what: "tunnel (UDP)",
+        addr: tunnel_addr,
+        source,
+    })?;
+    endpoint.set_default_client_config(client_cfg);
+
+    let l = &cfg.limits;
+    let pool =
+        Pool::new(endpoint.clone(), l.connections_per_peer, l.handshake_timeout, l.peer_backoff, metrics.clone());
+    let delivery = LocalDelivery::new(l.connect_timeout, l.eject_duration, metrics.clone());
+    let catalog = Catalog::from_config(&cfg, static_version(&cfg));
+    let ctx = Arc::new(Context::new(
+        g.cluster.clone(),
+        g.trust_domain.clone(),
+        cfg.limits.clone(),
+        catalog,
+        pool,
+        delivery,
+        certs.clone(),
+        metrics.clone(),
+    ));
+
+    let mut listeners = Vec::new();
+    let mut addrs = Bound {
+        tunnel: endpoint.local_addr().map_err(|source| StartError::Bind {
+            what: "tunnel (UDP)",
+            addr: tunnel_addr,
+            source,
+        })?,
+        sni: None,
+        http: None,
+        admin: tunnel_addr,
+        tcp: Vec::new(),
+    };
+    if let Some(a) = listen_addr("listen.sni", &cfg.listen.sni)? {
+        let tl = bind("SNI listener", a).await?;
+        addrs.sni = Some(tl.local_addr().expect("bound"));
+        listeners.push((tl, Kind::Sni));
+    }
+    if let Some(a) = listen_addr("listen.http", &cfg.listen.http)? {
+        let tl = bind("HTTP listener", a).await?;
+        addrs.http = Some(tl.local_addr().expect("bound"));
+        listeners.push((tl, Kind::Http));
+    }
+    for (i, t) in cfg.listen.tcp.iter().enumerate() {
+        let a = listen_addr(&format!("listen.tcp[{i}].address"), &t.address)?.expect("validated");
+        let tl = bind("port-mapped TCP listener", a).await?;
+        addrs.tcp.push(tl.local_addr().expect("bound"));
+        let service = ServiceKey::from_host(&t.service).expect("validated");
+        listeners.push((tl, Kind::Tcp { service, port: t.port }));
+    }
+    let admin_addr = listen_addr("listen.admin", &cfg.listen.admin)?.expect("admin listener is required");
+    let admin_listener = bind("admin server", admin_addr).await?;
+    addrs.admin = admin_listener.local_addr().expect("bound");
+
+    let work = TaskTracker::new();
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+
+    background.spawn(
+        tunnel::server::serve(endpoint.clone(), ctx.clone(), work.clone(), background.clone())
+            .instrument(tracing::info_span!("tunnel_accept", addr = %addrs.tunnel)),
+    );
+    for (tl, kind) in listeners {
+        let span = tracing::info_span!("accept", listener = kind.label(), addr = %tl.local_addr().expect("bound"));
+        background.spawn(listener::serve(tl, kind, ctx.clone(), work.clone()).instrument(span));
+    }
+    let router = admin::router(ctx.clone(), Arc::new(registry));
+    let stop = stop_background.clone();
+    background.spawn(
+        async move {
+            if let Err(e) = axum::serve(admin_listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        }
+        .instrument(tracing::info_span!("admin", addr = %addrs.admin)),
+    );
+    let (store, m, stop) = (certs.clone(), metrics.clone(), stop_background.clone());
+    background.spawn(
+        store
+            .clone()
+            .watch(cfg.tls.reload_interval, stop, move |r| {
+                let result = match r {
+                    Ok(false) => return,
+                    Ok(true) => "ok",
+                    Err(_) => "error",
+                };
+                m.cert_reloads.get_or_create(&ResultLabels { result }).inc();
+                set_expiry(&m, store.current().not_after);
+            })
+            .instrument(tracing::info_span!("cert_reload")),
+    );
+    let (c, stop) = (ctx.clone(), stop_background.clone());
+    background.spawn(
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => c.pool.sample_rtts(),
+                }
+            }
+        }
+        .instrument(tracing::info_span!("rtt_sampler")),
+    );
+
+    ctx.set_ready();
+    tracing::info!(cluster = %g.cluster, ?addrs, "gateway started");
+    Ok(Running { addrs, ctx, work, background, stop_background, endpoint })
+}
+
+fn set_expiry(m: &Metrics, not_after: SystemTime) {
+    let secs = not_after.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    m.cert_expiry.set(secs);
+}
+
+impl Running {
+    /// The shared context (for tests and the future federator client).
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Drains: stop accepting, let in-flight connections finish up to the drain deadline, then
+    /// cut what is left and close the tunnel.
+    pub async fn shutdown(self) {
+        let deadline = self.ctx.limits.drain_deadline;
+        tracing::info!(?deadline, "draining");
+        self.ctx.draining.cancel();
+        self.work.close();
+        if tokio::time::timeout(deadline, self.work.wait()).await.is_err() {
+            tracing::warn!(remaining = self.work.len(), "drain deadline passed; closing remaining connections");
+            self.ctx.force_close.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.work.wait()).await;
+        }
+        self.ctx.force_close.cancel();
+        self.endpoint.close(codes::SHUTDOWN, b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        self.stop_background.cancel();
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
+        tracing::info!("gateway stopped");
+    }
+}

@@ -1,0 +1,450 @@
+//! The gateway's one typed config: TOML, parsed once, unknown keys rejected, every semantic
+//! error naming the key, the value and the reason.
+
+pub mod duration;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use skybridge_api::identity::valid_trust_domain;
+use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
+
+/// Why a config was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}` = {value:?}: {reason}")]
+    Invalid { key: String, value: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+}
+
+/// The whole gateway config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewaySection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub listen: ListenSection,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Static peers; replaced by the federator's catalog once one is configured.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Static services; replaced by the federator's catalog once one is configured.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Who this gateway is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    pub cluster: ClusterId,
+    pub cloud: Cloud,
+    pub region: String,
+    #[serde(default)]
+    pub network: Option<String>,
+    pub trust_domain: String,
+}
+
+/// Certificate, key and trust bundle files, reloaded when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub trust_bundle: PathBuf,
+    #[serde(default = "defaults::reload_interval", with = "duration")]
+    pub reload_interval: Duration,
+}
+
+/// Listen addresses. An egress listener set to `"off"` is not started.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    #[serde(default = "defaults::tunnel")]
+    pub tunnel: String,
+    #[serde(default = "defaults::sni")]
+    pub sni: String,
+    #[serde(default = "defaults::http")]
+    pub http: String,
+    #[serde(default = "defaults::admin")]
+    pub admin: String,
+    #[serde(default)]
+    pub tcp: Vec<TcpListenerConfig>,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            tunnel: defaults::tunnel(),
+            sni: defaults::sni(),
+            http: defaults::http(),
+            admin: defaults::admin(),
+            tcp: Vec::new(),
+        }
+    }
+}
+
+/// A port-mapped TCP listener: everything accepted goes to one service port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpListenerConfig {
+    pub address: String,
+    /// `<name>.<namespace>` or the full clusterset name.
+    pub service: String,
+    pub port: u16,
+}
+
+/// Every timeout and bound of the data path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// How long a client may take to send its ClientHello or HTTP request head.
+    #[serde(default = "defaults::peek_timeout", with = "duration")]
+    pub peek_timeout: Duration,
+    #[serde(default = "defaults::max_client_hello")]
+    pub max_client_hello: usize,
+    #[serde(default = "defaults::max_http_head")]
+    pub max_http_head: usize,
+    /// Concurrent client connections across all egress listeners, and concurrent ingress streams.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "defaults::max_streams_per_peer")]
+    pub max_streams_per_peer: u32,
+    #[serde(default = "defaults::max_stream_header")]
+    pub max_stream_header: usize,
+    /// QUIC connection idle timeout.
+    #[serde(default = "defaults::idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(default = "defaults::keep_alive", with = "duration")]
+    pub keep_alive: Duration,
+    #[serde(default = "defaults::handshake_timeout", with = "duration")]
+    pub handshake_timeout: Duration,
+    /// How long a sender waits for the status of one stream open.
+    #[serde(default = "defaults::open_timeout", with = "duration")]
+    pub open_timeout: Duration,
+    /// How long a receiver waits for a stream header.
+    #[serde(default = "defaults::header_timeout", with = "duration")]
+    pub header_timeout: Duration,
+    /// TCP connect to one local endpoint.
+    #[serde(default = "defaults::connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Total time one client connection may spend trying candidates.
+    #[serde(default = "defaults::connect_budget", with = "duration")]
+    pub connect_budget: Duration,
+    /// How long SIGTERM waits for in-flight connections before closing them.
+    #[serde(default = "defaults::drain_deadline", with = "duration")]
+    pub drain_deadline: Duration,
+    /// How long an endpoint that refused a connection is skipped.
+    #[serde(default = "defaults::eject_duration", with = "duration")]
+    pub eject_duration: Duration,
+    /// First wait before retrying a peer that failed; doubles per failure up to 32×.
+    #[serde(default = "defaults::peer_backoff", with = "duration")]
+    pub peer_backoff: Duration,
+    #[serde(default = "defaults::connections_per_peer")]
+    pub connections_per_peer: usize,
+    #[serde(default = "defaults::stream_window")]
+    pub stream_window: u32,
+    #[serde(default = "defaults::connection_window")]
+    pub connection_window: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        toml::from_str("").expect("all limits have defaults")
+    }
+}
+
+/// Defaults, also quoted in docs/operations.md.
+pub mod defaults {
+    use std::time::Duration;
+    pub fn reload_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn tunnel() -> String {
+        "0.0.0.0:15443".into()
+    }
+    pub fn sni() -> String {
+        "0.0.0.0:15001".into()
+    }
+    pub fn http() -> String {
+        "0.0.0.0:15080".into()
+    }
+    pub fn admin() -> String {
+        "0.0.0.0:15021".into()
+    }
+    pub fn peek_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn max_client_hello() -> usize {
+        16 * 1024
+    }
+    pub fn max_http_head() -> usize {
+        16 * 1024
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn max_streams_per_peer() -> u32 {
+        1024
+    }
+    pub fn max_stream_header() -> usize {
+        4096
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn keep_alive() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn open_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn connect_budget() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn drain_deadline() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn eject_duration() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn peer_backoff() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn connections_per_peer() -> usize {
+        1
+    }
+    pub fn stream_window() -> u32 {
+        8 * 1024 * 1024
+    }
+    pub fn connection_window() -> u32 {
+        64 * 1024 * 1024
+    }
+}
+
+/// A peer gateway reached through the tunnel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub cluster: ClusterId,
+    pub cloud: Cloud,
+    #[serde(default)]
+    pub region: String,
+    /// `host:port` of the peer's tunnel (its LoadBalancer address).
+    pub address: String,
+}
+
+/// A service and the clusters that host it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub namespace: String,
+    pub name: String,
+    pub clusters: Vec<ClusterId>,
+    /// Source clusters allowed in; absent means any gateway of the trust domain.
+    #[serde(default)]
+    pub allow: Option<Vec<ClusterId>>,
+    pub ports: Vec<ServicePortConfig>,
+}
+
+/// One service port and, when this cluster hosts the service, its local endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePortConfig {
+    pub port: u16,
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// A listen address, or none when set to `"off"`.
+pub fn listen_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value == "off" {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| invalid(key, value, "expected ip:port (e.g. 0.0.0.0:15001) or \"off\""))
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            other => other,
+        })?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; relative paths stay relative.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Makes TLS paths relative to the config file's folder, as operators expect.
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.tls.cert, &mut self.tls.key, &mut self.tls.trust_bundle] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        if !valid_trust_domain(&g.trust_domain) {
+            return Err(invalid(
+                "gateway.trust_domain",
+                &g.trust_domain,
+                "use lowercase letters, digits, '.', '-' or '_'",
+            ));
+        }
+        if self.tls.reload_interval.is_zero() {
+            return Err(invalid("tls.reload_interval", "0", "must be positive"));
+        }
+        for (key, v) in [("listen.tunnel", &self.listen.tunnel), ("listen.admin", &self.listen.admin)] {
+            if listen_addr(key, v)?.is_none() {
+                return Err(invalid(key, v, "this listener cannot be turned off"));
+            }
+        }
+        listen_addr("listen.sni", &self.listen.sni)?;
+        listen_addr("listen.http", &self.listen.http)?;
+        self.limits.validate()?;
+
+        let mut known: BTreeSet<&ClusterId> = BTreeSet::from([&g.cluster]);
+        for (i, p) in self.peers.iter().enumerate() {
+            if !known.insert(&p.cluster) {
+                return Err(invalid(
+                    format!("peers[{i}].cluster"),
+                    &p.cluster,
+                    "listed twice, or is this gateway's own cluster",
+                ));
+            }
+            if !p.address.contains(':') {
+                return Err(invalid(format!("peers[{i}].address"), &p.address, "expected host:port"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let key = ServiceKey::new(&s.namespace, &s.name)
+                .map_err(|e| invalid(format!("services[{i}]"), format!("{}/{}", s.namespace, s.name), e.to_string()))?;
+            if !seen.insert(key.clone()) {
+                return Err(invalid(format!("services[{i}]"), &key, "service listed twice"));
+            }
+            for (j, c) in s.clusters.iter().enumerate() {
+                if !known.contains(c) {
+                    return Err(invalid(
+                        format!("services[{i}].clusters[{j}]"),
+                        c,
+                        "not this gateway's cluster and not in [[peers]]",
+                    ));
+                }
+            }
+            if s.ports.is_empty() {
+                return Err(invalid(format!("services[{i}].ports"), "[]", "a service needs at least one port"));
+            }
+            let hosted_here = s.clusters.contains(&g.cluster);
+            let mut ports = BTreeSet::new();
+            for (j, p) in s.ports.iter().enumerate() {
+                if !ports.insert(p.port) {
+                    return Err(invalid(format!("services[{i}].ports[{j}].port"), p.port, "port listed twice"));
+                }
+                if !hosted_here && !p.endpoints.is_empty() {
+                    return Err(invalid(
+                        format!("services[{i}].ports[{j}].endpoints"),
+                        format!("{:?}", p.endpoints),
+                        format!(
+                            "endpoints are local, but clusters does not include this gateway's cluster {}",
+                            g.cluster
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, t) in self.listen.tcp.iter().enumerate() {
+            listen_addr(&format!("listen.tcp[{i}].address"), &t.address)?.ok_or_else(|| {
+                invalid(format!("listen.tcp[{i}].address"), "off", "a port-mapped listener needs an address")
+            })?;
+            ServiceKey::from_host(&t.service)
+                .map_err(|e| invalid(format!("listen.tcp[{i}].service"), &t.service, e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("limits.peek_timeout", self.peek_timeout),
+            ("limits.idle_timeout", self.idle_timeout),
+            ("limits.handshake_timeout", self.handshake_timeout),
+            ("limits.open_timeout", self.open_timeout),
+            ("limits.header_timeout", self.header_timeout),
+            ("limits.connect_timeout", self.connect_timeout),
+            ("limits.connect_budget", self.connect_budget),
+            ("limits.peer_backoff", self.peer_backoff),
+        ];
+        for (key, d) in positive {
+            if d.is_zero() {
+                return Err(invalid(key, "0", "must be positive"));
+            }
+        }
+        if !self.keep_alive.is_zero() && self.keep_alive >= self.idle_timeout {
+            return Err(invalid(
+                "limits.keep_alive",
+                duration::format(self.keep_alive),
+                format!("must be shorter than limits.idle_timeout ({})", duration::format(self.idle_timeout)),
+            ));
+        }
+        let ranges: [(&str, usize, usize, usize); 6] = [
+            ("limits.max_client_hello", self.max_client_hello, 512, 1 << 20),
+            ("limits.max_http_head", self.max_http_head, 256, 1 << 20),
+            ("limits.max_connections", self.max_connections, 1, 10_000_000),
+            ("limits.max_stream_header", self.max_stream_header, 64, 65_535),
+            ("limits.connections_per_peer", self.connections_per_peer, 1, 64),
+            ("limits.max_streams_per_peer", self.max_streams_per_peer as usize, 1, 1 << 20),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(invalid(key, v, format!("must be between {lo} and {hi}")));
+            }
+        }
+        if self.stream_window < 64 * 1024 || self.connection_window < self.stream_window {
+            return Err(invalid(
+                "limits.stream_window",
+                self.stream_window,
+                "must be at least 65536 and at most limits.connection_window",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

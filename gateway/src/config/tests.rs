@@ -1,0 +1,105 @@
+use super::*;
+
+const BASE: &str = r#"
+[gateway]
+cluster = "aws-1"
+cloud = "aws"
+region = "us-east-1"
+trust_domain = "example.org"
+
+[tls]
+cert = "c.pem"
+key = "k.pem"
+trust_bundle = "ca.pem"
+
+[[peers]]
+cluster = "gcp-1"
+cloud = "gcp"
+region = "europe-west1"
+address = "127.0.0.1:25443"
+
+[[services]]
+namespace = "prod"
+name = "payments"
+clusters = ["aws-1", "gcp-1"]
+[[services.ports]]
+port = 443
+protocol = "tls"
+endpoints = ["127.0.0.1:9443"]
+"#;
+
+fn err(text: &str) -> String {
+    Config::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn base_parses_with_defaults() {
+    let c = Config::parse(BASE).unwrap();
+    assert_eq!(c.listen.sni, "0.0.0.0:15001");
+    assert_eq!(c.limits.peek_timeout, Duration::from_secs(5));
+    assert_eq!(c.services[0].ports[0].endpoints.len(), 1);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err(&format!("{BASE}\n[limits]\nmax_conections = 5\n"));
+    assert!(e.contains("max_conections"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_key_and_value() {
+    let e = err(&format!("{BASE}\n[limits]\nidle_timeout = \"30 seconds\"\n"));
+    assert!(e.contains("idle_timeout") && e.contains("30 seconds"), "{e}");
+}
+
+#[test]
+fn unknown_cluster_in_service() {
+    let e = err(&BASE.replace(r#"clusters = ["aws-1", "gcp-1"]"#, r#"clusters = ["aws-1", "azure-9"]"#));
+    assert!(e.contains("services[0].clusters[1]") && e.contains("azure-9"), "{e}");
+}
+
+#[test]
+fn endpoints_for_remote_only_service_rejected() {
+    let e = err(&BASE.replace(r#"clusters = ["aws-1", "gcp-1"]"#, r#"clusters = ["gcp-1"]"#));
+    assert!(e.contains("services[0].ports[0].endpoints"), "{e}");
+}
+
+#[test]
+fn bad_listen_address() {
+    let e = err(&format!("{BASE}\n[listen]\nsni = \"localhost\"\n"));
+    assert!(e.contains("listen.sni") && e.contains("localhost"), "{e}");
+    let e = err(&format!("{BASE}\n[listen]\ntunnel = \"off\"\n"));
+    assert!(e.contains("listen.tunnel"), "{e}");
+    assert!(Config::parse(&format!("{BASE}\n[listen]\nhttp = \"off\"\n")).is_ok());
+}
+
+#[test]
+fn limits_ranges() {
+    let e = err(&format!("{BASE}\n[limits]\nmax_client_hello = 10\n"));
+    assert!(e.contains("limits.max_client_hello") && e.contains("between"), "{e}");
+    let e = err(&format!("{BASE}\n[limits]\nkeep_alive = \"60s\"\nidle_timeout = \"30s\"\n"));
+    assert!(e.contains("limits.keep_alive"), "{e}");
+}
+
+#[test]
+fn duplicate_peer_and_bad_cluster_id() {
+    let e = err(&BASE.replace(r#"cluster = "gcp-1""#, r#"cluster = "aws-1""#));
+    assert!(e.contains("peers[0].cluster"), "{e}");
+    let e = err(&BASE.replace(r#"cluster = "aws-1""#, r#"cluster = "AWS_1""#));
+    assert!(e.contains("AWS_1"), "{e}");
+}
+
+#[test]
+fn tcp_listener_service_must_parse() {
+    let e = err(&format!("{BASE}\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"nope\"\nport = 1\n"));
+    assert!(e.contains("listen.tcp[0].service"), "{e}");
+}
+
+#[test]
+fn relative_tls_paths_follow_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, BASE).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.tls.cert, dir.path().join("c.pem"));
+}

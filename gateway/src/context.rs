@@ -1,0 +1,97 @@
+//! State shared by the listeners, the tunnel and the admin server of one gateway.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use skybridge_api::model::ClusterId;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Limits;
+use crate::delivery::LocalDelivery;
+use crate::metrics::Metrics;
+use crate::routing::Catalog;
+use crate::tls::CertStore;
+use crate::tunnel::client::Pool;
+
+/// The current catalog; swapped whole when a new one arrives.
+pub struct CatalogHandle(RwLock<Arc<Catalog>>);
+
+impl CatalogHandle {
+    /// Wraps an initial catalog.
+    pub fn new(c: Catalog) -> Self {
+        CatalogHandle(RwLock::new(Arc::new(c)))
+    }
+
+    /// The catalog now; cheap (one Arc clone).
+    pub fn load(&self) -> Arc<Catalog> {
+        self.0.read().expect("catalog lock").clone()
+    }
+
+    /// Installs a new catalog; in-flight connections keep the one they started with.
+    pub fn store(&self, c: Catalog) {
+        *self.0.write().expect("catalog lock") = Arc::new(c);
+    }
+}
+
+/// Everything the data path needs, passed down as one `Arc`.
+pub struct Context {
+    pub local: ClusterId,
+    pub trust_domain: String,
+    pub limits: Limits,
+    pub catalog: CatalogHandle,
+    pub pool: Pool,
+    pub delivery: LocalDelivery,
+    pub certs: Arc<CertStore>,
+    pub metrics: Metrics,
+    /// Bounds client connections across all egress listeners.
+    pub egress_slots: Arc<Semaphore>,
+    /// Bounds concurrent ingress streams from all peers.
+    pub ingress_slots: Arc<Semaphore>,
+    /// Cancelled when draining starts: accept loops stop, ingress answers `overloaded`.
+    pub draining: CancellationToken,
+    /// Cancelled when the drain deadline passes: in-flight relays are cut.
+    pub force_close: CancellationToken,
+    ready: AtomicBool,
+}
+
+impl Context {
+    /// Builds the context; not ready until [`Context::set_ready`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        local: ClusterId,
+        trust_domain: String,
+        limits: Limits,
+        catalog: Catalog,
+        pool: Pool,
+        delivery: LocalDelivery,
+        certs: Arc<CertStore>,
+        metrics: Metrics,
+    ) -> Self {
+        Context {
+            egress_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            ingress_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            local,
+            trust_domain,
+            limits,
+            catalog: CatalogHandle::new(catalog),
+            pool,
+            delivery,
+            certs,
+            metrics,
+            draining: CancellationToken::new(),
+            force_close: CancellationToken::new(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks listeners bound and certificates loaded.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Ready to take traffic: started and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.is_cancelled()
+    }
+}

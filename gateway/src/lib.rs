@@ -1,0 +1,12 @@
+//! The Skybridge gateway: egress listeners, the QUIC tunnel, ingress delivery and admin.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod context;
+pub mod delivery;
+pub mod listener;
+pub mod metrics;
+pub mod routing;
+pub mod tls;
+pub mod tunnel;

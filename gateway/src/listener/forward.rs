@@ -1,0 +1,101 @@
+//! Sends one client connection to the best candidate cluster, retrying the next candidate when
+//! an open is refused or times out, within the connect budget. The client sees nothing of the
+//! retries: the bytes already read from it are held and replayed on each attempt.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use skybridge_api::header::{OpenRequest, TraceContext};
+use skybridge_api::model::ServiceKey;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::context::Context;
+use crate::routing::{Target, candidates};
+use crate::tunnel::splice::{self, Relayed};
+
+/// Forwards `client` to `service:port`. On success relays until both sides close; when no
+/// candidate accepts, returns the client with the reason so the listener can answer it.
+pub async fn forward(
+    client: TcpStream,
+    held: Bytes,
+    service: ServiceKey,
+    port: u16,
+    listener: &'static str,
+    ctx: &Context,
+) -> Result<(), (TcpStream, String)> {
+    let start = Instant::now();
+    let catalog = ctx.catalog.load();
+    let order = candidates(&catalog, &service, port, &ctx.pool.states(), start);
+    let trace = TraceContext { traceparent: new_traceparent(), tracestate: None };
+    let req = OpenRequest { service: service.clone(), port, source: ctx.local.clone(), trace: Some(trace.clone()) };
+    let budget = ctx.limits.connect_budget;
+    let mut last = String::from("no cluster hosts this service");
+    let mut attempts = 0u32;
+    for target in order {
+        let left = budget.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            last = format!("connect budget {budget:?} spent; last: {last}");
+            break;
+        }
+        attempts += 1;
+        let (chosen, relayed) = match &target {
+            Target::Local => {
+                let Some(eps) = catalog.local_endpoints(&service, port) else { continue };
+                let (mut up, _) = match ctx.delivery.connect(eps, left).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = e.to_string();
+                        continue;
+                    }
+                };
+                if let Err(e) = up.write_all(&held).await {
+                    last = format!("local endpoint closed: {e}");
+                    continue;
+                }
+                let r = splice::tcp_tcp(client, up, &ctx.force_close).await;
+                (ctx.local.clone(), Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r })
+            }
+            Target::Peer(c) => {
+                let Some(peer) = catalog.peers.get(c) else { continue };
+                match ctx.pool.open(peer, &req, &held, ctx.limits.open_timeout.min(left)).await {
+                    Ok(s) => {
+                        let r = splice::tcp_stream(client, s.send, s.recv, &ctx.force_close).await;
+                        (c.clone(), Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r })
+                    }
+                    Err(e) => {
+                        tracing::info!(peer = %c, error = %e, "open failed; trying next candidate");
+                        last = e.to_string();
+                        continue;
+                    }
+                }
+            }
+        };
+        ctx.metrics.relayed("egress", relayed.tcp_to_stream, relayed.stream_to_tcp);
+        // The access log line: one per tunneled connection.
+        tracing::info!(
+            source = %ctx.local,
+            %service,
+            port,
+            listener,
+            cluster = %chosen,
+            attempts,
+            bytes_up = relayed.tcp_to_stream,
+            bytes_down = relayed.stream_to_tcp,
+            duration_ms = start.elapsed().as_millis() as u64,
+            result = if relayed.reset { "reset" } else { "ok" },
+            traceparent = %trace.traceparent,
+            "connection closed"
+        );
+        return Ok(());
+    }
+    tracing::warn!(%service, port, attempts, reason = %last, "no route");
+    Err((client, format!("no route to {service}:{port}: {last}")))
+}
+
+/// A fresh W3C traceparent (version 00, sampled) for a connection that arrived without one.
+fn new_traceparent() -> String {
+    let trace = fastrand::u128(1..);
+    let span = fastrand::u64(1..);
+    format!("00-{trace:032x}-{span:016x}-01")
+}

@@ -1,0 +1,131 @@
+//! The gateway's Prometheus metrics, registered once into the registry passed down from `app`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Which egress listener, or `ingress` for streams from peers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+/// A refused client connection and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+/// Stream opens by side and status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenLabels {
+    /// `egress` (we opened it) or `ingress` (a peer opened it).
+    pub side: &'static str,
+    pub status: &'static str,
+}
+
+/// Bytes by direction relative to the client: `upstream` (client → service) or `downstream`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    /// `egress` (local clients) or `ingress` (streams from peers).
+    pub side: &'static str,
+    pub direction: &'static str,
+}
+
+/// A peer gateway.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+/// A result label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Every metric of the gateway. Cloning shares the underlying series.
+#[derive(Clone)]
+pub struct Metrics {
+    pub connections: Family<ListenerLabels, Counter>,
+    pub active_connections: Family<ListenerLabels, Gauge>,
+    pub refusals: Family<RefusalLabels, Counter>,
+    pub bytes: Family<BytesLabels, Counter>,
+    pub stream_opens: Family<OpenLabels, Counter>,
+    pub open_latency: Histogram,
+    pub peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    pub peer_handshakes: Family<ResultLabels, Counter>,
+    pub endpoint_failures: Counter,
+    pub cert_reloads: Family<ResultLabels, Counter>,
+    pub cert_expiry: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `skybridge_gateway_`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            connections: Family::default(),
+            active_connections: Family::default(),
+            refusals: Family::default(),
+            bytes: Family::default(),
+            stream_opens: Family::default(),
+            // 100 µs .. ~13 s
+            open_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            peer_rtt: Family::default(),
+            peer_handshakes: Family::default(),
+            endpoint_failures: Counter::default(),
+            cert_reloads: Family::default(),
+            cert_expiry: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("skybridge_gateway");
+        r.register("connections", "Client connections accepted, by listener", m.connections.clone());
+        r.register(
+            "active_connections",
+            "Client connections (egress) or peer streams (ingress) in flight",
+            m.active_connections.clone(),
+        );
+        r.register("refusals", "Connections refused before routing, by listener and reason", m.refusals.clone());
+        r.register("bytes", "Bytes relayed, by direction relative to the client", m.bytes.clone());
+        r.register("stream_opens", "Tunnel stream opens by side and status", m.stream_opens.clone());
+        r.register(
+            "open_latency_seconds",
+            "Time from opening a tunnel stream to receiving its status",
+            m.open_latency.clone(),
+        );
+        r.register("peer_rtt_seconds", "QUIC smoothed RTT to each peer gateway", m.peer_rtt.clone());
+        r.register("peer_handshakes", "QUIC handshakes with peers, by result", m.peer_handshakes.clone());
+        r.register(
+            "endpoint_failures",
+            "Local endpoint connects that failed (refused, unreachable, timed out)",
+            m.endpoint_failures.clone(),
+        );
+        r.register("cert_reloads", "Certificate reload attempts by result", m.cert_reloads.clone());
+        r.register(
+            "cert_expiry_timestamp_seconds",
+            "Unix time when this gateway's certificate expires",
+            m.cert_expiry.clone(),
+        );
+        m
+    }
+
+    /// Counts a refusal before routing.
+    pub fn refuse(&self, listener: &'static str, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { listener, reason }).inc();
+    }
+
+    /// Counts a stream open result.
+    pub fn open(&self, side: &'static str, status: &'static str) {
+        self.stream_opens.get_or_create(&OpenLabels { side, status }).inc();
+    }
+
+    /// Adds relayed bytes.
+    pub fn relayed(&self, side: &'static str, upstream: u64, downstream: u64) {
+        self.bytes.get_or_create(&BytesLabels { side, direction: "upstream" }).inc_by(upstream);
+        self.bytes.get_or_create(&BytesLabels { side, direction: "downstream" }).inc_by(downstream);
+    }
+}

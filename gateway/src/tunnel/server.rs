@@ -1,0 +1,164 @@
+//! The receiving side (ingress): accepts peer connections and their streams, authorizes each
+//! stream, connects to a local endpoint and answers with a status before relaying.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
+use skybridge_api::header::{OpenRequest, OpenResponse, REQUEST_PREFIX_LEN, Status};
+use skybridge_api::model::ClusterId;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::{codes, splice};
+use crate::context::Context;
+use crate::metrics::ListenerLabels;
+use crate::tls::peer_cluster;
+
+/// Accepts peer connections until draining starts. Streams are tracked in `work` (what a drain
+/// waits for); connection loops in `conns`, which end when the endpoint closes.
+pub async fn serve(endpoint: Endpoint, ctx: Arc<Context>, work: TaskTracker, conns: TaskTracker) {
+    loop {
+        let incoming = tokio::select! {
+            _ = ctx.draining.cancelled() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let remote = incoming.remote_address();
+        let span = tracing::info_span!("peer_conn", %remote);
+        conns.spawn(connection(incoming, ctx.clone(), work.clone()).instrument(span));
+    }
+}
+
+async fn connection(incoming: Incoming, ctx: Arc<Context>, tracker: TaskTracker) {
+    let conn = match tokio::time::timeout(ctx.limits.handshake_timeout, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "peer handshake failed");
+            ctx.metrics.refuse("ingress", "handshake_failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("peer handshake timed out");
+            ctx.metrics.refuse("ingress", "handshake_timeout");
+            return;
+        }
+    };
+    // The verifier already required a gateway SPIFFE ID; this reads which cluster it names.
+    let Some(peer) = peer_cluster(&conn, &ctx.trust_domain) else {
+        conn.close(codes::UNAUTHENTICATED, b"certificate names no gateway");
+        return;
+    };
+    tracing::info!(%peer, "peer connected");
+    loop {
+        let (send, recv) = tokio::select! {
+            _ = ctx.force_close.cancelled() => {
+                conn.close(codes::SHUTDOWN, b"shutting down");
+                break;
+            }
+            s = conn.accept_bi() => match s {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::info!(%peer, reason = %e, "peer connection closed");
+                    break;
+                }
+            },
+        };
+        let span = tracing::info_span!("ingress", %peer, stream = %send.id());
+        tracker.spawn(stream(send, recv, peer.clone(), conn.clone(), ctx.clone()).instrument(span));
+    }
+}
+
+async fn read_header(recv: &mut RecvStream, max: usize) -> Result<OpenRequest, String> {
+    let mut prefix = [0u8; REQUEST_PREFIX_LEN];
+    recv.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
+    let len = OpenRequest::body_len(prefix, max).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    OpenRequest::decode_body(&body).map_err(|e| e.to_string())
+}
+
+async fn respond(send: &mut SendStream, status: Status, reason: &str) -> bool {
+    let mut b = BytesMut::with_capacity(3 + reason.len());
+    OpenResponse { status, reason: reason.to_owned() }.encode(&mut b);
+    send.write_chunk(b.freeze()).await.is_ok()
+}
+
+async fn refuse(mut send: SendStream, mut recv: RecvStream, ctx: &Context, status: Status, reason: String) {
+    tracing::info!(status = status.as_str(), %reason, "refused stream");
+    ctx.metrics.open("ingress", status.as_str());
+    respond(&mut send, status, &reason).await;
+    let _ = send.finish();
+    let _ = recv.stop(codes::CANCELLED);
+}
+
+async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, _conn: Connection, ctx: Arc<Context>) {
+    let header =
+        tokio::time::timeout(ctx.limits.header_timeout, read_header(&mut recv, ctx.limits.max_stream_header)).await;
+    let req = match header {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "bad stream header");
+            ctx.metrics.refuse("ingress", "bad_header");
+            let _ = send.reset(codes::BAD_HEADER);
+            let _ = recv.stop(codes::BAD_HEADER);
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.refuse("ingress", "header_timeout");
+            let _ = send.reset(codes::BAD_HEADER);
+            let _ = recv.stop(codes::BAD_HEADER);
+            return;
+        }
+    };
+    if ctx.draining.is_cancelled() {
+        return refuse(send, recv, &ctx, Status::Overloaded, "gateway is draining".into()).await;
+    }
+    if req.source != peer {
+        let reason = format!("stream claims source cluster {} but the certificate is {peer}'s", req.source);
+        return refuse(send, recv, &ctx, Status::Denied, reason).await;
+    }
+    let catalog = ctx.catalog.load();
+    let Some(svc) = catalog.services.get(&req.service) else {
+        return refuse(send, recv, &ctx, Status::NoRoute, format!("service {} unknown in {}", req.service, ctx.local))
+            .await;
+    };
+    let Some(endpoints) = catalog.local_endpoints(&req.service, req.port) else {
+        let reason = format!("{}:{} has no endpoints in {}", req.service, req.port, ctx.local);
+        return refuse(send, recv, &ctx, Status::NoRoute, reason).await;
+    };
+    if !svc.allows(&peer) {
+        return refuse(send, recv, &ctx, Status::Denied, format!("{peer} is not allowed to reach {}", req.service))
+            .await;
+    }
+    let Ok(_permit) = ctx.ingress_slots.clone().try_acquire_owned() else {
+        return refuse(send, recv, &ctx, Status::Overloaded, "ingress stream limit reached".into()).await;
+    };
+    let start = Instant::now();
+    let upstream = match ctx.delivery.connect(endpoints, ctx.limits.open_timeout).await {
+        Ok((s, _)) => s,
+        Err(e) => return refuse(send, recv, &ctx, Status::UpstreamUnreachable, e.to_string()).await,
+    };
+    if !respond(&mut send, Status::Ok, "").await {
+        return;
+    }
+    ctx.metrics.open("ingress", "ok");
+    let active = ctx.metrics.active_connections.get_or_create(&ListenerLabels { listener: "ingress" }).clone();
+    active.inc();
+    let r = splice::tcp_stream(upstream, send, recv, &ctx.force_close).await;
+    active.dec();
+    ctx.metrics.relayed("ingress", r.stream_to_tcp, r.tcp_to_stream);
+    tracing::info!(
+        service = %req.service,
+        port = req.port,
+        bytes_in = r.stream_to_tcp,
+        bytes_out = r.tcp_to_stream,
+        reset = r.reset,
+        duration_ms = start.elapsed().as_millis() as u64,
+        traceparent = req.trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
+        "ingress stream closed"
+    );
+}
