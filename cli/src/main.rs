@@ -1,1 +1,57 @@
-fn main() {}
+//! `skybridge`: the single binary. Parses the command line and hands off to a command.
+
+mod ca;
+mod gateway;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Skybridge: multi-cloud service federation over QUIC with mutual TLS.
+#[derive(Parser)]
+#[command(name = "skybridge", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway.
+    Gateway {
+        /// Path to the gateway config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Validate the config (and load its certificates) and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Manage the federation's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    // One crypto provider for the whole process (see DEPENDENCIES.md: never two).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let result = match cli.command {
+        Command::Gateway { config, check_config } => gateway::run(&config, check_config),
+        Command::Ca { command } => ca::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
