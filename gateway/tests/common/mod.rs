@@ -1,0 +1,178 @@
+//! In-process test harness: a CA from the real `ca` code, gateways started through `app::start`
+//! on loopback, and small backends. Only 127.0.0.0/8 is used.
+#![allow(dead_code)]
+
+pub mod backends;
+pub mod quic;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use skybridge_api::ca::{self, PemPair};
+use skybridge_api::identity::SpiffeId;
+use skybridge_api::model::ClusterId;
+use skybridge_gateway::app::{self, Running};
+use skybridge_gateway::config::Config;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+
+pub const TD: &str = "test.skybridge";
+
+/// Installs the process-wide crypto provider (as `main` does) and test logging.
+pub fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = tracing_subscriber_init();
+}
+
+fn tracing_subscriber_init() -> Option<()> {
+    None
+}
+
+/// A CA and a folder to put issued certificates in.
+pub struct Pki {
+    pub dir: TempDir,
+    pub ca: PemPair,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        Pki::with_domain(TD)
+    }
+
+    pub fn with_domain(td: &str) -> Pki {
+        let ca = ca::init(td, OffsetDateTime::now_utc(), 1).unwrap();
+        Pki { dir: tempfile::tempdir().unwrap(), ca }
+    }
+
+    pub fn trust_domain(&self) -> String {
+        ca::trust_domain_of(&self.ca.cert_pem).unwrap()
+    }
+
+    /// Issues a gateway certificate for `cluster` valid for `days` and writes cert/key/ca files
+    /// into `<dir>/<name>/`; returns that folder.
+    pub fn issue_files(&self, name: &str, cluster: &str, days: u32) -> PathBuf {
+        let id = SpiffeId::gateway(&self.trust_domain(), ClusterId::new(cluster).unwrap());
+        let leaf = ca::issue(&self.ca, &id, &[], OffsetDateTime::now_utc(), days).unwrap();
+        let dir = self.dir.path().join(name);
+        write_identity(&dir, &leaf, &self.ca.cert_pem);
+        dir
+    }
+
+    /// A leaf for `cluster`, in memory.
+    pub fn issue(&self, cluster: &str, days: u32) -> PemPair {
+        let id = SpiffeId::gateway(&self.trust_domain(), ClusterId::new(cluster).unwrap());
+        ca::issue(&self.ca, &id, &[], OffsetDateTime::now_utc(), days).unwrap()
+    }
+}
+
+/// Writes cert.pem, key.pem and ca.pem atomically (rename), as a Secret update would.
+pub fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, body) in [("cert.pem", &leaf.cert_pem), ("key.pem", &leaf.key_pem), ("ca.pem", &ca_pem.to_owned())] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+}
+
+/// A free UDP port on 127.0.0.1 (bound and released; fine on a test machine's loopback).
+pub fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Everything needed to write one gateway's config.
+pub struct GwSpec {
+    pub cluster: String,
+    pub tunnel: SocketAddr,
+    pub certs: PathBuf,
+    /// `[[peers]]` entries: (cluster, address).
+    pub peers: Vec<(String, SocketAddr)>,
+    /// Raw TOML appended: `[[services]]`, `[[listen.tcp]]`, `[limits]`.
+    pub extra: String,
+}
+
+impl GwSpec {
+    pub fn toml(&self) -> String {
+        let mut s = format!(
+            r#"
+[gateway]
+cluster = "{cluster}"
+cloud = "other"
+region = "test"
+trust_domain = "{TD}"
+
+[tls]
+cert = "{certs}/cert.pem"
+key = "{certs}/key.pem"
+trust_bundle = "{certs}/ca.pem"
+reload_interval = "100ms"
+
+[listen]
+tunnel = "{tunnel}"
+sni = "127.0.0.1:0"
+http = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+"#,
+            cluster = self.cluster,
+            certs = self.certs.display(),
+            tunnel = self.tunnel,
+        );
+        for (c, a) in &self.peers {
+            s.push_str(&format!("\n[[peers]]\ncluster = \"{c}\"\ncloud = \"other\"\naddress = \"{a}\"\n"));
+        }
+        s.push_str(&self.extra);
+        s
+    }
+
+    pub async fn start(&self) -> Running {
+        let cfg = Config::parse(&self.toml()).unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml()));
+        app::start(cfg).await.unwrap()
+    }
+}
+
+/// `[[services]]` TOML: a service hosted in `clusters`, with one port and local endpoints.
+pub fn service(ns: &str, name: &str, clusters: &[&str], port: u16, proto: &str, endpoints: &[SocketAddr]) -> String {
+    let clusters: Vec<String> = clusters.iter().map(|c| format!("\"{c}\"")).collect();
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "\n[[services]]\nnamespace = \"{ns}\"\nname = \"{name}\"\nclusters = [{}]\n[[services.ports]]\nport = {port}\nprotocol = \"{proto}\"\nendpoints = [{}]\n",
+        clusters.join(", "),
+        eps.join(", ")
+    )
+}
+
+/// Polls `f` every 20 ms until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+/// GETs an admin path with a minimal HTTP/1.1 client; returns (status, body).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one metric sample line (exact label set) from `/metrics`, or 0.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (_, body) = admin_get(addr, "/metrics").await;
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}

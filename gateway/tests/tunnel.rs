@@ -1,0 +1,366 @@
+//! Two gateways in one process on loopback: every egress path through the real tunnel.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{GwSpec, Pki, backends, eventually, free_udp, metric, service};
+use skybridge_api::ca;
+use skybridge_api::identity::SpiffeId;
+use skybridge_gateway::app::Running;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Pair {
+    pki: Pki,
+    a: Running,
+    b: Running,
+    /// The app-level CA the TLS backend's certificate chains to (not the federation's).
+    app_ca_pem: String,
+}
+
+/// aws-1 (egress side, hosts nothing) and gcp-1 (hosts every service).
+async fn pair() -> Pair {
+    common::init();
+    let pki = Pki::new();
+    let (ta, tb) = (free_udp(), free_udp());
+    let app_ca = ca::init("apps.test", time::OffsetDateTime::now_utc(), 1).unwrap();
+    let app_leaf = ca::issue(
+        &app_ca,
+        &SpiffeId::federator("apps.test"),
+        &["payments.prod.svc.clusterset.local".into()],
+        time::OffsetDateTime::now_utc(),
+        1,
+    )
+    .unwrap();
+    let web = backends::http("gcp-1").await;
+    let tls = backends::tls(&app_leaf.cert_pem, &app_leaf.key_pem, "gcp-1").await;
+    let echo = backends::echo().await;
+    let count = backends::count_then_reply().await;
+    let services = |eps: bool| {
+        let e = |a: SocketAddr| if eps { vec![a] } else { vec![] };
+        [
+            service("prod", "web", &["gcp-1"], 80, "http", &e(web)),
+            service("prod", "payments", &["gcp-1"], 443, "tls", &e(tls)),
+            service("prod", "echo", &["gcp-1"], 7000, "tcp", &e(echo)),
+            service("prod", "count", &["gcp-1"], 7001, "tcp", &e(count)),
+        ]
+        .concat()
+    };
+    let b = GwSpec {
+        cluster: "gcp-1".into(),
+        tunnel: tb,
+        certs: pki.issue_files("gcp-1", "gcp-1", 1),
+        peers: vec![("aws-1".into(), ta)],
+        extra: services(true),
+    }
+    .start()
+    .await;
+    let tcp_listeners = "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n\
+                         \n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"count.prod.svc.clusterset.local\"\nport = 7001\n";
+    let a = GwSpec {
+        cluster: "aws-1".into(),
+        tunnel: ta,
+        certs: pki.issue_files("aws-1", "aws-1", 1),
+        peers: vec![("gcp-1".into(), tb)],
+        extra: format!("{tcp_listeners}{}", services(false)),
+    }
+    .start()
+    .await;
+    Pair { pki, a, b, app_ca_pem: app_ca.cert_pem }
+}
+
+async fn http_get(addr: SocketAddr, host: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+async fn echo_once(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(msg).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_passthrough_by_sni_reaches_remote_backend() {
+    let p = pair().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::pem::PemObject::from_pem_slice(p.app_ca_pem.as_bytes()).unwrap()).unwrap();
+    let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(p.a.addrs.sni.unwrap()).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("payments.prod.svc.clusterset.local").unwrap();
+    // The client verifies the backend's own certificate: the gateways never terminate its TLS.
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut out = String::new();
+    tls.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "tls hello from gcp-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_by_host_reaches_remote_backend() {
+    let p = pair().await;
+    let out = http_get(p.a.addrs.http.unwrap(), "web.prod.svc.clusterset.local").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK") && out.ends_with("hello from gcp-1\n"), "{out}");
+    // The short form and a port in Host route the same way.
+    let out = http_get(p.a.addrs.http.unwrap(), "web.prod:80").await;
+    assert!(out.ends_with("hello from gcp-1\n"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_mapped_tcp_and_status_report() {
+    let p = pair().await;
+    assert_eq!(echo_once(p.a.addrs.tcp[0], b"ping").await, b"ping");
+    let admin = p.a.addrs.admin;
+    assert_eq!(metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="ok"}"#).await, 1.0);
+    assert_eq!(
+        metric(p.b.addrs.admin, r#"skybridge_gateway_stream_opens_total{side="ingress",status="ok"}"#).await,
+        1.0
+    );
+    // RTT is sampled every second from the pooled connection.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..30 {
+        status = serde_json::from_str(&common::admin_get(admin, "/status").await.1).unwrap();
+        if status["peers"][0]["rtt_ms"].is_number() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["peers"][0]["cluster"], "gcp-1");
+    assert_eq!(status["peers"][0]["state"], "healthy");
+    assert_eq!(status["peers"][0]["connections"], 1);
+    assert!(status["peers"][0]["rtt_ms"].as_f64().unwrap() < 100.0, "{status}");
+    assert!(status["config_version"].as_str().unwrap().starts_with("static-"));
+    assert_eq!(status["services"].as_array().unwrap().len(), 4);
+    assert!(metric(admin, r#"skybridge_gateway_peer_rtt_seconds{peer="gcp-1"}"#).await > 0.0);
+    assert_eq!(common::admin_get(admin, "/readyz").await.0, 200);
+    assert_eq!(common::admin_get(admin, "/healthz").await.0, 200);
+}
+
+/// Deterministic pseudo-random bytes (xorshift) so both ends can produce the same stream.
+fn fill(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_256_mib_each_way_with_checksum() {
+    const TOTAL: usize = 256 << 20;
+    let p = pair().await;
+    let s = TcpStream::connect(p.a.addrs.tcp[0]).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        for _ in 0..TOTAL / buf.len() {
+            fill(&mut buf, &mut state);
+            h.update(&buf);
+            w.write_all(&buf).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        h.finish().as_ref().to_vec()
+    });
+    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0usize;
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        got += n;
+    }
+    let sent = writer.await.unwrap();
+    assert_eq!(got, TOTAL, "the echo came back whole");
+    assert_eq!(h.finish().as_ref(), sent.as_slice(), "SHA-256 of what came back equals what was sent");
+    let up = metric(p.a.addrs.admin, r#"skybridge_gateway_bytes_total{side="egress",direction="upstream"}"#).await;
+    assert_eq!(up as usize, TOTAL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_client_still_receives_reply() {
+    let p = pair().await;
+    let mut s = TcpStream::connect(p.a.addrs.tcp[1]).await.unwrap();
+    s.write_all(&vec![7u8; 100_000]).await.unwrap();
+    s.shutdown().await.unwrap(); // FIN: our write side only
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    assert_eq!(out, "got 100000 bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_next_candidate_when_first_peer_refuses() {
+    common::init();
+    let pki = Pki::new();
+    let (ta, tb, tc) = (free_udp(), free_udp(), free_udp());
+    let web_c = backends::http("gcp-c").await;
+    // b claims nothing locally: its catalog says only gcp-c hosts web, so b answers no_route.
+    let b = GwSpec {
+        cluster: "azure-b".into(),
+        tunnel: tb,
+        certs: pki.issue_files("b", "azure-b", 1),
+        peers: vec![("aws-a".into(), ta), ("gcp-c".into(), tc)],
+        extra: service("prod", "web", &["gcp-c"], 80, "http", &[]),
+    }
+    .start()
+    .await;
+    let c = GwSpec {
+        cluster: "gcp-c".into(),
+        tunnel: tc,
+        certs: pki.issue_files("c", "gcp-c", 1),
+        peers: vec![("aws-a".into(), ta), ("azure-b".into(), tb)],
+        extra: service("prod", "web", &["gcp-c"], 80, "http", &[web_c]),
+    }
+    .start()
+    .await;
+    // a believes both host it; with no measurements yet b sorts first.
+    let a = GwSpec {
+        cluster: "aws-a".into(),
+        tunnel: ta,
+        certs: pki.issue_files("a", "aws-a", 1),
+        peers: vec![("azure-b".into(), tb), ("gcp-c".into(), tc)],
+        extra: service("prod", "web", &["azure-b", "gcp-c"], 80, "http", &[]),
+    }
+    .start()
+    .await;
+    let out = http_get(a.addrs.http.unwrap(), "web.prod").await;
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("hello from gcp-c\n"), "client saw no error: {out}");
+    let admin = a.addrs.admin;
+    assert_eq!(metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="no_route"}"#).await, 1.0);
+    assert_eq!(metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="ok"}"#).await, 1.0);
+    assert_eq!(
+        metric(b.addrs.admin, r#"skybridge_gateway_stream_opens_total{side="ingress",status="no_route"}"#).await,
+        1.0
+    );
+
+    // Now b dies: a's open times out or fails, it retries c, and the client still sees no error.
+    b.shutdown().await;
+    let out = http_get(a.addrs.http.unwrap(), "web.prod").await;
+    assert!(out.ends_with("hello from gcp-c\n"), "{out}");
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_finishes_in_flight_and_refuses_new() {
+    let p = pair().await;
+    let mut inflight = TcpStream::connect(p.a.addrs.tcp[0]).await.unwrap();
+    inflight.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    inflight.read_exact(&mut buf).await.unwrap();
+    let (tcp0, admin) = (p.a.addrs.tcp[0], p.a.addrs.admin);
+    let started = std::time::Instant::now();
+    let drain = tokio::spawn(p.a.shutdown());
+    assert!(
+        eventually(Duration::from_secs(2), || TcpStreamProbe::refused(tcp0)).await,
+        "listener closed while draining"
+    );
+    assert_eq!(common::admin_get(admin, "/readyz").await.0, 503);
+    // The in-flight connection still works in both directions.
+    inflight.write_all(b"during").await.unwrap();
+    inflight.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"during");
+    inflight.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    inflight.read_to_end(&mut rest).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .expect("drain completes once in-flight work ends")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "did not wait for the 20 s deadline");
+    drop(p.b);
+}
+
+struct TcpStreamProbe;
+impl TcpStreamProbe {
+    fn refused(addr: SocketAddr) -> bool {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_cuts_stuck_connections() {
+    common::init();
+    let pki = Pki::new();
+    let echo = backends::echo().await;
+    let a = GwSpec {
+        cluster: "aws-1".into(),
+        tunnel: free_udp(),
+        certs: pki.issue_files("a", "aws-1", 1),
+        peers: vec![],
+        extra: format!(
+            "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n\
+             \n[limits]\ndrain_deadline = \"300ms\"\n{}",
+            service("prod", "echo", &["aws-1"], 7000, "tcp", &[echo])
+        ),
+    }
+    .start()
+    .await;
+    let mut stuck = TcpStream::connect(a.addrs.tcp[0]).await.unwrap();
+    stuck.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    stuck.read_exact(&mut b).await.unwrap();
+    let t = std::time::Instant::now();
+    a.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(4), "shutdown took {:?}", t.elapsed());
+    // The connection was closed by the gateway (reset or EOF), not left hanging.
+    let r = tokio::time::timeout(Duration::from_secs(2), stuck.read(&mut b)).await.unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_reload_keeps_connections_and_serves_new_ones() {
+    let p = pair().await;
+    let mut long = TcpStream::connect(p.a.addrs.tcp[0]).await.unwrap();
+    long.write_all(b"one").await.unwrap();
+    let mut buf = [0u8; 3];
+    long.read_exact(&mut buf).await.unwrap();
+
+    // Rotate both gateways' certificates (same CA, new keys) the way a Secret update would.
+    for (dir, cluster) in [("aws-1", "aws-1"), ("gcp-1", "gcp-1")] {
+        common::write_identity(&p.pki.dir.path().join(dir), &p.pki.issue(cluster, 2), &p.pki.ca.cert_pem);
+    }
+    let reloaded = r#"skybridge_gateway_cert_reloads_total{result="ok"}"#;
+    for admin in [p.a.addrs.admin, p.b.addrs.admin] {
+        let mut ok = false;
+        for _ in 0..100 {
+            if metric(admin, reloaded).await >= 1.0 {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ok, "reload observed on {admin}");
+    }
+    // The established connection survived.
+    long.write_all(b"two").await.unwrap();
+    long.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"two");
+
+    // A broken update (a certificate for another cluster) is refused; the old one stays.
+    common::write_identity(&p.pki.dir.path().join("aws-1"), &p.pki.issue("gcp-9", 1), &p.pki.ca.cert_pem);
+    let failed = r#"skybridge_gateway_cert_reloads_total{result="error"}"#;
+    let mut seen = false;
+    for _ in 0..100 {
+        if metric(p.a.addrs.admin, failed).await >= 1.0 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "bad certificate reported");
+    assert_eq!(echo_once(p.a.addrs.tcp[0], b"three").await, b"three");
+}
