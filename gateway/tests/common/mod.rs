@@ -133,12 +133,29 @@ admin = "127.0.0.1:0"
 
 /// `[[services]]` TOML: a service hosted in `clusters`, with one port and local endpoints.
 pub fn service(ns: &str, name: &str, clusters: &[&str], port: u16, proto: &str, endpoints: &[SocketAddr]) -> String {
-    let clusters: Vec<String> = clusters.iter().map(|c| format!("\"{c}\"")).collect();
-    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    service_allowing(ns, name, clusters, port, proto, endpoints, None)
+}
+
+/// Like [`service`], with an allow list of source clusters.
+pub fn service_allowing(
+    ns: &str,
+    name: &str,
+    clusters: &[&str],
+    port: u16,
+    proto: &str,
+    endpoints: &[SocketAddr],
+    allow: Option<&[&str]>,
+) -> String {
+    let quote = |v: &[String]| v.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    let clusters: Vec<String> = clusters.iter().map(|c| c.to_string()).collect();
+    let eps: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+    let allow = allow
+        .map(|a| format!("allow = [{}]\n", quote(&a.iter().map(|c| c.to_string()).collect::<Vec<_>>())))
+        .unwrap_or_default();
     format!(
-        "\n[[services]]\nnamespace = \"{ns}\"\nname = \"{name}\"\nclusters = [{}]\n[[services.ports]]\nport = {port}\nprotocol = \"{proto}\"\nendpoints = [{}]\n",
-        clusters.join(", "),
-        eps.join(", ")
+        "\n[[services]]\nnamespace = \"{ns}\"\nname = \"{name}\"\nclusters = [{}]\n{allow}[[services.ports]]\nport = {port}\nprotocol = \"{proto}\"\nendpoints = [{}]\n",
+        quote(&clusters),
+        quote(&eps)
     )
 }
 

@@ -51,25 +51,43 @@ pub fn peek(buf: &[u8], max: usize) -> Result<Peek, SniError> {
         if len > 16384 + 2048 {
             return Err(SniError::Malformed("record longer than TLS allows"));
         }
-        let Some(frag) = rest.get(5..5 + len) else { return Ok(Peek::NeedMore) };
+        let Some(frag) = rest.get(5..5 + len) else {
+            // Incomplete record: still judge the handshake header if it is already visible, so
+            // an oversized or wrong message is refused now rather than after buffering it.
+            let partial = &rest[5..];
+            let seen = [&msg[..], partial].concat();
+            check_header(&seen, max)?;
+            return Ok(Peek::NeedMore);
+        };
         msg.extend_from_slice(frag);
         rest = &rest[5 + len..];
-        if msg.len() >= 4 {
-            if msg[0] != HANDSHAKE_CLIENT_HELLO {
-                return Err(SniError::NotClientHello);
-            }
-            let body_len = (usize::from(msg[1]) << 16) | (usize::from(msg[2]) << 8) | usize::from(msg[3]);
-            if body_len + 4 > max {
-                return Err(SniError::TooLarge(max));
-            }
-            if msg.len() >= 4 + body_len {
-                return parse_client_hello(&msg[4..4 + body_len]).map(Peek::Done);
-            }
+        if let Some(body_len) = check_header(&msg, max)?
+            && msg.len() >= 4 + body_len
+        {
+            return parse_client_hello(&msg[4..4 + body_len]).map(Peek::Done);
         }
         if msg.len() > max {
             return Err(SniError::TooLarge(max));
         }
     }
+}
+
+/// Checks the handshake message header once 4 bytes are there; returns the body length.
+fn check_header(msg: &[u8], max: usize) -> Result<Option<usize>, SniError> {
+    if msg.is_empty() {
+        return Ok(None);
+    }
+    if msg[0] != HANDSHAKE_CLIENT_HELLO {
+        return Err(SniError::NotClientHello);
+    }
+    if msg.len() < 4 {
+        return Ok(None);
+    }
+    let body_len = (usize::from(msg[1]) << 16) | (usize::from(msg[2]) << 8) | usize::from(msg[3]);
+    if body_len + 4 > max {
+        return Err(SniError::TooLarge(max));
+    }
+    Ok(Some(body_len))
 }
 
 struct Reader<'a>(&'a [u8]);

@@ -68,6 +68,8 @@ fn rejects_non_tls_and_oversize() {
     assert_eq!(peek(b"GET / HTTP/1.1\r\n", 16384), Err(SniError::NotTls));
     let ch = client_hello(Some(&"a".repeat(600)));
     assert_eq!(peek(&ch, 512), Err(SniError::TooLarge(512)));
+    // Refused as soon as the declared length is visible, before the record is complete.
+    assert_eq!(peek(&ch[..9], 512), Err(SniError::TooLarge(512)));
     let mut not_hello = client_hello(Some("a.b"));
     not_hello[5] = 2;
     assert_eq!(peek(&not_hello, 16384), Err(SniError::NotClientHello));
