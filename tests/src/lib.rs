@@ -1,1 +1,121 @@
+//! Harness for end-to-end tests: the real `skybridge` binary as child processes, free loopback
+//! ports, readiness polling. Processes are killed by PID when their guard drops.
 
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `skybridge` binary of this workspace, built once if a plain `cargo test` in this
+/// package did not already build it.
+pub fn skybridge_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+            // tests run from target/<profile>/deps/<test>
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.ancestors().nth(3).expect("target dir").to_path_buf()
+        });
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--bin", "skybridge"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build --bin skybridge failed");
+        target.join("debug").join("skybridge")
+    })
+    .clone()
+}
+
+/// Runs `skybridge ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(skybridge_bin()).args(args).output().expect("running skybridge")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A free UDP port on 127.0.0.1 (bound and released).
+pub fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A child process killed (SIGKILL) when dropped unless it already exited.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `skybridge ARGS` with stderr to `log`.
+    pub fn spawn(args: &[&str], log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(skybridge_bin())
+            .args(args)
+            .env("SKYBRIDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawning skybridge");
+        Proc { child, log }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits up to `within` for exit; returns the exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `GET /readyz` on an admin address until it answers 200.
+pub fn wait_ready(admin: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if http_status(admin, "/readyz") == Some(200) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The status code of `GET path`, or None when the connection fails.
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.get(9..12)?.parse().ok()
+}

@@ -1,0 +1,229 @@
+//! End-to-end: the real `skybridge` binary as separate processes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use skybridge_api::identity::{Role, SpiffeId};
+use skybridge_tests::{Proc, free_tcp, free_udp, run, wait_ready};
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "skybridge {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn spiffe_of(cert: &Path) -> SpiffeId {
+    let der = CertificateDer::from_pem_file(cert).unwrap();
+    SpiffeId::from_cert_der_any_domain(&der).unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn ca_init_and_issue() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |s: &str| dir.path().join(s).to_str().unwrap().to_owned();
+    ok(&["ca", "init", "--trust-domain", "corp.example", "--out", &d("ca")]);
+    assert_eq!(mode(&dir.path().join("ca/ca-key.pem")), 0o600);
+    // A second init must not silently replace the root.
+    let again = run(&["ca", "init", "--trust-domain", "corp.example", "--out", &d("ca")]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+    ok(&["ca", "issue", "--ca", &d("ca"), "--cluster", "aws-prod-use1", "--out", &d("gw")]);
+    assert_eq!(mode(&dir.path().join("gw/key.pem")), 0o600);
+    let id = spiffe_of(&dir.path().join("gw/cert.pem"));
+    assert_eq!(id.to_string(), "spiffe://corp.example/cluster/aws-prod-use1/gateway");
+    assert!(dir.path().join("gw/ca.pem").exists());
+
+    ok(&["ca", "issue", "--ca", &d("ca"), "--federator", "--dns", "federator.corp.example", "--out", &d("fed")]);
+    assert_eq!(spiffe_of(&dir.path().join("fed/cert.pem")).role, Role::Federator);
+
+    let bad = run(&["ca", "issue", "--ca", &d("ca"), "--cluster", "Not_A_Label", "--out", &d("x")]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Not_A_Label"));
+}
+
+struct Cluster {
+    config: String,
+    admin: SocketAddr,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gateway_config(
+    dir: &Path,
+    cluster: &str,
+    tunnel: SocketAddr,
+    admin: SocketAddr,
+    peer: (&str, SocketAddr),
+    tcp_listen: Option<SocketAddr>,
+    endpoint: Option<SocketAddr>,
+    extra: &str,
+) -> Cluster {
+    let eps = endpoint.map(|e| format!("\"{e}\"")).unwrap_or_default();
+    let listen_tcp = tcp_listen
+        .map(|a| format!("[[listen.tcp]]\naddress = \"{a}\"\nservice = \"echo.demo\"\nport = 9000\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"
+[gateway]
+cluster = "{cluster}"
+cloud = "other"
+region = "e2e"
+trust_domain = "e2e.skybridge"
+
+[tls]
+cert = "{cluster}/cert.pem"
+key = "{cluster}/key.pem"
+trust_bundle = "{cluster}/ca.pem"
+
+[listen]
+tunnel = "{tunnel}"
+sni = "off"
+http = "off"
+admin = "{admin}"
+{listen_tcp}
+[[peers]]
+cluster = "{}"
+cloud = "other"
+address = "{}"
+
+[[services]]
+namespace = "demo"
+name = "echo"
+clusters = ["gw-b"]
+[[services.ports]]
+port = 9000
+protocol = "tcp"
+endpoints = [{eps}]
+{extra}"#,
+        peer.0, peer.1
+    );
+    let path = dir.join(format!("{cluster}.toml"));
+    std::fs::write(&path, text).unwrap();
+    Cluster { config: path.to_str().unwrap().to_owned(), admin }
+}
+
+fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let mut w = s;
+                let _ = std::io::copy(&mut r, &mut w);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn check_config_reports_key_value_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&["ca", "init", "--trust-domain", "e2e.skybridge", "--out", d.join("ca").to_str().unwrap()]);
+    ok(&[
+        "ca",
+        "issue",
+        "--ca",
+        d.join("ca").to_str().unwrap(),
+        "--cluster",
+        "gw-a",
+        "--out",
+        d.join("gw-a").to_str().unwrap(),
+    ]);
+    let good = gateway_config(d, "gw-a", free_udp(), free_tcp(), ("gw-b", free_udp()), None, None, "");
+    let good_text = std::fs::read_to_string(&good.config).unwrap();
+    let out = run(&["gateway", "--config", &good.config, "--check-config"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = d.join("bad.toml");
+    let check = |text: String| {
+        std::fs::write(&bad, text).unwrap();
+        let out = run(&["gateway", "--config", bad.to_str().unwrap(), "--check-config"]);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(format!("{good_text}\n[limits]\nidle_timeout = \"0s\"\n"));
+    assert!(err.contains("limits.idle_timeout") && err.contains("must be positive"), "{err}");
+    let err = check(format!("{good_text}\n[gateway2]\n"));
+    assert!(err.contains("gateway2"), "{err}");
+    let err = check(good_text.replace("tunnel = \"", "tunnel = \"localhost:"));
+    assert!(err.contains("listen.tunnel"), "{err}");
+
+    // A certificate for another cluster is caught by --check-config too.
+    ok(&[
+        "ca",
+        "issue",
+        "--ca",
+        d.join("ca").to_str().unwrap(),
+        "--cluster",
+        "gw-z",
+        "--out",
+        d.join("gw-a").to_str().unwrap(),
+    ]);
+    let out = run(&["gateway", "--config", &good.config, "--check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("gw-z") && err.contains("gw-a"), "{err}");
+}
+
+fn roundtrip(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, msg);
+}
+
+#[test]
+fn two_gateway_processes_tunnel_then_sigterm_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = d.join("ca");
+    ok(&["ca", "init", "--trust-domain", "e2e.skybridge", "--out", ca.to_str().unwrap()]);
+    for c in ["gw-a", "gw-b"] {
+        ok(&["ca", "issue", "--ca", ca.to_str().unwrap(), "--cluster", c, "--out", d.join(c).to_str().unwrap()]);
+    }
+    let echo = echo_server();
+    let (ta, tb) = (free_udp(), free_udp());
+    let listen = free_tcp();
+    let a = gateway_config(d, "gw-a", ta, free_tcp(), ("gw-b", tb), Some(listen), None, "");
+    let b = gateway_config(d, "gw-b", tb, free_tcp(), ("gw-a", ta), None, Some(echo), "");
+    let _pb = Proc::spawn(&["gateway", "--config", &b.config], d.join("b.log"));
+    let mut pa = Proc::spawn(&["gateway", "--config", &a.config], d.join("a.log"));
+    assert!(wait_ready(a.admin, Duration::from_secs(20)), "gw-a not ready: {}", pa.log_text());
+    assert!(wait_ready(b.admin, Duration::from_secs(20)), "gw-b not ready");
+
+    let mut held = TcpStream::connect(listen).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    roundtrip(&mut held, b"across two processes");
+
+    pa.terminate();
+    // Draining: the listener closes and readiness drops, the held connection keeps working.
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect_timeout(&listen, Duration::from_millis(100)).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refused, "listener still accepting after SIGTERM");
+    assert_ne!(skybridge_tests::http_status(a.admin, "/readyz"), Some(200));
+    roundtrip(&mut held, b"still flowing while draining");
+    held.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    assert_eq!(pa.wait_exit(Duration::from_secs(10)), Some(0), "clean exit after drain: {}", pa.log_text());
+    let log = pa.log_text();
+    assert!(log.contains("connection closed") && log.contains("cluster=gw-b"), "access log line: {log}");
+}
