@@ -335,15 +335,7 @@ async fn certificate_reload_keeps_connections_and_serves_new_ones() {
     }
     let reloaded = r#"skybridge_gateway_cert_reloads_total{result="ok"}"#;
     for admin in [p.a.addrs.admin, p.b.addrs.admin] {
-        let mut ok = false;
-        for _ in 0..100 {
-            if metric(admin, reloaded).await >= 1.0 {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(ok, "reload observed on {admin}");
+        assert!(common::wait_metric(admin, reloaded, 1.0).await, "reload observed on {admin}");
     }
     // The established connection survived.
     long.write_all(b"two").await.unwrap();
@@ -353,14 +345,6 @@ async fn certificate_reload_keeps_connections_and_serves_new_ones() {
     // A broken update (a certificate for another cluster) is refused; the old one stays.
     common::write_identity(&p.pki.dir.path().join("aws-1"), &p.pki.issue("gcp-9", 1), &p.pki.ca.cert_pem);
     let failed = r#"skybridge_gateway_cert_reloads_total{result="error"}"#;
-    let mut seen = false;
-    for _ in 0..100 {
-        if metric(p.a.addrs.admin, failed).await >= 1.0 {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen, "bad certificate reported");
+    assert!(common::wait_metric(p.a.addrs.admin, failed, 1.0).await, "bad certificate reported");
     assert_eq!(echo_once(p.a.addrs.tcp[0], b"three").await, b"three");
 }

@@ -17,6 +17,24 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ca init` in `<dir>/ca` and `ca issue --cluster C --out <dir>/<out>` for each (C, out).
+fn pki(dir: &Path, issue: &[(&str, &str)]) {
+    let ca = dir.join("ca");
+    ok(&["ca", "init", "--trust-domain", "e2e.skybridge", "--out", ca.to_str().unwrap()]);
+    for (cluster, out) in issue {
+        ok(&[
+            "ca",
+            "issue",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--cluster",
+            cluster,
+            "--out",
+            dir.join(out).to_str().unwrap(),
+        ]);
+    }
+}
+
 fn spiffe_of(cert: &Path) -> SpiffeId {
     let der = CertificateDer::from_pem_file(cert).unwrap();
     SpiffeId::from_cert_der_any_domain(&der).unwrap()
@@ -131,17 +149,7 @@ fn echo_server() -> SocketAddr {
 fn check_config_reports_key_value_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(&["ca", "init", "--trust-domain", "e2e.skybridge", "--out", d.join("ca").to_str().unwrap()]);
-    ok(&[
-        "ca",
-        "issue",
-        "--ca",
-        d.join("ca").to_str().unwrap(),
-        "--cluster",
-        "gw-a",
-        "--out",
-        d.join("gw-a").to_str().unwrap(),
-    ]);
+    pki(d, &[("gw-a", "gw-a")]);
     let good = gateway_config(d, "gw-a", free_udp(), free_tcp(), ("gw-b", free_udp()), None, None, "");
     let good_text = std::fs::read_to_string(&good.config).unwrap();
     let out = run(&["gateway", "--config", &good.config, "--check-config"]);
@@ -162,16 +170,8 @@ fn check_config_reports_key_value_and_reason() {
     assert!(err.contains("listen.tunnel"), "{err}");
 
     // A certificate for another cluster is caught by --check-config too.
-    ok(&[
-        "ca",
-        "issue",
-        "--ca",
-        d.join("ca").to_str().unwrap(),
-        "--cluster",
-        "gw-z",
-        "--out",
-        d.join("gw-a").to_str().unwrap(),
-    ]);
+    let ca = d.join("ca");
+    ok(&["ca", "issue", "--ca", ca.to_str().unwrap(), "--cluster", "gw-z", "--out", d.join("gw-a").to_str().unwrap()]);
     let out = run(&["gateway", "--config", &good.config, "--check-config"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("gw-z") && err.contains("gw-a"), "{err}");
@@ -188,11 +188,7 @@ fn roundtrip(s: &mut TcpStream, msg: &[u8]) {
 fn two_gateway_processes_tunnel_then_sigterm_drains() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = d.join("ca");
-    ok(&["ca", "init", "--trust-domain", "e2e.skybridge", "--out", ca.to_str().unwrap()]);
-    for c in ["gw-a", "gw-b"] {
-        ok(&["ca", "issue", "--ca", ca.to_str().unwrap(), "--cluster", c, "--out", d.join(c).to_str().unwrap()]);
-    }
+    pki(d, &[("gw-a", "gw-a"), ("gw-b", "gw-b")]);
     let echo = echo_server();
     let (ta, tb) = (free_udp(), free_udp());
     let listen = free_tcp();

@@ -193,3 +193,14 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Polls `/metrics` until `series` reaches `at_least` (within 5 s).
+pub async fn wait_metric(addr: SocketAddr, series: &str, at_least: f64) -> bool {
+    for _ in 0..100 {
+        if metric(addr, series).await >= at_least {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
