@@ -101,7 +101,7 @@ async fn read_head<T, E>(
             Ok(None) => {}
         }
         if buf.len() > max {
-            // The parsers enforce max themselves; this guards against a parser bug.
+            // The parsers answer TooLarge at `max` (fuzzed); this only guards against a bug there.
             return Err(HeadError::Io);
         }
         buf.reserve(2048.min(max + 1 - buf.len().min(max)));

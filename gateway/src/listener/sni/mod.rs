@@ -29,14 +29,23 @@ const EXT_SERVER_NAME: u16 = 0;
 const NAME_TYPE_HOST: u8 = 0;
 
 /// Looks for a ClientHello in `buf` (bytes from the start of the connection). `max` bounds the
-/// handshake message size we are willing to buffer.
+/// raw bytes (record headers included) up to the end of the ClientHello: past it the answer is
+/// `TooLarge`, never `NeedMore`, so the caller's buffer is bounded by the parser.
 pub fn peek(buf: &[u8], max: usize) -> Result<Peek, SniError> {
+    match peek_records(buf, max)? {
+        (Peek::NeedMore, _) if buf.len() >= max => Err(SniError::TooLarge(max)),
+        (p, _) => Ok(p),
+    }
+}
+
+/// The decision and how many raw bytes it took.
+fn peek_records(buf: &[u8], max: usize) -> Result<(Peek, usize), SniError> {
     // Reassemble the handshake message from consecutive handshake records.
     let mut msg = Vec::new();
     let mut rest = buf;
     loop {
         if rest.len() < 5 {
-            return Ok(Peek::NeedMore);
+            return Ok((Peek::NeedMore, buf.len()));
         }
         if rest[0] != RECORD_HANDSHAKE {
             return Err(SniError::NotTls);
@@ -57,14 +66,18 @@ pub fn peek(buf: &[u8], max: usize) -> Result<Peek, SniError> {
             let partial = &rest[5..];
             let seen = [&msg[..], partial].concat();
             check_header(&seen, max)?;
-            return Ok(Peek::NeedMore);
+            return Ok((Peek::NeedMore, buf.len()));
         };
         msg.extend_from_slice(frag);
         rest = &rest[5 + len..];
         if let Some(body_len) = check_header(&msg, max)?
             && msg.len() >= 4 + body_len
         {
-            return parse_client_hello(&msg[4..4 + body_len]).map(Peek::Done);
+            let used = buf.len() - rest.len();
+            if used > max {
+                return Err(SniError::TooLarge(max));
+            }
+            return parse_client_hello(&msg[4..4 + body_len]).map(|name| (Peek::Done(name), used));
         }
         if msg.len() > max {
             return Err(SniError::TooLarge(max));

@@ -87,3 +87,19 @@ fn rejects_malformed_lengths() {
     ch.truncate(n); // name with a space is not printable-without-space ASCII
     assert!(matches!(peek(&ch, 16384), Err(SniError::Malformed(_))));
 }
+
+#[test]
+fn raw_bytes_past_max_are_too_large_not_need_more() {
+    // A record header announcing 16 KiB and a message header that fits: still incomplete, but
+    // already past the byte limit.
+    let mut buf = vec![22, 3, 1, 0x40, 0x00, 1, 0, 0, 0x64];
+    buf.resize(600, 0);
+    assert_eq!(peek(&buf, 512), Err(SniError::TooLarge(512)));
+    assert_eq!(peek(&buf[..300], 512), Ok(Peek::NeedMore));
+    // A ClientHello that fits as a message but not with its record headers.
+    let ch = client_hello(Some("db.prod"));
+    let hs = &ch[5..];
+    let split: Vec<u8> = hs.chunks(8).flat_map(record).collect();
+    assert!(peek(&split, ch.len() + 8).is_err(), "record headers count against the limit");
+    assert_eq!(peek(&split, split.len()), Ok(Peek::Done(Some("db.prod".into()))));
+}
