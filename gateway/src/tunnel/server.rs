@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
+use quinn::{Endpoint, Incoming, RecvStream, SendStream};
 use skybridge_api::header::{OpenRequest, OpenResponse, REQUEST_PREFIX_LEN, Status};
 use skybridge_api::model::ClusterId;
 use tokio_util::task::TaskTracker;
@@ -68,7 +68,7 @@ async fn connection(incoming: Incoming, ctx: Arc<Context>, tracker: TaskTracker)
             },
         };
         let span = tracing::info_span!("ingress", %peer, stream = %send.id());
-        tracker.spawn(stream(send, recv, peer.clone(), conn.clone(), ctx.clone()).instrument(span));
+        tracker.spawn(stream(send, recv, peer.clone(), ctx.clone()).instrument(span));
     }
 }
 
@@ -95,7 +95,7 @@ async fn refuse(mut send: SendStream, mut recv: RecvStream, ctx: &Context, statu
     let _ = recv.stop(codes::CANCELLED);
 }
 
-async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, _conn: Connection, ctx: Arc<Context>) {
+async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx: Arc<Context>) {
     let header =
         tokio::time::timeout(ctx.limits.header_timeout, read_header(&mut recv, ctx.limits.max_stream_header)).await;
     let req = match header {
