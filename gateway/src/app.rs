@@ -30,7 +30,7 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("cannot bind {what} on {addr}: {source} (is another process using the port?)")]
+    #[error("cannot bind {what} on {addr} (is another process using the port?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
 
@@ -84,14 +84,24 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     client_cfg.transport_config(transport);
     // Validated by Config::parse.
     let tunnel_addr = listen_addr("listen.tunnel", &cfg.listen.tunnel)?.expect("tunnel listener is required");
-    let mut endpoint = Endpoint::server(server_cfg, tunnel_addr).map_err(|source| StartError::Bind {
-        what: "tunnel (UDP)",
-        addr: tunnel_addr,
-        source,
-    })?;
+    let l = &cfg.limits;
+    let bind_err = |source| StartError::Bind { what: "tunnel (UDP)", addr: tunnel_addr, source };
+    let (socket, got_recv, got_send) =
+        tunnel::bind_udp(tunnel_addr, l.udp_recv_buffer, l.udp_send_buffer).map_err(bind_err)?;
+    if got_recv < l.udp_recv_buffer || got_send < l.udp_send_buffer {
+        tracing::warn!(
+            asked_recv = l.udp_recv_buffer,
+            got_recv,
+            asked_send = l.udp_send_buffer,
+            got_send,
+            "tunnel UDP buffers are smaller than configured; raise net.core.rmem_max and net.core.wmem_max"
+        );
+    }
+    let runtime = quinn::default_runtime().expect("started inside a tokio runtime");
+    let mut endpoint =
+        Endpoint::new(quinn::EndpointConfig::default(), Some(server_cfg), socket, runtime).map_err(bind_err)?;
     endpoint.set_default_client_config(client_cfg);
 
-    let l = &cfg.limits;
     let pool =
         Pool::new(endpoint.clone(), l.connections_per_peer, l.handshake_timeout, l.peer_backoff, metrics.clone());
     let delivery = LocalDelivery::new(l.connect_timeout, l.eject_duration, metrics.clone());

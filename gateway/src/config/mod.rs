@@ -158,6 +158,12 @@ pub struct Limits {
     pub stream_window: u32,
     #[serde(default = "defaults::connection_window")]
     pub connection_window: u32,
+    /// Tunnel UDP socket buffers (SO_RCVBUF/SO_SNDBUF). Too small a receive buffer drops
+    /// datagrams in bursts, which QUIC's congestion control reads as loss.
+    #[serde(default = "defaults::udp_buffer")]
+    pub udp_recv_buffer: usize,
+    #[serde(default = "defaults::udp_buffer")]
+    pub udp_send_buffer: usize,
 }
 
 impl Default for Limits {
@@ -233,10 +239,13 @@ pub mod defaults {
         Duration::from_millis(500)
     }
     pub fn connections_per_peer() -> usize {
-        1
+        2
     }
     pub fn stream_window() -> u32 {
         8 * 1024 * 1024
+    }
+    pub fn udp_buffer() -> usize {
+        4 * 1024 * 1024
     }
     pub fn connection_window() -> u32 {
         64 * 1024 * 1024
@@ -422,7 +431,9 @@ impl Limits {
                 format!("must be shorter than limits.idle_timeout ({})", duration::format(self.idle_timeout)),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 6] = [
+        let ranges: [(&str, usize, usize, usize); 8] = [
+            ("limits.udp_recv_buffer", self.udp_recv_buffer, 64 * 1024, 1 << 30),
+            ("limits.udp_send_buffer", self.udp_send_buffer, 64 * 1024, 1 << 30),
             ("limits.max_client_hello", self.max_client_hello, 512, 1 << 20),
             ("limits.max_http_head", self.max_http_head, 256, 1 << 20),
             ("limits.max_connections", self.max_connections, 1, 10_000_000),

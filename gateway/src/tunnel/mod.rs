@@ -5,9 +5,11 @@ pub mod client;
 pub mod server;
 pub mod splice;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Limits;
 
@@ -38,4 +40,21 @@ pub fn transport(limits: &Limits) -> Arc<TransportConfig> {
     t.receive_window(VarInt::from_u32(limits.connection_window));
     t.send_window(u64::from(limits.connection_window));
     Arc::new(t)
+}
+
+/// Binds the tunnel's UDP socket with the configured buffer sizes. The kernel caps them at
+/// `net.core.{r,w}mem_max`; what it granted is returned so the caller can warn.
+pub fn bind_udp(addr: SocketAddr, recv: usize, send: usize) -> std::io::Result<(std::net::UdpSocket, usize, usize)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Accept IPv4 peers too on a `[::]` listener.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_recv_buffer_size(recv)?;
+    socket.set_send_buffer_size(send)?;
+    socket.bind(&addr.into())?;
+    // Linux reports double the requested size (it counts bookkeeping overhead).
+    let got_recv = socket.recv_buffer_size()? / 2;
+    let got_send = socket.send_buffer_size()? / 2;
+    Ok((socket.into(), got_recv, got_send))
 }
