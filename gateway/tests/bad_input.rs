@@ -386,3 +386,31 @@ async fn dialled_peer_presenting_another_clusters_certificate_is_refused() {
     assert!(status["peers"][0]["last_error"].as_str().unwrap().contains("handshake"), "{status}");
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_skips_an_ejected_endpoint() {
+    common::init();
+    let pki = Pki::new();
+    let (e1, e2) = (backends::http("e1").await, backends::http("e2").await);
+    let dead = backends::refusing();
+    let gw = GwSpec {
+        cluster: "aws-1".into(),
+        tunnel: free_udp(),
+        certs: pki.issue_files("a", "aws-1", 1),
+        peers: vec![("gcp-x".into(), free_udp())],
+        extra: service("prod", "web", &["aws-1"], 80, "http", &[e1, dead, e2]),
+    }
+    .start()
+    .await;
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..12 {
+        let out = send_recv(gw.addrs.http.unwrap(), b"GET / HTTP/1.1\r\nHost: web.prod\r\n\r\n").await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "every request succeeds: {text}");
+        *seen.entry(text.lines().last().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    // Both live endpoints share the load; the dead one failed once and was then skipped.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.values().all(|n| *n >= 5), "even split: {seen:?}");
+    assert_eq!(metric(gw.addrs.admin, "skybridge_gateway_endpoint_failures_total").await, 1.0);
+}

@@ -348,3 +348,65 @@ async fn certificate_reload_keeps_connections_and_serves_new_ones() {
     assert!(common::wait_metric(p.a.addrs.admin, failed, 1.0).await, "bad certificate reported");
     assert_eq!(echo_once(p.a.addrs.tcp[0], b"three").await, b"three");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_is_carried_both_ways() {
+    common::init();
+    let pki = Pki::new();
+    let (ta, tb) = (free_udp(), free_udp());
+    let resetter = backends::reset_after(5).await;
+    let (observer, mut ended) = backends::observer().await;
+    let services = |eps: bool| {
+        let e = |a: SocketAddr| if eps { vec![a] } else { vec![] };
+        [
+            service("prod", "rst", &["gcp-1"], 7000, "tcp", &e(resetter)),
+            service("prod", "obs", &["gcp-1"], 7001, "tcp", &e(observer)),
+        ]
+        .concat()
+    };
+    let _b = GwSpec {
+        cluster: "gcp-1".into(),
+        tunnel: tb,
+        certs: pki.issue_files("b", "gcp-1", 1),
+        peers: vec![("aws-1".into(), ta)],
+        extra: services(true),
+    }
+    .start()
+    .await;
+    let listeners = "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"rst.prod\"\nport = 7000\n\
+                     \n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"obs.prod\"\nport = 7001\n";
+    let a = GwSpec {
+        cluster: "aws-1".into(),
+        tunnel: ta,
+        certs: pki.issue_files("a", "aws-1", 1),
+        peers: vec![("gcp-1".into(), tb)],
+        extra: format!("{listeners}{}", services(false)),
+    }
+    .start()
+    .await;
+
+    // Server side resets: the client sees a reset, not an orderly EOF.
+    let mut c = TcpStream::connect(a.addrs.tcp[0]).await.unwrap();
+    c.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap();
+    assert_eq!(r.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset), "server RST reaches the client");
+
+    // Client side resets: the server sees a reset, while a clean close is seen as EOF.
+    let c = TcpStream::connect(a.addrs.tcp[1]).await.unwrap();
+    let (mut r, mut w) = c.into_split();
+    w.write_all(b"abc").await.unwrap();
+    w.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).await.unwrap();
+    let clean = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await.unwrap().unwrap();
+    assert_eq!(clean, Ok(3));
+
+    let mut c = TcpStream::connect(a.addrs.tcp[1]).await.unwrap();
+    c.write_all(b"partial").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.set_zero_linger().unwrap();
+    drop(c);
+    let reset = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await.unwrap().unwrap();
+    assert_eq!(reset, Err(std::io::ErrorKind::ConnectionReset), "client RST reaches the server");
+}

@@ -34,14 +34,28 @@ pub fn run(args: &[&str]) -> Output {
     Command::new(skybridge_bin()).args(args).output().expect("running skybridge")
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released).
-pub fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// Picks a free loopback port with `probe` that this process has never handed out before: a
+/// released port can be returned again by the kernel at once, and tests run in parallel.
+fn unique_port(probe: impl Fn() -> SocketAddr) -> SocketAddr {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let addr = probe();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
-/// A free UDP port on 127.0.0.1 (bound and released).
-pub fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// `n` distinct free TCP ports on 127.0.0.1.
+pub fn free_tcp(n: usize) -> Vec<SocketAddr> {
+    (0..n).map(|_| unique_port(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap())).collect()
+}
+
+/// `n` distinct free UDP ports on 127.0.0.1.
+pub fn free_udp(n: usize) -> Vec<SocketAddr> {
+    (0..n).map(|_| unique_port(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap())).collect()
 }
 
 /// A child process killed (SIGKILL) when dropped unless it already exited.

@@ -150,7 +150,8 @@ fn check_config_reports_key_value_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     pki(d, &[("gw-a", "gw-a")]);
-    let good = gateway_config(d, "gw-a", free_udp(), free_tcp(), ("gw-b", free_udp()), None, None, "");
+    let (udp, tcp) = (free_udp(2), free_tcp(1));
+    let good = gateway_config(d, "gw-a", udp[0], tcp[0], ("gw-b", udp[1]), None, None, "");
     let good_text = std::fs::read_to_string(&good.config).unwrap();
     let out = run(&["gateway", "--config", &good.config, "--check-config"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -190,16 +191,18 @@ fn two_gateway_processes_tunnel_then_sigterm_drains() {
     let d = dir.path();
     pki(d, &[("gw-a", "gw-a"), ("gw-b", "gw-b")]);
     let echo = echo_server();
-    let (ta, tb) = (free_udp(), free_udp());
-    let listen = free_tcp();
-    let a = gateway_config(d, "gw-a", ta, free_tcp(), ("gw-b", tb), Some(listen), None, "");
-    let b = gateway_config(d, "gw-b", tb, free_tcp(), ("gw-a", ta), None, Some(echo), "");
-    let _pb = Proc::spawn(&["gateway", "--config", &b.config], d.join("b.log"));
+    let (udp, tcp) = (free_udp(2), free_tcp(3));
+    let (ta, tb, listen) = (udp[0], udp[1], tcp[0]);
+    let a = gateway_config(d, "gw-a", ta, tcp[1], ("gw-b", tb), Some(listen), None, "");
+    let b = gateway_config(d, "gw-b", tb, tcp[2], ("gw-a", ta), None, Some(echo), "");
+    let pb = Proc::spawn(&["gateway", "--config", &b.config], d.join("b.log"));
     let mut pa = Proc::spawn(&["gateway", "--config", &a.config], d.join("a.log"));
     assert!(wait_ready(a.admin, Duration::from_secs(20)), "gw-a not ready: {}", pa.log_text());
-    assert!(wait_ready(b.admin, Duration::from_secs(20)), "gw-b not ready");
+    assert!(wait_ready(b.admin, Duration::from_secs(20)), "gw-b not ready: {}", pb.log_text());
 
-    let mut held = TcpStream::connect(listen).unwrap();
+    let mut held = TcpStream::connect(listen).unwrap_or_else(|e| {
+        panic!("connect {listen}: {e}\ngw-a log:\n{}\ngw-b log:\n{}", pa.log_text(), pb.log_text())
+    });
     held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     roundtrip(&mut held, b"across two processes");
 

@@ -14,10 +14,14 @@ impl Ejections {
     /// The order to try `endpoints` in: starting at round-robin position `rr`, healthy ones
     /// first, then ejected ones (so that a service whose endpoints all failed recently is still
     /// tried rather than refused outright).
+    /// Rotation is over the healthy endpoints only, so an ejected endpoint's turns are spread
+    /// evenly rather than all falling to its neighbour.
     pub fn order(&self, endpoints: &[SocketAddr], rr: usize, now: Instant) -> Vec<SocketAddr> {
-        let n = endpoints.len();
-        let rotated = (0..n).map(|i| endpoints[(rr + i) % n]);
-        let (mut ok, ejected): (Vec<_>, Vec<_>) = rotated.partition(|e| !self.is_ejected(e, now));
+        let (mut ok, ejected): (Vec<_>, Vec<_>) = endpoints.iter().partition(|e| !self.is_ejected(e, now));
+        if !ok.is_empty() {
+            let k = rr % ok.len();
+            ok.rotate_left(k);
+        }
         ok.extend(ejected);
         ok
     }
@@ -66,6 +70,9 @@ mod tests {
         let now = Instant::now();
         e.eject(eps()[0], now, Duration::from_secs(10));
         assert_eq!(e.order(&eps(), 0, now), vec![eps()[1], eps()[2], eps()[0]]);
+        // The healthy two alternate evenly.
+        let firsts: Vec<_> = (0..4).map(|rr| e.order(&eps(), rr, now)[0]).collect();
+        assert_eq!(firsts, vec![eps()[1], eps()[2], eps()[1], eps()[2]]);
         let later = now + Duration::from_secs(10);
         assert_eq!(e.order(&eps(), 0, later), eps());
         e.prune(later);

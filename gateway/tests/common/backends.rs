@@ -115,3 +115,39 @@ pub async fn blackhole() -> (SocketAddr, Vec<tokio::net::TcpStream>, tokio::net:
     }
     (addr, fill, l)
 }
+
+/// Reads `n` bytes, then resets the connection (RST via SO_LINGER 0) instead of closing it.
+pub async fn reset_after(n: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; n];
+                if s.read_exact(&mut buf).await.is_ok() {
+                    let _ = s.set_zero_linger();
+                    drop(s);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Records how each connection ended: `Ok(bytes)` at a clean EOF, `Err(kind)` on an error.
+pub async fn observer() -> (SocketAddr, tokio::sync::mpsc::Receiver<Result<usize, std::io::ErrorKind>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let r = s.read_to_end(&mut all).await.map(|_| all.len()).map_err(|e| e.kind());
+                let _ = tx.send(r).await;
+            });
+        }
+    });
+    (addr, rx)
+}

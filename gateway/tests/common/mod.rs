@@ -76,9 +76,18 @@ pub fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
     }
 }
 
-/// A free UDP port on 127.0.0.1 (bound and released; fine on a test machine's loopback).
+/// A free UDP port on 127.0.0.1 that no other test in this process was given: a released port
+/// can be handed out again by the kernel at once, and tests run in parallel.
 pub fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// Everything needed to write one gateway's config.
