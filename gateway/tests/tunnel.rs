@@ -25,7 +25,6 @@ struct Pair {
 async fn pair() -> Pair {
     common::init();
     let pki = Pki::new();
-    let (ta, tb) = (free_udp(), free_udp());
     let app_ca = ca::init("apps.test", time::OffsetDateTime::now_utc(), 1).unwrap();
     let app_leaf = ca::issue(
         &app_ca,
@@ -49,6 +48,16 @@ async fn pair() -> Pair {
         ]
         .concat()
     };
+    let tcp_listeners = "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n\
+                         \n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"count.prod.svc.clusterset.local\"\nport = 7001\n";
+    let (a, b) = start_pair(&pki, services, tcp_listeners).await;
+    Pair { pki, a, b, app_ca_pem: app_ca.cert_pem }
+}
+
+/// Starts gcp-1 (hosting `services(true)`) and aws-1 (egress side: `listeners` plus the same
+/// services without endpoints); returns (aws-1, gcp-1).
+async fn start_pair(pki: &Pki, services: impl Fn(bool) -> String, listeners: &str) -> (Running, Running) {
+    let (ta, tb) = (free_udp(), free_udp());
     let b = GwSpec {
         cluster: "gcp-1".into(),
         tunnel: tb,
@@ -58,18 +67,16 @@ async fn pair() -> Pair {
     }
     .start()
     .await;
-    let tcp_listeners = "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n\
-                         \n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"count.prod.svc.clusterset.local\"\nport = 7001\n";
     let a = GwSpec {
         cluster: "aws-1".into(),
         tunnel: ta,
         certs: pki.issue_files("aws-1", "aws-1", 1),
         peers: vec![("gcp-1".into(), tb)],
-        extra: format!("{tcp_listeners}{}", services(false)),
+        extra: format!("{listeners}{}", services(false)),
     }
     .start()
     .await;
-    Pair { pki, a, b, app_ca_pem: app_ca.cert_pem }
+    (a, b)
 }
 
 async fn http_get(addr: SocketAddr, host: &str) -> String {
@@ -353,7 +360,6 @@ async fn certificate_reload_keeps_connections_and_serves_new_ones() {
 async fn reset_is_carried_both_ways() {
     common::init();
     let pki = Pki::new();
-    let (ta, tb) = (free_udp(), free_udp());
     let resetter = backends::reset_after(5).await;
     let (observer, mut ended) = backends::observer().await;
     let services = |eps: bool| {
@@ -364,26 +370,9 @@ async fn reset_is_carried_both_ways() {
         ]
         .concat()
     };
-    let _b = GwSpec {
-        cluster: "gcp-1".into(),
-        tunnel: tb,
-        certs: pki.issue_files("b", "gcp-1", 1),
-        peers: vec![("aws-1".into(), ta)],
-        extra: services(true),
-    }
-    .start()
-    .await;
     let listeners = "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"rst.prod\"\nport = 7000\n\
                      \n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"obs.prod\"\nport = 7001\n";
-    let a = GwSpec {
-        cluster: "aws-1".into(),
-        tunnel: ta,
-        certs: pki.issue_files("a", "aws-1", 1),
-        peers: vec![("gcp-1".into(), tb)],
-        extra: format!("{listeners}{}", services(false)),
-    }
-    .start()
-    .await;
+    let (a, _b) = start_pair(&pki, services, listeners).await;
 
     // Server side resets: the client sees a reset, not an orderly EOF.
     let mut c = TcpStream::connect(a.addrs.tcp[0]).await.unwrap();
