@@ -339,17 +339,13 @@ async fn peers_without_valid_certificates_are_rejected() {
     let r = probe(quic::connect(tunnel, Some(&foreign_td.issue("gcp-ok", 1))).await).await;
     assert!(r.is_err(), "foreign trust domain accepted");
     assert!(
-        metric(tunnel_admin(&f), r#"skybridge_gateway_refusals_total{listener="ingress",reason="handshake_failed"}"#)
+        metric(f.gw.addrs.admin, r#"skybridge_gateway_refusals_total{listener="ingress",reason="handshake_failed"}"#)
             .await
             >= 3.0
     );
     // A valid peer still gets in.
     let ok = good_peer_conn(&f, "gcp-ok").await;
     assert_eq!(status_of(&ok, &quic::header(&req("web.prod", 80, "gcp-ok"))).await.unwrap().0, Status::Ok);
-}
-
-fn tunnel_admin(f: &Fixture) -> SocketAddr {
-    f.gw.addrs.admin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

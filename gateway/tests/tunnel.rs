@@ -271,10 +271,7 @@ async fn drain_finishes_in_flight_and_refuses_new() {
     let (tcp0, admin) = (p.a.addrs.tcp[0], p.a.addrs.admin);
     let started = std::time::Instant::now();
     let drain = tokio::spawn(p.a.shutdown());
-    assert!(
-        eventually(Duration::from_secs(2), || TcpStreamProbe::refused(tcp0)).await,
-        "listener closed while draining"
-    );
+    assert!(eventually(Duration::from_secs(2), || refused(tcp0)).await, "listener closed while draining");
     assert_eq!(common::admin_get(admin, "/readyz").await.0, 503);
     // The in-flight connection still works in both directions.
     inflight.write_all(b"during").await.unwrap();
@@ -291,11 +288,8 @@ async fn drain_finishes_in_flight_and_refuses_new() {
     drop(p.b);
 }
 
-struct TcpStreamProbe;
-impl TcpStreamProbe {
-    fn refused(addr: SocketAddr) -> bool {
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
-    }
+fn refused(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

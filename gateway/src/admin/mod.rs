@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
@@ -103,5 +103,3 @@ async fn status(State(s): State<AdminState>) -> Response {
     }))
     .into_response()
 }
-
-use axum::Json;

@@ -104,7 +104,7 @@ async fn read_head<T, E>(
             // The parsers answer TooLarge at `max` (fuzzed); this only guards against a bug there.
             return Err(HeadError::Io);
         }
-        buf.reserve(2048.min(max + 1 - buf.len().min(max)));
+        buf.reserve(2048);
     }
 }
 
@@ -164,7 +164,8 @@ async fn refuse(stream: &mut TcpStream, label: &'static str, why: &str) {
     let _ = stream.shutdown().await;
 }
 
-type Target = (Result<(ServiceKey, u16), &'static str>, Bytes);
+/// Where a head routes (or why it does not), and the bytes read to find out.
+type Routed = (Result<(ServiceKey, u16), &'static str>, Bytes);
 
 fn lookup(host: &str, protocol: Protocol, ctx: &Context) -> Result<(ServiceKey, u16), &'static str> {
     let key = ServiceKey::from_host(host).map_err(|_| "not a clusterset service name")?;
@@ -177,7 +178,7 @@ fn lookup(host: &str, protocol: Protocol, ctx: &Context) -> Result<(ServiceKey, 
     Ok((key, port.port))
 }
 
-async fn sni_target(stream: &mut TcpStream, ctx: &Context) -> Option<Target> {
+async fn sni_target(stream: &mut TcpStream, ctx: &Context) -> Option<Routed> {
     let max = ctx.limits.max_client_hello;
     let head = read_head(stream, max, ctx.limits.peek_timeout, |b| match sni::peek(b, max) {
         Ok(sni::Peek::NeedMore) => Ok(None),
@@ -206,7 +207,7 @@ async fn sni_target(stream: &mut TcpStream, ctx: &Context) -> Option<Target> {
     }
 }
 
-async fn http_target(stream: &mut TcpStream, ctx: &Context) -> Option<Target> {
+async fn http_target(stream: &mut TcpStream, ctx: &Context) -> Option<Routed> {
     let max = ctx.limits.max_http_head;
     let head = read_head(stream, max, ctx.limits.peek_timeout, |b| match http::peek(b, max) {
         Ok(http::Peek::NeedMore) => Ok(None),

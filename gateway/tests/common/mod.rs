@@ -19,14 +19,9 @@ use time::OffsetDateTime;
 
 pub const TD: &str = "test.skybridge";
 
-/// Installs the process-wide crypto provider (as `main` does) and test logging.
+/// Installs the process-wide crypto provider, as `main` does.
 pub fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let _ = tracing_subscriber_init();
-}
-
-fn tracing_subscriber_init() -> Option<()> {
-    None
 }
 
 /// A CA and a folder to put issued certificates in.
