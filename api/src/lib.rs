@@ -3,6 +3,7 @@
 
 #[cfg(feature = "ca")]
 pub mod ca;
+pub mod catalog;
 pub mod header;
 pub mod identity;
 pub mod model;

@@ -125,7 +125,9 @@ impl fmt::Display for Cloud {
 }
 
 /// A multi-cluster service: `(namespace, name)`, addressed as `<name>.<namespace>.svc.clusterset.local`.
+/// Serialized as `namespace/name`, so it can key JSON maps.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ServiceKey {
     pub namespace: String,
     pub name: String,
@@ -165,6 +167,28 @@ impl ServiceKey {
     }
 }
 
+impl FromStr for ServiceKey {
+    type Err = NameError;
+    /// Parses the `namespace/name` form.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ns, name) = s.split_once('/').ok_or_else(|| NameError::NotServiceName { value: s.to_owned() })?;
+        ServiceKey::new(ns, name)
+    }
+}
+
+impl TryFrom<String> for ServiceKey {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<ServiceKey> for String {
+    fn from(k: ServiceKey) -> String {
+        k.to_string()
+    }
+}
+
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
@@ -172,7 +196,7 @@ impl fmt::Display for ServiceKey {
 }
 
 /// How a service port is spoken by clients; decides which egress listener serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TLS end to end; routed by SNI, never terminated.
@@ -224,6 +248,16 @@ mod tests {
             "payments.prod.svc.clusterset.localx",
         ] {
             assert!(ServiceKey::from_host(h).is_err(), "{h:?} accepted");
+        }
+    }
+
+    #[test]
+    fn service_key_string_form() {
+        let k: ServiceKey = "prod/payments".parse().unwrap();
+        assert_eq!(k, ServiceKey::new("prod", "payments").unwrap());
+        assert_eq!(String::from(k), "prod/payments");
+        for bad in ["prod", "prod/", "/x", "Prod/x", "a/b/c"] {
+            assert!(bad.parse::<ServiceKey>().is_err(), "{bad:?} accepted");
         }
     }
 

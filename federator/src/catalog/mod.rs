@@ -1,0 +1,6 @@
+//! The global catalog: merging source snapshots (pure). The model, deltas and digests are the
+//! shared contract in `skybridge_api::catalog`.
+
+pub mod merge;
+
+pub use merge::{MergeConfig, SourceInput, merge};

@@ -1,0 +1,3 @@
+//! The Skybridge federator: merges catalog sources into one global catalog and serves it.
+
+pub mod catalog;
