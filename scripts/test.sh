@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# Debian packages the tests and the local-tunnel smoke use. Later issues add etcd-server,
+# Debian packages the build, the tests and the local-tunnel smoke use (protoc builds the control
+# protocol). Later issues add etcd-server,
 # chromium and friends here.
-APT_PACKAGES=(ca-certificates curl python3)
+APT_PACKAGES=(ca-certificates curl python3 protobuf-compiler)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod header;
 pub mod identity;
 pub mod model;
+pub mod proto;
 
 /// ALPN protocol id spoken on the gateway-to-gateway tunnel.
 pub const TUNNEL_ALPN: &[u8] = b"skybridge/1";

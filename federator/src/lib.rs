@@ -1,3 +1,5 @@
 //! The Skybridge federator: merges catalog sources into one global catalog and serves it.
 
 pub mod catalog;
+pub mod sources;
+pub mod store;

@@ -1,0 +1,310 @@
+//! The generated control protocol and conversions between it and the catalog model. The
+//! conversions validate everything that comes off the wire (names, addresses), so the rest of
+//! the code only ever sees a valid catalog.
+
+use std::collections::BTreeMap;
+
+use crate::catalog::{
+    ClusterExport, ClusterInfo, Conflict, Delta, Endpoint, GlobalCatalog, GlobalService, PortSpec, Provenance,
+};
+use crate::model::{Cloud, ClusterId, Protocol, ServiceKey};
+
+/// The generated messages and gRPC client/server of `skybridge.control.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod wire {
+    tonic::include_proto!("skybridge.control.v1");
+}
+
+/// Why a message from the other side is not a valid catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct WireError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl ToString) -> WireError {
+    WireError { field, reason: reason.to_string() }
+}
+
+fn protocol_to(p: crate::model::Protocol) -> wire::Protocol {
+    match p {
+        Protocol::Tls => wire::Protocol::Tls,
+        Protocol::Http => wire::Protocol::Http,
+        Protocol::Tcp => wire::Protocol::Tcp,
+    }
+}
+
+fn protocol_from(v: i32) -> Result<Protocol, WireError> {
+    match wire::Protocol::try_from(v) {
+        Ok(wire::Protocol::Tls) => Ok(Protocol::Tls),
+        Ok(wire::Protocol::Http) => Ok(Protocol::Http),
+        Ok(wire::Protocol::Tcp) => Ok(Protocol::Tcp),
+        _ => Err(bad("port.protocol", format!("unknown protocol {v}"))),
+    }
+}
+
+fn cluster_id(field: &'static str, s: &str) -> Result<ClusterId, WireError> {
+    ClusterId::new(s).map_err(|e| bad(field, e))
+}
+
+impl From<&ClusterInfo> for wire::Cluster {
+    fn from(c: &ClusterInfo) -> Self {
+        wire::Cluster {
+            id: c.id.to_string(),
+            cloud: c.cloud.to_string(),
+            region: c.region.clone(),
+            network: c.network.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<&wire::Cluster> for ClusterInfo {
+    type Error = WireError;
+    fn try_from(c: &wire::Cluster) -> Result<Self, WireError> {
+        Ok(ClusterInfo {
+            id: cluster_id("cluster.id", &c.id)?,
+            cloud: c.cloud.parse::<Cloud>().map_err(|e| bad("cluster.cloud", e))?,
+            region: c.region.clone(),
+            network: (!c.network.is_empty()).then(|| c.network.clone()),
+        })
+    }
+}
+
+/// Encodes one service.
+pub fn service_to_wire(key: &ServiceKey, s: &GlobalService) -> wire::Service {
+    wire::Service {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| wire::Port { port: u32::from(p.port), protocol: protocol_to(p.protocol) as i32 })
+            .collect(),
+        clusters: s
+            .clusters
+            .iter()
+            .map(|(c, e)| wire::ClusterExport {
+                cluster: c.to_string(),
+                exported_at: e.exported_at,
+                endpoints: e
+                    .endpoints
+                    .iter()
+                    .map(|(port, eps)| wire::PortEndpoints {
+                        port: u32::from(*port),
+                        endpoints: eps
+                            .iter()
+                            .map(|ep| wire::Endpoint {
+                                address: ep.address.to_string(),
+                                zone: ep.zone.clone().unwrap_or_default(),
+                                ready: ep.ready,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                provenance: Some(wire::Provenance {
+                    source: e.provenance.source.clone(),
+                    observed_at: e.provenance.observed_at,
+                    stale_since: e.provenance.stale_since,
+                }),
+            })
+            .collect(),
+        conflicts: s
+            .conflicts
+            .iter()
+            .map(|c| wire::Conflict {
+                cluster: c.cluster.to_string(),
+                winner: c.winner.to_string(),
+                reason: c.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn port_num(field: &'static str, p: u32) -> Result<u16, WireError> {
+    u16::try_from(p).map_err(|_| bad(field, format!("{p} is not a port")))
+}
+
+/// Decodes and validates one service.
+pub fn service_from_wire(s: &wire::Service) -> Result<(ServiceKey, GlobalService), WireError> {
+    let key = ServiceKey::new(&s.namespace, &s.name).map_err(|e| bad("service", e))?;
+    let ports = s
+        .ports
+        .iter()
+        .map(|p| Ok(PortSpec { port: port_num("port.port", p.port)?, protocol: protocol_from(p.protocol)? }))
+        .collect::<Result<Vec<_>, WireError>>()?;
+    let mut clusters = BTreeMap::new();
+    for c in &s.clusters {
+        let mut endpoints = BTreeMap::new();
+        for pe in &c.endpoints {
+            let eps = pe
+                .endpoints
+                .iter()
+                .map(|e| {
+                    Ok(Endpoint {
+                        address: e.address.parse().map_err(|_| bad("endpoint.address", &e.address))?,
+                        zone: (!e.zone.is_empty()).then(|| e.zone.clone()),
+                        ready: e.ready,
+                    })
+                })
+                .collect::<Result<Vec<_>, WireError>>()?;
+            endpoints.insert(port_num("endpoints.port", pe.port)?, eps);
+        }
+        let p = c.provenance.clone().unwrap_or_default();
+        clusters.insert(
+            cluster_id("cluster_export.cluster", &c.cluster)?,
+            ClusterExport {
+                exported_at: c.exported_at,
+                endpoints,
+                provenance: Provenance { source: p.source, observed_at: p.observed_at, stale_since: p.stale_since },
+            },
+        );
+    }
+    let conflicts = s
+        .conflicts
+        .iter()
+        .map(|c| {
+            Ok(Conflict {
+                cluster: cluster_id("conflict.cluster", &c.cluster)?,
+                winner: cluster_id("conflict.winner", &c.winner)?,
+                reason: c.reason.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, WireError>>()?;
+    Ok((key, GlobalService { ports, clusters, conflicts }))
+}
+
+/// Encodes a whole catalog as a snapshot.
+pub fn snapshot_to_wire(c: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> wire::Snapshot {
+    wire::Snapshot {
+        version: c.version,
+        digest: c.digest,
+        clusters: c.clusters.values().map(wire::Cluster::from).collect(),
+        services: c.services.iter().map(|(k, s)| service_to_wire(k, s)).collect(),
+        gateways,
+    }
+}
+
+/// Decodes a snapshot into a catalog (digest as sent; the receiver checks it).
+pub fn snapshot_from_wire(s: &wire::Snapshot) -> Result<GlobalCatalog, WireError> {
+    let clusters = s
+        .clusters
+        .iter()
+        .map(|c| ClusterInfo::try_from(c).map(|ci| (ci.id.clone(), ci)))
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    let services = s.services.iter().map(service_from_wire).collect::<Result<BTreeMap<_, _>, _>>()?;
+    Ok(GlobalCatalog { version: s.version, digest: s.digest, clusters, services })
+}
+
+/// Encodes a catalog delta.
+pub fn delta_to_wire(d: &Delta, gateways: Option<Vec<wire::Gateway>>) -> wire::Delta {
+    wire::Delta {
+        from_version: d.from_version,
+        to_version: d.to_version,
+        to_digest: d.to_digest,
+        clusters_upserted: d.clusters_upserted.iter().map(wire::Cluster::from).collect(),
+        clusters_removed: d.clusters_removed.iter().map(|c| c.to_string()).collect(),
+        services_upserted: d.services_upserted.iter().map(|(k, s)| service_to_wire(k, s)).collect(),
+        services_removed: d.services_removed.iter().map(|k| k.to_string()).collect(),
+        gateways_changed: gateways.is_some(),
+        gateways: gateways.unwrap_or_default(),
+    }
+}
+
+/// Decodes a catalog delta.
+pub fn delta_from_wire(d: &wire::Delta) -> Result<Delta, WireError> {
+    Ok(Delta {
+        from_version: d.from_version,
+        to_version: d.to_version,
+        to_digest: d.to_digest,
+        clusters_upserted: d.clusters_upserted.iter().map(ClusterInfo::try_from).collect::<Result<_, _>>()?,
+        clusters_removed: d
+            .clusters_removed
+            .iter()
+            .map(|c| cluster_id("clusters_removed", c))
+            .collect::<Result<_, _>>()?,
+        services_upserted: d.services_upserted.iter().map(service_from_wire).collect::<Result<_, _>>()?,
+        services_removed: d
+            .services_removed
+            .iter()
+            .map(|k| k.parse().map_err(|e| bad("services_removed", e)))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{apply, diff, digest};
+
+    fn catalog() -> GlobalCatalog {
+        let key: ServiceKey = "prod/web".parse().unwrap();
+        let a = ClusterId::new("aws-1").unwrap();
+        let svc = GlobalService {
+            ports: vec![PortSpec { port: 80, protocol: Protocol::Http }],
+            clusters: BTreeMap::from([(
+                a.clone(),
+                ClusterExport {
+                    exported_at: 3,
+                    endpoints: BTreeMap::from([(
+                        80,
+                        vec![Endpoint {
+                            address: "10.0.0.1:8080".parse().unwrap(),
+                            zone: Some("a".into()),
+                            ready: true,
+                        }],
+                    )]),
+                    provenance: Provenance { source: "s".into(), observed_at: 9, stale_since: Some(7) },
+                },
+            )]),
+            conflicts: vec![Conflict { cluster: a.clone(), winner: a.clone(), reason: "r".into() }],
+        };
+        let mut c = GlobalCatalog {
+            version: 4,
+            digest: 0,
+            clusters: BTreeMap::from([(
+                a.clone(),
+                ClusterInfo { id: a, cloud: Cloud::Aws, region: "us".into(), network: None },
+            )]),
+            services: BTreeMap::from([(key, svc)]),
+        };
+        c.digest = digest(&c);
+        c
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_protobuf() {
+        use prost::Message;
+        let c = catalog();
+        let bytes = snapshot_to_wire(&c, vec![]).encode_to_vec();
+        let back = snapshot_from_wire(&wire::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(digest(&back), c.digest);
+    }
+
+    #[test]
+    fn delta_round_trips_and_applies() {
+        let old = catalog();
+        let mut new = old.clone();
+        new.services.clear();
+        new.version = 5;
+        new.digest = digest(&new);
+        let d = diff(&old, &new);
+        let back = delta_from_wire(&delta_to_wire(&d, None)).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(apply(&old, &back).unwrap(), new);
+    }
+
+    #[test]
+    fn invalid_wire_data_is_rejected_with_the_field() {
+        let mut s = snapshot_to_wire(&catalog(), vec![]);
+        s.services[0].clusters[0].endpoints[0].endpoints[0].address = "nope".into();
+        assert_eq!(snapshot_from_wire(&s).unwrap_err().field, "endpoint.address");
+        let mut s = snapshot_to_wire(&catalog(), vec![]);
+        s.services[0].ports[0].protocol = 42;
+        assert_eq!(snapshot_from_wire(&s).unwrap_err().field, "port.protocol");
+        let mut s = snapshot_to_wire(&catalog(), vec![]);
+        s.clusters[0].id = "Bad_Id".into();
+        assert_eq!(snapshot_from_wire(&s).unwrap_err().field, "cluster.id");
+    }
+}

@@ -1,0 +1,114 @@
+//! Persistence of the federator's state. Callers use [`Store`] only, so the embedded backend
+//! (single node, a redb file) and an etcd backend (replicated: watch, lease, transactions) are
+//! interchangeable. Every method is async-shaped even where the backend is synchronous, and
+//! every write is one transaction: a crash never leaves half a catalog.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use skybridge_api::catalog::{GlobalCatalog, SourceId, SourceSnapshot, UnixMillis};
+use skybridge_api::model::{ClusterId, ServiceKey};
+
+/// Why the store failed; the message says what the operator should check.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("store I/O: {0}")]
+    Io(String),
+    #[error("store holds data this version cannot read ({0}); was it written by a newer federator?")]
+    Corrupt(String),
+}
+
+/// A source's last good snapshot, kept so that a restarted federator whose sources are down
+/// still serves what they last said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSource {
+    pub snapshot: SourceSnapshot,
+    pub synced_at: UnixMillis,
+    pub failing_since: Option<UnixMillis>,
+}
+
+/// A routing policy for one service (weights, failover order, avoid, allow list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Traffic weights per cluster (0-100 each); empty means no weighted split.
+    #[serde(default)]
+    pub weights: BTreeMap<ClusterId, u32>,
+    /// Explicit failover order; clusters not listed come after, by latency.
+    #[serde(default)]
+    pub failover: Vec<ClusterId>,
+    /// Clusters never to send this service's traffic to.
+    #[serde(default)]
+    pub avoid: Vec<ClusterId>,
+    /// Source clusters allowed to reach the service; `None` is any.
+    #[serde(default)]
+    pub allow: Option<Vec<ClusterId>>,
+}
+
+/// What the federator remembers about a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRecord {
+    pub cluster: ClusterId,
+    /// Gateway instance name (pod name), unique within the cluster.
+    pub instance: String,
+    pub version: String,
+    pub tunnel_addresses: Vec<String>,
+    pub last_seen: UnixMillis,
+    pub acked_version: u64,
+}
+
+/// One entry of the event log (catalog changes, source failures, gateway connects...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Assigned by the store, increasing.
+    pub seq: u64,
+    pub at: UnixMillis,
+    pub kind: String,
+    pub message: String,
+}
+
+/// Everything loaded at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Persisted {
+    pub catalog: GlobalCatalog,
+    pub sources: BTreeMap<SourceId, StoredSource>,
+    pub policies: BTreeMap<ServiceKey, Policy>,
+    pub gateways: Vec<GatewayRecord>,
+}
+
+/// The operations the federator needs from its store.
+pub trait Store: Send + Sync + 'static {
+    /// Loads everything persisted (empty on first start).
+    fn load(&self) -> impl Future<Output = Result<Persisted, StoreError>> + Send;
+    /// Saves a new catalog together with the source inputs it was merged from, atomically.
+    fn save_catalog(
+        &self,
+        catalog: &GlobalCatalog,
+        sources: &BTreeMap<SourceId, StoredSource>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Sets (Some) or deletes (None) a service's policy.
+    fn put_policy(
+        &self,
+        key: &ServiceKey,
+        policy: Option<&Policy>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records a gateway (keyed by cluster and instance).
+    fn put_gateway(&self, g: &GatewayRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Appends an event, assigning its `seq`; keeps at most the store's configured number.
+    fn append_event(
+        &self,
+        at: UnixMillis,
+        kind: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<Event, StoreError>> + Send;
+    /// The most recent `limit` events, oldest first, optionally only those after `after_seq`.
+    fn events(
+        &self,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+}
