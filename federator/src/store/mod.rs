@@ -112,3 +112,43 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
 }
+
+/// The configured backend. An enum rather than `dyn Store` so that the async methods need no
+/// boxing; an etcd variant joins here without changing callers.
+pub enum AnyStore {
+    /// A redb file on local disk (single node).
+    Embedded(embedded::EmbeddedStore),
+}
+
+impl Store for AnyStore {
+    async fn load(&self) -> Result<Persisted, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.load().await,
+        }
+    }
+    async fn save_catalog(&self, c: &GlobalCatalog, src: &BTreeMap<SourceId, StoredSource>) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.save_catalog(c, src).await,
+        }
+    }
+    async fn put_policy(&self, key: &ServiceKey, policy: Option<&Policy>) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.put_policy(key, policy).await,
+        }
+    }
+    async fn put_gateway(&self, g: &GatewayRecord) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.put_gateway(g).await,
+        }
+    }
+    async fn append_event(&self, at: UnixMillis, kind: &str, message: &str) -> Result<Event, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.append_event(at, kind, message).await,
+        }
+    }
+    async fn events(&self, after_seq: Option<u64>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.events(after_seq, limit).await,
+        }
+    }
+}

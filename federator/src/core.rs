@@ -1,0 +1,230 @@
+//! The merge core: source updates in, catalog versions out. `Core` is pure (updates and time
+//! come in as values); `run` is the I/O shell that persists and publishes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{MergeConfig, SourceInput, merge};
+use crate::sources::{SourceError, SourceUpdate, now_millis};
+use crate::state::State;
+use crate::store::{Persisted, Store, StoredSource};
+
+/// A source's health as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SourceStatus {
+    pub kind: String,
+    pub last_success: Option<UnixMillis>,
+    pub last_attempt: Option<UnixMillis>,
+    pub consecutive_failures: u32,
+    pub total_failures: u64,
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<String>,
+    /// Set while failing: the source's last good data is served stale since then.
+    pub stale_since: Option<UnixMillis>,
+    pub services: usize,
+}
+
+/// Merge state: each source's last good snapshot and the current catalog.
+#[derive(Debug, Clone)]
+pub struct Core {
+    inputs: BTreeMap<SourceId, SourceInput>,
+    status: BTreeMap<SourceId, SourceStatus>,
+    catalog: Arc<GlobalCatalog>,
+    cfg: MergeConfig,
+}
+
+impl Core {
+    /// Starts from what the store remembered, so a restart serves the last catalog even if no
+    /// source answers. `kinds` names the configured sources; unknown stored ones are dropped.
+    pub fn new(persisted: Persisted, kinds: &BTreeMap<SourceId, String>, cfg: MergeConfig) -> Core {
+        let inputs: BTreeMap<_, _> = persisted
+            .sources
+            .into_iter()
+            .filter(|(id, _)| kinds.contains_key(id))
+            .map(|(id, s)| (id, SourceInput { snapshot: s.snapshot, synced_at: s.synced_at, failing_since: s.failing_since }))
+            .collect();
+        let status = kinds
+            .iter()
+            .map(|(id, kind)| {
+                let input = inputs.get(id);
+                let st = SourceStatus {
+                    kind: kind.clone(),
+                    last_success: input.map(|i| i.synced_at),
+                    stale_since: input.and_then(|i| i.failing_since),
+                    services: input.map_or(0, |i| i.snapshot.services.len()),
+                    ..SourceStatus::default()
+                };
+                (id.clone(), st)
+            })
+            .collect();
+        Core { inputs, status, catalog: Arc::new(persisted.catalog), cfg }
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> &Arc<GlobalCatalog> {
+        &self.catalog
+    }
+
+    /// Source health for the API.
+    pub fn status(&self) -> &BTreeMap<SourceId, SourceStatus> {
+        &self.status
+    }
+
+    /// The inputs as the store keeps them.
+    pub fn stored_sources(&self) -> BTreeMap<SourceId, StoredSource> {
+        self.inputs
+            .iter()
+            .map(|(id, i)| {
+                (id.clone(), StoredSource { snapshot: i.snapshot.clone(), synced_at: i.synced_at, failing_since: i.failing_since })
+            })
+            .collect()
+    }
+
+    /// Applies one sync outcome; returns the new catalog when its version moved.
+    pub fn on_update(&mut self, u: SourceUpdate) -> Option<Arc<GlobalCatalog>> {
+        let st = self.status.entry(u.source.clone()).or_default();
+        st.last_attempt = Some(u.at);
+        match u.result {
+            Ok(snapshot) => {
+                st.last_success = Some(u.at);
+                st.consecutive_failures = 0;
+                st.stale_since = None;
+                st.services = snapshot.services.len();
+                self.inputs.insert(u.source, SourceInput { snapshot, synced_at: u.at, failing_since: None });
+            }
+            Err(SourceError { kind, message }) => {
+                st.consecutive_failures += 1;
+                st.total_failures += 1;
+                st.last_error = Some(message);
+                st.last_error_kind = Some(kind.as_str().to_owned());
+                // A source that never synced has nothing to keep; one that did keeps it, stale.
+                if let Some(input) = self.inputs.get_mut(&u.source) {
+                    let since = *input.failing_since.get_or_insert(u.at);
+                    st.stale_since = Some(since);
+                }
+            }
+        }
+        self.remerge(u.at)
+    }
+
+    /// Re-merges at `now` (stale timeouts expire with time alone).
+    pub fn on_tick(&mut self, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
+        self.remerge(now)
+    }
+
+    fn remerge(&mut self, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
+        let next = merge(&self.catalog, &self.inputs, now, &self.cfg);
+        // Keep the new provenance times even when the version stays (they are informational).
+        let moved = next.version != self.catalog.version;
+        self.catalog = Arc::new(next);
+        moved.then(|| self.catalog.clone())
+    }
+}
+
+/// Runs the core until cancelled: applies updates, re-merges every `tick`, persists and
+/// publishes each new version.
+pub async fn run<S: Store>(
+    mut core: Core,
+    mut updates: mpsc::Receiver<SourceUpdate>,
+    store: Arc<S>,
+    state: Arc<State>,
+    tick: Duration,
+    cancel: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let changed = tokio::select! {
+            _ = cancel.cancelled() => return,
+            u = updates.recv() => match u {
+                Some(u) => {
+                    let source = u.source.clone();
+                    let failed = u.result.as_ref().err().map(|e| e.to_string());
+                    let first_failure = failed.is_some()
+                        && core.status().get(&source).is_some_and(|s| s.consecutive_failures == 0);
+                    let changed = core.on_update(u);
+                    if let (Some(err), true) = (failed, first_failure) {
+                        state.event("source_failed", format!("source {source} failed: {err}; serving its last good data")).await;
+                    }
+                    changed
+                }
+                None => return,
+            },
+            _ = interval.tick() => core.on_tick(now_millis()),
+        };
+        state.set_sources(core.status().clone());
+        if let Some(catalog) = changed {
+            if let Err(e) = store.save_catalog(&catalog, &core.stored_sources()).await {
+                // Keep serving: the catalog is correct in memory, only a restart would lose it.
+                tracing::error!(error = %e, "persisting the catalog failed");
+            }
+            let msg = format!("catalog version {} ({} services, {} clusters)", catalog.version, catalog.services.len(), catalog.clusters.len());
+            state.publish(catalog);
+            state.event("catalog", msg).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::ErrorKind;
+    use skybridge_api::catalog::SourceSnapshot;
+
+    fn kinds() -> BTreeMap<SourceId, String> {
+        BTreeMap::from([("static".to_owned(), "static".to_owned())])
+    }
+
+    fn snap() -> SourceSnapshot {
+        crate::sources::static_file::parse(
+            "[[clusters]]\nid = \"a-1\"\ncloud = \"aws\"\nregion = \"r\"\n[[services]]\nnamespace = \"p\"\nname = \"w\"\n\
+             [[services.exports]]\ncluster = \"a-1\"\n[[services.exports.ports]]\nport = 80\nprotocol = \"http\"\n",
+        )
+        .unwrap()
+    }
+
+    const CFG: MergeConfig = MergeConfig { stale_timeout_ms: Some(1_000) };
+
+    #[test]
+    fn updates_version_status_and_staleness() {
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let v1 = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
+        assert_eq!(v1.version, 1);
+        assert!(core.on_update(SourceUpdate { source: "static".into(), at: 20, result: Ok(snap()) }).is_none());
+        let err = SourceError::new(ErrorKind::Unavailable, "down");
+        let v2 = core.on_update(SourceUpdate { source: "static".into(), at: 30, result: Err(err.clone()) }).unwrap();
+        assert_eq!(v2.version, 2, "stale marking is a change");
+        let st = &core.status()["static"];
+        assert_eq!((st.consecutive_failures, st.stale_since, st.last_success), (1, Some(30), Some(20)));
+        assert!(core.on_update(SourceUpdate { source: "static".into(), at: 40, result: Err(err) }).is_none());
+        assert_eq!(core.status()["static"].stale_since, Some(30), "stale since the first failure");
+        // Expiry comes with time alone.
+        let v3 = core.on_tick(20 + 1_001).unwrap();
+        assert!(v3.services.is_empty());
+    }
+
+    #[test]
+    fn restart_serves_the_persisted_catalog() {
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let cat = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
+        let persisted = Persisted { catalog: (*cat).clone(), sources: core.stored_sources(), ..Persisted::default() };
+        let mut restarted = Core::new(persisted, &kinds(), MergeConfig { stale_timeout_ms: None });
+        assert_eq!(restarted.catalog().version, cat.version);
+        // Its first merge, with the restored inputs and no source answering, changes nothing.
+        assert!(restarted.on_tick(10_000).is_none());
+        assert_eq!(restarted.catalog().digest, cat.digest);
+        // A stored source that is no longer configured is dropped.
+        let gone = Core::new(
+            Persisted { catalog: (*cat).clone(), sources: core.stored_sources(), ..Persisted::default() },
+            &BTreeMap::new(),
+            CFG,
+        );
+        assert!(gone.inputs.is_empty());
+    }
+}
