@@ -8,6 +8,8 @@ pub mod header;
 pub mod identity;
 pub mod model;
 pub mod proto;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// ALPN protocol id spoken on the gateway-to-gateway tunnel.
 pub const TUNNEL_ALPN: &[u8] = b"skybridge/1";

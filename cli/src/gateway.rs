@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
+use skybridge_api::identity::Role;
 use skybridge_gateway::app;
 use skybridge_gateway::config::Config;
 use skybridge_gateway::tls::{CertStore, TlsFiles};
@@ -19,7 +20,7 @@ pub fn run(path: &Path, check_only: bool) -> anyhow::Result<()> {
         // Certificates are part of a valid config only when they exist where it says; a
         // rendered config checked before its Secret is mounted can skip them.
         if std::env::var_os("SKYBRIDGE_CHECK_SKIP_CERTS").is_none() {
-            CertStore::load(files, &cfg.gateway.trust_domain, cfg.gateway.cluster.clone())?;
+            CertStore::load(files, &cfg.gateway.trust_domain, Role::Gateway(cfg.gateway.cluster.clone()))?;
         }
         println!("config {} is valid", path.display());
         return Ok(());

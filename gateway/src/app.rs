@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::registry::Registry;
 use quinn::Endpoint;
+use skybridge_api::identity::Role;
 use skybridge_api::model::ServiceKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,7 @@ use crate::delivery::LocalDelivery;
 use crate::listener::{self, Kind};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::routing::Catalog;
-use crate::tls::{CertStore, TlsError, TlsFiles};
+use crate::tls::{self, CertStore, TlsError, TlsFiles};
 use crate::tunnel::{self, client::Pool, codes};
 use crate::{admin, config};
 
@@ -74,13 +75,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let g = &cfg.gateway;
     let files =
         TlsFiles { cert: cfg.tls.cert.clone(), key: cfg.tls.key.clone(), trust_bundle: cfg.tls.trust_bundle.clone() };
-    let certs = CertStore::load(files, &g.trust_domain, g.cluster.clone())?;
+    let certs = CertStore::load(files, &g.trust_domain, Role::Gateway(g.cluster.clone()))?;
     set_expiry(&metrics, certs.current().not_after);
 
     let transport = tunnel::transport(&cfg.limits);
-    let mut server_cfg = certs.quic_server_config()?;
+    let mut server_cfg = tls::quic_server_config(&certs)?;
     server_cfg.transport_config(transport.clone());
-    let mut client_cfg = certs.quic_client_config()?;
+    let mut client_cfg = tls::quic_client_config(&certs)?;
     client_cfg.transport_config(transport);
     // Validated by Config::parse.
     let tunnel_addr = listen_addr("listen.tunnel", &cfg.listen.tunnel)?.expect("tunnel listener is required");

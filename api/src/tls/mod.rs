@@ -1,4 +1,5 @@
-//! Certificates: loading, hot reload from disk, and the rustls/quinn configs that use them.
+//! Certificates for every Skybridge TLS endpoint (gateway tunnel, control stream): loading,
+//! hot reload from disk, and SPIFFE-checking verifiers.
 //!
 //! Configs are built once and point at a [`CertStore`]; a reload swaps what the store holds,
 //! so new handshakes use the new files and established connections are left alone.
@@ -15,12 +16,12 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use skybridge_api::TUNNEL_ALPN;
-use skybridge_api::identity::SpiffeId;
-use skybridge_api::model::ClusterId;
 use tokio_util::sync::CancellationToken;
 
-pub use verify::PeerVerifier;
+use crate::identity::{Role, SpiffeId};
+use crate::model::ClusterId;
+
+pub use verify::{PeerIdentityError, PeerVerifier, ServerExpectation};
 
 /// Why certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,7 @@ pub enum TlsError {
     Empty { path: PathBuf, what: &'static str },
     #[error("private key in {path} is unusable: {reason}")]
     Key { path: PathBuf, reason: String },
-    #[error("certificate {path} is not this gateway's: {reason}")]
+    #[error("certificate {path} is not ours: {reason}")]
     Identity { path: PathBuf, reason: String },
     #[error("trust bundle {path}: {reason}")]
     Bundle { path: PathBuf, reason: String },
@@ -60,7 +61,7 @@ pub struct Loaded {
 pub struct CertStore {
     files: TlsFiles,
     trust_domain: String,
-    cluster: ClusterId,
+    role: Role,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<Loaded>>,
     stamp: RwLock<Vec<FileStamp>>,
@@ -93,15 +94,15 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 impl CertStore {
-    /// Loads the files once; fails if any is missing, malformed or not for `cluster`.
-    pub fn load(files: TlsFiles, trust_domain: &str, cluster: ClusterId) -> Result<Arc<Self>, TlsError> {
+    /// Loads the files once; fails if any is missing, malformed, or not `role`'s identity.
+    pub fn load(files: TlsFiles, trust_domain: &str, role: Role) -> Result<Arc<Self>, TlsError> {
         let provider = provider();
         let stamps = Self::stamps(&files);
-        let loaded = Self::read(&files, trust_domain, &cluster, &provider)?;
+        let loaded = Self::read(&files, trust_domain, &role, &provider)?;
         Ok(Arc::new(CertStore {
             files,
             trust_domain: trust_domain.to_owned(),
-            cluster,
+            role,
             provider,
             current: RwLock::new(Arc::new(loaded)),
             stamp: RwLock::new(stamps),
@@ -112,21 +113,17 @@ impl CertStore {
         [&files.cert, &files.key, &files.trust_bundle].into_iter().map(|p| stamp(p)).collect()
     }
 
-    fn read(
-        files: &TlsFiles,
-        td: &str,
-        cluster: &ClusterId,
-        provider: &Arc<CryptoProvider>,
-    ) -> Result<Loaded, TlsError> {
+    fn read(files: &TlsFiles, td: &str, role: &Role, provider: &Arc<CryptoProvider>) -> Result<Loaded, TlsError> {
         let chain = read_certs(&files.cert)?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
             .map_err(|e| TlsError::Key { path: files.key.clone(), reason: e.to_string() })?;
         let id = SpiffeId::from_cert_der(&chain[0], td)
             .map_err(|e| TlsError::Identity { path: files.cert.clone(), reason: e.to_string() })?;
-        if id.cluster() != Some(cluster) {
+        if &id.role != role {
+            let want = SpiffeId { trust_domain: td.to_owned(), role: role.clone() };
             return Err(TlsError::Identity {
                 path: files.cert.clone(),
-                reason: format!("it is {id}, but gateway.cluster is {cluster}"),
+                reason: format!("it is {id}, but this is {want}"),
             });
         }
         let not_after =
@@ -163,7 +160,7 @@ impl CertStore {
         }
         // Record the stamp first so a broken file is reported once, not on every poll.
         *self.stamp.write().expect("stamp lock") = now;
-        let loaded = Self::read(&self.files, &self.trust_domain, &self.cluster, &self.provider)?;
+        let loaded = Self::read(&self.files, &self.trust_domain, &self.role, &self.provider)?;
         *self.current.write().expect("cert store lock") = Arc::new(loaded);
         Ok(true)
     }
@@ -192,35 +189,40 @@ impl CertStore {
         }
     }
 
-    /// The tunnel's QUIC server config: client certificates required and SPIFFE-checked.
-    pub fn quic_server_config(self: &Arc<Self>) -> Result<quinn::ServerConfig, TlsError> {
-        let verifier = Arc::new(PeerVerifier::new(self.clone()));
+    /// The crypto provider every config from this store uses.
+    pub fn crypto(&self) -> &Arc<CryptoProvider> {
+        &self.provider
+    }
+
+    /// A TLS 1.3 server config presenting our identity and requiring a client certificate of a
+    /// gateway of our trust domain.
+    pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+        let verifier = Arc::new(PeerVerifier::new(self.clone(), ServerExpectation::GatewayNamedByServerName));
         let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier.clone())
             .with_cert_resolver(verifier);
-        cfg.alpn_protocols = vec![TUNNEL_ALPN.to_vec()];
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         cfg.max_early_data_size = 0;
-        let quic =
-            quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+        Ok(cfg)
     }
 
-    /// The tunnel's QUIC client config: presents our certificate and checks that the server is
-    /// the gateway of the cluster named as the connection's server name.
-    pub fn quic_client_config(self: &Arc<Self>) -> Result<quinn::ClientConfig, TlsError> {
-        let verifier = Arc::new(PeerVerifier::new(self.clone()));
+    /// A TLS 1.3 client config presenting our identity and checking the server per `expect`.
+    pub fn client_config(
+        self: &Arc<Self>,
+        expect: ServerExpectation,
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ClientConfig, TlsError> {
+        let verifier = Arc::new(PeerVerifier::new(self.clone(), expect));
         let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone())
             .with_client_cert_resolver(verifier);
-        cfg.alpn_protocols = vec![TUNNEL_ALPN.to_vec()];
-        let quic =
-            quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Ok(cfg)
     }
 }
 
@@ -231,9 +233,8 @@ fn not_after(der: &[u8]) -> Result<SystemTime, String> {
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
 }
 
-/// The cluster a connected peer's certificate names (verified during the handshake).
-pub fn peer_cluster(conn: &quinn::Connection, trust_domain: &str) -> Option<ClusterId> {
-    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    let id = SpiffeId::from_cert_der(certs.first()?, trust_domain).ok()?;
+/// The gateway cluster named by a verified peer certificate chain.
+pub fn cluster_of(chain: &[CertificateDer<'_>], trust_domain: &str) -> Option<ClusterId> {
+    let id = SpiffeId::from_cert_der(chain.first()?, trust_domain).ok()?;
     id.cluster().cloned()
 }

@@ -10,19 +10,31 @@ use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use skybridge_api::identity::{IdentityError, SpiffeId};
 
 use super::CertStore;
+use crate::identity::{IdentityError, Role, SpiffeId};
 
-/// Verifier and certificate resolver for both ends of a tunnel connection.
+/// What a client requires of the server it dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerExpectation {
+    /// The gateway of the cluster given as the TLS server name (the tunnel dials peers so).
+    GatewayNamedByServerName,
+    /// The federator of our trust domain (gateways dialling the control stream).
+    Federator,
+}
+
+/// Verifier and certificate resolver for both ends of a Skybridge TLS connection. As a server
+/// it accepts only gateway clients of our trust domain; as a client it checks the server per
+/// its [`ServerExpectation`].
 #[derive(Debug)]
 pub struct PeerVerifier {
     store: Arc<CertStore>,
+    expect: ServerExpectation,
 }
 
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertStore").field("cluster", &self.cluster).finish_non_exhaustive()
+        f.debug_struct("CertStore").field("role", &self.role).finish_non_exhaustive()
     }
 }
 
@@ -39,12 +51,14 @@ pub enum PeerIdentityError {
     NotGateway(SpiffeId),
     #[error("peer is {found}, but we dialled the gateway of cluster {expected}")]
     WrongCluster { expected: String, found: SpiffeId },
+    #[error("peer is {0}, but we dialled the federator")]
+    NotFederator(SpiffeId),
 }
 
 impl PeerVerifier {
     /// A verifier over the store's current trust bundle.
-    pub fn new(store: Arc<CertStore>) -> Self {
-        PeerVerifier { store }
+    pub fn new(store: Arc<CertStore>, expect: ServerExpectation) -> Self {
+        PeerVerifier { store, expect }
     }
 
     fn gateway_id(&self, end_entity: &CertificateDer<'_>) -> Result<SpiffeId, PeerIdentityError> {
@@ -114,6 +128,14 @@ impl ServerCertVerifier for PeerVerifier {
             now,
             self.store.provider.signature_verification_algorithms.all,
         )?;
+        if self.expect == ServerExpectation::Federator {
+            let id = SpiffeId::from_cert_der(end_entity, self.store.trust_domain())
+                .map_err(|e| other(PeerIdentityError::Spiffe(e)))?;
+            if id.role != Role::Federator {
+                return Err(other(PeerIdentityError::NotFederator(id)));
+            }
+            return Ok(ServerCertVerified::assertion());
+        }
         // The tunnel dials a peer with its cluster id as the server name; the certificate must
         // be that cluster's gateway, not merely any gateway of the trust domain.
         let id = self.gateway_id(end_entity).map_err(other)?;
