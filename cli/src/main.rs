@@ -1,6 +1,7 @@
 //! `skybridge`: the single binary. Parses the command line and hands off to a command.
 
 mod ca;
+mod federator;
 mod gateway;
 mod logging;
 
@@ -31,6 +32,15 @@ enum Command {
         #[arg(long)]
         check_config: bool,
     },
+    /// Run the federator (global catalog, gateway control, REST API).
+    Federator {
+        /// Path to the federator config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Validate the config (and load its certificates) and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
     /// Manage the federation's certificate authority.
     Ca {
         #[command(subcommand)]
@@ -45,6 +55,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match cli.command {
         Command::Gateway { config, check_config } => gateway::run(&config, check_config),
+        Command::Federator { config, check_config } => federator::run(&config, check_config),
         Command::Ca { command } => ca::run(command),
     };
     match result {

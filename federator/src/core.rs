@@ -47,7 +47,9 @@ impl Core {
             .sources
             .into_iter()
             .filter(|(id, _)| kinds.contains_key(id))
-            .map(|(id, s)| (id, SourceInput { snapshot: s.snapshot, synced_at: s.synced_at, failing_since: s.failing_since }))
+            .map(|(id, s)| {
+                (id, SourceInput { snapshot: s.snapshot, synced_at: s.synced_at, failing_since: s.failing_since })
+            })
             .collect();
         let status = kinds
             .iter()
@@ -81,7 +83,14 @@ impl Core {
         self.inputs
             .iter()
             .map(|(id, i)| {
-                (id.clone(), StoredSource { snapshot: i.snapshot.clone(), synced_at: i.synced_at, failing_since: i.failing_since })
+                (
+                    id.clone(),
+                    StoredSource {
+                        snapshot: i.snapshot.clone(),
+                        synced_at: i.synced_at,
+                        failing_since: i.failing_since,
+                    },
+                )
             })
             .collect()
     }
@@ -164,7 +173,12 @@ pub async fn run<S: Store>(
                 // Keep serving: the catalog is correct in memory, only a restart would lose it.
                 tracing::error!(error = %e, "persisting the catalog failed");
             }
-            let msg = format!("catalog version {} ({} services, {} clusters)", catalog.version, catalog.services.len(), catalog.clusters.len());
+            let msg = format!(
+                "catalog version {} ({} services, {} clusters)",
+                catalog.version,
+                catalog.services.len(),
+                catalog.clusters.len()
+            );
             state.publish(catalog);
             state.event("catalog", msg).await;
         }

@@ -1,6 +1,10 @@
 //! The Skybridge federator: merges catalog sources into one global catalog and serves it.
 
+pub mod api;
+pub mod app;
 pub mod catalog;
+pub mod config;
+pub mod control;
 pub mod core;
 pub mod sources;
 pub mod state;

@@ -109,6 +109,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let catalog = Catalog::from_config(&cfg, static_version(&cfg));
     let ctx = Arc::new(Context::new(
         g.cluster.clone(),
+        g.cloud,
+        g.region.clone(),
         g.trust_domain.clone(),
         cfg.limits.clone(),
         catalog,
@@ -201,6 +203,34 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
         .instrument(tracing::info_span!("rtt_sampler")),
     );
+
+    if let Some(fed) = cfg.federator.clone() {
+        let advertised = if fed.tunnel_addresses.is_empty() {
+            // Only a concrete address is useful to peers; a wildcard needs explicit addresses.
+            if addrs.tunnel.ip().is_unspecified() {
+                tracing::warn!(
+                    "listen.tunnel is a wildcard and federator.tunnel_addresses is empty: peers cannot dial this gateway"
+                );
+                Vec::new()
+            } else {
+                vec![addrs.tunnel.to_string()]
+            }
+        } else {
+            fed.tunnel_addresses.clone()
+        };
+        let span = tracing::info_span!("federation", address = %fed.address);
+        background.spawn(
+            crate::federation::run(
+                ctx.clone(),
+                fed,
+                advertised,
+                certs.clone(),
+                ctx.federation.clone(),
+                stop_background.clone(),
+            )
+            .instrument(span),
+        );
+    }
 
     ctx.set_ready();
     tracing::info!(cluster = %g.cluster, ?addrs, "gateway started");

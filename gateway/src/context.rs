@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use skybridge_api::model::ClusterId;
+use skybridge_api::model::{Cloud, ClusterId};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +37,8 @@ impl CatalogHandle {
 /// Everything the data path needs, passed down as one `Arc`.
 pub struct Context {
     pub local: ClusterId,
+    pub cloud: Cloud,
+    pub region: String,
     pub trust_domain: String,
     pub limits: Limits,
     pub catalog: CatalogHandle,
@@ -48,6 +50,8 @@ pub struct Context {
     pub egress_slots: Arc<Semaphore>,
     /// Bounds concurrent ingress streams from all peers.
     pub ingress_slots: Arc<Semaphore>,
+    /// The federator connection, when one is configured.
+    pub federation: Arc<std::sync::Mutex<crate::federation::FederationStatus>>,
     /// Cancelled when draining starts: accept loops stop, ingress answers `overloaded`.
     pub draining: CancellationToken,
     /// Cancelled when the drain deadline passes: in-flight relays are cut.
@@ -60,6 +64,8 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         local: ClusterId,
+        cloud: Cloud,
+        region: String,
         trust_domain: String,
         limits: Limits,
         catalog: Catalog,
@@ -72,6 +78,8 @@ impl Context {
             egress_slots: Arc::new(Semaphore::new(limits.max_connections)),
             ingress_slots: Arc::new(Semaphore::new(limits.max_connections)),
             local,
+            cloud,
+            region,
             trust_domain,
             limits,
             catalog: CatalogHandle::new(catalog),
@@ -79,6 +87,7 @@ impl Context {
             delivery,
             certs,
             metrics,
+            federation: Arc::default(),
             draining: CancellationToken::new(),
             force_close: CancellationToken::new(),
             ready: AtomicBool::new(false),

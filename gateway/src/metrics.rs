@@ -49,6 +49,12 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// A kind label (catalog update kind).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 /// Every metric of the gateway. Cloning shares the underlying series.
 #[derive(Clone)]
 pub struct Metrics {
@@ -63,6 +69,9 @@ pub struct Metrics {
     pub endpoint_failures: Counter,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Gauge<f64, AtomicU64>,
+    pub federator_connected: Gauge,
+    pub catalog_version: Gauge,
+    pub catalog_updates: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -81,6 +90,9 @@ impl Metrics {
             endpoint_failures: Counter::default(),
             cert_reloads: Family::default(),
             cert_expiry: Gauge::default(),
+            federator_connected: Gauge::default(),
+            catalog_version: Gauge::default(),
+            catalog_updates: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("skybridge_gateway");
         r.register("connections", "Client connections accepted, by listener", m.connections.clone());
@@ -110,6 +122,13 @@ impl Metrics {
             "Unix time when this gateway's certificate expires",
             m.cert_expiry.clone(),
         );
+        r.register(
+            "federator_connected",
+            "1 while the control stream to the federator is up",
+            m.federator_connected.clone(),
+        );
+        r.register("catalog_version", "Version of the federator catalog being routed on", m.catalog_version.clone());
+        r.register("catalog_updates", "Catalog snapshots and deltas applied", m.catalog_updates.clone());
         m
     }
 

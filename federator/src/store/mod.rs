@@ -5,6 +5,7 @@
 
 pub mod embedded;
 
+pub use embedded::EmbeddedStore;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -97,6 +97,7 @@ async fn status(State(s): State<AdminState>) -> Response {
         "ready": ctx.is_ready(),
         "draining": ctx.draining.is_cancelled(),
         "config_version": catalog.version,
+        "federator": ctx.federation.lock().map(|f| f.clone()).ok().filter(|f| !f.state.is_empty()),
         "certificate_expires_in_seconds": expires_in,
         "peers": peers,
         "services": services,

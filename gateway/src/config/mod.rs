@@ -37,6 +37,9 @@ pub struct Config {
     pub listen: ListenSection,
     #[serde(default)]
     pub limits: Limits,
+    /// The federator to take the catalog from; without it the static sections below are used.
+    #[serde(default)]
+    pub federator: Option<FederatorSection>,
     /// Static peers; replaced by the federator's catalog once one is configured.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -66,6 +69,29 @@ pub struct TlsSection {
     pub trust_bundle: PathBuf,
     #[serde(default = "defaults::reload_interval", with = "duration")]
     pub reload_interval: Duration,
+}
+
+/// Where the federator is and how this gateway presents itself to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederatorSection {
+    /// `host:port` of the federator's control listener.
+    pub address: String,
+    /// This replica's name (pod name); default from `$HOSTNAME`, else `default`.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Tunnel addresses peers should dial (the LoadBalancer's); default: `listen.tunnel` when it
+    /// is not a wildcard address.
+    #[serde(default)]
+    pub tunnel_addresses: Vec<String>,
+    #[serde(default = "defaults::report_interval", with = "duration")]
+    pub report_interval: Duration,
+    #[serde(default = "defaults::reconnect_min", with = "duration")]
+    pub reconnect_min: Duration,
+    #[serde(default = "defaults::reconnect_max", with = "duration")]
+    pub reconnect_max: Duration,
+    #[serde(default = "defaults::handshake_timeout", with = "duration")]
+    pub connect_timeout: Duration,
 }
 
 /// Listen addresses. An egress listener set to `"off"` is not started.
@@ -244,6 +270,15 @@ pub mod defaults {
     pub fn stream_window() -> u32 {
         8 * 1024 * 1024
     }
+    pub fn report_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn reconnect_min() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn reconnect_max() -> Duration {
+        Duration::from_secs(30)
+    }
     pub fn udp_buffer() -> usize {
         4 * 1024 * 1024
     }
@@ -340,6 +375,21 @@ impl Config {
         for (key, v) in [("listen.tunnel", &self.listen.tunnel), ("listen.admin", &self.listen.admin)] {
             if listen_addr(key, v)?.is_none() {
                 return Err(invalid(key, v, "this listener cannot be turned off"));
+            }
+        }
+        if let Some(f) = &self.federator {
+            if !f.address.contains(':') {
+                return Err(invalid("federator.address", &f.address, "expected host:port"));
+            }
+            if f.reconnect_min.is_zero() || f.reconnect_max < f.reconnect_min {
+                return Err(invalid(
+                    "federator.reconnect_min",
+                    duration::format(f.reconnect_min),
+                    "must be positive and at most federator.reconnect_max",
+                ));
+            }
+            if f.report_interval.is_zero() {
+                return Err(invalid("federator.report_interval", "0", "must be positive"));
             }
         }
         listen_addr("listen.sni", &self.listen.sni)?;

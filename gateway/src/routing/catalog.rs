@@ -1,10 +1,12 @@
-//! The catalog the data path routes on. Today it is built from the static config; the
-//! federator's pushed catalog produces the same type, so the data path never changes.
+//! The catalog the data path routes on, built either from the static config or from the
+//! federator's pushed catalog: the data path sees one type either way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
+use skybridge_api::catalog::GlobalCatalog;
 use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
+use skybridge_api::proto::wire;
 
 use crate::config::Config;
 
@@ -107,6 +109,60 @@ impl Catalog {
         Catalog { version, local: cfg.gateway.cluster.clone(), peers, services }
     }
 
+    /// Builds the routing view from the federator's catalog and gateway list. Peers are the
+    /// other clusters that have a gateway with a tunnel address (the first instance's first
+    /// address, by sorted instance name); a cluster hosts a service when it has at least one
+    /// ready endpoint for it.
+    pub fn from_global(local: &ClusterId, g: &GlobalCatalog, gateways: &[wire::Gateway]) -> Catalog {
+        let mut addresses: BTreeMap<ClusterId, (String, String)> = BTreeMap::new();
+        for gw in gateways {
+            let (Ok(c), Some(addr)) = (ClusterId::new(&gw.cluster), gw.tunnel_addresses.first()) else { continue };
+            let candidate = (gw.instance.clone(), addr.clone());
+            let e = addresses.entry(c).or_insert_with(|| candidate.clone());
+            if candidate.0 < e.0 {
+                *e = candidate;
+            }
+        }
+        let peers: BTreeMap<ClusterId, Peer> = g
+            .clusters
+            .values()
+            .filter(|c| c.id != *local)
+            .filter_map(|c| {
+                let (_, address) = addresses.get(&c.id)?;
+                Some((
+                    c.id.clone(),
+                    Peer { cluster: c.id.clone(), cloud: c.cloud, region: c.region.clone(), address: address.clone() },
+                ))
+            })
+            .collect();
+        let services = g
+            .services
+            .iter()
+            .map(|(key, svc)| {
+                let ready = |c: &ClusterId, port: u16| -> Vec<SocketAddr> {
+                    svc.clusters
+                        .get(c)
+                        .and_then(|e| e.endpoints.get(&port))
+                        .map(|eps| eps.iter().filter(|e| e.ready).map(|e| e.address).collect())
+                        .unwrap_or_default()
+                };
+                let ports = svc
+                    .ports
+                    .iter()
+                    .map(|p| ServicePort { port: p.port, protocol: p.protocol, local_endpoints: ready(local, p.port) })
+                    .collect();
+                let clusters = svc
+                    .clusters
+                    .keys()
+                    .filter(|c| svc.ports.iter().any(|p| !ready(c, p.port).is_empty()))
+                    .cloned()
+                    .collect();
+                (key.clone(), Service { key: key.clone(), ports, clusters, allow: None })
+            })
+            .collect();
+        Catalog { version: format!("federator-{}", g.version), local: local.clone(), peers, services }
+    }
+
     /// Whether this gateway's cluster hosts `service` with endpoints on `port`.
     pub fn local_endpoints(&self, service: &ServiceKey, port: u16) -> Option<&[SocketAddr]> {
         let svc = self.services.get(service)?;
@@ -115,5 +171,66 @@ impl Catalog {
         }
         let eps = &svc.port(port)?.local_endpoints;
         (!eps.is_empty()).then_some(eps.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use skybridge_api::catalog::{ClusterExport, ClusterInfo, Endpoint, GlobalService, PortSpec, Provenance};
+
+    use super::*;
+
+    fn id(s: &str) -> ClusterId {
+        ClusterId::new(s).unwrap()
+    }
+
+    #[test]
+    fn from_global_builds_peers_and_ready_endpoints() {
+        let ep = |a: &str, ready| Endpoint { address: a.parse().unwrap(), zone: None, ready };
+        let export = |eps: Vec<Endpoint>| ClusterExport {
+            exported_at: 1,
+            endpoints: BTreeMap::from([(80, eps)]),
+            provenance: Provenance { source: "s".into(), observed_at: 1, stale_since: None },
+        };
+        let key: ServiceKey = "prod/web".parse().unwrap();
+        let svc = GlobalService {
+            ports: vec![PortSpec { port: 80, protocol: Protocol::Http }],
+            clusters: BTreeMap::from([
+                (id("aws-1"), export(vec![ep("10.0.0.1:80", true), ep("10.0.0.2:80", false)])),
+                (id("gcp-1"), export(vec![ep("10.1.0.1:80", true)])),
+                (id("azure-1"), export(vec![ep("10.2.0.1:80", false)])),
+            ]),
+            conflicts: vec![],
+        };
+        let info = |c: &str, cloud| (id(c), ClusterInfo { id: id(c), cloud, region: "r".into(), network: None });
+        let g = GlobalCatalog {
+            version: 7,
+            digest: 0,
+            clusters: BTreeMap::from([
+                info("aws-1", Cloud::Aws),
+                info("gcp-1", Cloud::Gcp),
+                info("azure-1", Cloud::Azure),
+            ]),
+            services: BTreeMap::from([(key.clone(), svc)]),
+        };
+        let gw = |c: &str, i: &str, a: &str| wire::Gateway {
+            cluster: c.into(),
+            instance: i.into(),
+            tunnel_addresses: vec![a.into()],
+        };
+        let gateways = [gw("gcp-1", "gw-1", "b:1"), gw("gcp-1", "gw-0", "a:1"), gw("aws-1", "gw-0", "self:1")];
+        let c = Catalog::from_global(&id("aws-1"), &g, &gateways);
+        assert_eq!(c.version, "federator-7");
+        assert_eq!(
+            c.peers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["gcp-1"],
+            "azure-1 has no gateway; self is not a peer"
+        );
+        assert_eq!(c.peers[&id("gcp-1")].address, "a:1", "lowest instance name");
+        let s = &c.services[&key];
+        assert_eq!(s.clusters, vec![id("aws-1"), id("gcp-1")], "azure-1 has no ready endpoint");
+        assert_eq!(s.ports[0].local_endpoints, vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
     }
 }

@@ -1,0 +1,314 @@
+//! The API's JSON shapes. They mirror the catalog and state types on purpose rather than
+//! serializing them directly: the REST contract (and the OpenAPI document generated from these
+//! definitions) must not change because an internal type did.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use skybridge_api::catalog::UnixMillis;
+use skybridge_api::model::{Cloud, Protocol};
+use utoipa::ToSchema;
+
+use crate::core::SourceStatus;
+use crate::store::Event;
+
+use super::policy::PolicyDto;
+
+/// The cloud a cluster runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudDto {
+    Aws,
+    Gcp,
+    Azure,
+    Other,
+}
+
+impl From<Cloud> for CloudDto {
+    fn from(c: Cloud) -> Self {
+        match c {
+            Cloud::Aws => CloudDto::Aws,
+            Cloud::Gcp => CloudDto::Gcp,
+            Cloud::Azure => CloudDto::Azure,
+            Cloud::Other => CloudDto::Other,
+        }
+    }
+}
+
+/// How clients speak a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolDto {
+    Tls,
+    Http,
+    Tcp,
+}
+
+impl From<Protocol> for ProtocolDto {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Tls => ProtocolDto::Tls,
+            Protocol::Http => ProtocolDto::Http,
+            Protocol::Tcp => ProtocolDto::Tcp,
+        }
+    }
+}
+
+/// One port of a service (the winning definition when clusters disagree).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PortDto {
+    pub port: u16,
+    pub protocol: ProtocolDto,
+}
+
+/// How many of a cluster's gateway replicas are connected to this federator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GatewayCounts {
+    pub total: usize,
+    pub connected: usize,
+    pub disconnected: usize,
+}
+
+/// A cluster from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ClusterDto {
+    #[schema(example = "aws-prod-use1")]
+    pub id: String,
+    pub cloud: CloudDto,
+    #[schema(example = "us-east-1")]
+    pub region: String,
+    pub network: Option<String>,
+    pub gateways: GatewayCounts,
+}
+
+/// `GET /api/v1/clusters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ClustersResponse {
+    /// The catalog version the list was taken from.
+    pub catalog_version: u64,
+    /// Sorted by id.
+    pub clusters: Vec<ClusterDto>,
+}
+
+/// One gateway replica and its control-stream state.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct GatewayDto {
+    pub cluster: String,
+    /// Instance (pod) name, unique within the cluster.
+    pub instance: String,
+    pub cloud: String,
+    pub region: String,
+    /// Gateway software version from its Hello.
+    pub version: String,
+    pub tunnel_addresses: Vec<String>,
+    pub connected: bool,
+    /// Unix ms; null while disconnected.
+    pub connected_since: Option<UnixMillis>,
+    /// Unix ms of the last RTT/health report.
+    pub last_report: Option<UnixMillis>,
+    /// Unix ms the federator last heard from it (persisted across restarts).
+    pub last_seen: UnixMillis,
+    /// The last catalog version the gateway ACKed.
+    pub acked_version: u64,
+    /// NACKs received on the current connection.
+    pub nacks: u64,
+    pub last_nack: Option<String>,
+}
+
+/// `GET /api/v1/gateways`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct GatewaysResponse {
+    /// Sorted by cluster, then instance.
+    pub gateways: Vec<GatewayDto>,
+}
+
+/// A cluster hosting a service, with endpoint counts. Endpoints are counted by IP address
+/// (one pod serving several ports counts once); an address is ready when it is ready on every
+/// port it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ServiceClusterSummary {
+    pub cluster: String,
+    pub ready: usize,
+    pub total: usize,
+    /// This cluster's data comes from a failing source (kept, not dropped).
+    pub stale: bool,
+}
+
+/// One item of `GET /api/v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ServiceSummary {
+    pub namespace: String,
+    pub name: String,
+    #[schema(example = "payments.prod.svc.clusterset.local")]
+    pub fqdn: String,
+    pub ports: Vec<PortDto>,
+    pub clusters: Vec<ServiceClusterSummary>,
+    /// Some cluster's export disagrees with the winning definition.
+    pub has_conflicts: bool,
+    /// Some cluster's data comes from a failing source.
+    pub stale: bool,
+}
+
+/// `GET /api/v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ServicesResponse {
+    pub catalog_version: u64,
+    /// Sorted by namespace, then name.
+    pub services: Vec<ServiceSummary>,
+}
+
+/// One endpoint behind one service port in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EndpointDto {
+    /// The service port this endpoint serves.
+    pub port: u16,
+    /// Target `ip:port`.
+    #[schema(example = "10.0.1.7:8443")]
+    pub address: String,
+    pub zone: Option<String>,
+    pub ready: bool,
+}
+
+/// Where a cluster's share of a service came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ProvenanceDto {
+    /// The catalog source, as configured.
+    pub source: String,
+    /// Unix ms of the source's last successful sync.
+    pub observed_at: UnixMillis,
+    /// Unix ms since which the source has been failing; null when healthy.
+    pub stale_since: Option<UnixMillis>,
+    /// Age of the data (`now - observed_at`) while stale; null when healthy.
+    pub stale_for_ms: Option<u64>,
+}
+
+/// One cluster's share of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ServiceClusterDetail {
+    pub cluster: String,
+    /// Unix ms the cluster exported the service (oldest export wins conflicts).
+    pub exported_at: UnixMillis,
+    pub ready: usize,
+    pub total: usize,
+    /// Sorted by port, then address.
+    pub endpoints: Vec<EndpointDto>,
+    pub provenance: ProvenanceDto,
+}
+
+/// A cluster whose export disagrees with the winning definition (MCS ServiceExportConflict).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ConflictDto {
+    pub cluster: String,
+    /// The cluster whose older export won.
+    pub winner: String,
+    pub reason: String,
+}
+
+/// `GET /api/v1/services/{namespace}/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ServiceDetail {
+    pub namespace: String,
+    pub name: String,
+    pub fqdn: String,
+    pub catalog_version: u64,
+    pub ports: Vec<PortDto>,
+    pub clusters: Vec<ServiceClusterDetail>,
+    pub conflicts: Vec<ConflictDto>,
+    pub has_conflicts: bool,
+    pub stale: bool,
+    /// The service's routing policy; null when none is set.
+    pub policy: Option<PolicyDto>,
+}
+
+/// One measured path between two clusters.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LatencyPath {
+    pub from: String,
+    pub to: String,
+    /// Null when the path is down or not measured.
+    pub rtt_ms: Option<f64>,
+    #[schema(example = "up")]
+    pub state: String,
+    pub reported_at: UnixMillis,
+    /// The gateway instance that measured it.
+    pub by: String,
+}
+
+/// `GET /api/v1/latency`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LatencyResponse {
+    /// Every cluster in the catalog or in a measurement, sorted: the matrix's rows and columns.
+    pub clusters: Vec<String>,
+    /// Sorted by `from`, then `to`.
+    pub paths: Vec<LatencyPath>,
+}
+
+/// A catalog source's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SourceStatusDto {
+    #[schema(example = "static")]
+    pub kind: String,
+    pub last_success: Option<UnixMillis>,
+    pub last_attempt: Option<UnixMillis>,
+    pub consecutive_failures: u32,
+    pub total_failures: u64,
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<String>,
+    /// Set while failing: the source's last good data is served, stale since then.
+    pub stale_since: Option<UnixMillis>,
+    /// Services in the source's last good snapshot.
+    pub services: usize,
+}
+
+impl From<SourceStatus> for SourceStatusDto {
+    fn from(s: SourceStatus) -> Self {
+        SourceStatusDto {
+            kind: s.kind,
+            last_success: s.last_success,
+            last_attempt: s.last_attempt,
+            consecutive_failures: s.consecutive_failures,
+            total_failures: s.total_failures,
+            last_error: s.last_error,
+            last_error_kind: s.last_error_kind,
+            stale_since: s.stale_since,
+            services: s.services,
+        }
+    }
+}
+
+/// `GET /api/v1/sources`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SourcesResponse {
+    /// Keyed by source id.
+    pub sources: BTreeMap<String, SourceStatusDto>,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EventDto {
+    /// Increasing; use it as `after` to page, or as `Last-Event-ID` to resume the stream.
+    pub seq: u64,
+    pub at: UnixMillis,
+    #[schema(example = "policy")]
+    pub kind: String,
+    pub message: String,
+}
+
+impl From<Event> for EventDto {
+    fn from(e: Event) -> Self {
+        EventDto { seq: e.seq, at: e.at, kind: e.kind, message: e.message }
+    }
+}
+
+/// `GET /api/v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EventsResponse {
+    /// Oldest first.
+    pub events: Vec<EventDto>,
+}
+
+/// The `lagged` SSE event's data: the stream dropped events because the client read too slowly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LaggedDto {
+    pub missed: u64,
+}

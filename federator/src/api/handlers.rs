@@ -1,0 +1,220 @@
+//! Thin HTTP handlers for the catalog and policy endpoints: extract, call the pure functions in
+//! `view` and `policy`, map failures to [`ApiError`].
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+
+use skybridge_api::model::ServiceKey;
+
+use crate::sources::now_millis;
+use crate::store::Store;
+
+use super::Ctx;
+use super::dto::{
+    ClustersResponse, GatewaysResponse, LatencyResponse, ServiceDetail, ServicesResponse, SourcesResponse,
+};
+use super::error::{ApiError, ErrorBody};
+use super::policy::{self, PoliciesResponse, PolicyDto, PolicyResponse};
+use super::view::{self, ServiceFilter};
+
+/// Raw query pairs; typed parsing happens in `view` so that errors name the parameter.
+pub(super) type RawPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+pub(super) fn pairs(q: RawPairs) -> Result<Vec<(String, String)>, ApiError> {
+    q.map(|Query(p)| p).map_err(|e| ApiError::bad_request(format!("unreadable query string: {}", e.body_text())))
+}
+
+/// Validates `{namespace}/{name}` path segments as RFC 1123 labels.
+fn key_from_path(p: Result<Path<(String, String)>, PathRejection>) -> Result<ServiceKey, ApiError> {
+    let Path((namespace, name)) =
+        p.map_err(|e| ApiError::bad_request(format!("unreadable path: {}", e.body_text())))?;
+    view::service_key(&namespace, &name)
+}
+
+/// Clusters of the catalog.
+#[utoipa::path(
+    get, path = "/api/v1/clusters", tag = "catalog",
+    responses((status = 200, description = "The catalog's clusters with their gateways' connection counts", body = ClustersResponse)),
+)]
+pub(super) async fn list_clusters(State(ctx): State<Ctx>) -> Json<ClustersResponse> {
+    Json(view::clusters(&ctx.state.catalog(), &ctx.state.gateways()))
+}
+
+/// Gateway replicas and their control-stream state.
+#[utoipa::path(
+    get, path = "/api/v1/gateways", tag = "gateways",
+    responses((status = 200, description = "Every gateway replica known, connected or not", body = GatewaysResponse)),
+)]
+pub(super) async fn list_gateways(State(ctx): State<Ctx>) -> Json<GatewaysResponse> {
+    Json(view::gateways(ctx.state.gateways()))
+}
+
+/// Services of the catalog, optionally filtered.
+#[utoipa::path(
+    get, path = "/api/v1/services", tag = "catalog",
+    params(ServiceFilter),
+    responses(
+        (status = 200, description = "Services matching every given filter", body = ServicesResponse),
+        (status = 400, description = "Bad or unknown query parameter", body = ErrorBody),
+    ),
+)]
+pub(super) async fn list_services(State(ctx): State<Ctx>, q: RawPairs) -> Result<Json<ServicesResponse>, ApiError> {
+    let filter = ServiceFilter::from_query(&pairs(q)?)?;
+    Ok(Json(view::services(&ctx.state.catalog(), &filter)))
+}
+
+/// One service in detail.
+#[utoipa::path(
+    get, path = "/api/v1/services/{namespace}/{name}", tag = "catalog",
+    params(
+        ("namespace" = String, Path, description = "Service namespace (RFC 1123 label)"),
+        ("name" = String, Path, description = "Service name (RFC 1123 label)"),
+    ),
+    responses(
+        (status = 200, description = "The service with per-cluster endpoints, provenance, conflicts and policy", body = ServiceDetail),
+        (status = 400, description = "Namespace or name is not an RFC 1123 label", body = ErrorBody),
+        (status = 404, description = "The catalog has no such service", body = ErrorBody),
+    ),
+)]
+pub(super) async fn get_service(
+    State(ctx): State<Ctx>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<ServiceDetail>, ApiError> {
+    let key = key_from_path(p)?;
+    let policy = ctx.state.policies().remove(&key);
+    view::service_detail(&ctx.state.catalog(), &key, policy.as_ref(), now_millis())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no service {key} in the catalog")))
+}
+
+/// The latency matrix.
+#[utoipa::path(
+    get, path = "/api/v1/latency", tag = "gateways",
+    responses((status = 200, description = "Cluster-to-cluster RTTs as the gateways last reported them", body = LatencyResponse)),
+)]
+pub(super) async fn get_latency(State(ctx): State<Ctx>) -> Json<LatencyResponse> {
+    Json(view::latency(&ctx.state.catalog(), &ctx.state.latency()))
+}
+
+/// Catalog source status.
+#[utoipa::path(
+    get, path = "/api/v1/sources", tag = "catalog",
+    responses((status = 200, description = "Health of every configured catalog source", body = SourcesResponse)),
+)]
+pub(super) async fn list_sources(State(ctx): State<Ctx>) -> Json<SourcesResponse> {
+    Json(view::sources(ctx.state.sources()))
+}
+
+fn policy_response(ctx: &Ctx, key: &ServiceKey, p: &crate::store::Policy) -> PolicyResponse {
+    PolicyResponse {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        in_catalog: ctx.state.catalog().services.contains_key(key),
+        policy: PolicyDto::from(p),
+    }
+}
+
+/// All routing policies.
+#[utoipa::path(
+    get, path = "/api/v1/policies", tag = "policies",
+    responses((status = 200, description = "Every routing policy", body = PoliciesResponse)),
+)]
+pub(super) async fn list_policies(State(ctx): State<Ctx>) -> Json<PoliciesResponse> {
+    let policies = ctx.state.policies().iter().map(|(k, p)| policy_response(&ctx, k, p)).collect();
+    Json(PoliciesResponse { policies })
+}
+
+/// One service's routing policy.
+#[utoipa::path(
+    get, path = "/api/v1/policies/{namespace}/{name}", tag = "policies",
+    params(
+        ("namespace" = String, Path, description = "Service namespace (RFC 1123 label)"),
+        ("name" = String, Path, description = "Service name (RFC 1123 label)"),
+    ),
+    responses(
+        (status = 200, description = "The service's policy", body = PolicyResponse),
+        (status = 400, description = "Namespace or name is not an RFC 1123 label", body = ErrorBody),
+        (status = 404, description = "No policy is set for the service", body = ErrorBody),
+    ),
+)]
+pub(super) async fn get_policy(
+    State(ctx): State<Ctx>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<PolicyResponse>, ApiError> {
+    let key = key_from_path(p)?;
+    let policy =
+        ctx.state.policies().remove(&key).ok_or_else(|| ApiError::not_found(format!("no policy for {key}")))?;
+    Ok(Json(policy_response(&ctx, &key, &policy)))
+}
+
+/// Sets (creates or replaces) a service's routing policy.
+#[utoipa::path(
+    put, path = "/api/v1/policies/{namespace}/{name}", tag = "policies",
+    params(
+        ("namespace" = String, Path, description = "Service namespace (RFC 1123 label)"),
+        ("name" = String, Path, description = "Service name (RFC 1123 label)"),
+    ),
+    request_body(content = PolicyDto, description = "The whole new policy; the service need not be in the catalog yet"),
+    responses(
+        (status = 200, description = "Stored and in effect", body = PolicyResponse),
+        (status = 400, description = "Malformed JSON, unknown field, bad cluster id or weight; `field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token, or writes disabled", body = ErrorBody),
+        (status = 500, description = "The store failed; nothing changed", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn put_policy(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PolicyResponse>, ApiError> {
+    // Authorization first: an unauthenticated caller learns nothing about what it sent.
+    policy::authorize(ctx.token.as_deref(), &headers)?;
+    let key = key_from_path(p)?;
+    let body = body.map_err(|e| ApiError::status(e.status(), format!("unreadable body: {}", e.body_text())))?;
+    let new = policy::parse_policy(&body)?;
+    // One writer at a time, so the store and the in-memory state end in the same order.
+    let _guard = ctx.policy_writes.lock().await;
+    ctx.state.store().put_policy(&key, Some(&new)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    ctx.state.set_policy(key.clone(), Some(new.clone()));
+    let shown = serde_json::to_string(&PolicyDto::from(&new)).unwrap_or_default();
+    ctx.state.event("policy", format!("policy for {key} set: {shown}")).await;
+    Ok(Json(policy_response(&ctx, &key, &new)))
+}
+
+/// Deletes a service's routing policy.
+#[utoipa::path(
+    delete, path = "/api/v1/policies/{namespace}/{name}", tag = "policies",
+    params(
+        ("namespace" = String, Path, description = "Service namespace (RFC 1123 label)"),
+        ("name" = String, Path, description = "Service name (RFC 1123 label)"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Namespace or name is not an RFC 1123 label", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token, or writes disabled", body = ErrorBody),
+        (status = 404, description = "No policy is set for the service", body = ErrorBody),
+        (status = 500, description = "The store failed; nothing changed", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn delete_policy(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    policy::authorize(ctx.token.as_deref(), &headers)?;
+    let key = key_from_path(p)?;
+    let _guard = ctx.policy_writes.lock().await;
+    if !ctx.state.policies().contains_key(&key) {
+        return Err(ApiError::not_found(format!("no policy for {key}")));
+    }
+    ctx.state.store().put_policy(&key, None).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    ctx.state.set_policy(key.clone(), None);
+    ctx.state.event("policy", format!("policy for {key} deleted")).await;
+    Ok(StatusCode::NO_CONTENT)
+}

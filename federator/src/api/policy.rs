@@ -1,0 +1,178 @@
+//! Routing policies over the API: the request/response shape, parsing with errors that name the
+//! offending JSON field, validation, and bearer-token authorization of writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::{HeaderMap, header};
+use serde::{Deserialize, Serialize};
+use skybridge_api::model::ClusterId;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::store::Policy;
+
+use super::error::ApiError;
+
+/// A service's routing policy. Every field is optional in a PUT; the PUT replaces the whole
+/// policy. Unknown fields are rejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDto {
+    /// Traffic weight per cluster id, each 0..=100; if any are given they must sum to 100.
+    /// Empty: no weighted split.
+    #[serde(default)]
+    #[schema(example = json!({"aws-prod-use1": 70, "gcp-prod-euw1": 30}))]
+    pub weights: BTreeMap<String, i64>,
+    /// Explicit failover order of cluster ids; clusters not listed come after, by latency.
+    #[serde(default)]
+    pub failover: Vec<String>,
+    /// Cluster ids never to send this service's traffic to.
+    #[serde(default)]
+    pub avoid: Vec<String>,
+    /// Source cluster ids allowed to reach the service; null or absent allows any.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+}
+
+impl From<&Policy> for PolicyDto {
+    fn from(p: &Policy) -> Self {
+        let ids = |v: &[ClusterId]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        PolicyDto {
+            weights: p.weights.iter().map(|(k, w)| (k.to_string(), i64::from(*w))).collect(),
+            failover: ids(&p.failover),
+            avoid: ids(&p.avoid),
+            allow: p.allow.as_deref().map(ids),
+        }
+    }
+}
+
+/// A policy together with the service it applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PolicyResponse {
+    pub namespace: String,
+    pub name: String,
+    /// Whether the catalog currently has the service. A policy may be set before its service
+    /// appears; it then takes effect when it does.
+    pub in_catalog: bool,
+    pub policy: PolicyDto,
+}
+
+/// `GET /api/v1/policies`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PoliciesResponse {
+    /// Sorted by namespace, then name.
+    pub policies: Vec<PolicyResponse>,
+}
+
+/// Parses and validates a PUT body. Every error names the JSON path of the offending value.
+pub fn parse_policy(body: &[u8]) -> Result<Policy, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let dto: PolicyDto = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    // Trailing garbage after the object is malformed JSON too.
+    de.end().map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    validate(dto)
+}
+
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.inner();
+    // serde_path_to_error renders the document root as "." and a segment it could not read
+    // (a key cut short by malformed JSON) as "?"; name only the part that is known.
+    let known = path.trim_end_matches(".?");
+    let at = (known != "." && known != "?").then(|| known.to_owned());
+    if !inner.is_data() {
+        let msg = format!("malformed JSON: {inner}");
+        return match at {
+            Some(field) => ApiError::bad_field(field, msg),
+            None => ApiError::bad_request(msg),
+        };
+    }
+    let msg = inner.to_string();
+    // An unknown field's path is that of the object holding it; name the field itself.
+    if let Some(name) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        let field = match &at {
+            Some(p) => format!("{p}.{name}"),
+            None => name.to_owned(),
+        };
+        return ApiError::bad_field(field.clone(), format!("{field}: {msg}"));
+    }
+    match at {
+        Some(field) => ApiError::bad_field(field.clone(), format!("{field}: {msg}")),
+        None => ApiError::bad_request(format!("invalid policy: {msg}")),
+    }
+}
+
+fn cluster(field: &str, id: &str) -> Result<ClusterId, ApiError> {
+    ClusterId::new(id).map_err(|e| ApiError::bad_field(field, format!("{field}: {e}")))
+}
+
+/// Validates a list of cluster ids; a cluster listed twice is a mistake, not a preference.
+fn cluster_list(what: &str, ids: &[String]) -> Result<Vec<ClusterId>, ApiError> {
+    let mut seen = BTreeSet::new();
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let field = format!("{what}[{i}]");
+            let c = cluster(&field, id)?;
+            if !seen.insert(c.clone()) {
+                return Err(ApiError::bad_field(
+                    field.clone(),
+                    format!("{field}: cluster {id} is listed more than once"),
+                ));
+            }
+            Ok(c)
+        })
+        .collect()
+}
+
+/// Checks a parsed policy: cluster ids are RFC 1123 labels, weights are 0..=100 and sum to 100.
+pub fn validate(dto: PolicyDto) -> Result<Policy, ApiError> {
+    let mut weights = BTreeMap::new();
+    for (k, w) in &dto.weights {
+        let field = format!("weights.{k}");
+        let id = cluster(&field, k)?;
+        let w = u32::try_from(*w)
+            .ok()
+            .filter(|w| *w <= 100)
+            .ok_or_else(|| ApiError::bad_field(field.clone(), format!("{field}: {w} is out of range 0..=100")))?;
+        weights.insert(id, w);
+    }
+    let sum: u32 = weights.values().sum();
+    if !weights.is_empty() && sum != 100 {
+        return Err(ApiError::bad_field(
+            "weights",
+            format!("weights: they sum to {sum}; when weights are given they must sum to 100"),
+        ));
+    }
+    Ok(Policy {
+        weights,
+        failover: cluster_list("failover", &dto.failover)?,
+        avoid: cluster_list("avoid", &dto.avoid)?,
+        allow: dto.allow.as_deref().map(|a| cluster_list("allow", a)).transpose()?,
+    })
+}
+
+/// Checks the `Authorization: Bearer` header against the configured token, in constant time
+/// (for equal lengths). With no token configured, writes are refused outright.
+pub fn authorize(token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return Err(ApiError::unauthorized(
+            "writes are disabled: no API token is configured; set api.token_file in the federator config",
+        ));
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header; send Authorization: Bearer <token>"))?;
+    let given = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid bearer token"))
+    }
+}

@@ -1,0 +1,178 @@
+//! Policy endpoints: round trip, persistence, events, auth, and every bad-input case.
+
+use axum::http::{Method, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::{TOKEN, assert_error, cluster, fixture, get, key, write};
+use crate::store::{Policy, Store};
+
+const URI: &str = "/api/v1/policies/prod/payments";
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+#[tokio::test]
+async fn put_get_list_delete_round_trip() {
+    let f = fixture(Some(TOKEN));
+    assert_error(&get(&f.app, URI).await, StatusCode::NOT_FOUND, None);
+    let body = r#"{"weights": {"aws-1": 70, "gcp-1": 30}, "failover": ["gcp-1"], "avoid": [], "allow": ["aws-1"]}"#;
+    let r = write(&f.app, Method::PUT, URI, Some(&bearer()), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let want_policy =
+        json!({"weights": {"aws-1": 70, "gcp-1": 30}, "failover": ["gcp-1"], "avoid": [], "allow": ["aws-1"]});
+    let want = json!({"namespace": "prod", "name": "payments", "in_catalog": true, "policy": want_policy});
+    assert_eq!(r.json(), want);
+    assert_eq!(get(&f.app, URI).await.json(), want);
+    assert_eq!(get(&f.app, "/api/v1/policies").await.json(), json!({"policies": [want]}));
+    assert_eq!(get(&f.app, "/api/v1/services/prod/payments").await.json()["policy"], want_policy);
+
+    // Persisted, in memory, and recorded as an event.
+    let expected = Policy {
+        weights: [(cluster("aws-1"), 70), (cluster("gcp-1"), 30)].into(),
+        failover: vec![cluster("gcp-1")],
+        avoid: vec![],
+        allow: Some(vec![cluster("aws-1")]),
+    };
+    let stored = f.state.store().load().await.unwrap();
+    assert_eq!(stored.policies.get(&key("prod", "payments")), Some(&expected));
+    assert_eq!(f.state.policies().get(&key("prod", "payments")), Some(&expected));
+    let events = get(&f.app, "/api/v1/events").await.json();
+    let last = events["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "policy");
+    assert!(last["message"].as_str().unwrap().contains("prod/payments"), "{last}");
+
+    // A PUT replaces the whole policy; omitted fields take their defaults.
+    let r = write(&f.app, Method::PUT, URI, Some(&bearer()), r#"{"avoid": ["gcp-1"]}"#).await;
+    assert_eq!(r.json()["policy"], json!({"weights": {}, "failover": [], "avoid": ["gcp-1"], "allow": null}));
+
+    let r = write(&f.app, Method::DELETE, URI, Some(&bearer()), "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.body.is_empty());
+    assert_error(&get(&f.app, URI).await, StatusCode::NOT_FOUND, None);
+    assert!(f.state.store().load().await.unwrap().policies.is_empty());
+    assert!(f.state.policies().is_empty());
+    let events = get(&f.app, "/api/v1/events").await.json();
+    assert!(events["events"].as_array().unwrap().last().unwrap()["message"].as_str().unwrap().contains("deleted"));
+    let r = write(&f.app, Method::DELETE, URI, Some(&bearer()), "").await;
+    assert_error(&r, StatusCode::NOT_FOUND, None);
+}
+
+#[tokio::test]
+async fn a_policy_may_precede_its_service() {
+    let f = fixture(Some(TOKEN));
+    let uri = "/api/v1/policies/prod/not-yet";
+    let r = write(&f.app, Method::PUT, uri, Some(&bearer()), r#"{"failover": ["aws-1"]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["in_catalog"], false);
+    assert_eq!(get(&f.app, uri).await.json()["in_catalog"], false);
+    // The service itself is still unknown to the catalog.
+    assert_error(&get(&f.app, "/api/v1/services/prod/not-yet").await, StatusCode::NOT_FOUND, None);
+}
+
+#[tokio::test]
+async fn writes_need_the_right_bearer_token() {
+    let f = fixture(Some(TOKEN));
+    let body = r#"{"failover": ["aws-1"]}"#;
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic czNjcmV0LXRva2Vu"),
+        Some(TOKEN),
+        Some("Bearer"),
+        Some("Bearer s3cret-toke"),
+    ] {
+        for method in [Method::PUT, Method::DELETE] {
+            let r = write(&f.app, method.clone(), URI, auth, body).await;
+            assert_error(&r, StatusCode::UNAUTHORIZED, None);
+            assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer", "{method} {auth:?}");
+        }
+    }
+    // Authorization is checked before the body: a bad body without a token is still a 401.
+    assert_error(&write(&f.app, Method::PUT, URI, None, "{").await, StatusCode::UNAUTHORIZED, None);
+    assert!(f.state.policies().is_empty());
+    // The scheme is case-insensitive.
+    let r = write(&f.app, Method::PUT, URI, Some(&format!("bearer {TOKEN}")), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
+async fn writes_are_disabled_without_a_configured_token() {
+    for token in [None, Some(""), Some("  \n")] {
+        let f = fixture(token);
+        for auth in [None, Some("Bearer "), Some("Bearer x")] {
+            let r = write(&f.app, Method::PUT, URI, auth, r#"{}"#).await;
+            let msg = assert_error(&r, StatusCode::UNAUTHORIZED, None);
+            assert!(msg.contains("api.token_file"), "{msg}");
+        }
+        // Reads stay open.
+        assert_eq!(get(&f.app, "/api/v1/policies").await.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn bad_bodies_are_400_naming_the_field() {
+    let f = fixture(Some(TOKEN));
+    let cases: &[(&str, Option<&str>)] = &[
+        // Malformed JSON has no field to blame.
+        ("{", None),
+        ("", None),
+        (r#"{"failover": []} x"#, None),
+        ("[]", None),
+        // Unknown fields, at the top level.
+        (r#"{"colour": "red"}"#, Some("colour")),
+        (r#"{"weights": {}, "failover": [], "wieghts": {}}"#, Some("wieghts")),
+        // Wrong types.
+        (r#"{"weights": {"aws-1": "fifty"}}"#, Some("weights.aws-1")),
+        (r#"{"weights": {"aws-1": 50.5}}"#, Some("weights.aws-1")),
+        (r#"{"failover": "aws-1"}"#, Some("failover")),
+        (r#"{"allow": [1]}"#, Some("allow[0]")),
+        // Weights out of range, or not summing to 100.
+        (r#"{"weights": {"aws-1": 150}}"#, Some("weights.aws-1")),
+        (r#"{"weights": {"aws-1": -1, "gcp-1": 101}}"#, Some("weights.aws-1")),
+        (r#"{"weights": {"aws-1": 60, "gcp-1": 30}}"#, Some("weights")),
+        (r#"{"weights": {"aws-1": 0}}"#, Some("weights")),
+        // Cluster ids that are not RFC 1123 labels.
+        (r#"{"weights": {"AWS-1": 100}}"#, Some("weights.AWS-1")),
+        (r#"{"failover": ["aws-1", "gcp_1"]}"#, Some("failover[1]")),
+        (r#"{"avoid": ["-x"]}"#, Some("avoid[0]")),
+        (r#"{"allow": ["aws-1", "a.b"]}"#, Some("allow[1]")),
+        (r#"{"failover": [""]}"#, Some("failover[0]")),
+        // A cluster listed twice.
+        (r#"{"failover": ["aws-1", "aws-1"]}"#, Some("failover[1]")),
+    ];
+    for (body, field) in cases {
+        let r = write(&f.app, Method::PUT, URI, Some(&bearer()), body).await;
+        let msg = assert_error(&r, StatusCode::BAD_REQUEST, *field);
+        if let Some(field) = field {
+            assert!(msg.starts_with(&format!("{field}: ")), "{body}: {msg}");
+        }
+    }
+    // The exact message for the documented example.
+    let r = write(&f.app, Method::PUT, URI, Some(&bearer()), r#"{"weights": {"aws-1": 150}}"#).await;
+    assert_eq!(r.json(), json!({"error": "weights.aws-1: 150 is out of range 0..=100", "field": "weights.aws-1"}));
+    // Nothing was stored by any of them.
+    assert!(f.state.policies().is_empty());
+    assert!(f.state.store().load().await.unwrap().policies.is_empty());
+    // Boundaries that are fine.
+    let ok = r#"{"weights": {"aws-1": 100, "gcp-1": 0}, "allow": null}"#;
+    assert_eq!(write(&f.app, Method::PUT, URI, Some(&bearer()), ok).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_path_labels_are_400() {
+    let f = fixture(Some(TOKEN));
+    for (uri, field) in [
+        ("/api/v1/policies/Prod/payments", "namespace"),
+        ("/api/v1/policies/prod/pay_ments", "name"),
+        ("/api/v1/policies/prod/-payments", "name"),
+    ] {
+        assert_error(&get(&f.app, uri).await, StatusCode::BAD_REQUEST, Some(field));
+        let r = write(&f.app, Method::PUT, uri, Some(&bearer()), "{}").await;
+        assert_error(&r, StatusCode::BAD_REQUEST, Some(field));
+        let r = write(&f.app, Method::DELETE, uri, Some(&bearer()), "").await;
+        assert_error(&r, StatusCode::BAD_REQUEST, Some(field));
+    }
+    let v: Value = get(&f.app, "/api/v1/policies").await.json();
+    assert_eq!(v, json!({"policies": []}));
+}

@@ -1,0 +1,360 @@
+//! The federator's one typed config: TOML, parsed once, unknown keys rejected, errors that
+//! name the key, the value and the reason.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+use skybridge_api::identity::valid_trust_domain;
+
+/// Why a config was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}` = {value:?}: {reason}")]
+    Invalid { key: String, value: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+}
+
+/// `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("{s:?} has no unit (ms, s, m, h)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} does not start with a whole number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("{s:?} has unknown unit {unit:?}; use ms, s, m or h")),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    parse_duration(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "never" {
+        return Ok(None);
+    }
+    parse_duration(&s).map(Some).map_err(de::Error::custom)
+}
+
+/// The whole federator config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub federator: FederatorSection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub listen: ListenSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// Identity and storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederatorSection {
+    pub trust_domain: String,
+    /// Folder for the embedded store (`federator.redb`).
+    pub data_dir: PathBuf,
+    /// How long a failing source's last good data is served; `"never"` keeps it until the
+    /// source recovers or is removed from the config.
+    #[serde(default = "defaults::stale_timeout", deserialize_with = "optional_duration")]
+    pub stale_timeout: Option<Duration>,
+    /// How often the catalog is re-merged even without source changes (stale expiry).
+    #[serde(default = "defaults::merge_interval", deserialize_with = "duration")]
+    pub merge_interval: Duration,
+}
+
+/// The federator's certificate (`skybridge ca issue --federator`) and trust bundle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub trust_bundle: PathBuf,
+    #[serde(default = "defaults::reload_interval", deserialize_with = "duration")]
+    pub reload_interval: Duration,
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    #[serde(default = "defaults::control")]
+    pub control: SocketAddr,
+    #[serde(default = "defaults::api")]
+    pub api: SocketAddr,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection { control: defaults::control(), api: defaults::api() }
+    }
+}
+
+/// REST API settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// File holding the bearer token for writes (policies); without it writes are refused.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Bounds and timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Messages queued per gateway before it is treated as lagging (and later resnapshotted).
+    #[serde(default = "defaults::gateway_queue")]
+    pub gateway_queue: usize,
+    #[serde(default = "defaults::hello_timeout", deserialize_with = "duration")]
+    pub hello_timeout: Duration,
+    #[serde(default = "defaults::handshake_timeout", deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Events kept in the store.
+    #[serde(default = "defaults::max_events")]
+    pub max_events: usize,
+    /// Source updates queued for the merge core.
+    #[serde(default = "defaults::source_queue")]
+    pub source_queue: usize,
+    #[serde(default = "defaults::drain_deadline", deserialize_with = "duration")]
+    pub drain_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        toml::from_str("").expect("all limits have defaults")
+    }
+}
+
+/// A catalog source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A catalog file (see docs/federator.md), reloaded when it changes.
+    Static {
+        id: String,
+        path: PathBuf,
+        #[serde(default = "defaults::static_interval", deserialize_with = "duration")]
+        interval: Duration,
+        #[serde(default = "defaults::backoff_min", deserialize_with = "duration")]
+        backoff_min: Duration,
+        #[serde(default = "defaults::backoff_max", deserialize_with = "duration")]
+        backoff_max: Duration,
+    },
+}
+
+impl SourceConfig {
+    /// The source's id.
+    pub fn id(&self) -> &str {
+        match self {
+            SourceConfig::Static { id, .. } => id,
+        }
+    }
+
+    /// The source's type name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Static { .. } => "static",
+        }
+    }
+}
+
+/// Defaults, quoted in docs/federator.md.
+pub mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    pub fn stale_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(3600))
+    }
+    pub fn merge_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn reload_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn control() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 15010))
+    }
+    pub fn api() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    pub fn gateway_queue() -> usize {
+        64
+    }
+    pub fn hello_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn max_events() -> usize {
+        10_000
+    }
+    pub fn source_queue() -> usize {
+        64
+    }
+    pub fn drain_deadline() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn static_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn backoff_min() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; relative paths follow the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rel(&mut cfg.federator.data_dir);
+        rel(&mut cfg.tls.cert);
+        rel(&mut cfg.tls.key);
+        rel(&mut cfg.tls.trust_bundle);
+        if let Some(t) = cfg.api.token_file.as_mut() {
+            rel(t);
+        }
+        for s in &mut cfg.sources {
+            match s {
+                SourceConfig::Static { path, .. } => rel(path),
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.federator;
+        if !valid_trust_domain(&f.trust_domain) {
+            return Err(invalid(
+                "federator.trust_domain",
+                &f.trust_domain,
+                "use lowercase letters, digits, '.', '-' or '_'",
+            ));
+        }
+        if f.merge_interval.is_zero() {
+            return Err(invalid("federator.merge_interval", "0", "must be positive"));
+        }
+        let l = &self.limits;
+        for (key, v, lo, hi) in [
+            ("limits.gateway_queue", l.gateway_queue, 2, 100_000),
+            ("limits.max_events", l.max_events, 10, 10_000_000),
+            ("limits.source_queue", l.source_queue, 1, 100_000),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(invalid(key, v, format!("must be between {lo} and {hi}")));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let id = s.id();
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                return Err(invalid(format!("sources[{i}].id"), id, "use lowercase letters, digits and '-'"));
+            }
+            if !ids.insert(id) {
+                return Err(invalid(format!("sources[{i}].id"), id, "source ids must be unique"));
+            }
+            match s {
+                SourceConfig::Static { interval, backoff_min, backoff_max, .. } => {
+                    if interval.is_zero() || backoff_min.is_zero() || backoff_max < backoff_min {
+                        return Err(invalid(
+                            format!("sources[{i}]"),
+                            id,
+                            "interval and backoff_min must be positive, backoff_max at least backoff_min",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[federator]
+trust_domain = "corp.example"
+data_dir = "data"
+
+[tls]
+cert = "c.pem"
+key = "k.pem"
+trust_bundle = "ca.pem"
+
+[[sources]]
+type = "static"
+id = "static"
+path = "catalog.toml"
+"#;
+
+    #[test]
+    fn base_and_defaults() {
+        let c = Config::parse(BASE).unwrap();
+        assert_eq!(c.listen.control.port(), 15010);
+        assert_eq!(c.federator.stale_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(c.sources[0].kind(), "static");
+        let never =
+            Config::parse(&BASE.replace("data_dir = \"data\"", "data_dir = \"data\"\nstale_timeout = \"never\""))
+                .unwrap();
+        assert_eq!(never.federator.stale_timeout, None);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, needle) in [
+            (BASE.replace("type = \"static\"", "type = \"ldap\""), "ldap"),
+            (BASE.replace("id = \"static\"", "id = \"Static\""), "sources[0].id"),
+            (format!("{BASE}\n[limits]\ngateway_queue = 1\n"), "limits.gateway_queue"),
+            (format!("{BASE}\n[limits]\nhello_timeout = \"5 s\"\n"), "hello_timeout"),
+            (format!("{BASE}\n[[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"x\"\n"), "unique"),
+            (BASE.replace("path = \"catalog.toml\"", "path = \"catalog.toml\"\nurl = \"x\""), "url"),
+        ] {
+            let e = Config::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The gateway control service: one bidirectional stream per gateway (Hello, snapshot, deltas,
+//! ACK/NACK, measurement reports). Each session has its own bounded queue; a gateway that falls
+//! behind is skipped until it has room again and then gets a fresh snapshot, so a slow or stuck
+//! gateway never delays the others.
+
+pub mod incoming;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skybridge_api::catalog::{GlobalCatalog, diff};
+use skybridge_api::model::{Cloud, ClusterId};
+use skybridge_api::proto::{delta_to_wire, snapshot_to_wire, wire};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+use wire::{federator_message, gateway_message};
+
+use crate::sources::now_millis;
+use crate::state::State;
+use crate::store::Store;
+use incoming::PeerCluster;
+
+/// Limits of the control service.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlLimits {
+    /// Messages queued per gateway before it counts as lagging.
+    pub queue: usize,
+    /// How long a gateway has to send Hello after connecting.
+    pub hello_timeout: Duration,
+}
+
+/// The tonic service.
+pub struct ControlService {
+    state: Arc<State>,
+    limits: ControlLimits,
+}
+
+impl ControlService {
+    /// A service over the shared state.
+    pub fn new(state: Arc<State>, limits: ControlLimits) -> Self {
+        ControlService { state, limits }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<wire::FederatorMessage, Status>>;
+
+/// Validates a Hello against the certificate's cluster (pure).
+pub fn check_hello(hello: &wire::Hello, cert_cluster: &ClusterId) -> Result<(Cloud, String), Status> {
+    if hello.cluster != cert_cluster.as_str() {
+        return Err(Status::permission_denied(format!(
+            "Hello claims cluster {:?} but the certificate names {cert_cluster}",
+            hello.cluster
+        )));
+    }
+    let cloud = hello.cloud.parse::<Cloud>().map_err(|e| Status::invalid_argument(format!("Hello.cloud: {e}")))?;
+    let instance = if hello.instance.is_empty() { "default".to_owned() } else { hello.instance.clone() };
+    if instance.len() > 253 || !instance.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+        return Err(Status::invalid_argument(format!("Hello.instance {instance:?} is not a pod-like name")));
+    }
+    Ok((cloud, instance))
+}
+
+fn gateways_wire(state: &State) -> Vec<wire::Gateway> {
+    let mut list: Vec<_> = state
+        .gateways()
+        .into_iter()
+        .filter(|g| !g.record.tunnel_addresses.is_empty())
+        .map(|g| wire::Gateway {
+            cluster: g.record.cluster.to_string(),
+            instance: g.record.instance,
+            tunnel_addresses: g.record.tunnel_addresses,
+        })
+        .collect();
+    list.sort_by(|a, b| (&a.cluster, &a.instance).cmp(&(&b.cluster, &b.instance)));
+    list
+}
+
+fn snapshot(c: &GlobalCatalog, state: &State) -> wire::FederatorMessage {
+    wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(snapshot_to_wire(c, gateways_wire(state)))) }
+}
+
+fn delta(from: &GlobalCatalog, to: &GlobalCatalog, gateways: Option<Vec<wire::Gateway>>) -> wire::FederatorMessage {
+    wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&diff(from, to), gateways))) }
+}
+
+#[tonic::async_trait]
+impl wire::control_server::Control for ControlService {
+    type SessionStream = ReceiverStream<Result<wire::FederatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<wire::GatewayMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let PeerCluster(cluster) = req
+            .extensions()
+            .get::<PeerCluster>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no verified gateway certificate"))?;
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(self.limits.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
+        let Some(wire::GatewayMessage { msg: Some(gateway_message::Msg::Hello(hello)) }) = first else {
+            return Err(Status::invalid_argument("the first message must be Hello"));
+        };
+        let (cloud, instance) = check_hello(&hello, &cluster).inspect_err(|e| {
+            tracing::warn!(%cluster, error = %e.message(), "gateway rejected");
+        })?;
+        let (tx, rx) = mpsc::channel(self.limits.queue);
+        let span = tracing::info_span!("gateway_session", %cluster, %instance);
+        let session = Session { state: self.state.clone(), cluster, instance, cloud, tx };
+        tokio::spawn(session.run(hello, inbound).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    state: Arc<State>,
+    cluster: ClusterId,
+    instance: String,
+    cloud: Cloud,
+    tx: Outbound,
+}
+
+enum Push {
+    Sent,
+    Full,
+    Closed,
+}
+
+impl Session {
+    fn push(&self, msg: wire::FederatorMessage) -> Push {
+        match self.tx.try_send(Ok(msg)) {
+            Ok(()) => Push::Sent,
+            Err(mpsc::error::TrySendError::Full(_)) => Push::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
+        }
+    }
+
+    async fn run(self, hello: wire::Hello, mut inbound: Streaming<wire::GatewayMessage>) {
+        let key = (self.cluster.clone(), self.instance.clone());
+        let now = now_millis();
+        let mut record = None;
+        self.state.update_gateway(key.clone(), true, |g| {
+            g.record.version = hello.version.clone();
+            g.record.tunnel_addresses = hello.tunnel_addresses.clone();
+            g.record.last_seen = now;
+            g.cloud = self.cloud.to_string();
+            g.region = hello.region.clone();
+            g.connected = true;
+            g.connected_since = Some(now);
+            record = Some(g.record.clone());
+        });
+        if let Some(r) = record
+            && let Err(e) = self.state.store().put_gateway(&r).await
+        {
+            tracing::error!(error = %e, "persisting the gateway failed");
+        }
+        self.state.event("gateway_connected", format!("gateway {}/{} connected", self.cluster, self.instance)).await;
+
+        let mut catalogs = self.state.watch_catalog();
+        let mut gateways = self.state.watch_gateways();
+        gateways.borrow_and_update();
+        let mut sent = catalogs.borrow_and_update().clone();
+        let first = if hello.have_version == sent.version && hello.have_digest == sent.digest && sent.version != 0 {
+            // Already current (e.g. after a federator restart): confirm with an empty delta.
+            delta(&sent, &sent, Some(gateways_wire(&self.state)))
+        } else {
+            snapshot(&sent, &self.state)
+        };
+        let mut lagging = matches!(self.push(first), Push::Full);
+        loop {
+            tokio::select! {
+                changed = catalogs.changed() => {
+                    if changed.is_err() { break }
+                    if lagging { continue }
+                    let current = catalogs.borrow_and_update().clone();
+                    match self.push(delta(&sent, &current, None)) {
+                        Push::Sent => sent = current,
+                        Push::Full => {
+                            tracing::warn!("gateway is not keeping up; it will get a fresh snapshot");
+                            lagging = true;
+                        }
+                        Push::Closed => break,
+                    }
+                }
+                changed = gateways.changed() => {
+                    if changed.is_err() { break }
+                    if lagging { continue }
+                    match self.push(delta(&sent, &sent, Some(gateways_wire(&self.state)))) {
+                        Push::Sent => {}
+                        Push::Full => lagging = true,
+                        Push::Closed => break,
+                    }
+                }
+                permit = self.tx.reserve(), if lagging => {
+                    let Ok(permit) = permit else { break };
+                    let current = catalogs.borrow_and_update().clone();
+                    permit.send(Ok(snapshot(&current, &self.state)));
+                    sent = current;
+                    lagging = false;
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(m)) => {
+                        if self.on_message(m).await {
+                            lagging = true; // a NACK asks for a snapshot
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(error = %e, "gateway stream ended");
+                        break;
+                    }
+                },
+            }
+        }
+        self.state.update_gateway(key, false, |g| {
+            g.connected = false;
+            g.record.last_seen = now_millis();
+        });
+        self.state
+            .event("gateway_disconnected", format!("gateway {}/{} disconnected", self.cluster, self.instance))
+            .await;
+    }
+
+    /// Handles one gateway message; true when the gateway needs a fresh snapshot.
+    async fn on_message(&self, m: wire::GatewayMessage) -> bool {
+        let key = (self.cluster.clone(), self.instance.clone());
+        match m.msg {
+            Some(gateway_message::Msg::Ack(a)) => {
+                self.state.update_gateway(key, false, |g| {
+                    g.record.acked_version = a.version;
+                    g.record.last_seen = now_millis();
+                });
+                false
+            }
+            Some(gateway_message::Msg::Nack(n)) => {
+                tracing::warn!(version = n.version, reason = %n.reason, "gateway rejected an update");
+                self.state.update_gateway(key, false, |g| {
+                    g.nacks += 1;
+                    g.last_nack = Some(n.reason.clone());
+                });
+                true
+            }
+            Some(gateway_message::Msg::Report(r)) => {
+                let samples = r
+                    .peers
+                    .into_iter()
+                    .filter_map(|p| {
+                        let to = ClusterId::new(&p.cluster).ok()?;
+                        let rtt = (p.rtt_micros > 0).then(|| p.rtt_micros as f64 / 1000.0);
+                        Some((to, rtt, p.state))
+                    })
+                    .collect();
+                self.state.report_latency(&self.cluster, &self.instance, samples);
+                self.state.update_gateway(key, false, |g| g.last_report = Some(now_millis()));
+                false
+            }
+            Some(gateway_message::Msg::Hello(_)) | None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(cluster: &str) -> wire::Hello {
+        wire::Hello { cluster: cluster.into(), cloud: "aws".into(), instance: "gw-0".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn hello_must_match_the_certificate() {
+        let cert = ClusterId::new("aws-1").unwrap();
+        assert!(check_hello(&hello("aws-1"), &cert).is_ok());
+        let e = check_hello(&hello("gcp-1"), &cert).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("gcp-1") && e.message().contains("aws-1"));
+        let mut bad_cloud = hello("aws-1");
+        bad_cloud.cloud = "ibm".into();
+        assert_eq!(check_hello(&bad_cloud, &cert).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let mut bad_instance = hello("aws-1");
+        bad_instance.instance = "a b".into();
+        assert_eq!(check_hello(&bad_instance, &cert).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+}
