@@ -118,9 +118,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     }
     drop(tx);
 
-    let conns = incoming::accept(control_listener, certs.clone(), cfg.limits.handshake_timeout, cancel.clone())?;
+    let conns =
+        incoming::accept(control_listener, certs.clone(), cfg.limits.handshake_timeout, cancel.clone(), tasks.clone())?;
     let limits = ControlLimits { queue: cfg.limits.gateway_queue, hello_timeout: cfg.limits.hello_timeout };
-    let control = ControlServer::new(ControlService::new(state.clone(), limits));
+    let control = ControlServer::new(ControlService::new(state.clone(), limits, cancel.clone(), tasks.clone()));
     let stop = cancel.clone();
     tasks.spawn(
         async move {

@@ -106,7 +106,8 @@ fn set(status: &Mutex<FederationStatus>, f: impl FnOnce(&mut FederationStatus)) 
     f(&mut status.lock().expect("federation status lock"));
 }
 
-async fn connect(
+/// Opens an HTTP/2 channel to the federator over our mTLS (the federator's SPIFFE ID is checked).
+pub async fn connect(
     cfg: &FederatorSection,
     tls: &tokio_rustls::TlsConnector,
 ) -> Result<tonic::transport::Channel, FederationError> {

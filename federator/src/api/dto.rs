@@ -1,11 +1,11 @@
 //! The API's JSON shapes. They mirror the catalog and state types on purpose rather than
 //! serializing them directly: the REST contract (and the OpenAPI document generated from these
-//! definitions) must not change because an internal type did.
+//! definitions) must not change because an internal type did. Instants are Unix milliseconds,
+//! spelled `u64` here because utoipa would document the `u64` alias as a named schema.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use skybridge_api::catalog::UnixMillis;
 use skybridge_api::model::{Cloud, Protocol};
 use utoipa::ToSchema;
 
@@ -103,11 +103,11 @@ pub struct GatewayDto {
     pub tunnel_addresses: Vec<String>,
     pub connected: bool,
     /// Unix ms; null while disconnected.
-    pub connected_since: Option<UnixMillis>,
+    pub connected_since: Option<u64>,
     /// Unix ms of the last RTT/health report.
-    pub last_report: Option<UnixMillis>,
+    pub last_report: Option<u64>,
     /// Unix ms the federator last heard from it (persisted across restarts).
-    pub last_seen: UnixMillis,
+    pub last_seen: u64,
     /// The last catalog version the gateway ACKed.
     pub acked_version: u64,
     /// NACKs received on the current connection.
@@ -175,9 +175,9 @@ pub struct ProvenanceDto {
     /// The catalog source, as configured.
     pub source: String,
     /// Unix ms of the source's last successful sync.
-    pub observed_at: UnixMillis,
+    pub observed_at: u64,
     /// Unix ms since which the source has been failing; null when healthy.
-    pub stale_since: Option<UnixMillis>,
+    pub stale_since: Option<u64>,
     /// Age of the data (`now - observed_at`) while stale; null when healthy.
     pub stale_for_ms: Option<u64>,
 }
@@ -187,7 +187,7 @@ pub struct ProvenanceDto {
 pub struct ServiceClusterDetail {
     pub cluster: String,
     /// Unix ms the cluster exported the service (oldest export wins conflicts).
-    pub exported_at: UnixMillis,
+    pub exported_at: u64,
     pub ready: usize,
     pub total: usize,
     /// Sorted by port, then address.
@@ -229,7 +229,8 @@ pub struct LatencyPath {
     pub rtt_ms: Option<f64>,
     #[schema(example = "up")]
     pub state: String,
-    pub reported_at: UnixMillis,
+    /// Unix ms of the report.
+    pub reported_at: u64,
     /// The gateway instance that measured it.
     pub by: String,
 }
@@ -248,14 +249,17 @@ pub struct LatencyResponse {
 pub struct SourceStatusDto {
     #[schema(example = "static")]
     pub kind: String,
-    pub last_success: Option<UnixMillis>,
-    pub last_attempt: Option<UnixMillis>,
+    /// Unix ms of the last successful sync.
+    pub last_success: Option<u64>,
+    /// Unix ms of the last sync attempt.
+    pub last_attempt: Option<u64>,
     pub consecutive_failures: u32,
     pub total_failures: u64,
     pub last_error: Option<String>,
+    /// One of `auth`, `not_found`, `throttled`, `unavailable`, `malformed`.
     pub last_error_kind: Option<String>,
     /// Set while failing: the source's last good data is served, stale since then.
-    pub stale_since: Option<UnixMillis>,
+    pub stale_since: Option<u64>,
     /// Services in the source's last good snapshot.
     pub services: usize,
 }
@@ -288,7 +292,8 @@ pub struct SourcesResponse {
 pub struct EventDto {
     /// Increasing; use it as `after` to page, or as `Last-Event-ID` to resume the stream.
     pub seq: u64,
-    pub at: UnixMillis,
+    /// Unix ms.
+    pub at: u64,
     #[schema(example = "policy")]
     pub kind: String,
     pub message: String,

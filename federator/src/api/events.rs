@@ -98,7 +98,9 @@ pub fn event_stream(
         _ => 0,
     };
     let head = (gap > 0).then(|| lagged(gap));
-    let newest = replay.last().map(|e| e.seq).or(last_id);
+    // De-duplicate against what was replayed only, not against `last_id`: after a store reset
+    // seqs start again below it, and those events must still be delivered.
+    let newest = replay.last().map(|e| e.seq);
     let replayed = stream::iter(head.into_iter().chain(replay.into_iter().map(sse_event)).map(Ok));
     let live = stream::unfold((rx, newest), |(mut rx, newest)| async move {
         loop {

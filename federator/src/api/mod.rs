@@ -29,8 +29,6 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 use crate::state::State as FederatorState;
 
-pub use events::event_stream;
-
 use error::{ApiError, ErrorBody};
 
 /// What every handler shares.

@@ -66,31 +66,27 @@ pub struct PoliciesResponse {
 
 /// Parses and validates a PUT body. Every error names the JSON path of the offending value.
 pub fn parse_policy(body: &[u8]) -> Result<Policy, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let dto: PolicyDto = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-    // Trailing garbage after the object is malformed JSON too.
-    de.end().map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    // Two steps: syntax first (with line and column), then the shape. Checking for an object
+    // in between matters because serde would also read a struct from a JSON array.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object (a policy)"));
+    }
+    let dto: PolicyDto = serde_path_to_error::deserialize(value).map_err(json_error)?;
     validate(dto)
 }
 
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
-    let inner = e.inner();
-    // serde_path_to_error renders the document root as "." and a segment it could not read
-    // (a key cut short by malformed JSON) as "?"; name only the part that is known.
-    let known = path.trim_end_matches(".?");
-    let at = (known != "." && known != "?").then(|| known.to_owned());
-    if !inner.is_data() {
-        let msg = format!("malformed JSON: {inner}");
-        return match at {
-            Some(field) => ApiError::bad_field(field, msg),
-            None => ApiError::bad_request(msg),
-        };
-    }
-    let msg = inner.to_string();
-    // An unknown field's path is that of the object holding it; name the field itself.
+    let msg = e.inner().to_string();
+    // serde_path_to_error renders the document root as ".".
+    let at = (path != ".").then_some(path);
+    // Name the unknown field itself, whether or not the path already ends with it (that
+    // depends on how the deserializer reports map keys).
     if let Some(name) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-        let field = match &at {
+        let field = match at {
+            Some(p) if p == name || p.ends_with(&format!(".{name}")) => p,
             Some(p) => format!("{p}.{name}"),
             None => name.to_owned(),
         };

@@ -105,7 +105,7 @@ impl ServiceFilter {
     fn matches(&self, key: &ServiceKey, svc: &GlobalService) -> bool {
         self.namespace.as_ref().is_none_or(|ns| *ns == key.namespace)
             && self.cluster.as_ref().is_none_or(|c| svc.clusters.contains_key(c))
-            && self.conflicts.is_none_or(|want| want == !svc.conflicts.is_empty())
+            && self.conflicts.is_none_or(|want| want == has_conflicts(svc))
             && self.stale.is_none_or(|want| want == is_stale(svc))
     }
 }
@@ -186,6 +186,10 @@ pub fn service_key(namespace: &str, name: &str) -> Result<ServiceKey, ApiError> 
     ServiceKey::new(&namespace, name).map_err(|e| ApiError::bad_field("name", e.to_string()))
 }
 
+fn has_conflicts(svc: &GlobalService) -> bool {
+    !svc.conflicts.is_empty()
+}
+
 fn is_stale(svc: &GlobalService) -> bool {
     svc.clusters.values().any(|c| c.provenance.stale_since.is_some())
 }
@@ -228,7 +232,7 @@ pub fn services(catalog: &GlobalCatalog, filter: &ServiceFilter) -> ServicesResp
                     }
                 })
                 .collect(),
-            has_conflicts: !svc.conflicts.is_empty(),
+            has_conflicts: has_conflicts(svc),
             stale: is_stale(svc),
         })
         .collect();
@@ -290,7 +294,7 @@ pub fn service_detail(
         ports: ports(svc),
         clusters,
         conflicts,
-        has_conflicts: !svc.conflicts.is_empty(),
+        has_conflicts: has_conflicts(svc),
         stale: is_stale(svc),
         policy: policy.map(PolicyDto::from),
     })

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// The verified identity of a control-stream client, visible to handlers as connect info.
@@ -69,11 +70,13 @@ pub fn accept(
     certs: Arc<CertStore>,
     handshake_timeout: Duration,
     cancel: CancellationToken,
+    tasks: TaskTracker,
 ) -> Result<mpsc::Receiver<Result<GatewayConn, io::Error>>, skybridge_api::tls::TlsError> {
     let acceptor = TlsAcceptor::from(Arc::new(certs.server_config(&[b"h2"])?));
     let (tx, rx) = mpsc::channel(64);
     let td = certs.trust_domain().to_owned();
-    tokio::spawn(
+    let handshakes = tasks.clone();
+    tasks.spawn(
         async move {
             loop {
                 let (tcp, remote) = tokio::select! {
@@ -88,7 +91,7 @@ pub fn accept(
                     },
                 };
                 let (acceptor, tx, td) = (acceptor.clone(), tx.clone(), td.clone());
-                tokio::spawn(
+                handshakes.spawn(
                     async move {
                         let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(tls)) => tls,

@@ -13,6 +13,8 @@ use skybridge_api::model::{Cloud, ClusterId};
 use skybridge_api::proto::{delta_to_wire, snapshot_to_wire, wire};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use wire::{federator_message, gateway_message};
@@ -35,12 +37,17 @@ pub struct ControlLimits {
 pub struct ControlService {
     state: Arc<State>,
     limits: ControlLimits,
+    /// Ends every session on shutdown: graceful HTTP/2 shutdown waits for open streams, and
+    /// these streams are long-lived.
+    shutdown: CancellationToken,
+    /// Sessions are tracked so that shutdown waits until none holds the state (and its store).
+    tasks: TaskTracker,
 }
 
 impl ControlService {
     /// A service over the shared state.
-    pub fn new(state: Arc<State>, limits: ControlLimits) -> Self {
-        ControlService { state, limits }
+    pub fn new(state: Arc<State>, limits: ControlLimits, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
+        ControlService { state, limits, shutdown, tasks }
     }
 }
 
@@ -110,8 +117,9 @@ impl wire::control_server::Control for ControlService {
         })?;
         let (tx, rx) = mpsc::channel(self.limits.queue);
         let span = tracing::info_span!("gateway_session", %cluster, %instance);
-        let session = Session { state: self.state.clone(), cluster, instance, cloud, tx };
-        tokio::spawn(session.run(hello, inbound).instrument(span));
+        let session =
+            Session { state: self.state.clone(), cluster, instance, cloud, tx, shutdown: self.shutdown.clone() };
+        self.tasks.spawn(session.run(hello, inbound).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -122,6 +130,7 @@ struct Session {
     instance: String,
     cloud: Cloud,
     tx: Outbound,
+    shutdown: CancellationToken,
 }
 
 enum Push {
@@ -173,6 +182,10 @@ impl Session {
         let mut lagging = matches!(self.push(first), Push::Full);
         loop {
             tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    let _ = self.tx.try_send(Err(Status::unavailable("federator shutting down")));
+                    break;
+                }
                 changed = catalogs.changed() => {
                     if changed.is_err() { break }
                     if lagging { continue }

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::{Fixture, assert_error, call, fixture, get};
-use crate::api::event_stream;
+use crate::api::events::event_stream;
 use crate::store::Event;
 
 async fn seed(f: &Fixture, n: u64) {
@@ -159,4 +159,13 @@ async fn sse_replay_skips_duplicates_and_reports_a_truncated_replay() {
     assert_eq!(data(&got[1])["seq"], 4);
     assert_eq!(data(&got[2])["seq"], 5);
     assert_eq!(data(&got[3])["seq"], 6);
+}
+
+#[tokio::test]
+async fn sse_after_a_store_reset_still_delivers_lower_seqs() {
+    let (tx, rx) = broadcast::channel(4);
+    tx.send(ev(1)).unwrap();
+    // The client last saw seq 100 of a previous store; nothing is stored after it now.
+    let got = frames(event_stream(rx, Some(100), Vec::new(), 1000), 1).await;
+    assert_eq!(data(&got[0])["seq"], 1);
 }

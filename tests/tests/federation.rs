@@ -1,0 +1,273 @@
+//! A federator and two gateways in one process on loopback: the catalog flows from a static
+//! source through the control stream into the gateways' routing, and survives the federator.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use skybridge_api::ca::{self, PemPair};
+use skybridge_api::identity::SpiffeId;
+use skybridge_api::model::ClusterId;
+use skybridge_federator::app as fed_app;
+use skybridge_federator::config::Config as FedConfig;
+use skybridge_gateway::app as gw_app;
+use skybridge_gateway::config::Config as GwConfig;
+use skybridge_tests::{free_tcp, free_udp};
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TD: &str = "fed.test";
+
+fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    ca: PemPair,
+    control: SocketAddr,
+}
+
+impl World {
+    fn new() -> World {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let ca = ca::init(TD, now, 1).unwrap();
+        write_identity(
+            &dir.path().join("fed"),
+            &ca::issue(&ca, &SpiffeId::federator(TD), &[], now, 1).unwrap(),
+            &ca.cert_pem,
+        );
+        for c in ["aws-1", "gcp-1"] {
+            let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
+            write_identity(&dir.path().join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
+        }
+        let control = free_tcp(1)[0];
+        let w = World { dir, ca, control };
+        w.write_catalog("");
+        w
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Rewrites the static source's file: two clusters and `services` (TOML).
+    fn write_catalog(&self, services: &str) {
+        let text = format!(
+            "[[clusters]]\nid = \"aws-1\"\ncloud = \"aws\"\nregion = \"us-east-1\"\n\
+             [[clusters]]\nid = \"gcp-1\"\ncloud = \"gcp\"\nregion = \"europe-west1\"\n{services}"
+        );
+        let tmp = self.path("catalog.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.path("catalog.toml")).unwrap();
+    }
+
+    async fn federator(&self) -> fed_app::Running {
+        let d = self.dir.path().display();
+        let text = format!(
+            r#"
+[federator]
+trust_domain = "{TD}"
+data_dir = "{d}/data"
+merge_interval = "100ms"
+[tls]
+cert = "{d}/fed/cert.pem"
+key = "{d}/fed/key.pem"
+trust_bundle = "{d}/fed/ca.pem"
+[listen]
+control = "{}"
+api = "127.0.0.1:0"
+[limits]
+hello_timeout = "2s"
+[[sources]]
+type = "static"
+id = "static"
+path = "{d}/catalog.toml"
+interval = "50ms"
+backoff_min = "50ms"
+backoff_max = "200ms"
+"#,
+            self.control
+        );
+        fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap()
+    }
+
+    async fn gateway(&self, cluster: &str, extra: &str) -> gw_app::Running {
+        let d = self.dir.path().display();
+        let tunnel = free_udp(1)[0];
+        let text = format!(
+            r#"
+[gateway]
+cluster = "{cluster}"
+cloud = "other"
+region = "test"
+trust_domain = "{TD}"
+[tls]
+cert = "{d}/{cluster}/cert.pem"
+key = "{d}/{cluster}/key.pem"
+trust_bundle = "{d}/{cluster}/ca.pem"
+[listen]
+tunnel = "{tunnel}"
+sni = "off"
+http = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+[federator]
+address = "{}"
+instance = "{cluster}-gw-0"
+report_interval = "200ms"
+reconnect_min = "100ms"
+reconnect_max = "400ms"
+{extra}"#,
+            self.control
+        );
+        gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap()
+    }
+}
+
+fn web_service(endpoint: SocketAddr) -> String {
+    format!(
+        "[[services]]\nnamespace = \"prod\"\nname = \"web\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
+         [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{endpoint}\"]\n"
+    )
+}
+
+async fn http_backend(who: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let body = format!("hello from {who}\n");
+                let resp =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn get(gw: &gw_app::Running, host: &str) -> String {
+    let mut s = TcpStream::connect(gw.addrs.http.unwrap()).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    out
+}
+
+/// Polls until `f` holds (10 s at most).
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn routing_version(gw: &gw_app::Running) -> String {
+    gw.context().catalog.load().version.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_flows_to_gateways_and_survives_the_federator() {
+    let w = World::new();
+    let backend = http_backend("gcp-1").await;
+    let fed = w.federator().await;
+    let a = w.gateway("aws-1", "").await;
+    let b = w.gateway("gcp-1", "").await;
+    until("both gateways connected", async || fed.state().gateways().iter().filter(|g| g.connected).count() == 2).await;
+
+    // The static source adds a service: both gateways route to it, a through the tunnel.
+    w.write_catalog(&web_service(backend));
+    until("web.prod reached aws-1", async || get(&a, "web.prod").await.ends_with("hello from gcp-1\n")).await;
+    assert!(get(&b, "web.prod").await.ends_with("hello from gcp-1\n"), "gcp-1 delivers locally");
+    let v = fed.state().catalog().version;
+    until("both ACKed", async || fed.state().gateways().iter().all(|g| g.record.acked_version == v)).await;
+    assert_eq!(routing_version(&a), format!("federator-{v}"));
+
+    // Removed from the source: refused with a clear 502, not a hang.
+    w.write_catalog("");
+    until("web.prod gone from aws-1", async || get(&a, "web.prod").await.starts_with("HTTP/1.1 502")).await;
+
+    // Back, then the federator dies: gateways keep routing on the last catalog.
+    w.write_catalog(&web_service(backend));
+    until("web.prod back", async || get(&a, "web.prod").await.ends_with("hello from gcp-1\n")).await;
+    let version = fed.state().catalog().version;
+    until("aws-1 at the latest version", async || routing_version(&a) == format!("federator-{version}")).await;
+    fed.shutdown().await;
+    until("aws-1 sees the federator gone", async || a.context().federation.lock().unwrap().state != "connected").await;
+    assert!(get(&a, "web.prod").await.ends_with("hello from gcp-1\n"), "static stability");
+
+    // Restarted on the same store: same version; gateways resync without a new snapshot.
+    let snapshots = |g: &gw_app::Running| {
+        g.context()
+            .metrics
+            .catalog_updates
+            .get_or_create(&skybridge_gateway::metrics::KindLabels { kind: "snapshot" })
+            .get()
+    };
+    let before = snapshots(&a);
+    let fed = w.federator().await;
+    assert_eq!(fed.state().catalog().version, version, "restored from the store");
+    until("both reconnected", async || fed.state().gateways().iter().filter(|g| g.connected).count() == 2).await;
+    until("aws-1 ACKed the same version", async || {
+        fed.state()
+            .gateways()
+            .iter()
+            .any(|g| g.record.cluster.as_str() == "aws-1" && g.connected && g.record.acked_version == version)
+    })
+    .await;
+    assert_eq!(snapshots(&a), before, "an up-to-date gateway is not sent a snapshot again");
+    assert_eq!(routing_version(&a), format!("federator-{version}"));
+    assert!(get(&a, "web.prod").await.ends_with("hello from gcp-1\n"));
+
+    // Latency reports from the gateways reach the federator.
+    until("a latency sample aws-1 -> gcp-1", async || {
+        fed.state().latency().keys().any(|(f, t)| f.as_str() == "aws-1" && t.as_str() == "gcp-1")
+    })
+    .await;
+    fed.shutdown().await;
+    drop((a, b, w.ca));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_claiming_another_cluster_is_rejected() {
+    use skybridge_api::proto::wire::{self, gateway_message};
+    use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
+
+    let w = World::new();
+    let fed = w.federator().await;
+    let d = w.path("aws-1");
+    let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
+    let certs =
+        CertStore::load(files, TD, skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap())).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
+    ));
+    let section: skybridge_gateway::config::FederatorSection =
+        toml::from_str(&format!("address = \"{}\"", w.control)).unwrap();
+    let channel = skybridge_gateway::federation::connect(&section, &tls).await.unwrap();
+    let mut client = wire::control_client::ControlClient::new(channel);
+    let hello = wire::GatewayMessage {
+        msg: Some(gateway_message::Msg::Hello(wire::Hello {
+            cluster: "gcp-1".into(),
+            cloud: "gcp".into(),
+            ..Default::default()
+        })),
+    };
+    let err = client.session(tokio_stream::iter(vec![hello])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("gcp-1") && err.message().contains("aws-1"), "{}", err.message());
+    assert!(fed.state().gateways().is_empty(), "nothing registered");
+    fed.shutdown().await;
+}
