@@ -22,6 +22,7 @@ use crate::catalog::MergeConfig;
 use crate::config::{Config, SourceConfig};
 use crate::control::{ControlLimits, ControlService, incoming};
 use crate::core::Core;
+use crate::metrics::Metrics;
 use crate::sources::{self, Backoff, static_file::StaticFile};
 use crate::state::State;
 use crate::store::{AnyStore, EmbeddedStore, Store, StoreError};
@@ -97,11 +98,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let registry = Arc::new(Registry::default());
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
 
     let (tx, rx) = mpsc::channel(cfg.limits.source_queue);
     tasks.spawn(
-        crate::core::run(core, rx, store, state.clone(), f.merge_interval, cancel.clone())
+        crate::core::run(core, rx, store, state.clone(), metrics.clone(), f.merge_interval, cancel.clone())
             .instrument(tracing::info_span!("core")),
     );
     for s in &cfg.sources {
@@ -121,7 +124,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let conns =
         incoming::accept(control_listener, certs.clone(), cfg.limits.handshake_timeout, cancel.clone(), tasks.clone())?;
     let limits = ControlLimits { queue: cfg.limits.gateway_queue, hello_timeout: cfg.limits.hello_timeout };
-    let control = ControlServer::new(ControlService::new(state.clone(), limits, cancel.clone(), tasks.clone()));
+    let control =
+        ControlServer::new(ControlService::new(state.clone(), limits, cancel.clone(), tasks.clone(), metrics));
     let stop = cancel.clone();
     tasks.spawn(
         async move {

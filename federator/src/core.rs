@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{MergeConfig, SourceInput, merge};
+use crate::metrics::{Metrics, SyncLabels};
 use crate::sources::{SourceError, SourceUpdate, now_millis};
 use crate::state::State;
 use crate::store::{Persisted, Store, StoredSource};
@@ -143,6 +144,7 @@ pub async fn run<S: Store>(
     mut updates: mpsc::Receiver<SourceUpdate>,
     store: Arc<S>,
     state: Arc<State>,
+    metrics: Metrics,
     tick: Duration,
     cancel: CancellationToken,
 ) {
@@ -154,10 +156,20 @@ pub async fn run<S: Store>(
             u = updates.recv() => match u {
                 Some(u) => {
                     let source = u.source.clone();
+                    let result = u.result.as_ref().map_or_else(|e| e.kind.as_str().to_owned(), |_| "ok".to_owned());
+                    metrics.source_syncs.get_or_create(&SyncLabels { source: source.clone(), result: result.clone() }).inc();
+                    if result == "ok" {
+                        metrics
+                            .source_last_success
+                            .get_or_create(&SyncLabels { source: source.clone(), result })
+                            .set((u.at / 1000) as i64);
+                    }
+                    let started = std::time::Instant::now();
                     let failed = u.result.as_ref().err().map(|e| e.to_string());
                     let first_failure = failed.is_some()
                         && core.status().get(&source).is_some_and(|s| s.consecutive_failures == 0);
                     let changed = core.on_update(u);
+                    metrics.merge_seconds.observe(started.elapsed().as_secs_f64());
                     if let (Some(err), true) = (failed, first_failure) {
                         state.event("source_failed", format!("source {source} failed: {err}; serving its last good data")).await;
                     }
@@ -169,6 +181,8 @@ pub async fn run<S: Store>(
         };
         state.set_sources(core.status().clone());
         if let Some(catalog) = changed {
+            metrics.catalog_version.set(catalog.version as i64);
+            metrics.catalog_services.set(catalog.services.len() as i64);
             if let Err(e) = store.save_catalog(&catalog, &core.stored_sources()).await {
                 // Keep serving: the catalog is correct in memory, only a restart would lose it.
                 tracing::error!(error = %e, "persisting the catalog failed");

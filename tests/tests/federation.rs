@@ -163,6 +163,14 @@ async fn get(gw: &gw_app::Running, host: &str) -> String {
     out
 }
 
+async fn http_text(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 /// Polls until `f` holds (10 s at most).
 async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     for _ in 0..200 {
@@ -194,6 +202,10 @@ async fn catalog_flows_to_gateways_and_survives_the_federator() {
     let v = fed.state().catalog().version;
     until("both ACKed", async || fed.state().gateways().iter().all(|g| g.record.acked_version == v)).await;
     assert_eq!(routing_version(&a), format!("federator-{v}"));
+    let metrics = http_text(fed.addrs.api, "/metrics").await;
+    assert!(metrics.contains("skybridge_federator_gateways_connected 2"), "{metrics}");
+    assert!(metrics.contains(&format!("skybridge_federator_catalog_version {v}")), "{metrics}");
+    assert!(metrics.contains(r#"skybridge_federator_source_syncs_total{source="static",result="ok"}"#), "{metrics}");
 
     // Removed from the source: refused with a clear 502, not a hang.
     w.write_catalog("");

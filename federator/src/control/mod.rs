@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use wire::{federator_message, gateway_message};
 
+use crate::metrics::{KindLabels, Metrics};
 use crate::sources::now_millis;
 use crate::state::State;
 use crate::store::Store;
@@ -42,12 +43,19 @@ pub struct ControlService {
     shutdown: CancellationToken,
     /// Sessions are tracked so that shutdown waits until none holds the state (and its store).
     tasks: TaskTracker,
+    metrics: Metrics,
 }
 
 impl ControlService {
     /// A service over the shared state.
-    pub fn new(state: Arc<State>, limits: ControlLimits, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
-        ControlService { state, limits, shutdown, tasks }
+    pub fn new(
+        state: Arc<State>,
+        limits: ControlLimits,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+        metrics: Metrics,
+    ) -> Self {
+        ControlService { state, limits, shutdown, tasks, metrics }
     }
 }
 
@@ -117,8 +125,15 @@ impl wire::control_server::Control for ControlService {
         })?;
         let (tx, rx) = mpsc::channel(self.limits.queue);
         let span = tracing::info_span!("gateway_session", %cluster, %instance);
-        let session =
-            Session { state: self.state.clone(), cluster, instance, cloud, tx, shutdown: self.shutdown.clone() };
+        let session = Session {
+            state: self.state.clone(),
+            cluster,
+            instance,
+            cloud,
+            tx,
+            shutdown: self.shutdown.clone(),
+            metrics: self.metrics.clone(),
+        };
         self.tasks.spawn(session.run(hello, inbound).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -131,6 +146,7 @@ struct Session {
     cloud: Cloud,
     tx: Outbound,
     shutdown: CancellationToken,
+    metrics: Metrics,
 }
 
 enum Push {
@@ -141,9 +157,19 @@ enum Push {
 
 impl Session {
     fn push(&self, msg: wire::FederatorMessage) -> Push {
+        let kind = match &msg.msg {
+            Some(federator_message::Msg::Snapshot(_)) => "snapshot",
+            _ => "delta",
+        };
         match self.tx.try_send(Ok(msg)) {
-            Ok(()) => Push::Sent,
-            Err(mpsc::error::TrySendError::Full(_)) => Push::Full,
+            Ok(()) => {
+                self.metrics.control_messages.get_or_create(&KindLabels { kind }).inc();
+                Push::Sent
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.gateways_lagging.inc();
+                Push::Full
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
         }
     }
@@ -167,6 +193,7 @@ impl Session {
         {
             tracing::error!(error = %e, "persisting the gateway failed");
         }
+        self.metrics.gateways_connected.inc();
         self.state.event("gateway_connected", format!("gateway {}/{} connected", self.cluster, self.instance)).await;
 
         let mut catalogs = self.state.watch_catalog();
@@ -212,6 +239,7 @@ impl Session {
                     let Ok(permit) = permit else { break };
                     let current = catalogs.borrow_and_update().clone();
                     permit.send(Ok(snapshot(&current, &self.state)));
+                    self.metrics.control_messages.get_or_create(&KindLabels { kind: "snapshot" }).inc();
                     sent = current;
                     lagging = false;
                 }
