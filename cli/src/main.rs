@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The federator rebuilds large catalogs on every change; with glibc's allocator the freed memory
+// stays in per-thread arenas and RSS ratchets up (measured in docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Skybridge: multi-cloud service federation over QUIC with mutual TLS.
 #[derive(Parser)]
 #[command(name = "skybridge", version, about)]

@@ -29,7 +29,11 @@ fn source(cluster: &str, n: usize, octet: u8) -> SourceInput {
         })
         .collect();
     let clusters = vec![ClusterInfo { id, cloud: Cloud::Other, region: "r".into(), network: None }];
-    SourceInput { snapshot: SourceSnapshot { clusters, services }, synced_at: 1, failing_since: None }
+    SourceInput {
+        snapshot: std::sync::Arc::new(SourceSnapshot { clusters, services }),
+        synced_at: 1,
+        failing_since: None,
+    }
 }
 
 fn main() {
@@ -50,7 +54,7 @@ fn main() {
     assert_eq!(c2.version, c1.version);
 
     let aws = sources.get_mut("aws").unwrap();
-    let first = aws.snapshot.services.values_mut().next().unwrap();
+    let first = std::sync::Arc::make_mut(&mut aws.snapshot).services.values_mut().next().unwrap();
     first[0].ports[0].endpoints.pop();
     let t = Instant::now();
     let c3 = merge(&c2, &sources, 4, &cfg);

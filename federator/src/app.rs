@@ -85,7 +85,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cfg.sources.iter().map(|s| (s.id().to_owned(), s.kind().to_owned())).collect();
     let merge_cfg = MergeConfig { stale_timeout_ms: f.stale_timeout.map(|d| d.as_millis() as u64) };
     let core = Core::new(persisted.clone(), &kinds, merge_cfg);
-    let state = Arc::new(State::new(core.catalog().clone(), persisted.policies, persisted.gateways, store.clone()));
+    let state = Arc::new(State::new(
+        core.catalog().clone(),
+        persisted.policies,
+        persisted.gateways,
+        store.clone(),
+        cfg.limits.concurrent_snapshots,
+    ));
     state.set_sources(core.status().clone());
 
     let control_listener = bind("control (gRPC)", cfg.listen.control).await?;

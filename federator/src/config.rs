@@ -137,6 +137,10 @@ pub struct Limits {
     pub source_queue: usize,
     #[serde(default = "defaults::drain_deadline", deserialize_with = "duration")]
     pub drain_deadline: Duration,
+    /// Snapshots being sent at once (each held until the gateway ACKs it); bounds memory when
+    /// many gateways (re)connect together.
+    #[serde(default = "defaults::concurrent_snapshots")]
+    pub concurrent_snapshots: usize,
 }
 
 impl Default for Limits {
@@ -208,6 +212,9 @@ pub mod defaults {
     }
     pub fn max_events() -> usize {
         10_000
+    }
+    pub fn concurrent_snapshots() -> usize {
+        4
     }
     pub fn source_queue() -> usize {
         64
@@ -281,6 +288,7 @@ impl Config {
             ("limits.gateway_queue", l.gateway_queue, 2, 100_000),
             ("limits.max_events", l.max_events, 10, 10_000_000),
             ("limits.source_queue", l.source_queue, 1, 100_000),
+            ("limits.concurrent_snapshots", l.concurrent_snapshots, 1, 10_000),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(invalid(key, v, format!("must be between {lo} and {hi}")));

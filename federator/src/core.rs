@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::catalog::{MergeConfig, SourceInput, merge};
 use crate::metrics::{Metrics, SyncLabels};
@@ -106,7 +107,10 @@ impl Core {
                 st.consecutive_failures = 0;
                 st.stale_since = None;
                 st.services = snapshot.services.len();
-                self.inputs.insert(u.source, SourceInput { snapshot, synced_at: u.at, failing_since: None });
+                self.inputs.insert(
+                    u.source,
+                    SourceInput { snapshot: Arc::new(snapshot), synced_at: u.at, failing_since: None },
+                );
             }
             Err(SourceError { kind, message }) => {
                 st.consecutive_failures += 1;
@@ -148,11 +152,13 @@ pub async fn run<S: Store>(
     tick: Duration,
     cancel: CancellationToken,
 ) {
+    let (persist, pending) = watch::channel(None);
+    let writer = tokio::spawn(persister(store, pending).instrument(tracing::info_span!("persist")));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let changed = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             u = updates.recv() => match u {
                 Some(u) => {
                     let source = u.source.clone();
@@ -175,7 +181,7 @@ pub async fn run<S: Store>(
                     }
                     changed
                 }
-                None => return,
+                None => break,
             },
             _ = interval.tick() => core.on_tick(now_millis()),
         };
@@ -183,19 +189,48 @@ pub async fn run<S: Store>(
         if let Some(catalog) = changed {
             metrics.catalog_version.set(catalog.version as i64);
             metrics.catalog_services.set(catalog.services.len() as i64);
-            if let Err(e) = store.save_catalog(&catalog, &core.stored_sources()).await {
-                // Keep serving: the catalog is correct in memory, only a restart would lose it.
-                tracing::error!(error = %e, "persisting the catalog failed");
-            }
+            // Publish first and persist behind: gateways never wait for the disk, and while a
+            // write runs, newer versions replace the pending one (only the latest is written).
+            // A crash loses at most the versions not yet written; digests make gateways
+            // resnapshot if the restarted federator's content differs from what they hold.
+            state.publish(catalog.clone());
+            persist.send_replace(Some((catalog.clone(), core.stored_sources())));
             let msg = format!(
                 "catalog version {} ({} services, {} clusters)",
                 catalog.version,
                 catalog.services.len(),
                 catalog.clusters.len()
             );
-            state.publish(catalog);
             state.event("catalog", msg).await;
         }
+    }
+    // Closing the channel lets the writer finish the pending write and stop.
+    drop(persist);
+    let _ = writer.await;
+}
+
+type Pending = Option<(Arc<GlobalCatalog>, BTreeMap<SourceId, StoredSource>)>;
+
+/// Writes the latest published catalog and source inputs, one write at a time; versions
+/// published during a write are coalesced into the next.
+async fn persister<S: Store>(store: Arc<S>, mut pending: watch::Receiver<Pending>) {
+    let mut written = None;
+    while pending.changed().await.is_ok() {
+        let next = pending.borrow_and_update().clone();
+        let Some((catalog, sources)) = next else { continue };
+        written = Some(catalog.version);
+        if let Err(e) = store.save_catalog(&catalog, &sources).await {
+            // Keep serving: the catalog is correct in memory, only a restart would lose it.
+            tracing::error!(error = %e, version = catalog.version, "persisting the catalog failed");
+        }
+    }
+    // The sender is gone (shutdown): write what is still pending.
+    let last = pending.borrow_and_update().clone();
+    if let Some((catalog, sources)) = last
+        && written != Some(catalog.version)
+        && let Err(e) = store.save_catalog(&catalog, &sources).await
+    {
+        tracing::error!(error = %e, "persisting the catalog at shutdown failed");
     }
 }
 

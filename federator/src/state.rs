@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
-use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis};
+use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis, diff};
 use skybridge_api::model::{ClusterId, ServiceKey};
+use skybridge_api::proto::{delta_to_wire, wire};
 use tokio::sync::{broadcast, watch};
 
 use crate::core::SourceStatus;
@@ -36,9 +37,17 @@ pub struct LatencySample {
     pub by: String,
 }
 
+/// A published catalog version, with the delta from the version before it computed once for
+/// every gateway session (sessions at that previous version send it as is).
+#[derive(Clone)]
+pub struct Published {
+    pub catalog: Arc<GlobalCatalog>,
+    pub delta_from_previous: Option<Arc<wire::Delta>>,
+}
+
 /// Shared federator state.
 pub struct State {
-    catalog: watch::Sender<Arc<GlobalCatalog>>,
+    catalog: watch::Sender<Published>,
     /// Bumped whenever the set of gateways (and their tunnel addresses) changes.
     gateways_changed: watch::Sender<u64>,
     sources: RwLock<BTreeMap<SourceId, SourceStatus>>,
@@ -47,6 +56,11 @@ pub struct State {
     policies: RwLock<BTreeMap<ServiceKey, Policy>>,
     events: broadcast::Sender<Event>,
     store: Arc<AnyStore>,
+    /// The wire snapshot of the current version, built once for every session that needs it.
+    snapshot: std::sync::Mutex<Option<(u64, u64, Arc<wire::Snapshot>)>>,
+    /// Bounds snapshots in flight (each ~1 KB per service): a permit is held from sending until
+    /// the gateway ACKs or NACKs, so a burst of (re)connecting gateways cannot exhaust memory.
+    snapshot_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl State {
@@ -56,6 +70,7 @@ impl State {
         policies: BTreeMap<ServiceKey, Policy>,
         gateways: Vec<GatewayRecord>,
         store: Arc<AnyStore>,
+        concurrent_snapshots: usize,
     ) -> State {
         let gateways = gateways
             .into_iter()
@@ -75,7 +90,7 @@ impl State {
             })
             .collect();
         State {
-            catalog: watch::channel(catalog).0,
+            catalog: watch::channel(Published { catalog, delta_from_previous: None }).0,
             gateways_changed: watch::channel(0).0,
             sources: RwLock::new(BTreeMap::new()),
             gateways: RwLock::new(gateways),
@@ -84,6 +99,8 @@ impl State {
             // Bounded: a slow SSE client misses events (and is told so) rather than growing memory.
             events: broadcast::channel(1024).0,
             store,
+            snapshot: std::sync::Mutex::new(None),
+            snapshot_permits: Arc::new(tokio::sync::Semaphore::new(concurrent_snapshots.max(1))),
         }
     }
 
@@ -94,17 +111,39 @@ impl State {
 
     /// The current catalog.
     pub fn catalog(&self) -> Arc<GlobalCatalog> {
-        self.catalog.borrow().clone()
+        self.catalog.borrow().catalog.clone()
     }
 
     /// A receiver that sees every new catalog version.
-    pub fn watch_catalog(&self) -> watch::Receiver<Arc<GlobalCatalog>> {
+    pub fn watch_catalog(&self) -> watch::Receiver<Published> {
         self.catalog.subscribe()
     }
 
-    /// Installs a new catalog version.
+    /// Installs a new catalog version, computing its delta from the current one once.
     pub fn publish(&self, c: Arc<GlobalCatalog>) {
-        self.catalog.send_replace(c);
+        let previous = self.catalog();
+        let delta = Arc::new(delta_to_wire(&diff(&previous, &c), None));
+        self.catalog.send_replace(Published { catalog: c, delta_from_previous: Some(delta) });
+    }
+
+    /// The snapshot message of `catalog` with the current gateway list, built at most once per
+    /// catalog version and gateway-list generation.
+    pub fn snapshot_for(&self, catalog: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> Arc<wire::Snapshot> {
+        let generation = *self.gateways_changed.borrow();
+        let mut cache = self.snapshot.lock().expect("snapshot cache lock");
+        match &*cache {
+            Some((v, g, s)) if *v == catalog.version && *g == generation => s.clone(),
+            _ => {
+                let s = Arc::new(skybridge_api::proto::snapshot_to_wire(catalog, gateways));
+                *cache = Some((catalog.version, generation, s.clone()));
+                s
+            }
+        }
+    }
+
+    /// Waits for a slot to send a snapshot in.
+    pub async fn snapshot_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.snapshot_permits.clone().acquire_owned().await.expect("semaphore never closed")
     }
 
     /// Replaces the source health table.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde::Serialize;
-use skybridge_api::catalog::{GlobalCatalog, apply, digest};
+use skybridge_api::catalog::{DeltaError, GlobalCatalog, apply_in_place, digest};
 use skybridge_api::proto::{delta_from_wire, snapshot_from_wire, wire};
 use skybridge_api::tls::{CertStore, ServerExpectation};
 use tokio::net::TcpStream;
@@ -49,7 +49,7 @@ pub enum FederationError {
 /// The catalog (and gateway list) last received, kept across sessions.
 #[derive(Default)]
 struct Held {
-    catalog: Option<Arc<GlobalCatalog>>,
+    catalog: Option<GlobalCatalog>,
     gateways: Vec<wire::Gateway>,
 }
 
@@ -143,7 +143,7 @@ async fn session(
     status: &Mutex<FederationStatus>,
 ) -> Result<(), FederationError> {
     let channel = connect(cfg, tls).await?;
-    let mut client = wire::control_client::ControlClient::new(channel);
+    let mut client = wire::control_client::ControlClient::new(channel).max_decoding_message_size(cfg.max_message_size);
     let (tx, rx) = mpsc::channel(16);
     let hello = wire::Hello {
         cluster: ctx.local.to_string(),
@@ -206,7 +206,7 @@ async fn session(
 
 /// Applies one snapshot or delta; returns the version to ACK, or the version and reason to NACK.
 fn on_update(ctx: &Context, held: &mut Held, msg: federator_message::Msg) -> Result<u64, (u64, String)> {
-    let (catalog, gateways, kind) = match msg {
+    let kind = match msg {
         federator_message::Msg::Snapshot(s) => {
             let c = snapshot_from_wire(&s).map_err(|e| (s.version, e.to_string()))?;
             let computed = digest(&c);
@@ -216,21 +216,31 @@ fn on_update(ctx: &Context, held: &mut Held, msg: federator_message::Msg) -> Res
                     format!("snapshot digest {computed:#x} differs from the sent {:#x}", s.digest),
                 ));
             }
-            (c, s.gateways, "snapshot")
+            held.catalog = Some(c);
+            held.gateways = s.gateways;
+            "snapshot"
         }
         federator_message::Msg::Delta(d) => {
-            let base = held.catalog.as_ref().ok_or((d.to_version, "delta before any snapshot".to_owned()))?;
             let delta = delta_from_wire(&d).map_err(|e| (d.to_version, e.to_string()))?;
-            let next = apply(base, &delta).map_err(|e| (d.to_version, e.to_string()))?;
-            let gateways = if d.gateways_changed { d.gateways } else { held.gateways.clone() };
-            (next, gateways, "delta")
+            let base =
+                held.catalog.as_mut().ok_or((d.to_version, "no valid catalog to apply a delta to".to_owned()))?;
+            if let Err(e) = apply_in_place(base, &delta) {
+                if matches!(e, DeltaError::DigestMismatch { .. }) {
+                    // The catalog now differs from the sender's; routing keeps the last good one
+                    // (already installed) until a snapshot replaces it.
+                    held.catalog = None;
+                }
+                return Err((d.to_version, e.to_string()));
+            }
+            if d.gateways_changed {
+                held.gateways = d.gateways;
+            }
+            "delta"
         }
     };
-    let version = catalog.version;
-    ctx.catalog.store(Catalog::from_global(&ctx.local, &catalog, &gateways));
-    ctx.metrics.catalog_version.set(version as i64);
+    let catalog = held.catalog.as_ref().expect("set above");
+    ctx.catalog.store(Catalog::from_global(&ctx.local, catalog, &held.gateways));
+    ctx.metrics.catalog_version.set(catalog.version as i64);
     ctx.metrics.catalog_updates.get_or_create(&crate::metrics::KindLabels { kind }).inc();
-    held.catalog = Some(Arc::new(catalog));
-    held.gateways = gateways;
-    Ok(version)
+    Ok(catalog.version)
 }

@@ -8,10 +8,14 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The `skybridge` binary of this workspace, built once if a plain `cargo test` in this
-/// package did not already build it.
+/// package did not already build it. `SKYBRIDGE_BIN` points at another build (benchmarks use
+/// the release one).
 pub fn skybridge_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("SKYBRIDGE_BIN") {
+            return PathBuf::from(bin);
+        }
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
             // tests run from target/<profile>/deps/<test>
             let exe = std::env::current_exe().expect("test executable path");

@@ -12,6 +12,7 @@
 //! - the version moves by one exactly when the content's digest changes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use skybridge_api::catalog::{
     ClusterExport, ClusterInfo, Conflict, Export, GlobalCatalog, GlobalService, PortSpec, Provenance, SourceId,
@@ -29,7 +30,8 @@ pub struct MergeConfig {
 /// One source's last good snapshot and its health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceInput {
-    pub snapshot: SourceSnapshot,
+    /// Shared, not copied: the persister and the merge read the same snapshot.
+    pub snapshot: Arc<SourceSnapshot>,
     /// When the snapshot was taken (the last successful sync).
     pub synced_at: UnixMillis,
     /// Set while syncs fail: when the first failure after `synced_at` happened.
@@ -97,7 +99,10 @@ pub fn merge(
         .collect();
     let mut next = GlobalCatalog { version: prev.version, digest: 0, clusters, services };
     next.digest = digest(&next);
-    if next.digest != prev.digest {
+    // Version 0 means "nothing known yet": merging no data into it is not a first version
+    // (gateways that connected early would otherwise replace their routes with nothing).
+    let still_nothing = prev.version == 0 && next.clusters.is_empty() && next.services.is_empty();
+    if next.digest != prev.digest && !still_nothing {
         next.version = prev.version + 1;
     }
     next

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use skybridge_api::catalog::{GlobalCatalog, diff};
 use skybridge_api::model::{Cloud, ClusterId};
-use skybridge_api::proto::{delta_to_wire, snapshot_to_wire, wire};
+use skybridge_api::proto::{delta_to_wire, wire};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -93,7 +93,8 @@ fn gateways_wire(state: &State) -> Vec<wire::Gateway> {
 }
 
 fn snapshot(c: &GlobalCatalog, state: &State) -> wire::FederatorMessage {
-    wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(snapshot_to_wire(c, gateways_wire(state)))) }
+    let s = state.snapshot_for(c, gateways_wire(state));
+    wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot((*s).clone())) }
 }
 
 fn delta(from: &GlobalCatalog, to: &GlobalCatalog, gateways: Option<Vec<wire::Gateway>>) -> wire::FederatorMessage {
@@ -199,54 +200,74 @@ impl Session {
         let mut catalogs = self.state.watch_catalog();
         let mut gateways = self.state.watch_gateways();
         gateways.borrow_and_update();
-        let mut sent = catalogs.borrow_and_update().clone();
-        let first = if hello.have_version == sent.version && hello.have_digest == sent.digest && sent.version != 0 {
+        let mut sent = catalogs.borrow_and_update().catalog.clone();
+        // What the gateway holds: nothing, unless its Hello matches the current catalog.
+        let up_to_date = hello.have_version == sent.version && hello.have_digest == sent.digest && sent.version != 0;
+        // `needs_snapshot`: the next message must be a snapshot (first contact, NACK, lagging).
+        let mut needs_snapshot = !up_to_date;
+        // Held from sending a snapshot until the gateway ACKs/NACKs it.
+        let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        if up_to_date {
             // Already current (e.g. after a federator restart): confirm with an empty delta.
-            delta(&sent, &sent, Some(gateways_wire(&self.state)))
-        } else {
-            snapshot(&sent, &self.state)
-        };
-        let mut lagging = matches!(self.push(first), Push::Full);
+            if let Push::Closed = self.push(delta(&sent, &sent, Some(gateways_wire(&self.state)))) {
+                needs_snapshot = false;
+            }
+        }
         loop {
+            // A snapshot is due once there is a catalog (version 0 is "nothing yet") and a slot.
+            let snapshot_due = needs_snapshot && permit.is_none() && catalogs.borrow().catalog.version != 0;
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     let _ = self.tx.try_send(Err(Status::unavailable("federator shutting down")));
                     break;
                 }
+                slot = self.snapshot_slot(), if snapshot_due => {
+                    let Ok(send) = self.tx.clone().reserve_owned().await else { break };
+                    let current = catalogs.borrow_and_update().catalog.clone();
+                    send.send(Ok(snapshot(&current, &self.state)));
+                    self.metrics.control_messages.get_or_create(&KindLabels { kind: "snapshot" }).inc();
+                    sent = current;
+                    needs_snapshot = false;
+                    permit = Some(slot);
+                }
                 changed = catalogs.changed() => {
                     if changed.is_err() { break }
-                    if lagging { continue }
-                    let current = catalogs.borrow_and_update().clone();
-                    match self.push(delta(&sent, &current, None)) {
+                    if needs_snapshot { continue }
+                    let published = catalogs.borrow_and_update().clone();
+                    let current = published.catalog;
+                    let msg = match published.delta_from_previous {
+                        // The common case: one shared delta, computed once for all sessions.
+                        Some(d) if d.from_version == sent.version => {
+                            wire::FederatorMessage { msg: Some(federator_message::Msg::Delta((*d).clone())) }
+                        }
+                        _ => delta(&sent, &current, None),
+                    };
+                    match self.push(msg) {
                         Push::Sent => sent = current,
                         Push::Full => {
                             tracing::warn!("gateway is not keeping up; it will get a fresh snapshot");
-                            lagging = true;
+                            needs_snapshot = true;
                         }
                         Push::Closed => break,
                     }
                 }
                 changed = gateways.changed() => {
                     if changed.is_err() { break }
-                    if lagging { continue }
+                    if needs_snapshot { continue }
                     match self.push(delta(&sent, &sent, Some(gateways_wire(&self.state)))) {
                         Push::Sent => {}
-                        Push::Full => lagging = true,
+                        Push::Full => needs_snapshot = true,
                         Push::Closed => break,
                     }
                 }
-                permit = self.tx.reserve(), if lagging => {
-                    let Ok(permit) = permit else { break };
-                    let current = catalogs.borrow_and_update().clone();
-                    permit.send(Ok(snapshot(&current, &self.state)));
-                    self.metrics.control_messages.get_or_create(&KindLabels { kind: "snapshot" }).inc();
-                    sent = current;
-                    lagging = false;
-                }
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => {
+                        let answered = matches!(m.msg, Some(gateway_message::Msg::Ack(_) | gateway_message::Msg::Nack(_)));
+                        if answered {
+                            permit = None;
+                        }
                         if self.on_message(m).await {
-                            lagging = true; // a NACK asks for a snapshot
+                            needs_snapshot = true; // a NACK asks for a snapshot
                         }
                     }
                     Ok(None) => break,
@@ -257,6 +278,7 @@ impl Session {
                 },
             }
         }
+        drop(permit);
         self.state.update_gateway(key, false, |g| {
             g.connected = false;
             g.record.last_seen = now_millis();
@@ -264,6 +286,10 @@ impl Session {
         self.state
             .event("gateway_disconnected", format!("gateway {}/{} disconnected", self.cluster, self.instance))
             .await;
+    }
+
+    async fn snapshot_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.state.snapshot_permit().await
     }
 
     /// Handles one gateway message; true when the gateway needs a fresh snapshot.

@@ -26,6 +26,9 @@ use super::{Event, GatewayRecord, Persisted, Policy, Store, StoreError, StoredSo
 /// misreading it.
 pub const SCHEMA_VERSION: u64 = 1;
 
+/// redb page cache size.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CATALOG: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog");
 const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
@@ -74,7 +77,9 @@ impl EmbeddedStore {
                 ))
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        // redb's default page cache is 1 GiB; the catalog is written whole and read back only at
+        // start-up, so a small cache keeps the federator's memory to what it serves.
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
             // redb locks the whole file (OFD/flock locks, so a second open fails even within
             // one process) for as long as the Database lives.
             DatabaseError::DatabaseAlreadyOpen => open_err(

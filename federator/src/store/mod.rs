@@ -7,6 +7,7 @@ pub mod embedded;
 
 pub use embedded::EmbeddedStore;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use skybridge_api::catalog::{GlobalCatalog, SourceId, SourceSnapshot, UnixMillis};
@@ -27,7 +28,7 @@ pub enum StoreError {
 /// still serves what they last said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSource {
-    pub snapshot: SourceSnapshot,
+    pub snapshot: Arc<SourceSnapshot>,
     pub synced_at: UnixMillis,
     pub failing_since: Option<UnixMillis>,
 }

@@ -92,6 +92,10 @@ pub struct FederatorSection {
     pub reconnect_max: Duration,
     #[serde(default = "defaults::handshake_timeout", with = "duration")]
     pub connect_timeout: Duration,
+    /// Largest control message accepted, bytes. A snapshot of 10,000 services with 10 endpoints
+    /// in 3 clusters is about 10 MB.
+    #[serde(default = "defaults::max_control_message")]
+    pub max_message_size: usize,
 }
 
 /// Listen addresses. An egress listener set to `"off"` is not started.
@@ -278,6 +282,9 @@ pub mod defaults {
     }
     pub fn reconnect_max() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn max_control_message() -> usize {
+        256 * 1024 * 1024
     }
     pub fn udp_buffer() -> usize {
         4 * 1024 * 1024

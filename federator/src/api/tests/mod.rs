@@ -149,7 +149,7 @@ pub(super) fn fixture(token: Option<&str>) -> Fixture {
     let store = EmbeddedStore::open(&dir.path().join("store.redb"), 100).unwrap();
     let gateways = vec![gateway("aws-1", "gw-a"), gateway("aws-1", "gw-b"), gateway("gcp-1", "gw-c")];
     let state =
-        Arc::new(State::new(Arc::new(catalog()), BTreeMap::new(), gateways, Arc::new(AnyStore::Embedded(store))));
+        Arc::new(State::new(Arc::new(catalog()), BTreeMap::new(), gateways, Arc::new(AnyStore::Embedded(store)), 4));
     for (c, i) in [("aws-1", "gw-a"), ("gcp-1", "gw-c")] {
         state.update_gateway((cluster(c), i.into()), false, |g| {
             g.connected = true;

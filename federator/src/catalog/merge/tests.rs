@@ -44,7 +44,7 @@ fn snapshot(services: &[(&str, Vec<Export>)]) -> SourceSnapshot {
 }
 
 fn fresh(s: SourceSnapshot, at: u64) -> SourceInput {
-    SourceInput { snapshot: s, synced_at: at, failing_since: None }
+    SourceInput { snapshot: std::sync::Arc::new(s), synced_at: at, failing_since: None }
 }
 
 /// A service's routing content: everything but `observed_at`, which moves with every sync.
@@ -164,7 +164,7 @@ fn failing_source_keeps_data_stale_then_expires_without_touching_others() {
         &CFG,
     );
 
-    let failing = SourceInput { snapshot: aws, synced_at: 1_000, failing_since: Some(2_000) };
+    let failing = SourceInput { snapshot: std::sync::Arc::new(aws), synced_at: 1_000, failing_since: Some(2_000) };
     let src = sources(vec![("aws", failing), ("gcp", fresh(gcp, 3_000))]);
     let stale = merge(&ok, &src, 3_000, &CFG);
     assert_eq!(stale.version, ok.version + 1, "becoming stale is a visible change");
@@ -214,7 +214,7 @@ fn same_cluster_from_two_sources_prefers_fresh_then_newest() {
     };
     assert_eq!(pick(&sources(vec![("a", fresh(a.clone(), 5)), ("b", fresh(b.clone(), 6))])), "b", "newest");
     assert_eq!(pick(&sources(vec![("a", fresh(a.clone(), 5)), ("b", fresh(b.clone(), 5))])), "a", "tie: lower id");
-    let stale_b = SourceInput { snapshot: b, synced_at: 9, failing_since: Some(9_000) };
+    let stale_b = SourceInput { snapshot: std::sync::Arc::new(b), synced_at: 9, failing_since: Some(9_000) };
     assert_eq!(pick(&sources(vec![("a", fresh(a, 5)), ("b", stale_b)])), "a", "fresh beats newer but stale");
 }
 
@@ -241,11 +241,26 @@ fn delta_round_trips_and_is_proportional_to_the_change() {
     assert_eq!((applied.version, applied.digest), (c2.version, c2.digest));
     assert!(applied.services.keys().eq(c2.services.keys()));
     assert!(applied.services.values().zip(c2.services.values()).all(|(a, b)| content(a) == content(b)));
-    // A receiver at another version, or one whose state drifted, is told to take a snapshot.
+    // A receiver at another version, or holding other content under the same version (a
+    // federator that lost a version on restart), is told to take a snapshot.
     assert!(apply(&c2, &d).is_err());
     let mut drifted = c1.clone();
     drifted.services.remove(&key("prod/svc-1"));
+    drifted.digest = skybridge_api::catalog::digest(&drifted);
     assert!(matches!(apply(&drifted, &d), Err(skybridge_api::catalog::DeltaError::DigestMismatch { .. })));
     // No change, empty delta.
     assert!(diff(&c2, &c2).is_empty());
+}
+
+#[test]
+fn nothing_from_nothing_stays_version_zero() {
+    let c = merge(&GlobalCatalog::default(), &BTreeMap::new(), 1, &CFG);
+    assert_eq!(c.version, 0);
+    let empty_source = sources(vec![("s", fresh(SourceSnapshot::default(), 1))]);
+    assert_eq!(merge(&c, &empty_source, 2, &CFG).version, 0);
+    let one = sources(vec![("s", fresh(snapshot(&[("prod/web", vec![web("aws-1", 1, "10.0.0.1:80")])]), 3))]);
+    let v1 = merge(&c, &one, 3, &CFG);
+    assert_eq!(v1.version, 1);
+    // Emptied after having had data: that is a real version.
+    assert_eq!(merge(&v1, &empty_source, 4, &CFG).version, 2);
 }

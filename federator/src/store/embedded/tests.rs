@@ -61,10 +61,10 @@ fn source(cluster_id: &str, failing: bool) -> StoredSource {
         ports: vec![PortExport { port: 443, protocol: Protocol::Tls, endpoints: vec![endpoint("10.0.0.1:443")] }],
     };
     StoredSource {
-        snapshot: SourceSnapshot {
+        snapshot: std::sync::Arc::new(SourceSnapshot {
             clusters: vec![info(cluster_id, Cloud::Aws)],
             services: BTreeMap::from([(svc("prod", "payments"), vec![export])]),
-        },
+        }),
         synced_at: 5_000,
         failing_since: failing.then_some(6_000),
     }

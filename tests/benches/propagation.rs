@@ -1,0 +1,297 @@
+//! Control-plane benchmark (issue 3): a catalog of SERVICES services × 10 endpoints × 3
+//! clusters; federator RSS; time from one source change until every gateway has applied it
+//! (3 real gateways in this process + 50 simulated control clients); delta vs snapshot bytes.
+//!
+//! Run: `bench/control-plane.sh` (builds the release binary, then
+//! `SKYBRIDGE_BIN=target/release/skybridge cargo bench -p skybridge-tests --bench propagation`).
+//! Env: BENCH_SERVICES (10000), BENCH_CHANGES (20), BENCH_SIMULATED (50).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use skybridge_api::ca::{self, PemPair};
+use skybridge_api::catalog::{GlobalCatalog, diff};
+use skybridge_api::identity::{Role, SpiffeId};
+use skybridge_api::model::ClusterId;
+use skybridge_api::proto::wire::{self, federator_message, gateway_message};
+use skybridge_api::proto::{delta_to_wire, snapshot_to_wire};
+use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
+use skybridge_federator::catalog::{MergeConfig, SourceInput, merge};
+use skybridge_federator::sources::static_file;
+use skybridge_gateway::app as gw_app;
+use skybridge_gateway::config::{Config as GwConfig, FederatorSection};
+use skybridge_tests::{Proc, free_tcp, free_udp};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const TD: &str = "bench.test";
+const CLUSTERS: [&str; 3] = ["aws-1", "gcp-1", "azure-1"];
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+}
+
+/// The static-source file: `services` services exported by every cluster, 10 endpoints each;
+/// `bump` changes one endpoint of service 0 (one service changes per step).
+fn catalog_text(services: usize, bump: usize) -> String {
+    let mut t = String::with_capacity(services * 700);
+    for (i, c) in CLUSTERS.iter().enumerate() {
+        let _ =
+            write!(t, "[[clusters]]\nid = \"{c}\"\ncloud = \"{}\"\nregion = \"r{i}\"\n", ["aws", "gcp", "azure"][i]);
+    }
+    for s in 0..services {
+        let _ = write!(t, "[[services]]\nnamespace = \"prod\"\nname = \"svc-{s}\"\n");
+        for (ci, c) in CLUSTERS.iter().enumerate() {
+            let _ = write!(
+                t,
+                "[[services.exports]]\ncluster = \"{c}\"\nexported_at = 1\n[[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = ["
+            );
+            for e in 0..10 {
+                let port = if s == 0 && ci == 0 && e == 0 { 20000 + bump } else { 8000 + e };
+                let _ = write!(t, "\"10.{ci}.{}.{}:{port}\",", s / 250, s % 250);
+            }
+            t.push_str("]\n");
+        }
+    }
+    t
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn metrics_text(api: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A control client that only ACKs: stands in for a gateway without its data plane.
+async fn simulated(control: SocketAddr, dir: std::path::PathBuf, cluster: String, applied: Arc<AtomicU64>) {
+    let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), trust_bundle: dir.join("ca.pem") };
+    let certs = CertStore::load(files, TD, Role::Gateway(ClusterId::new(&cluster).unwrap())).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(
+        certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
+    ));
+    let section: FederatorSection = toml::from_str(&format!("address = \"{control}\"")).unwrap();
+    let channel = skybridge_gateway::federation::connect(&section, &tls).await.unwrap();
+    let mut client =
+        wire::control_client::ControlClient::new(channel).max_decoding_message_size(section.max_message_size);
+    let (tx, rx) = mpsc::channel(16);
+    let hello =
+        wire::Hello { cluster: cluster.clone(), cloud: "other".into(), instance: "sim".into(), ..Default::default() };
+    tx.send(wire::GatewayMessage { msg: Some(gateway_message::Msg::Hello(hello)) }).await.unwrap();
+    let mut inbound = client.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    while let Ok(Some(m)) = inbound.message().await {
+        let version = match m.msg {
+            Some(federator_message::Msg::Snapshot(s)) => s.version,
+            Some(federator_message::Msg::Delta(d)) => d.to_version,
+            None => continue,
+        };
+        applied.store(version, Ordering::Release);
+        let ack = wire::GatewayMessage { msg: Some(gateway_message::Msg::Ack(wire::Ack { version })) };
+        if tx.send(ack).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn gateway_version(g: &gw_app::Running) -> u64 {
+    g.context().catalog.load().version.strip_prefix("federator-").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let services = env("BENCH_SERVICES", 10_000);
+    let changes = env("BENCH_CHANGES", 20);
+    let sims = env("BENCH_SIMULATED", 50);
+    let snapshots = env("BENCH_CONCURRENT_SNAPSHOTS", 4);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let now = OffsetDateTime::now_utc();
+    let ca = ca::init(TD, now, 1).unwrap();
+    write_identity(&d.join("fed"), &ca::issue(&ca, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &ca.cert_pem);
+    let gw_names: Vec<String> =
+        CLUSTERS.iter().map(|s| s.to_string()).chain((0..sims).map(|i| format!("sim-{i}"))).collect();
+    for c in &gw_names {
+        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
+        write_identity(&d.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
+    }
+
+    // Offline: merge time and message sizes for this catalog.
+    let text = catalog_text(services, 0);
+    let t = Instant::now();
+    let snap = static_file::parse(&text).unwrap();
+    let parse_ms = t.elapsed().as_secs_f64() * 1e3;
+    let input = |s| {
+        [("static".to_owned(), SourceInput { snapshot: Arc::new(s), synced_at: 1, failing_since: None })]
+            .into_iter()
+            .collect()
+    };
+    let cfg = MergeConfig { stale_timeout_ms: None };
+    let t = Instant::now();
+    let c1 = merge(&GlobalCatalog::default(), &input(snap), 1, &cfg);
+    let merge_ms = t.elapsed().as_secs_f64() * 1e3;
+    let c2 = merge(&c1, &input(static_file::parse(&catalog_text(services, 1)).unwrap()), 2, &cfg);
+    let snapshot_bytes = snapshot_to_wire(&c2, vec![]).encoded_len();
+    let delta_bytes = delta_to_wire(&diff(&c1, &c2), None).encoded_len();
+
+    // The federator as its own process.
+    std::fs::write(d.join("catalog.toml"), &text).unwrap();
+    let (control, api) = {
+        let p = free_tcp(2);
+        (p[0], p[1])
+    };
+    let fed_cfg = format!(
+        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{0}/data\"\nmerge_interval = \"1s\"\n\
+         [tls]\ncert = \"{0}/fed/cert.pem\"\nkey = \"{0}/fed/key.pem\"\ntrust_bundle = \"{0}/fed/ca.pem\"\n\
+         [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[limits]\nconcurrent_snapshots = {snapshots}\n\
+         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{0}/catalog.toml\"\ninterval = \"20ms\"\n",
+        d.display(),
+    );
+    std::fs::write(d.join("federator.toml"), fed_cfg).unwrap();
+    let mut fed =
+        Proc::spawn(&["federator", "--config", d.join("federator.toml").to_str().unwrap()], d.join("fed.log"));
+    assert!(skybridge_tests::wait_ready(api, Duration::from_secs(30)), "federator not ready: {}", fed.log_text());
+
+    // Three real gateways and the simulated clients.
+    let mut gateways = Vec::new();
+    for c in CLUSTERS {
+        let text = format!(
+            "[gateway]\ncluster = \"{c}\"\ncloud = \"other\"\nregion = \"b\"\ntrust_domain = \"{TD}\"\n\
+             [tls]\ncert = \"{0}/{c}/cert.pem\"\nkey = \"{0}/{c}/key.pem\"\ntrust_bundle = \"{0}/{c}/ca.pem\"\n\
+             [listen]\ntunnel = \"{1}\"\nsni = \"off\"\nhttp = \"off\"\nadmin = \"127.0.0.1:0\"\n\
+             [federator]\naddress = \"{control}\"\n",
+            d.display(),
+            free_udp(1)[0]
+        );
+        gateways.push(gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap());
+    }
+    let applied: Vec<Arc<AtomicU64>> = (0..sims).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    for (i, a) in applied.iter().enumerate() {
+        let name = format!("sim-{i}");
+        tokio::spawn(simulated(control, d.join(&name), name, a.clone()));
+    }
+    let all_at = |v: u64| {
+        gateways.iter().all(|g| gateway_version(g) >= v) && applied.iter().all(|a| a.load(Ordering::Acquire) >= v)
+    };
+    // The first version with the whole catalog (clients were started right after the federator
+    // became ready, so this includes the federator's first sync and every snapshot).
+    let t = Instant::now();
+    let first = loop {
+        let m = metrics_text(api);
+        let field =
+            |name: &str| m.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+        if field("skybridge_federator_catalog_services ") == Some(services as u64) {
+            break field("skybridge_federator_catalog_version ").unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "federator did not load the catalog");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    while !all_at(first) {
+        assert!(t.elapsed() < Duration::from_secs(120), "initial sync did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let initial_s = t.elapsed().as_secs_f64();
+    let (rss_synced, _) = rss_kib(fed.child.id());
+
+    // One service changes per step; time until every gateway applied the new version.
+    let mut times = Vec::new();
+    let mut version = first;
+    for step in 1..=changes {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let tmp = d.join("catalog.toml.tmp");
+        std::fs::write(&tmp, catalog_text(services, step)).unwrap();
+        let start = Instant::now();
+        std::fs::rename(&tmp, d.join("catalog.toml")).unwrap();
+        version += 1;
+        while !all_at(version) {
+            if start.elapsed() > Duration::from_secs(60) {
+                let versions: Vec<u64> = gateways.iter().map(gateway_version).collect();
+                let sims: Vec<u64> = applied.iter().map(|a| a.load(Ordering::Acquire)).collect();
+                panic!(
+                    "change {step} (to version {version}) did not propagate: gateways at {versions:?}, simulated at {sims:?}\nfederator log:\n{}",
+                    fed.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            let fed_version = metrics_text(api)
+                .lines()
+                .find_map(|l| l.strip_prefix("skybridge_federator_catalog_version ").map(str::to_owned));
+            eprintln!(
+                "step {step}: expected {version}, federator {fed_version:?}, gateways {:?}",
+                gateways.iter().map(gateway_version).collect::<Vec<_>>()
+            );
+        }
+    }
+    let in_order = times.clone();
+    times.sort_by(f64::total_cmp);
+    let (rss_end, hwm) = rss_kib(fed.child.id());
+    let metrics = metrics_text(api);
+    let counters: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("skybridge_federator_control_messages_total")
+                || l.starts_with("skybridge_federator_gateways_lagging_total")
+                || l.starts_with("skybridge_federator_merge_seconds_sum")
+                || l.starts_with("skybridge_federator_merge_seconds_count")
+        })
+        .collect();
+    fed.terminate();
+    let _ = fed.wait_exit(Duration::from_secs(10));
+
+    println!("control-plane benchmark: {services} services x 10 endpoints x {} clusters", CLUSTERS.len());
+    println!("| measure | value |\n|---|---:|");
+    println!("| static file parse ({:.1} MB TOML) | {parse_ms:.0} ms |", text.len() as f64 / 1e6);
+    println!("| full merge | {merge_ms:.0} ms |");
+    println!("| snapshot (protobuf) | {:.2} MB |", snapshot_bytes as f64 / 1e6);
+    println!("| delta, one service changed | {delta_bytes} bytes |");
+    println!(
+        "| initial sync of {} gateways ({} real + {sims} simulated) | {initial_s:.2} s |",
+        CLUSTERS.len() + sims,
+        CLUSTERS.len()
+    );
+    println!("| propagation, source change to all applied, p50 ({changes} changes) | {:.0} ms |", pct(&times, 0.5));
+    println!("| propagation p99 | {:.0} ms |", pct(&times, 0.99));
+    println!(
+        "| federator RSS after sync / at end / peak | {} / {} / {} MB |",
+        rss_synced / 1024,
+        rss_end / 1024,
+        hwm / 1024
+    );
+    println!("(the static source is polled every 20 ms: that detection delay is included)");
+    println!("per-change times (ms): {:?}", in_order.iter().map(|t| *t as u64).collect::<Vec<_>>());
+    println!("federator counters: {counters:?}");
+}
