@@ -69,6 +69,10 @@ impl World {
     }
 
     async fn federator(&self) -> fed_app::Running {
+        self.federator_with("").await
+    }
+
+    async fn federator_with(&self, limits: &str) -> fed_app::Running {
         let d = self.dir.path().display();
         let text = format!(
             r#"
@@ -85,6 +89,7 @@ control = "{}"
 api = "127.0.0.1:0"
 [limits]
 hello_timeout = "2s"
+{limits}
 [[sources]]
 type = "static"
 id = "static"
@@ -281,5 +286,101 @@ async fn hello_claiming_another_cluster_is_rejected() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("gcp-1") && err.message().contains("aws-1"), "{}", err.message());
     assert!(fed.state().gateways().is_empty(), "nothing registered");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_gateway_does_not_delay_others_and_is_resnapshotted() {
+    use skybridge_api::proto::wire::{self, federator_message, gateway_message};
+    use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
+
+    let w = World::new();
+    let backend = SocketAddr::from(([127, 0, 0, 1], 9));
+    // A tiny per-gateway queue so that a client that stops reading fills it quickly.
+    let fed = w.federator_with("gateway_queue = 2").await;
+    let a = w.gateway("aws-1", "").await;
+
+    // The stuck client: gcp-1's identity, Hello, then it reads nothing.
+    let d = w.path("gcp-1");
+    let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
+    let certs =
+        CertStore::load(files, TD, skybridge_api::identity::Role::Gateway(ClusterId::new("gcp-1").unwrap())).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
+    ));
+    let section: skybridge_gateway::config::FederatorSection =
+        toml::from_str(&format!("address = \"{}\"", w.control)).unwrap();
+    let channel = skybridge_gateway::federation::connect(&section, &tls).await.unwrap();
+    let mut client =
+        wire::control_client::ControlClient::new(channel).max_decoding_message_size(section.max_message_size);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let hello =
+        wire::Hello { cluster: "gcp-1".into(), cloud: "gcp".into(), instance: "stuck".into(), ..Default::default() };
+    tx.send(wire::GatewayMessage { msg: Some(gateway_message::Msg::Hello(hello)) }).await.unwrap();
+    let mut stuck = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    until("both connected", async || fed.state().gateways().iter().filter(|g| g.connected).count() == 2).await;
+
+    // Many versions, each with a big enough service list to fill transport buffers: the
+    // healthy gateway follows every one of them while the stuck one reads nothing.
+    // Every service changes every round (deltas of tens of KB), so what the stuck client does
+    // not read fills the transport buffers and then its queue.
+    let bulk = |round: u16| -> String {
+        (0..1500)
+            .map(|i| {
+                format!(
+                    "[[services]]\nnamespace = \"bulk\"\nname = \"s{i}\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
+                     [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.9.{}.{}:{}\"]\n",
+                    i / 200,
+                    i % 200,
+                    1000 + round
+                )
+            })
+            .collect()
+    };
+    for round in 0..40 {
+        w.write_catalog(&bulk(round));
+        let v = fed.state().catalog().version;
+        until("the change is merged", async || fed.state().catalog().version > v).await;
+        let now = fed.state().catalog().version;
+        until("the healthy gateway follows", async || routing_version(&a) == format!("federator-{now}")).await;
+    }
+    let lagging = http_text(fed.addrs.api, "/metrics").await;
+    assert!(
+        lagging.lines().any(|l| l.starts_with("skybridge_federator_gateways_lagging_total") && !l.ends_with(" 0")),
+        "the stuck gateway was detected as lagging: {lagging}"
+    );
+
+    // Reading again, the stuck client catches up through a fresh snapshot of the latest version.
+    w.write_catalog(&format!("{}{}", web_service(backend), bulk(99)));
+    let latest = {
+        let before = fed.state().catalog().version;
+        until("last change merged", async || fed.state().catalog().version > before).await;
+        fed.state().catalog().version
+    };
+    let mut got_snapshot_at = None;
+    while got_snapshot_at.is_none_or(|v| v < latest) {
+        let m = tokio::time::timeout(Duration::from_secs(10), stuck.message()).await.unwrap().unwrap().unwrap();
+        match m.msg {
+            Some(federator_message::Msg::Snapshot(s)) if got_snapshot_at.is_some() || s.version >= 1 => {
+                got_snapshot_at = Some(s.version);
+                let ack =
+                    wire::GatewayMessage { msg: Some(gateway_message::Msg::Ack(wire::Ack { version: s.version })) };
+                tx.send(ack).await.unwrap();
+            }
+            Some(federator_message::Msg::Delta(dl)) if got_snapshot_at.is_some() => {
+                got_snapshot_at = Some(dl.to_version)
+            }
+            _ => {}
+        }
+    }
+    let snapshots = http_text(fed.addrs.api, "/metrics").await;
+    let count = snapshots
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"skybridge_federator_control_messages_total{kind="snapshot"} "#))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap();
+    assert!(count >= 3, "aws-1's first, the stuck client's first, and its catch-up snapshot: {count}");
+    until("the healthy gateway has the latest too", async || routing_version(&a) == format!("federator-{latest}"))
+        .await;
     fed.shutdown().await;
 }
