@@ -4,6 +4,7 @@
 #[cfg(feature = "ca")]
 pub mod ca;
 pub mod catalog;
+pub mod config;
 pub mod header;
 pub mod identity;
 pub mod model;

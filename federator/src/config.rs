@@ -6,49 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::Deserialize;
+pub use skybridge_api::config::ConfigError;
+use skybridge_api::config::{duration, from_toml, invalid};
 use skybridge_api::identity::valid_trust_domain;
-
-/// Why a config was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config key `{key}` = {value:?}: {reason}")]
-    Invalid { key: String, value: String, reason: String },
-}
-
-fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
-}
-
-/// `250ms`, `5s`, `2m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("{s:?} has no unit (ms, s, m, h)"))?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} does not start with a whole number"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!("{s:?} has unknown unit {unit:?}; use ms, s, m or h")),
-    }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    parse_duration(&String::deserialize(d)?).map_err(de::Error::custom)
-}
-
-fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s == "never" {
-        return Ok(None);
-    }
-    parse_duration(&s).map(Some).map_err(de::Error::custom)
-}
 
 /// The whole federator config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -75,10 +36,10 @@ pub struct FederatorSection {
     pub data_dir: PathBuf,
     /// How long a failing source's last good data is served; `"never"` keeps it until the
     /// source recovers or is removed from the config.
-    #[serde(default = "defaults::stale_timeout", deserialize_with = "optional_duration")]
+    #[serde(default = "defaults::stale_timeout", deserialize_with = "duration::or_never::deserialize")]
     pub stale_timeout: Option<Duration>,
     /// How often the catalog is re-merged even without source changes (stale expiry).
-    #[serde(default = "defaults::merge_interval", deserialize_with = "duration")]
+    #[serde(default = "defaults::merge_interval", with = "duration")]
     pub merge_interval: Duration,
 }
 
@@ -89,7 +50,7 @@ pub struct TlsSection {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub trust_bundle: PathBuf,
-    #[serde(default = "defaults::reload_interval", deserialize_with = "duration")]
+    #[serde(default = "defaults::reload_interval", with = "duration")]
     pub reload_interval: Duration,
 }
 
@@ -125,9 +86,9 @@ pub struct Limits {
     /// Messages queued per gateway before it is treated as lagging (and later resnapshotted).
     #[serde(default = "defaults::gateway_queue")]
     pub gateway_queue: usize,
-    #[serde(default = "defaults::hello_timeout", deserialize_with = "duration")]
+    #[serde(default = "defaults::hello_timeout", with = "duration")]
     pub hello_timeout: Duration,
-    #[serde(default = "defaults::handshake_timeout", deserialize_with = "duration")]
+    #[serde(default = "defaults::handshake_timeout", with = "duration")]
     pub handshake_timeout: Duration,
     /// Events kept in the store.
     #[serde(default = "defaults::max_events")]
@@ -135,7 +96,7 @@ pub struct Limits {
     /// Source updates queued for the merge core.
     #[serde(default = "defaults::source_queue")]
     pub source_queue: usize,
-    #[serde(default = "defaults::drain_deadline", deserialize_with = "duration")]
+    #[serde(default = "defaults::drain_deadline", with = "duration")]
     pub drain_deadline: Duration,
     /// Snapshots being sent at once (each held until the gateway ACKs it); bounds memory when
     /// many gateways (re)connect together.
@@ -157,11 +118,11 @@ pub enum SourceConfig {
     Static {
         id: String,
         path: PathBuf,
-        #[serde(default = "defaults::static_interval", deserialize_with = "duration")]
+        #[serde(default = "defaults::static_interval", with = "duration")]
         interval: Duration,
-        #[serde(default = "defaults::backoff_min", deserialize_with = "duration")]
+        #[serde(default = "defaults::backoff_min", with = "duration")]
         backoff_min: Duration,
-        #[serde(default = "defaults::backoff_max", deserialize_with = "duration")]
+        #[serde(default = "defaults::backoff_max", with = "duration")]
         backoff_max: Duration,
     },
 }
@@ -236,12 +197,7 @@ pub mod defaults {
 impl Config {
     /// Reads, parses and validates a config file; relative paths follow the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut cfg = Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
-            other => other,
-        })?;
+        let mut cfg = skybridge_api::config::load(path, Config::parse)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -265,8 +221,7 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        let cfg: Config = from_toml(text)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -27,6 +27,22 @@ pub struct GatewayState {
     pub last_nack: Option<String>,
 }
 
+impl GatewayState {
+    /// A gateway known from `record`, not (yet) connected.
+    pub fn known(record: GatewayRecord) -> Self {
+        GatewayState {
+            record,
+            cloud: String::new(),
+            region: String::new(),
+            connected: false,
+            connected_since: None,
+            last_report: None,
+            nacks: 0,
+            last_nack: None,
+        }
+    }
+}
+
 /// One measured path between clusters, from a gateway's report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LatencySample {
@@ -74,20 +90,7 @@ impl State {
     ) -> State {
         let gateways = gateways
             .into_iter()
-            .map(|record| {
-                let key = (record.cluster.clone(), record.instance.clone());
-                let g = GatewayState {
-                    record,
-                    cloud: String::new(),
-                    region: String::new(),
-                    connected: false,
-                    connected_since: None,
-                    last_report: None,
-                    nacks: 0,
-                    last_nack: None,
-                };
-                (key, g)
-            })
+            .map(|record| ((record.cluster.clone(), record.instance.clone()), GatewayState::known(record)))
             .collect();
         State {
             catalog: watch::channel(Published { catalog, delta_from_previous: None }).0,
@@ -169,22 +172,15 @@ impl State {
     /// Updates (or adds) a gateway; `membership` marks changes peers must learn about.
     pub fn update_gateway(&self, key: (ClusterId, String), membership: bool, f: impl FnOnce(&mut GatewayState)) {
         let mut all = self.gateways.write().expect("gateways lock");
-        let g = all.entry(key.clone()).or_insert_with(|| GatewayState {
-            record: GatewayRecord {
+        let g = all.entry(key.clone()).or_insert_with(|| {
+            GatewayState::known(GatewayRecord {
                 cluster: key.0.clone(),
                 instance: key.1.clone(),
                 version: String::new(),
                 tunnel_addresses: Vec::new(),
                 last_seen: 0,
                 acked_version: 0,
-            },
-            cloud: String::new(),
-            region: String::new(),
-            connected: false,
-            connected_since: None,
-            last_report: None,
-            nacks: 0,
-            last_nack: None,
+            })
         });
         f(g);
         drop(all);

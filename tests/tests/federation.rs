@@ -135,6 +135,26 @@ reconnect_max = "400ms"
     }
 }
 
+/// A raw control-stream client holding `cluster`'s gateway certificate.
+async fn control_client(
+    w: &World,
+    cluster: &str,
+) -> skybridge_api::proto::wire::control_client::ControlClient<tonic::transport::Channel> {
+    use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
+    let d = w.path(cluster);
+    let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
+    let role = skybridge_api::identity::Role::Gateway(ClusterId::new(cluster).unwrap());
+    let certs = CertStore::load(files, TD, role).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
+    ));
+    let section: skybridge_gateway::config::FederatorSection =
+        toml::from_str(&format!("address = \"{}\"", w.control)).unwrap();
+    let channel = skybridge_gateway::federation::connect(&section, &tls).await.unwrap();
+    skybridge_api::proto::wire::control_client::ControlClient::new(channel)
+        .max_decoding_message_size(section.max_message_size)
+}
+
 fn web_service(endpoint: SocketAddr) -> String {
     format!(
         "[[services]]\nnamespace = \"prod\"\nname = \"web\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
@@ -260,21 +280,10 @@ async fn catalog_flows_to_gateways_and_survives_the_federator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_claiming_another_cluster_is_rejected() {
     use skybridge_api::proto::wire::{self, gateway_message};
-    use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
 
     let w = World::new();
     let fed = w.federator().await;
-    let d = w.path("aws-1");
-    let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
-    let certs =
-        CertStore::load(files, TD, skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap())).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
-    ));
-    let section: skybridge_gateway::config::FederatorSection =
-        toml::from_str(&format!("address = \"{}\"", w.control)).unwrap();
-    let channel = skybridge_gateway::federation::connect(&section, &tls).await.unwrap();
-    let mut client = wire::control_client::ControlClient::new(channel);
+    let mut client = control_client(&w, "aws-1").await;
     let hello = wire::GatewayMessage {
         msg: Some(gateway_message::Msg::Hello(wire::Hello {
             cluster: "gcp-1".into(),
@@ -292,7 +301,6 @@ async fn hello_claiming_another_cluster_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_gateway_does_not_delay_others_and_is_resnapshotted() {
     use skybridge_api::proto::wire::{self, federator_message, gateway_message};
-    use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
 
     let w = World::new();
     let backend = SocketAddr::from(([127, 0, 0, 1], 9));
@@ -301,18 +309,7 @@ async fn a_stuck_gateway_does_not_delay_others_and_is_resnapshotted() {
     let a = w.gateway("aws-1", "").await;
 
     // The stuck client: gcp-1's identity, Hello, then it reads nothing.
-    let d = w.path("gcp-1");
-    let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
-    let certs =
-        CertStore::load(files, TD, skybridge_api::identity::Role::Gateway(ClusterId::new("gcp-1").unwrap())).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
-    ));
-    let section: skybridge_gateway::config::FederatorSection =
-        toml::from_str(&format!("address = \"{}\"", w.control)).unwrap();
-    let channel = skybridge_gateway::federation::connect(&section, &tls).await.unwrap();
-    let mut client =
-        wire::control_client::ControlClient::new(channel).max_decoding_message_size(section.max_message_size);
+    let mut client = control_client(&w, "gcp-1").await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let hello =
         wire::Hello { cluster: "gcp-1".into(), cloud: "gcp".into(), instance: "stuck".into(), ..Default::default() };

@@ -1,31 +1,16 @@
 //! The gateway's one typed config: TOML, parsed once, unknown keys rejected, every semantic
 //! error naming the key, the value and the reason.
 
-pub mod duration;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use skybridge_api::config::{ConfigError, duration};
+use skybridge_api::config::{from_toml, invalid};
 use skybridge_api::identity::valid_trust_domain;
 use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
-
-/// Why a config was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config key `{key}` = {value:?}: {reason}")]
-    Invalid { key: String, value: String, reason: String },
-}
-
-fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
-}
 
 /// The whole gateway config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -340,20 +325,14 @@ pub fn listen_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigE
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut cfg = Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
-            other => other,
-        })?;
+        let mut cfg = skybridge_api::config::load(path, Config::parse)?;
         cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
     }
 
     /// Parses and validates config text; relative paths stay relative.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        let cfg: Config = from_toml(text)?;
         cfg.validate()?;
         Ok(cfg)
     }

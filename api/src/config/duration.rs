@@ -37,6 +37,22 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     parse(&s).map_err(de::Error::custom)
 }
 
+/// serde adapter for an optional duration where `"never"` means none.
+pub mod or_never {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de};
+
+    /// `#[serde(deserialize_with = "duration::or_never::deserialize")]`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "never" {
+            return Ok(None);
+        }
+        super::parse(&s).map(Some).map_err(de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
