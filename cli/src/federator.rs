@@ -13,9 +13,7 @@ pub fn run(path: &Path, check_only: bool) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     if check_only {
         if std::env::var_os("SKYBRIDGE_CHECK_SKIP_CERTS").is_none() {
-            let t = &cfg.tls;
-            let files = TlsFiles { cert: t.cert.clone(), key: t.key.clone(), trust_bundle: t.trust_bundle.clone() };
-            CertStore::load(files, &cfg.federator.trust_domain, Role::Federator)?;
+            CertStore::load(TlsFiles::from(&cfg.tls), &cfg.federator.trust_domain, Role::Federator)?;
         }
         println!("config {} is valid", path.display());
         return Ok(());

@@ -12,11 +12,7 @@ use skybridge_gateway::tls::{CertStore, TlsFiles};
 pub fn run(path: &Path, check_only: bool) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     if check_only {
-        let files = TlsFiles {
-            cert: cfg.tls.cert.clone(),
-            key: cfg.tls.key.clone(),
-            trust_bundle: cfg.tls.trust_bundle.clone(),
-        };
+        let files = TlsFiles::from(&cfg.tls);
         // Certificates are part of a valid config only when they exist where it says; a
         // rendered config checked before its Secret is mounted can skip them.
         if std::env::var_os("SKYBRIDGE_CHECK_SKIP_CERTS").is_none() {

@@ -66,9 +66,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 /// Starts the federator; returns once both listeners are bound and the store is loaded.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let f = &cfg.federator;
-    let files =
-        TlsFiles { cert: cfg.tls.cert.clone(), key: cfg.tls.key.clone(), trust_bundle: cfg.tls.trust_bundle.clone() };
-    let certs = CertStore::load(files, &f.trust_domain, Role::Federator)?;
+    let certs = CertStore::load(TlsFiles::from(&cfg.tls), &f.trust_domain, Role::Federator)?;
     std::fs::create_dir_all(&f.data_dir)
         .map_err(|source| StartError::DataDir { path: f.data_dir.display().to_string(), source })?;
     let store =

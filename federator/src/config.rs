@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-pub use skybridge_api::config::ConfigError;
+pub use skybridge_api::config::{ConfigError, TlsSection};
 use skybridge_api::config::{duration, from_toml, invalid};
 use skybridge_api::identity::valid_trust_domain;
 
@@ -41,17 +41,6 @@ pub struct FederatorSection {
     /// How often the catalog is re-merged even without source changes (stale expiry).
     #[serde(default = "defaults::merge_interval", with = "duration")]
     pub merge_interval: Duration,
-}
-
-/// The federator's certificate (`skybridge ca issue --federator`) and trust bundle.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub trust_bundle: PathBuf,
-    #[serde(default = "defaults::reload_interval", with = "duration")]
-    pub reload_interval: Duration,
 }
 
 /// Listen addresses.
@@ -153,9 +142,6 @@ pub mod defaults {
     pub fn merge_interval() -> Duration {
         Duration::from_secs(1)
     }
-    pub fn reload_interval() -> Duration {
-        Duration::from_secs(5)
-    }
     pub fn control() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 15010))
     }
@@ -205,9 +191,7 @@ impl Config {
             }
         };
         rel(&mut cfg.federator.data_dir);
-        rel(&mut cfg.tls.cert);
-        rel(&mut cfg.tls.key);
-        rel(&mut cfg.tls.trust_bundle);
+        cfg.tls.resolve(base);
         if let Some(t) = cfg.api.token_file.as_mut() {
             rel(t);
         }

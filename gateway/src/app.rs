@@ -73,9 +73,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let g = &cfg.gateway;
-    let files =
-        TlsFiles { cert: cfg.tls.cert.clone(), key: cfg.tls.key.clone(), trust_bundle: cfg.tls.trust_bundle.clone() };
-    let certs = CertStore::load(files, &g.trust_domain, Role::Gateway(g.cluster.clone()))?;
+    let certs = CertStore::load(TlsFiles::from(&cfg.tls), &g.trust_domain, Role::Gateway(g.cluster.clone()))?;
     set_expiry(&metrics, certs.current().not_after);
 
     let transport = tunnel::transport(&cfg.limits);

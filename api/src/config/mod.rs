@@ -4,6 +4,9 @@
 pub mod duration;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
 
 /// Why a config was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -34,4 +37,31 @@ pub fn load<T>(path: &std::path::Path, parse: impl FnOnce(&str) -> Result<T, Con
 /// [`ConfigError::Parse`].
 pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })
+}
+
+/// The `[tls]` section of every config: certificate, key and trust bundle files, reloaded when
+/// they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub trust_bundle: PathBuf,
+    #[serde(default = "default_reload_interval", with = "duration")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl TlsSection {
+    /// Makes the paths relative to `base` (the config file's folder), as operators expect.
+    pub fn resolve(&mut self, base: &std::path::Path) {
+        for p in [&mut self.cert, &mut self.key, &mut self.trust_bundle] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
 }

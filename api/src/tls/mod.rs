@@ -48,6 +48,12 @@ pub struct TlsFiles {
     pub trust_bundle: PathBuf,
 }
 
+impl From<&crate::config::TlsSection> for TlsFiles {
+    fn from(t: &crate::config::TlsSection) -> Self {
+        TlsFiles { cert: t.cert.clone(), key: t.key.clone(), trust_bundle: t.trust_bundle.clone() }
+    }
+}
+
 /// What is loaded now: our certified key and the verifiers built over the trust bundle.
 pub struct Loaded {
     pub key: Arc<CertifiedKey>,

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-pub use skybridge_api::config::{ConfigError, duration};
+pub use skybridge_api::config::{ConfigError, TlsSection, duration};
 use skybridge_api::config::{from_toml, invalid};
 use skybridge_api::identity::valid_trust_domain;
 use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
@@ -43,17 +43,6 @@ pub struct GatewaySection {
     #[serde(default)]
     pub network: Option<String>,
     pub trust_domain: String,
-}
-
-/// Certificate, key and trust bundle files, reloaded when they change.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub trust_bundle: PathBuf,
-    #[serde(default = "defaults::reload_interval", with = "duration")]
-    pub reload_interval: Duration,
 }
 
 /// Where the federator is and how this gateway presents itself to it.
@@ -190,9 +179,6 @@ impl Default for Limits {
 /// Defaults, also quoted in docs/operations.md.
 pub mod defaults {
     use std::time::Duration;
-    pub fn reload_interval() -> Duration {
-        Duration::from_secs(5)
-    }
     pub fn tunnel() -> String {
         "0.0.0.0:15443".into()
     }
@@ -339,11 +325,7 @@ impl Config {
 
     /// Makes TLS paths relative to the config file's folder, as operators expect.
     fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.tls.cert, &mut self.tls.key, &mut self.tls.trust_bundle] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
+        self.tls.resolve(base);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
