@@ -174,7 +174,7 @@ pub fn service_from_wire(s: &wire::Service) -> Result<(ServiceKey, GlobalService
     Ok((key, GlobalService { ports, clusters, conflicts }))
 }
 
-/// Encodes a whole catalog as a snapshot.
+/// Encodes a whole catalog as a single-part snapshot.
 pub fn snapshot_to_wire(c: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> wire::Snapshot {
     wire::Snapshot {
         version: c.version,
@@ -182,6 +182,58 @@ pub fn snapshot_to_wire(c: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> wire
         clusters: c.clusters.values().map(wire::Cluster::from).collect(),
         services: c.services.iter().map(|(k, s)| service_to_wire(k, s)).collect(),
         gateways,
+        more: false,
+    }
+}
+
+/// The snapshot as parts of at most `services_per_part` services each (at least one part).
+pub fn snapshot_parts(c: &GlobalCatalog, gateways: Vec<wire::Gateway>, services_per_part: usize) -> Vec<wire::Snapshot> {
+    let services: Vec<wire::Service> = c.services.iter().map(|(k, s)| service_to_wire(k, s)).collect();
+    let mut chunks: Vec<Vec<wire::Service>> =
+        services.chunks(services_per_part.max(1)).map(<[wire::Service]>::to_vec).collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
+    let last = chunks.len() - 1;
+    let mut gateways = Some(gateways);
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, services)| wire::Snapshot {
+            version: c.version,
+            digest: c.digest,
+            clusters: if i == 0 { c.clusters.values().map(wire::Cluster::from).collect() } else { Vec::new() },
+            services,
+            gateways: gateways.take().unwrap_or_default(),
+            more: i != last,
+        })
+        .collect()
+}
+
+/// Collects the parts of a snapshot; yields the whole snapshot with its last part.
+#[derive(Debug, Default)]
+pub struct SnapshotAssembler {
+    partial: Option<wire::Snapshot>,
+}
+
+impl SnapshotAssembler {
+    /// Adds a part. A part of another version than the one being collected starts over (the
+    /// sender moved on); `Some` is the complete snapshot.
+    pub fn push(&mut self, part: wire::Snapshot) -> Option<wire::Snapshot> {
+        let whole = match self.partial.take() {
+            Some(mut acc) if acc.version == part.version && acc.digest == part.digest => {
+                acc.services.extend(part.services);
+                acc.more = part.more;
+                acc
+            }
+            _ => part,
+        };
+        if whole.more {
+            self.partial = Some(whole);
+            None
+        } else {
+            Some(whole)
+        }
     }
 }
 
@@ -280,6 +332,32 @@ mod tests {
         let back = snapshot_from_wire(&wire::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, c);
         assert_eq!(digest(&back), c.digest);
+    }
+
+    #[test]
+    fn snapshot_parts_reassemble() {
+        let mut c = catalog();
+        let (k, s) = c.services.iter().next().map(|(k, s)| (k.clone(), s.clone())).unwrap();
+        for i in 0..5 {
+            c.services.insert(ServiceKey::new(&k.namespace, &format!("x{i}")).unwrap(), s.clone());
+        }
+        c.digest = digest(&c);
+        let parts = snapshot_parts(&c, vec![], 2);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.iter().map(|p| p.more).collect::<Vec<_>>(), vec![true, true, false]);
+        assert!(parts[1].clusters.is_empty() && !parts[0].clusters.is_empty());
+        let mut asm = SnapshotAssembler::default();
+        assert!(asm.push(parts[0].clone()).is_none());
+        // A part of another version restarts the collection.
+        let mut other = parts[0].clone();
+        other.version = 99;
+        assert!(asm.push(other).is_none());
+        for p in &parts[..2] {
+            assert!(asm.push(p.clone()).is_none());
+        }
+        let whole = asm.push(parts[2].clone()).unwrap();
+        assert_eq!(snapshot_from_wire(&whole).unwrap(), c);
+        assert_eq!(snapshot_parts(&GlobalCatalog::default(), vec![], 2).len(), 1, "an empty catalog is one part");
     }
 
     #[test]

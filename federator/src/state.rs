@@ -14,6 +14,17 @@ use crate::core::SourceStatus;
 use crate::sources::now_millis;
 use crate::store::{AnyStore, Event, GatewayRecord, Policy, Store};
 
+/// Services per snapshot part: keeps every message (and the encoder buffer tonic keeps per
+/// stream) around half a megabyte whatever the catalog's size.
+pub const SNAPSHOT_PART_SERVICES: usize = 500;
+
+/// Snapshot parts built for (catalog version, gateway-list generation).
+struct CachedSnapshot {
+    version: u64,
+    generation: u64,
+    parts: Arc<Vec<wire::Snapshot>>,
+}
+
 /// One gateway replica as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayState {
@@ -73,7 +84,7 @@ pub struct State {
     events: broadcast::Sender<Event>,
     store: Arc<AnyStore>,
     /// The wire snapshot of the current version, built once for every session that needs it.
-    snapshot: std::sync::Mutex<Option<(u64, u64, Arc<wire::Snapshot>)>>,
+    snapshot: std::sync::Mutex<Option<CachedSnapshot>>,
     /// Bounds snapshots in flight (each ~1 KB per service): a permit is held from sending until
     /// the gateway ACKs or NACKs, so a burst of (re)connecting gateways cannot exhaust memory.
     snapshot_permits: Arc<tokio::sync::Semaphore>,
@@ -131,15 +142,15 @@ impl State {
 
     /// The snapshot message of `catalog` with the current gateway list, built at most once per
     /// catalog version and gateway-list generation.
-    pub fn snapshot_for(&self, catalog: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> Arc<wire::Snapshot> {
+    pub fn snapshot_for(&self, catalog: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> Arc<Vec<wire::Snapshot>> {
         let generation = *self.gateways_changed.borrow();
         let mut cache = self.snapshot.lock().expect("snapshot cache lock");
         match &*cache {
-            Some((v, g, s)) if *v == catalog.version && *g == generation => s.clone(),
+            Some(c) if c.version == catalog.version && c.generation == generation => c.parts.clone(),
             _ => {
-                let s = Arc::new(skybridge_api::proto::snapshot_to_wire(catalog, gateways));
-                *cache = Some((catalog.version, generation, s.clone()));
-                s
+                let parts = Arc::new(skybridge_api::proto::snapshot_parts(catalog, gateways, SNAPSHOT_PART_SERVICES));
+                *cache = Some(CachedSnapshot { version: catalog.version, generation, parts: parts.clone() });
+                parts
             }
         }
     }

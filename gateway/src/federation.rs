@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde::Serialize;
 use skybridge_api::catalog::{DeltaError, GlobalCatalog, apply_in_place, digest};
-use skybridge_api::proto::{delta_from_wire, snapshot_from_wire, wire};
+use skybridge_api::proto::{SnapshotAssembler, delta_from_wire, snapshot_from_wire, wire};
 use skybridge_api::tls::{CertStore, ServerExpectation};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -170,11 +170,20 @@ async fn session(
     tracing::info!(address = %cfg.address, "connected to the federator");
     let mut report = tokio::time::interval(cfg.report_interval);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut parts = SnapshotAssembler::default();
     loop {
         tokio::select! {
             msg = inbound.message() => {
                 let msg = msg.map_err(|s| FederationError::Stream(format!("{:?}: {}", s.code(), s.message())))?;
                 let Some(wire::FederatorMessage { msg: Some(msg) }) = msg else { return Err(FederationError::Closed) };
+                // Snapshots may come in parts; act (and ACK) once the last one is here.
+                let msg = match msg {
+                    federator_message::Msg::Snapshot(part) => match parts.push(part) {
+                        Some(whole) => federator_message::Msg::Snapshot(whole),
+                        None => continue,
+                    },
+                    other => other,
+                };
                 let reply = match on_update(ctx, held, msg) {
                     Ok(version) => {
                         set(status, |s| s.catalog_version = version);

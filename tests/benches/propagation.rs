@@ -112,6 +112,7 @@ async fn simulated(control: SocketAddr, dir: std::path::PathBuf, cluster: String
     let mut inbound = client.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
     while let Ok(Some(m)) = inbound.message().await {
         let version = match m.msg {
+            Some(federator_message::Msg::Snapshot(s)) if s.more => continue,
             Some(federator_message::Msg::Snapshot(s)) => s.version,
             Some(federator_message::Msg::Delta(d)) => d.to_version,
             None => continue,

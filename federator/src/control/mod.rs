@@ -92,10 +92,6 @@ fn gateways_wire(state: &State) -> Vec<wire::Gateway> {
     list
 }
 
-fn snapshot(c: &GlobalCatalog, state: &State) -> wire::FederatorMessage {
-    let s = state.snapshot_for(c, gateways_wire(state));
-    wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot((*s).clone())) }
-}
 
 fn delta(from: &GlobalCatalog, to: &GlobalCatalog, gateways: Option<Vec<wire::Gateway>>) -> wire::FederatorMessage {
     wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&diff(from, to), gateways))) }
@@ -222,9 +218,12 @@ impl Session {
                     break;
                 }
                 slot = self.snapshot_slot(), if snapshot_due => {
-                    let Ok(send) = self.tx.clone().reserve_owned().await else { break };
                     let current = catalogs.borrow_and_update().catalog.clone();
-                    send.send(Ok(snapshot(&current, &self.state)));
+                    let sent_all = tokio::select! {
+                        _ = self.shutdown.cancelled() => false,
+                        ok = self.send_snapshot(&current) => ok,
+                    };
+                    if !sent_all { break }
                     self.metrics.control_messages.get_or_create(&KindLabels { kind: "snapshot" }).inc();
                     sent = current;
                     needs_snapshot = false;
@@ -286,6 +285,19 @@ impl Session {
         self.state
             .event("gateway_disconnected", format!("gateway {}/{} disconnected", self.cluster, self.instance))
             .await;
+    }
+
+    /// Sends every part of `c`'s snapshot, waiting for queue space (the gateway reads them in
+    /// order); false when the stream is gone.
+    async fn send_snapshot(&self, c: &GlobalCatalog) -> bool {
+        let parts = self.state.snapshot_for(c, gateways_wire(&self.state));
+        for part in parts.iter() {
+            let msg = wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(part.clone())) };
+            if self.tx.send(Ok(msg)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     async fn snapshot_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
