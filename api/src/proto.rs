@@ -187,7 +187,11 @@ pub fn snapshot_to_wire(c: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> wire
 }
 
 /// The snapshot as parts of at most `services_per_part` services each (at least one part).
-pub fn snapshot_parts(c: &GlobalCatalog, gateways: Vec<wire::Gateway>, services_per_part: usize) -> Vec<wire::Snapshot> {
+pub fn snapshot_parts(
+    c: &GlobalCatalog,
+    gateways: Vec<wire::Gateway>,
+    services_per_part: usize,
+) -> Vec<wire::Snapshot> {
     let services: Vec<wire::Service> = c.services.iter().map(|(k, s)| service_to_wire(k, s)).collect();
     let mut chunks: Vec<Vec<wire::Service>> =
         services.chunks(services_per_part.max(1)).map(<[wire::Service]>::to_vec).collect();

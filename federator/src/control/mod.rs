@@ -92,7 +92,6 @@ fn gateways_wire(state: &State) -> Vec<wire::Gateway> {
     list
 }
 
-
 fn delta(from: &GlobalCatalog, to: &GlobalCatalog, gateways: Option<Vec<wire::Gateway>>) -> wire::FederatorMessage {
     wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&diff(from, to), gateways))) }
 }
