@@ -381,3 +381,34 @@ async fn a_stuck_gateway_does_not_delay_others_and_is_resnapshotted() {
         .await;
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_is_answered_with_a_fresh_snapshot() {
+    use skybridge_api::proto::wire::{self, federator_message, gateway_message};
+
+    let w = World::new();
+    w.write_catalog(&web_service(SocketAddr::from(([127, 0, 0, 1], 9))));
+    let fed = w.federator().await;
+    until("catalog loaded", async || fed.state().catalog().version >= 1).await;
+    let mut client = control_client(&w, "gcp-1").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let hello =
+        wire::Hello { cluster: "gcp-1".into(), cloud: "gcp".into(), instance: "nacker".into(), ..Default::default() };
+    tx.send(wire::GatewayMessage { msg: Some(gateway_message::Msg::Hello(hello)) }).await.unwrap();
+    let mut inbound = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut next_whole_snapshot = async || loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), inbound.message()).await.unwrap().unwrap().unwrap();
+        if let Some(federator_message::Msg::Snapshot(s)) = m.msg
+            && !s.more
+        {
+            return s.version;
+        }
+    };
+    let v = next_whole_snapshot().await;
+    let nack = wire::Nack { version: v, reason: "digest mismatch (test)".into() };
+    tx.send(wire::GatewayMessage { msg: Some(gateway_message::Msg::Nack(nack)) }).await.unwrap();
+    assert_eq!(next_whole_snapshot().await, v, "the NACK is answered with a fresh snapshot of the current version");
+    let g = fed.state().gateways().into_iter().find(|g| g.record.instance == "nacker").unwrap();
+    assert_eq!((g.nacks, g.last_nack.as_deref()), (1, Some("digest mismatch (test)")));
+    fed.shutdown().await;
+}
