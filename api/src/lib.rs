@@ -1,6 +1,7 @@
 //! The shared contract between Skybridge's parts: catalog names, SPIFFE identities and the
 //! tunnel stream header. Nothing here does I/O.
 
+pub mod backoff;
 #[cfg(feature = "ca")]
 pub mod ca;
 pub mod catalog;

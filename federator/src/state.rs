@@ -18,10 +18,9 @@ use crate::store::{AnyStore, Event, GatewayRecord, Policy, Store};
 /// stream) around half a megabyte whatever the catalog's size.
 pub const SNAPSHOT_PART_SERVICES: usize = 500;
 
-/// Snapshot parts built for (catalog version, gateway-list generation).
+/// Snapshot parts (without the gateway list) built for one catalog version.
 struct CachedSnapshot {
     version: u64,
-    generation: u64,
     parts: Arc<Vec<wire::Snapshot>>,
 }
 
@@ -140,16 +139,15 @@ impl State {
         self.catalog.send_replace(Published { catalog: c, delta_from_previous: Some(delta) });
     }
 
-    /// The snapshot message of `catalog` with the current gateway list, built at most once per
-    /// catalog version and gateway-list generation.
-    pub fn snapshot_for(&self, catalog: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> Arc<Vec<wire::Snapshot>> {
-        let generation = *self.gateways_changed.borrow();
+    /// The snapshot parts of `catalog` (gateway list empty: the sender fills it in), built at
+    /// most once per catalog version however many gateways (re)connect.
+    pub fn snapshot_for(&self, catalog: &GlobalCatalog) -> Arc<Vec<wire::Snapshot>> {
         let mut cache = self.snapshot.lock().expect("snapshot cache lock");
         match &*cache {
-            Some(c) if c.version == catalog.version && c.generation == generation => c.parts.clone(),
+            Some(c) if c.version == catalog.version => c.parts.clone(),
             _ => {
-                let parts = Arc::new(skybridge_api::proto::snapshot_parts(catalog, gateways, SNAPSHOT_PART_SERVICES));
-                *cache = Some(CachedSnapshot { version: catalog.version, generation, parts: parts.clone() });
+                let parts = Arc::new(skybridge_api::proto::snapshot_parts(catalog, Vec::new(), SNAPSHOT_PART_SERVICES));
+                *cache = Some(CachedSnapshot { version: catalog.version, parts: parts.clone() });
                 parts
             }
         }

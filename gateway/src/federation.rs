@@ -8,6 +8,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde::Serialize;
+use skybridge_api::backoff::Backoff;
 use skybridge_api::catalog::{DeltaError, GlobalCatalog, apply_in_place, digest};
 use skybridge_api::proto::{SnapshotAssembler, delta_from_wire, snapshot_from_wire, wire};
 use skybridge_api::tls::{CertStore, ServerExpectation};
@@ -71,8 +72,10 @@ pub async fn run(
     };
     let instance = cfg.instance.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "default".into());
     let mut held = Held::default();
+    let backoff = Backoff { min: cfg.reconnect_min, max: cfg.reconnect_max };
     let mut failures = 0u32;
     loop {
+        let connects_before = status.lock().expect("federation status lock").connects;
         set(&status, |s| {
             s.state = "connecting".into();
             s.address = cfg.address.clone();
@@ -81,7 +84,7 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             r = session(&ctx, &cfg, &instance, &advertised, &tls, &mut held, &status) => r,
         };
-        let got_data = held.catalog.is_some();
+        let connected = status.lock().expect("federation status lock").connects > connects_before;
         let e = match result {
             Ok(()) => FederationError::Closed,
             Err(e) => e,
@@ -92,9 +95,9 @@ pub async fn run(
             s.state = "disconnected".into();
             s.last_error = Some(e.to_string());
         });
-        failures = if got_data && failures == 0 { 1 } else { failures + 1 };
-        let base = cfg.reconnect_min.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(cfg.reconnect_max);
-        let wait = base.mul_f64(0.8 + 0.4 * fastrand::f64());
+        // A session that got as far as connecting starts the backoff over.
+        failures = if connected { 1 } else { failures + 1 };
+        let wait = backoff.jittered(failures, fastrand::f64());
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}

@@ -8,7 +8,7 @@ pub mod incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skybridge_api::catalog::{GlobalCatalog, diff};
+use skybridge_api::catalog::{Delta, GlobalCatalog, diff};
 use skybridge_api::model::{Cloud, ClusterId};
 use skybridge_api::proto::{delta_to_wire, wire};
 use tokio::sync::mpsc;
@@ -94,6 +94,13 @@ fn gateways_wire(state: &State) -> Vec<wire::Gateway> {
 
 fn delta(from: &GlobalCatalog, to: &GlobalCatalog, gateways: Option<Vec<wire::Gateway>>) -> wire::FederatorMessage {
     wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&diff(from, to), gateways))) }
+}
+
+/// A delta that changes no service (it confirms `c`'s version, or carries a new gateway list):
+/// built directly, since diffing a catalog against itself would compare every service.
+fn no_change(c: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> wire::FederatorMessage {
+    let d = Delta { from_version: c.version, to_version: c.version, to_digest: c.digest, ..Delta::default() };
+    wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&d, Some(gateways)))) }
 }
 
 #[tonic::async_trait]
@@ -204,7 +211,7 @@ impl Session {
         let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
         if up_to_date {
             // Already current (e.g. after a federator restart): confirm with an empty delta.
-            if let Push::Closed = self.push(delta(&sent, &sent, Some(gateways_wire(&self.state)))) {
+            if let Push::Closed = self.push(no_change(&sent, gateways_wire(&self.state))) {
                 needs_snapshot = false;
             }
         }
@@ -252,7 +259,7 @@ impl Session {
                 changed = gateways.changed() => {
                     if changed.is_err() { break }
                     if needs_snapshot { continue }
-                    match self.push(delta(&sent, &sent, Some(gateways_wire(&self.state)))) {
+                    match self.push(no_change(&sent, gateways_wire(&self.state))) {
                         Push::Sent => {}
                         Push::Full => needs_snapshot = true,
                         Push::Closed => break,
@@ -289,9 +296,13 @@ impl Session {
     /// Sends every part of `c`'s snapshot, waiting for queue space (the gateway reads them in
     /// order); false when the stream is gone.
     async fn send_snapshot(&self, c: &GlobalCatalog) -> bool {
-        let parts = self.state.snapshot_for(c, gateways_wire(&self.state));
+        let parts = self.state.snapshot_for(c);
+        let mut gateways = Some(gateways_wire(&self.state));
         for part in parts.iter() {
-            let msg = wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(part.clone())) };
+            let mut part = part.clone();
+            // The gateway list changes more often than the catalog; it rides in the first part.
+            part.gateways = gateways.take().unwrap_or_default();
+            let msg = wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(part)) };
             if self.tx.send(Ok(msg)).await.is_err() {
                 return false;
             }

@@ -6,7 +6,7 @@
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
-use quinn::{ReadError, RecvStream, SendStream, VarInt};
+use quinn::{ReadError, RecvStream, SendStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -192,15 +192,5 @@ pub async fn tcp_tcp(mut a: TcpStream, mut b: TcpStream, shutdown: &Cancellation
             let _ = b.set_zero_linger();
             Relayed { reset: true, ..Relayed::default() }
         }
-    }
-}
-
-/// Error code carried by a reset we send, for peers' logs.
-pub fn code_name(code: VarInt) -> &'static str {
-    match code.into_inner() {
-        c if c == codes::TCP_RESET.into_inner() => "tcp_reset",
-        c if c == codes::CANCELLED.into_inner() => "cancelled",
-        c if c == codes::BAD_HEADER.into_inner() => "bad_header",
-        _ => "other",
     }
 }
