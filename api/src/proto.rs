@@ -148,7 +148,7 @@ pub fn service_from_wire(s: &wire::Service) -> Result<(ServiceKey, GlobalService
                     })
                 })
                 .collect::<Result<Vec<_>, WireError>>()?;
-            endpoints.insert(port_num("endpoints.port", pe.port)?, eps);
+            endpoints.insert(port_num("endpoints.port", pe.port)?, eps.into());
         }
         let p = c.provenance.clone().unwrap_or_default();
         clusters.insert(
@@ -304,11 +304,8 @@ mod tests {
                     exported_at: 3,
                     endpoints: BTreeMap::from([(
                         80,
-                        vec![Endpoint {
-                            address: "10.0.0.1:8080".parse().unwrap(),
-                            zone: Some("a".into()),
-                            ready: true,
-                        }],
+                        [Endpoint { address: "10.0.0.1:8080".parse().unwrap(), zone: Some("a".into()), ready: true }]
+                            .into(),
                     )]),
                     provenance: Provenance { source: "s".into(), observed_at: 9, stale_since: Some(7) },
                 },

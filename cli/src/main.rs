@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 // The federator rebuilds large catalogs on every change; with glibc's allocator the freed memory
 // stays in per-thread arenas and RSS ratchets up (measured in docs/benchmarks.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

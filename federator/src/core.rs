@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::catalog::{MergeConfig, SourceInput, merge};
+use crate::catalog::{MergeConfig, SourceInput, merge, share_endpoints};
 use crate::metrics::{Metrics, SyncLabels};
 use crate::sources::{SourceError, SourceUpdate, now_millis};
 use crate::state::State;
@@ -102,7 +102,8 @@ impl Core {
         let st = self.status.entry(u.source.clone()).or_default();
         st.last_attempt = Some(u.at);
         match u.result {
-            Ok(snapshot) => {
+            Ok(mut snapshot) => {
+                share_endpoints(self.inputs.get(&u.source).map(|i| &*i.snapshot), &mut snapshot);
                 st.last_success = Some(u.at);
                 st.consecutive_failures = 0;
                 st.stale_since = None;

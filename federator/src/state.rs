@@ -15,8 +15,8 @@ use crate::sources::now_millis;
 use crate::store::{AnyStore, Event, GatewayRecord, Policy, Store};
 
 /// Services per snapshot part: keeps every message (and the encoder buffer tonic keeps per
-/// stream) around half a megabyte whatever the catalog's size.
-pub const SNAPSHOT_PART_SERVICES: usize = 500;
+/// stream, which with 50 gateways adds up) near 100 KB whatever the catalog's size.
+pub const SNAPSHOT_PART_SERVICES: usize = 100;
 
 /// Snapshot parts (without the gateway list) built for one catalog version.
 struct CachedSnapshot {

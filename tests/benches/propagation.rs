@@ -69,6 +69,38 @@ fn catalog_text(services: usize, bump: usize) -> String {
     t
 }
 
+/// The same catalog as JSON, the form the static source parses without a document tree.
+fn catalog_json(services: usize, bump: usize) -> String {
+    let mut t = String::with_capacity(services * 600);
+    t.push_str("{\"clusters\": [");
+    for (i, c) in CLUSTERS.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ =
+            write!(t, "{sep}{{\"id\": \"{c}\", \"cloud\": \"{}\", \"region\": \"r{i}\"}}", ["aws", "gcp", "azure"][i]);
+    }
+    t.push_str("],\n\"services\": [");
+    for s in 0..services {
+        let sep = if s == 0 { "" } else { ",\n" };
+        let _ = write!(t, "{sep}{{\"namespace\": \"prod\", \"name\": \"svc-{s}\", \"exports\": [");
+        for (ci, c) in CLUSTERS.iter().enumerate() {
+            let sep = if ci == 0 { "" } else { "," };
+            let _ = write!(
+                t,
+                "{sep}{{\"cluster\": \"{c}\", \"exported_at\": 1, \"ports\": [{{\"port\": 80, \"protocol\": \"http\", \"endpoints\": ["
+            );
+            for e in 0..10 {
+                let port = if s == 0 && ci == 0 && e == 0 { 20000 + bump } else { 8000 + e };
+                let sep = if e == 0 { "" } else { "," };
+                let _ = write!(t, "{sep}\"10.{ci}.{}.{}:{port}\"", s / 250, s % 250);
+            }
+            t.push_str("]}]}");
+        }
+        t.push_str("]}");
+    }
+    t.push_str("]}\n");
+    t
+}
+
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -78,6 +110,9 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        eprintln!("rss: anon {} file {} shmem {} KiB", field("RssAnon:"), field("RssFile:"), field("RssShmem:"));
+    }
     (field("VmRSS:"), field("VmHWM:"))
 }
 
@@ -148,11 +183,22 @@ async fn main() {
         write_identity(&d.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
     }
 
-    // Offline: merge time and message sizes for this catalog.
-    let text = catalog_text(services, 0);
+    // Offline: parse and merge time and message sizes for this catalog.
+    let toml_text = catalog_text(services, 0);
     let t = Instant::now();
-    let snap = static_file::parse(&text).unwrap();
+    let snap = static_file::parse(&toml_text).unwrap();
     let parse_ms = t.elapsed().as_secs_f64() * 1e3;
+    // The federator reads JSON unless BENCH_FORMAT=toml (TOML's document tree costs ~20x the
+    // file's size in transient memory, which shows in the peak RSS).
+    let toml = std::env::var("BENCH_FORMAT").is_ok_and(|f| f == "toml");
+    let (file_name, render): (&str, fn(usize, usize) -> String) =
+        if toml { ("catalog.toml", catalog_text) } else { ("catalog.json", catalog_json) };
+    let json_text = catalog_json(services, 0);
+    let t = Instant::now();
+    let from_json = static_file::parse_json(&json_text).unwrap();
+    let json_parse_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(from_json, snap, "the JSON and TOML renderings describe one catalog");
+    let text = if toml { toml_text.clone() } else { json_text };
     let input = |s| {
         [("static".to_owned(), SourceInput { snapshot: Arc::new(s), synced_at: 1, failing_since: None })]
             .into_iter()
@@ -167,7 +213,7 @@ async fn main() {
     let delta_bytes = delta_to_wire(&diff(&c1, &c2), None).encoded_len();
 
     // The federator as its own process.
-    std::fs::write(d.join("catalog.toml"), &text).unwrap();
+    std::fs::write(d.join(file_name), &text).unwrap();
     let (control, api) = {
         let p = free_tcp(2);
         (p[0], p[1])
@@ -176,7 +222,7 @@ async fn main() {
         "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{0}/data\"\nmerge_interval = \"1s\"\n\
          [tls]\ncert = \"{0}/fed/cert.pem\"\nkey = \"{0}/fed/key.pem\"\ntrust_bundle = \"{0}/fed/ca.pem\"\n\
          [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[limits]\nconcurrent_snapshots = {snapshots}\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{0}/catalog.toml\"\ninterval = \"20ms\"\n",
+         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{0}/{file_name}\"\ninterval = \"20ms\"\n",
         d.display(),
     );
     std::fs::write(d.join("federator.toml"), fed_cfg).unwrap();
@@ -230,10 +276,10 @@ async fn main() {
     let mut version = first;
     for step in 1..=changes {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let tmp = d.join("catalog.toml.tmp");
-        std::fs::write(&tmp, catalog_text(services, step)).unwrap();
+        let tmp = d.join("catalog.tmp");
+        std::fs::write(&tmp, render(services, step)).unwrap();
         let start = Instant::now();
-        std::fs::rename(&tmp, d.join("catalog.toml")).unwrap();
+        std::fs::rename(&tmp, d.join(file_name)).unwrap();
         version += 1;
         while !all_at(version) {
             if start.elapsed() > Duration::from_secs(60) {
@@ -275,7 +321,11 @@ async fn main() {
 
     println!("control-plane benchmark: {services} services x 10 endpoints x {} clusters", CLUSTERS.len());
     println!("| measure | value |\n|---|---:|");
-    println!("| static file parse ({:.1} MB TOML) | {parse_ms:.0} ms |", text.len() as f64 / 1e6);
+    println!(
+        "| static file parse: {:.1} MB TOML / JSON | {parse_ms:.0} / {json_parse_ms:.0} ms |",
+        toml_text.len() as f64 / 1e6
+    );
+    println!("| file the federator reads | {file_name} ({:.1} MB) |", text.len() as f64 / 1e6);
     println!("| full merge | {merge_ms:.0} ms |");
     println!("| snapshot (protobuf) | {:.2} MB |", snapshot_bytes as f64 / 1e6);
     println!("| delta, one service changed | {delta_bytes} bytes |");

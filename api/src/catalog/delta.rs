@@ -164,7 +164,7 @@ struct ServiceView<'a> {
 struct ExportView<'a> {
     cluster: &'a ClusterId,
     exported_at: u64,
-    endpoints: &'a BTreeMap<u16, Vec<super::Endpoint>>,
+    endpoints: &'a BTreeMap<u16, super::Endpoints>,
     source: &'a str,
     stale_since: Option<u64>,
 }
@@ -221,11 +221,12 @@ mod tests {
                                 exported_at: 1,
                                 endpoints: BTreeMap::from([(
                                     80,
-                                    vec![Endpoint {
+                                    [Endpoint {
                                         address: format!("10.0.0.{i}:80").parse().unwrap(),
                                         zone: None,
                                         ready: true,
-                                    }],
+                                    }]
+                                    .into(),
                                 )]),
                                 provenance: Provenance { source: "s".into(), observed_at: 5, stale_since: None },
                             },

@@ -8,6 +8,7 @@ pub use delta::{Delta, DeltaError, apply, apply_in_place, diff, digest};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,14 +48,35 @@ fn yes() -> bool {
     true
 }
 
+fn no_endpoints() -> Endpoints {
+    Arc::from([])
+}
+
+/// A port's endpoints, sorted by address with no address twice. Shared rather than copied: a
+/// source's snapshot, every catalog version merged from it and the API views all point at one
+/// list, which is what keeps a 300k-endpoint catalog's memory to one copy.
+pub type Endpoints = Arc<[Endpoint]>;
+
+/// Puts `eps` in catalog order (sorted, one entry per address), reusing the list when it
+/// already is.
+pub fn normalize_endpoints(eps: &Endpoints) -> Endpoints {
+    if eps.windows(2).all(|w| w[0].address < w[1].address) {
+        return eps.clone();
+    }
+    let mut v = eps.to_vec();
+    v.sort();
+    v.dedup_by_key(|e| e.address);
+    v.into()
+}
+
 /// One port of an export and the endpoints behind it in that cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortExport {
     pub port: u16,
     pub protocol: Protocol,
-    #[serde(default)]
-    pub endpoints: Vec<Endpoint>,
+    #[serde(default = "no_endpoints")]
+    pub endpoints: Endpoints,
 }
 
 /// A cluster's export of a service (an MCS ServiceExport, a Cloud Map service).
@@ -99,7 +121,7 @@ pub struct Provenance {
 pub struct ClusterExport {
     pub exported_at: UnixMillis,
     /// Endpoints per service port (only ports that agree with the winning definition).
-    pub endpoints: BTreeMap<u16, Vec<Endpoint>>,
+    pub endpoints: BTreeMap<u16, Endpoints>,
     pub provenance: Provenance,
 }
 

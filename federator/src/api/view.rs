@@ -197,7 +197,7 @@ fn is_stale(svc: &GlobalService) -> bool {
 /// (ready, total) endpoints of one cluster's export, counted by IP address.
 fn endpoint_counts(ce: &ClusterExport) -> (usize, usize) {
     let mut by_ip: BTreeMap<IpAddr, bool> = BTreeMap::new();
-    for e in ce.endpoints.values().flatten() {
+    for e in ce.endpoints.values().flat_map(|eps| eps.iter()) {
         let ready = by_ip.entry(e.address.ip()).or_insert(true);
         *ready &= e.ready;
     }

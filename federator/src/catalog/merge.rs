@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use skybridge_api::catalog::{
     ClusterExport, ClusterInfo, Conflict, Export, GlobalCatalog, GlobalService, PortSpec, Provenance, SourceId,
-    SourceSnapshot, UnixMillis, digest,
+    SourceSnapshot, UnixMillis, digest, normalize_endpoints,
 };
 use skybridge_api::model::{ClusterId, ServiceKey};
 
@@ -108,6 +108,28 @@ pub fn merge(
     next
 }
 
+/// Puts `next`'s endpoint lists in catalog order and, where one equals the list `prev` had for
+/// the same service, cluster and port, reuses `prev`'s: a source re-reading an unchanged world
+/// then costs no memory, and catalog versions merged from either snapshot share the lists.
+pub fn share_endpoints(prev: Option<&SourceSnapshot>, next: &mut SourceSnapshot) {
+    for (key, exports) in next.services.iter_mut() {
+        let old = prev.and_then(|p| p.services.get(key));
+        for e in exports.iter_mut() {
+            let old_export = old.and_then(|o| o.iter().find(|x| x.cluster == e.cluster));
+            for port in e.ports.iter_mut() {
+                let normal = normalize_endpoints(&port.endpoints);
+                let same = old_export
+                    .and_then(|o| o.ports.iter().find(|p| p.port == port.port))
+                    .filter(|p| p.endpoints == normal);
+                port.endpoints = match same {
+                    Some(p) => p.endpoints.clone(),
+                    None => normal,
+                };
+            }
+        }
+    }
+}
+
 fn port_specs(e: &Export) -> Vec<PortSpec> {
     let mut ports: Vec<PortSpec> = e.ports.iter().map(|p| PortSpec { port: p.port, protocol: p.protocol }).collect();
     ports.sort();
@@ -147,10 +169,7 @@ fn merge_service(per_cluster: BTreeMap<&ClusterId, (&Export, Provenance)>) -> Gl
             if !ports.contains(&PortSpec { port: p.port, protocol: p.protocol }) || endpoints.contains_key(&p.port) {
                 continue;
             }
-            let mut eps = p.endpoints.clone();
-            eps.sort();
-            eps.dedup_by_key(|e| e.address);
-            endpoints.insert(p.port, eps);
+            endpoints.insert(p.port, normalize_endpoints(&p.endpoints));
         }
         clusters.insert(cluster.clone(), ClusterExport { exported_at: export.exported_at, endpoints, provenance });
     }

@@ -3,4 +3,4 @@
 
 pub mod merge;
 
-pub use merge::{MergeConfig, SourceInput, merge};
+pub use merge::{MergeConfig, SourceInput, merge, share_endpoints};

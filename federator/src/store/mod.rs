@@ -89,7 +89,7 @@ pub trait Store: Send + Sync + 'static {
     /// Saves a new catalog together with the source inputs it was merged from, atomically.
     fn save_catalog(
         &self,
-        catalog: &GlobalCatalog,
+        catalog: &Arc<GlobalCatalog>,
         sources: &BTreeMap<SourceId, StoredSource>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Sets (Some) or deletes (None) a service's policy.
@@ -128,7 +128,11 @@ impl Store for AnyStore {
             AnyStore::Embedded(s) => s.load().await,
         }
     }
-    async fn save_catalog(&self, c: &GlobalCatalog, src: &BTreeMap<SourceId, StoredSource>) -> Result<(), StoreError> {
+    async fn save_catalog(
+        &self,
+        c: &Arc<GlobalCatalog>,
+        src: &BTreeMap<SourceId, StoredSource>,
+    ) -> Result<(), StoreError> {
         match self {
             AnyStore::Embedded(s) => s.save_catalog(c, src).await,
         }

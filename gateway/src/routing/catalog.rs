@@ -191,7 +191,7 @@ mod tests {
         let ep = |a: &str, ready| Endpoint { address: a.parse().unwrap(), zone: None, ready };
         let export = |eps: Vec<Endpoint>| ClusterExport {
             exported_at: 1,
-            endpoints: BTreeMap::from([(80, eps)]),
+            endpoints: BTreeMap::from([(80, eps.into())]),
             provenance: Provenance { source: "s".into(), observed_at: 1, stale_since: None },
         };
         let key: ServiceKey = "prod/web".parse().unwrap();

@@ -51,7 +51,7 @@ fn ep(addr: &str, zone: Option<&str>, ready: bool) -> Endpoint {
 fn export(at: u64, source: &str, stale_since: Option<u64>, endpoints: Vec<(u16, Vec<Endpoint>)>) -> ClusterExport {
     ClusterExport {
         exported_at: at,
-        endpoints: endpoints.into_iter().collect(),
+        endpoints: endpoints.into_iter().map(|(p, e)| (p, e.into())).collect(),
         provenance: Provenance { source: source.into(), observed_at: 5_000, stale_since },
     }
 }

@@ -74,7 +74,7 @@ fn single_source_becomes_version_one_with_provenance() {
     let svc = &c.services[&key("prod/web")];
     assert_eq!(svc.ports, vec![PortSpec { port: 80, protocol: Protocol::Http }]);
     let ce = &svc.clusters[&id("aws-1")];
-    assert_eq!(ce.endpoints[&80], vec![ep("10.0.0.1:8080")]);
+    assert_eq!(ce.endpoints[&80], [ep("10.0.0.1:8080")].into());
     assert_eq!(ce.provenance, Provenance { source: "aws".into(), observed_at: 100, stale_since: None });
     assert!(svc.conflicts.is_empty());
     assert_eq!(c.clusters.len(), 1);
@@ -263,4 +263,33 @@ fn nothing_from_nothing_stays_version_zero() {
     assert_eq!(v1.version, 1);
     // Emptied after having had data: that is a real version.
     assert_eq!(merge(&v1, &empty_source, 4, &CFG).version, 2);
+}
+
+#[test]
+fn unchanged_endpoint_lists_are_shared_between_syncs_and_catalogs() {
+    let two = |second: &str| {
+        snapshot(&[
+            (
+                "prod/web",
+                vec![export("aws-1", 1, &[(80, Protocol::Http, &["10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"])])],
+            ),
+            ("prod/db", vec![export("aws-1", 1, &[(5432, Protocol::Tcp, &[second])])]),
+        ])
+    };
+    let mut first = two("10.0.1.1:5432");
+    share_endpoints(None, &mut first);
+    let web1 = &first.services[&key("prod/web")][0].ports[0].endpoints;
+    assert_eq!(**web1, [ep("10.0.0.1:80"), ep("10.0.0.2:80")], "sorted, one entry per address");
+
+    let mut second = two("10.0.1.2:5432");
+    share_endpoints(Some(&first), &mut second);
+    let web2 = &second.services[&key("prod/web")][0].ports[0].endpoints;
+    assert!(std::sync::Arc::ptr_eq(web1, web2), "an unchanged list is the previous sync's");
+    let db = |s: &SourceSnapshot| s.services[&key("prod/db")][0].ports[0].endpoints.clone();
+    assert!(!std::sync::Arc::ptr_eq(&db(&first), &db(&second)));
+    assert_eq!(*db(&second), [ep("10.0.1.2:5432")]);
+
+    let c = merge(&GlobalCatalog::default(), &sources(vec![("s", fresh(second.clone(), 1))]), 1, &CFG);
+    let merged = &c.services[&key("prod/web")].clusters[&id("aws-1")].endpoints[&80];
+    assert!(std::sync::Arc::ptr_eq(merged, web1), "the catalog points at the source's list");
 }

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use skybridge_api::catalog::{
     ClusterExport, ClusterInfo, Conflict, Endpoint, Export, GlobalCatalog, GlobalService, PortExport, PortSpec,
@@ -27,7 +28,7 @@ fn info(id: &str, cloud: Cloud) -> ClusterInfo {
 fn catalog(version: u64) -> GlobalCatalog {
     let export = |source: &str, addr: &str| ClusterExport {
         exported_at: 1_000,
-        endpoints: BTreeMap::from([(443, vec![endpoint(addr)])]),
+        endpoints: BTreeMap::from([(443, [endpoint(addr)].into())]),
         provenance: Provenance { source: source.into(), observed_at: 2_000, stale_since: Some(3_000) },
     };
     let payments = GlobalService {
@@ -58,7 +59,7 @@ fn source(cluster_id: &str, failing: bool) -> StoredSource {
     let export = Export {
         cluster: cluster(cluster_id),
         exported_at: 1_000,
-        ports: vec![PortExport { port: 443, protocol: Protocol::Tls, endpoints: vec![endpoint("10.0.0.1:443")] }],
+        ports: vec![PortExport { port: 443, protocol: Protocol::Tls, endpoints: [endpoint("10.0.0.1:443")].into() }],
     };
     StoredSource {
         snapshot: std::sync::Arc::new(SourceSnapshot {
@@ -104,7 +105,7 @@ fn temp_store(max_events: usize) -> (tempfile::TempDir, PathBuf, EmbeddedStore) 
 
 /// Writes one of everything; returns what `load` should give back.
 async fn fill(store: &EmbeddedStore) -> Persisted {
-    store.save_catalog(&catalog(3), &sources()).await.unwrap();
+    store.save_catalog(&Arc::new(catalog(3)), &sources()).await.unwrap();
     store.put_policy(&svc("prod", "payments"), Some(&policy())).await.unwrap();
     store.put_policy(&svc("web", "frontend"), Some(&Policy::default())).await.unwrap();
     // Inserted out of order: `load` returns them by (cluster, instance).
@@ -169,12 +170,12 @@ async fn restart_keeps_everything() {
 #[tokio::test]
 async fn save_catalog_replaces_the_sources() {
     let (_dir, path, store) = temp_store(10);
-    store.save_catalog(&catalog(1), &sources()).await.unwrap();
+    store.save_catalog(&Arc::new(catalog(1)), &sources()).await.unwrap();
 
     let mut fewer = sources();
     fewer.remove("gke-fleet");
     fewer.insert("static".into(), source("azure-c", false));
-    store.save_catalog(&catalog(2), &fewer).await.unwrap();
+    store.save_catalog(&Arc::new(catalog(2)), &fewer).await.unwrap();
     drop(store);
 
     let loaded = EmbeddedStore::open(&path, 10).unwrap().load().await.unwrap();
@@ -216,6 +217,62 @@ async fn zero_max_events_keeps_none_but_seq_still_increases() {
     assert_eq!(store.append_event(1, "k", "a").await.unwrap().seq, 1);
     assert_eq!(store.append_event(2, "k", "b").await.unwrap().seq, 2);
     assert_eq!(store.events(None, 10).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn a_save_writes_only_the_rows_that_changed() {
+    let (_dir, path, store) = temp_store(10);
+    let inner = Arc::clone(&store.inner);
+    let mut c = catalog(1);
+    let mut src = sources();
+    // 2 catalog services + one service in each of 2 sources.
+    assert_eq!(inner.save_catalog(&c, &src).unwrap(), 4);
+    assert_eq!(inner.save_catalog(&c, &src).unwrap(), 0, "nothing changed, nothing written");
+
+    c.version = 2;
+    c.services.get_mut(&svc("web", "frontend")).unwrap().conflicts.clear();
+    c.services.get_mut(&svc("web", "frontend")).unwrap().ports[0].port = 8080;
+    c.services.remove(&svc("prod", "payments"));
+    src.remove("gke-fleet");
+    assert_eq!(inner.save_catalog(&c, &src).unwrap(), 3, "one changed, one removed, one source's row removed");
+    drop((inner, store));
+
+    // Reopened: the index is rebuilt from the file, so an unchanged save still writes nothing.
+    let store = EmbeddedStore::open(&path, 10).unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!((loaded.catalog, loaded.sources), (c.clone(), src.clone()));
+    assert_eq!(store.inner.save_catalog(&c, &src).unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_schema_1_file_is_migrated() {
+    let (_dir, path, store) = temp_store(10);
+    drop(store);
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(META_SCHEMA_VERSION, 1).unwrap();
+        txn.open_table(V1_CATALOG).unwrap().insert(CATALOG_CURRENT, encode(&catalog(7)).unwrap().as_slice()).unwrap();
+        {
+            let mut t = txn.open_table(V1_SOURCES).unwrap();
+            for (id, s) in sources() {
+                t.insert(id.as_str(), encode(&s).unwrap().as_slice()).unwrap();
+            }
+        }
+        for t in [CATALOG_HEAD, CATALOG_SERVICES, SOURCE_HEADS] {
+            txn.delete_table(t).unwrap();
+        }
+        txn.delete_table(SOURCE_SERVICES).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = EmbeddedStore::open(&path, 10).unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!((loaded.catalog, loaded.sources), (catalog(7), sources()));
+    drop(store);
+    let db = Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert_eq!(txn.open_table(META).unwrap().get(META_SCHEMA_VERSION).unwrap().unwrap().value(), SCHEMA_VERSION);
+    assert!(txn.open_table(V1_CATALOG).is_err(), "the old tables are gone");
 }
 
 #[test]
