@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # Debian packages the build, the tests and the local-tunnel smoke use (protoc builds the control
 # protocol). Later issues add etcd-server,
 # chromium and friends here.
-APT_PACKAGES=(ca-certificates curl python3 protobuf-compiler)
+APT_PACKAGES=(ca-certificates curl python3 python3-pip protobuf-compiler)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +21,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+
+# Python tools the cloud-adapter tests start: moto's server stands in for AWS Cloud Map, and
+# the real aws CLI registers instances in one end-to-end test.
+PIP_PACKAGES=("moto[server]" awscli)
+if ! command -v moto_server >/dev/null || ! command -v aws >/dev/null; then
+  echo "installing: ${PIP_PACKAGES[*]}"
+  python3 -m pip install -q "${PIP_PACKAGES[@]}" || python3 -m pip install -q --break-system-packages "${PIP_PACKAGES[@]}"
+  hash -r
+fi
 
 # Unit, in-process integration and end-to-end tests.
 cargo test --workspace --locked

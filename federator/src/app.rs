@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::sources::{self, Backoff, static_file::StaticFile};
 use crate::state::State;
 use crate::store::{AnyStore, EmbeddedStore, Store, StoreError};
+use skybridge_cloud_adapters::deferred::Deferred;
 
 /// Why the federator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,42 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                     sources::run(id, StaticFile::new(path, interval), tx.clone(), backoff, cancel.clone())
                         .instrument(span),
                 );
+            }
+            SourceConfig::AwsCloudmap(c) => {
+                let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };
+                let id = c.id.clone();
+                let (tx, cancel) = (tx.clone(), cancel.clone());
+                // Building the client reads the credential chain's files: do it in the task,
+                // not before the federator is serving.
+                tasks.spawn(
+                    async move {
+                        let source = skybridge_cloud_adapters::aws::CloudMap::new(c).await;
+                        sources::run(id, source, tx, backoff, cancel).await;
+                    }
+                    .instrument(span),
+                );
+            }
+            SourceConfig::GkeFleet(c) => {
+                let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };
+                let id = c.id.clone();
+                let source = Deferred::new("gke-fleet", move || skybridge_cloud_adapters::gke::source(c.clone(), None));
+                tasks.spawn(sources::run(id, source, tx.clone(), backoff, cancel.clone()).instrument(span));
+            }
+            SourceConfig::AksFleet(c) => {
+                let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };
+                let id = c.id.clone();
+                let source =
+                    Deferred::new("aks-fleet", move || skybridge_cloud_adapters::aks::source::source(c.clone()));
+                tasks.spawn(sources::run(id, source, tx.clone(), backoff, cancel.clone()).instrument(span));
+            }
+            SourceConfig::Kubernetes(c) => {
+                let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };
+                let id = c.id.clone();
+                let source = Deferred::new("kubernetes", move || {
+                    let built = skybridge_cloud_adapters::kubernetes::source(&c);
+                    async move { built }
+                });
+                tasks.spawn(sources::run(id, source, tx.clone(), backoff, cancel.clone()).instrument(span));
             }
         }
     }

@@ -10,6 +10,10 @@ use serde::Deserialize;
 pub use skybridge_api::config::{ConfigError, TlsSection};
 use skybridge_api::config::{duration, from_toml, invalid};
 use skybridge_api::identity::valid_trust_domain;
+use skybridge_cloud_adapters::aks::AksConfig;
+use skybridge_cloud_adapters::aws::CloudMapConfig;
+use skybridge_cloud_adapters::gke::GkeConfig;
+use skybridge_cloud_adapters::kubernetes::KubernetesConfig;
 
 /// The whole federator config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +118,14 @@ pub enum SourceConfig {
         #[serde(default = "defaults::backoff_max", with = "duration")]
         backoff_max: Duration,
     },
+    /// AWS Cloud Map namespaces of one account and region (docs/sources/aws.md).
+    AwsCloudmap(CloudMapConfig),
+    /// A GKE fleet: GKE Hub memberships and their MCS exports (docs/sources/gcp.md).
+    GkeFleet(GkeConfig),
+    /// One Kubernetes cluster's MCS exports (docs/sources/kubernetes.md).
+    Kubernetes(KubernetesConfig),
+    /// An Azure Kubernetes Fleet Manager fleet (docs/sources/azure.md).
+    AksFleet(AksConfig),
 }
 
 impl SourceConfig {
@@ -121,6 +133,10 @@ impl SourceConfig {
     pub fn id(&self) -> &str {
         match self {
             SourceConfig::Static { id, .. } => id,
+            SourceConfig::AwsCloudmap(c) => &c.id,
+            SourceConfig::GkeFleet(c) => &c.id,
+            SourceConfig::Kubernetes(c) => &c.id,
+            SourceConfig::AksFleet(c) => &c.id,
         }
     }
 
@@ -128,6 +144,10 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Static { .. } => "static",
+            SourceConfig::AwsCloudmap(_) => "aws-cloudmap",
+            SourceConfig::GkeFleet(_) => "gke-fleet",
+            SourceConfig::Kubernetes(_) => "kubernetes",
+            SourceConfig::AksFleet(_) => "aks-fleet",
         }
     }
 }
@@ -198,6 +218,26 @@ impl Config {
         for s in &mut cfg.sources {
             match s {
                 SourceConfig::Static { path, .. } => rel(path),
+                SourceConfig::AwsCloudmap(_) => {}
+                SourceConfig::Kubernetes(c) => c.resolve(base),
+                SourceConfig::AksFleet(c) => {
+                    if let Some(ca) = c.ca_file.as_mut() {
+                        rel(ca);
+                    }
+                    if let skybridge_cloud_adapters::aks::CredentialConfig::ClientSecret {
+                        client_secret_file, ..
+                    } = &mut c.credential
+                    {
+                        rel(client_secret_file);
+                    }
+                }
+                SourceConfig::GkeFleet(c) => {
+                    for o in &mut c.clusters {
+                        if let Some(ca) = o.ca_file.as_mut() {
+                            rel(ca);
+                        }
+                    }
+                }
             }
         }
         Ok(cfg)
@@ -252,6 +292,10 @@ impl Config {
                         ));
                     }
                 }
+                SourceConfig::AwsCloudmap(c) => c.validate(&format!("sources[{i}]"))?,
+                SourceConfig::GkeFleet(c) => c.validate(&format!("sources[{i}]"))?,
+                SourceConfig::Kubernetes(c) => c.validate(&format!("sources[{i}]"))?,
+                SourceConfig::AksFleet(c) => c.validate(&format!("sources[{i}]"))?,
             }
         }
         Ok(())
@@ -290,6 +334,19 @@ path = "catalog.toml"
         assert_eq!(never.federator.stale_timeout, None);
     }
 
+    const AWS: &str = "[[sources]]\ntype = \"aws-cloudmap\"\nid = \"aws-prod\"\nregion = \"us_east\"\n";
+
+    #[test]
+    fn cloud_map_source() {
+        let c = Config::parse(&format!("{BASE}{}", AWS.replace("us_east", "us-east-1"))).unwrap();
+        let SourceConfig::AwsCloudmap(aws) = &c.sources[1] else { panic!("{:?}", c.sources[1]) };
+        assert_eq!(
+            (aws.id.as_str(), aws.region.as_str(), aws.interval),
+            ("aws-prod", "us-east-1", Duration::from_secs(30))
+        );
+        assert_eq!(c.sources[1].kind(), "aws-cloudmap");
+    }
+
     #[test]
     fn errors_name_the_key() {
         for (text, needle) in [
@@ -299,6 +356,9 @@ path = "catalog.toml"
             (format!("{BASE}\n[limits]\nhello_timeout = \"5 s\"\n"), "hello_timeout"),
             (format!("{BASE}\n[[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"x\"\n"), "unique"),
             (BASE.replace("path = \"catalog.toml\"", "path = \"catalog.toml\"\nurl = \"x\""), "url"),
+            (format!("{BASE}{AWS}"), "sources[1].region"),
+            (format!("{BASE}{}", AWS.replace("us_east", "us-east-1\"\nnamespace = \"x")), "namespace"),
+            (format!("{BASE}{}", AWS.replace("us_east\"", "us-east-1\"\nmax_attempts = 0")), "max_attempts"),
         ] {
             let e = Config::parse(&text).unwrap_err().to_string();
             assert!(e.contains(needle), "{needle}: {e}");

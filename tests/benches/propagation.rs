@@ -8,13 +8,12 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use skybridge_api::ca::{self, PemPair};
+use skybridge_api::ca;
 use skybridge_api::catalog::{GlobalCatalog, diff};
 use skybridge_api::identity::{Role, SpiffeId};
 use skybridge_api::model::ClusterId;
@@ -25,7 +24,7 @@ use skybridge_federator::catalog::{MergeConfig, SourceInput, merge};
 use skybridge_federator::sources::static_file;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::{Config as GwConfig, FederatorSection};
-use skybridge_tests::{Proc, free_tcp, free_udp};
+use skybridge_tests::{Proc, free_tcp, free_udp, write_identity};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,13 +34,6 @@ const CLUSTERS: [&str; 3] = ["aws-1", "gcp-1", "azure-1"];
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
 }
 
 /// The static-source file: `services` services exported by every cluster, 10 endpoints each;

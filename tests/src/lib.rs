@@ -71,9 +71,15 @@ pub struct Proc {
 impl Proc {
     /// Starts `skybridge ARGS` with stderr to `log`.
     pub fn spawn(args: &[&str], log: PathBuf) -> Proc {
+        Proc::spawn_env(args, &[], log)
+    }
+
+    /// Starts `skybridge ARGS` with extra environment variables and stderr to `log`.
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Proc {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(skybridge_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env("SKYBRIDGE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)
@@ -136,4 +142,53 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.get(9..12)?.parse().ok()
+}
+
+/// A real moto server (pip `moto[server]`) standing in for AWS, on a free loopback port; killed
+/// by PID when dropped.
+pub struct Moto {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Moto {
+    /// Starts `moto_server` with extra environment (e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0` to
+    /// enforce credentials as AWS does).
+    pub fn start(env: &[(&str, &str)]) -> Moto {
+        let addr = free_tcp(1)[0];
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server not found: pip install 'moto[server]' (scripts/test.sh does)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not start on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto { addr, child }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a leaf certificate, its key and the CA bundle as `cert.pem`, `key.pem` and `ca.pem`
+/// under `dir` (the layout every test config points at).
+pub fn write_identity(dir: &Path, leaf: &skybridge_api::ca::PemPair, ca_pem: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
 }

@@ -2,33 +2,26 @@
 //! source through the control stream into the gateways' routing, and survives the federator.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use skybridge_api::ca::{self, PemPair};
+use skybridge_api::ca;
 use skybridge_api::identity::SpiffeId;
 use skybridge_api::model::ClusterId;
 use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{free_tcp, free_udp};
+use skybridge_tests::{free_tcp, free_udp, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const TD: &str = "fed.test";
 
-fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
-}
-
 struct World {
     dir: tempfile::TempDir,
-    ca: PemPair,
+    ca: ca::PemPair,
     control: SocketAddr,
 }
 

@@ -1,0 +1,185 @@
+//! GKE fleet source: GKE Hub memberships from a local stand-in of the Hub API (through the
+//! official client), each member's MCS exports from a fake Kubernetes API server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use google_cloud_auth::credentials::{CacheableResource, Credentials, CredentialsProvider, EntityTag};
+use http::{Extensions, HeaderMap, HeaderValue};
+use serde_json::Value;
+use skybridge_api::catalog::SourceSnapshot;
+use skybridge_api::source::{CatalogSource, ErrorKind, SourceError};
+use skybridge_cloud_adapters::gke::fake::{FakeHub, membership};
+use skybridge_cloud_adapters::gke::{self, GkeConfig};
+use skybridge_cloud_adapters::k8s::ExportApi;
+use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, objects};
+
+/// Credentials that hand out `token-N`, N moving on each `rotate` (a refresh after expiry).
+#[derive(Debug, Clone)]
+struct Rotating(Arc<AtomicUsize>);
+
+impl CredentialsProvider for Rotating {
+    async fn headers(
+        &self,
+        _: Extensions,
+    ) -> Result<CacheableResource<HeaderMap>, google_cloud_auth::errors::CredentialsError> {
+        let mut h = HeaderMap::new();
+        let t = format!("Bearer token-{}", self.0.load(Ordering::SeqCst));
+        h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&t).unwrap());
+        Ok(CacheableResource::New { entity_tag: EntityTag::new(), data: h })
+    }
+    async fn universe_domain(&self) -> Option<String> {
+        None
+    }
+}
+
+fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn config(hub: &FakeHub, clusters: &[(&str, &FakeApiServer)]) -> GkeConfig {
+    let mut text = format!(
+        "id = \"gke\"\nproject = \"fleet-prj\"\nhub_endpoint = \"{}\"\nrediscover = \"200ms\"\ntoken_refresh = \"100ms\"\n\
+         backoff_min = \"50ms\"\nbackoff_max = \"200ms\"\n",
+        hub.url()
+    );
+    for (m, server) in clusters {
+        text.push_str(&format!("[[clusters]]\nmembership = \"{m}\"\nserver = \"{}\"\n", server.url()));
+    }
+    let c: GkeConfig = toml::from_str(&text).unwrap();
+    c.validate("sources[0]").unwrap();
+    c
+}
+
+async fn export(k8s: &FakeApiServer, name: &str, ip: &str) {
+    k8s.apply(objects::service_export(ExportApi::Gke, "prod", name)).unwrap();
+    k8s.apply(objects::service("prod", name, &[("http", 80, None, "TCP")])).unwrap();
+    k8s.apply(objects::endpoint_slice(
+        "prod",
+        &format!("{name}-1"),
+        name,
+        &[("http", 8080)],
+        &[(ip, Some(true), None)],
+    ))
+    .unwrap();
+}
+
+async fn next(src: &mut impl CatalogSource) -> Result<SourceSnapshot, SourceError> {
+    tokio::time::timeout(Duration::from_secs(10), src.next()).await.expect("no snapshot within 10 s")
+}
+
+/// Waits for a snapshot satisfying `f`.
+async fn until(src: &mut impl CatalogSource, what: &str, f: impl Fn(&SourceSnapshot) -> bool) -> SourceSnapshot {
+    for _ in 0..50 {
+        if let Ok(s) = next(src).await
+            && f(&s)
+        {
+            return s;
+        }
+    }
+    panic!("never saw: {what}");
+}
+
+fn clusters_with(s: &SourceSnapshot, key: &str) -> Vec<String> {
+    let key = key.parse().unwrap();
+    let mut v: Vec<String> = s.services.get(&key).into_iter().flatten().map(|e| e.cluster.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn fleet_members_exports_add_change_remove() {
+    init();
+    let token = Arc::new(AtomicUsize::new(1));
+    let creds = Credentials::from(Rotating(token.clone()));
+    let hub = FakeHub::start().await.unwrap();
+    hub.set_token(Some("token-1"));
+    let east = FakeApiServer::start().await.unwrap();
+    let west = FakeApiServer::start().await.unwrap();
+    east.set_token(Some("token-1"));
+    west.set_token(Some("token-1"));
+    hub.set_members(vec![
+        membership("fleet-prj", "global", "gke-east", "us-east1"),
+        membership("fleet-prj", "us-west1", "gke-west", "us-west1"),
+    ]);
+    export(&east, "payments", "10.0.0.1").await;
+    export(&west, "payments", "10.1.0.1").await;
+
+    let mut src = gke::source(config(&hub, &[("gke-east", &east), ("gke-west", &west)]), Some(creds)).await.unwrap();
+    let s =
+        until(&mut src, "payments in both clusters", |s| clusters_with(s, "prod/payments") == ["gke-east", "gke-west"])
+            .await;
+    let regions: Vec<(String, String)> = s.clusters.iter().map(|c| (c.id.to_string(), c.region.clone())).collect();
+    assert_eq!(regions, [("gke-east".into(), "us-east1".into()), ("gke-west".into(), "us-west1".into())]);
+
+    // Change: a new endpoint in gke-west; removal: the export goes away in gke-east.
+    let eps = [("10.1.0.1", Some(true), None), ("10.1.0.2", Some(false), None)];
+    west.apply(objects::endpoint_slice("prod", "payments-1", "payments", &[("http", 8080)], &eps)).unwrap();
+    until(&mut src, "two endpoints in gke-west", |s| {
+        s.services.values().flatten().any(|e| e.cluster.as_str() == "gke-west" && e.ports[0].endpoints.len() == 2)
+    })
+    .await;
+    east.delete(&objects::service_export(ExportApi::Gke, "prod", "payments")).unwrap();
+    until(&mut src, "payments only in gke-west", |s| clusters_with(s, "prod/payments") == ["gke-west"]).await;
+
+    // Token expiry: every server now wants the refreshed token; the source picks it up.
+    token.store(2, Ordering::SeqCst);
+    for s in [&east, &west] {
+        s.set_token(Some("token-2"));
+    }
+    hub.set_token(Some("token-2"));
+    export(&east, "orders", "10.0.0.9").await;
+    until(&mut src, "orders after the token refresh", |s| clusters_with(s, "prod/orders") == ["gke-east"]).await;
+
+    // A member leaves the fleet: its exports go with it.
+    hub.set_members(vec![membership("fleet-prj", "us-west1", "gke-west", "us-west1")]);
+    let s = until(&mut src, "gke-east gone", |s| s.clusters.len() == 1).await;
+    assert!(clusters_with(&s, "prod/orders").is_empty());
+}
+
+#[tokio::test]
+async fn hub_failures_are_classified_and_keep_nothing_half_done() {
+    init();
+    let creds = Credentials::from(Rotating(Arc::new(AtomicUsize::new(1))));
+    let hub = FakeHub::start().await.unwrap();
+    let k8s = FakeApiServer::start().await.unwrap();
+    k8s.set_token(Some("token-1"));
+    hub.set_members(vec![membership("fleet-prj", "global", "gke-east", "us-east1")]);
+    export(&k8s, "web", "10.0.0.1").await;
+
+    for (status, kind) in [(403, ErrorKind::Auth), (404, ErrorKind::NotFound), (500, ErrorKind::Unavailable)] {
+        hub.fail_next(&[status; 8]);
+        let mut src = gke::source(config(&hub, &[("gke-east", &k8s)]), Some(creds.clone())).await.unwrap();
+        let e = next(&mut src).await.unwrap_err();
+        assert_eq!(e.kind, kind, "HTTP {status}: {e}");
+        hub.clear_failures();
+    }
+    // Malformed: rejected, not read as "no members".
+    hub.malformed_next();
+    let mut src = gke::source(config(&hub, &[("gke-east", &k8s)]), Some(creds.clone())).await.unwrap();
+    let e = next(&mut src).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Malformed, "{e}");
+    let s = until(&mut src, "recovered", |s| clusters_with(s, "prod/web") == ["gke-east"]).await;
+    assert_eq!(s.clusters.len(), 1);
+}
+
+#[tokio::test]
+async fn memberships_are_paged() {
+    init();
+    let creds = Credentials::from(Rotating(Arc::new(AtomicUsize::new(1))));
+    let hub = FakeHub::start().await.unwrap();
+    let k8s = FakeApiServer::start().await.unwrap();
+    let members: Vec<Value> =
+        (0..130).map(|i| membership("fleet-prj", "global", &format!("m-{i}"), "europe-west1")).collect();
+    hub.set_members(members);
+    let mut cfg = config(&hub, &[]);
+    // Every member reaches the same fake API server directly.
+    for i in 0..130 {
+        cfg.clusters.push(toml::from_str(&format!("membership = \"m-{i}\"\nserver = \"{}\"\n", k8s.url())).unwrap());
+    }
+    let mut src = gke::source(cfg, Some(creds)).await.unwrap();
+    let s = next(&mut src).await.unwrap();
+    assert_eq!(s.clusters.len(), 130, "all pages of memberships (page size 100)");
+    assert!(hub.requests() >= 2);
+}

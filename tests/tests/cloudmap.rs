@@ -1,0 +1,160 @@
+//! End to end with AWS Cloud Map: instances registered with the real `aws` CLI in a moto
+//! server appear in the federator's API (the federator a real process with the standard AWS
+//! credential chain from its environment) and are reachable through the gateways.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use skybridge_api::ca;
+use skybridge_api::identity::SpiffeId;
+use skybridge_api::model::ClusterId;
+use skybridge_gateway::app as gw_app;
+use skybridge_gateway::config::Config as GwConfig;
+use skybridge_tests::{Moto, Proc, free_tcp, free_udp, wait_ready, write_identity};
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TD: &str = "cloudmap.test";
+const AWS_ENV: [(&str, &str); 5] = [
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+    ("AWS_ACCESS_KEY_ID", "AKIDCLOUDMAPTEST"),
+    ("AWS_SECRET_ACCESS_KEY", "secret"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// `aws servicediscovery ARGS` against moto; stdout trimmed.
+fn aws(moto: &Moto, args: &[&str]) -> String {
+    let out = Command::new("aws")
+        .args(["--endpoint-url", &moto.url(), "--output", "text", "servicediscovery"])
+        .args(args)
+        .envs(AWS_ENV)
+        .output()
+        .expect("aws CLI not found: pip install awscli (scripts/test.sh does)");
+    assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn http_backend(who: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let body = format!("hello from {who}\n");
+                let resp =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn request(addr: SocketAddr, host: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    out
+}
+
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if f().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn gateway(dir: &Path, cluster: &str, control: SocketAddr) -> gw_app::Running {
+    let d = dir.display();
+    let text = format!(
+        "[gateway]\ncluster = \"{cluster}\"\ncloud = \"aws\"\nregion = \"us-east-1\"\ntrust_domain = \"{TD}\"\n\
+         [tls]\ncert = \"{d}/{cluster}/cert.pem\"\nkey = \"{d}/{cluster}/key.pem\"\ntrust_bundle = \"{d}/{cluster}/ca.pem\"\n\
+         [listen]\ntunnel = \"{}\"\nsni = \"off\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [federator]\naddress = \"{control}\"\nreconnect_min = \"100ms\"\nreconnect_max = \"400ms\"\n",
+        free_udp(1)[0]
+    );
+    gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let moto = Moto::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let now = OffsetDateTime::now_utc();
+    let ca = ca::init(TD, now, 1).unwrap();
+    write_identity(&d.join("fed"), &ca::issue(&ca, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &ca.cert_pem);
+    for c in ["eks-east", "gke-west"] {
+        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
+        write_identity(&d.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
+    }
+
+    // The namespace and service, as an operator's tooling would create them.
+    aws(&moto, &["create-http-namespace", "--name", "prod.example.local"]).to_string();
+    let ns = aws(&moto, &["list-namespaces", "--query", "Namespaces[?Name=='prod.example.local'].Id"]);
+    let svc = aws(&moto, &["create-service", "--name", "web", "--namespace-id", &ns, "--query", "Service.Id"]);
+
+    let [control, api] = free_tcp(2)[..] else { unreachable!() };
+    let config = format!(
+        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{0}/data\"\nmerge_interval = \"100ms\"\n\
+         [tls]\ncert = \"{0}/fed/cert.pem\"\nkey = \"{0}/fed/key.pem\"\ntrust_bundle = \"{0}/fed/ca.pem\"\n\
+         [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n\
+         [[sources]]\ntype = \"aws-cloudmap\"\nid = \"aws-test\"\nregion = \"us-east-1\"\nendpoint_url = \"{1}\"\n\
+         namespaces = [\"prod.example.local\"]\ninterval = \"1s\"\ntimeout = \"5s\"\n",
+        d.display(),
+        moto.url()
+    );
+    std::fs::write(d.join("federator.toml"), config).unwrap();
+    let fed = Proc::spawn_env(
+        &["federator", "--config", d.join("federator.toml").to_str().unwrap()],
+        &AWS_ENV,
+        d.join("fed.log"),
+    );
+    assert!(wait_ready(api, Duration::from_secs(30)), "federator not ready:\n{}", fed.log_text());
+    let east = gateway(d, "eks-east", control).await;
+    let west = gateway(d, "gke-west", control).await;
+
+    // An instance in eks-east, registered with the aws CLI: the catalog shows it, and a client
+    // of the gke-west gateway reaches it through the tunnel.
+    let backend = http_backend("eks-east").await;
+    let attrs = format!(
+        "AWS_INSTANCE_IPV4=127.0.0.1,AWS_INSTANCE_PORT={},cluster=eks-east,skybridge.protocol=http,skybridge.port=80",
+        backend.port()
+    );
+    aws(&moto, &["register-instance", "--service-id", &svc, "--instance-id", "web-1", "--attributes", &attrs]);
+    let registered = Instant::now();
+    until("the API lists prod/web", async || request(api, "x", "/api/v1/services/prod/web").await.contains("eks-east"))
+        .await;
+    let shown = request(api, "x", "/api/v1/services/prod/web").await;
+    assert!(shown.contains(&backend.to_string()) && shown.contains("aws-test"), "{shown}");
+    until("web.prod answers through gke-west", async || {
+        request(west.addrs.http.unwrap(), "web.prod", "/").await.ends_with("hello from eks-east\n")
+    })
+    .await;
+    println!(
+        "Cloud Map registration -> routable through a remote gateway: {:?} (poll interval 1 s)",
+        registered.elapsed()
+    );
+    let sources = request(api, "x", "/api/v1/sources").await;
+    assert!(sources.contains("aws-cloudmap") && sources.contains("aws-test"), "{sources}");
+
+    // Deregistered with the CLI: gone from the catalog and refused at the gateway.
+    aws(&moto, &["deregister-instance", "--service-id", &svc, "--instance-id", "web-1"]);
+    until("web.prod refused", async || {
+        request(west.addrs.http.unwrap(), "web.prod", "/").await.starts_with("HTTP/1.1 502")
+    })
+    .await;
+    drop((east, west, fed, moto));
+}
