@@ -158,6 +158,23 @@ async fn throttling_is_retried_then_reported_as_throttled() {
 }
 
 #[tokio::test]
+async fn a_malformed_answer_is_rejected_not_read_as_empty() {
+    init();
+    let moto = Moto::start(&[]);
+    let admin = admin(&moto.url()).await;
+    let ns = namespace(&admin, "prod.local").await;
+    let svc = service(&admin, &ns, "web", false).await;
+    register(&admin, &svc, "i-1", "10.0.0.1", 80, "eks-1").await;
+    let proxy = Throttler::start(moto.addr, false).await;
+    let source = CloudMap::with_credentials(config(&proxy.url(), "max_attempts = 1"), creds()).await;
+    proxy.garbage.store(1, Ordering::SeqCst);
+    let e = source.sync().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Malformed, "{e}");
+    // The next answer is good again: nothing was lost.
+    assert_eq!(endpoints(&source.sync().await.unwrap().snapshot, "prod/web").len(), 1);
+}
+
+#[tokio::test]
 async fn bad_credentials_are_an_auth_error() {
     init();
     // With IAM enforcement on, moto rejects keys it did not issue, as AWS does.

@@ -156,5 +156,21 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
         request(west.addrs.http.unwrap(), "web.prod", "/").await.starts_with("HTTP/1.1 502")
     })
     .await;
-    drop((east, west, fed, moto));
+
+    // Cloud Map unreachable: the source reports it, and its last good data stays, marked stale.
+    aws(&moto, &["register-instance", "--service-id", &svc, "--instance-id", "web-2", "--attributes", &attrs]);
+    until("web.prod back", async || {
+        request(west.addrs.http.unwrap(), "web.prod", "/").await.ends_with("hello from eks-east\n")
+    })
+    .await;
+    drop(moto);
+    until("the source reports the outage", async || {
+        request(api, "x", "/api/v1/sources").await.contains("\"last_error_kind\":\"unavailable\"")
+    })
+    .await;
+    let shown = request(api, "x", "/api/v1/services/prod/web").await;
+    assert!(shown.contains(&backend.to_string()) && shown.contains("\"stale_since\":"), "{shown}");
+    assert!(!shown.contains("\"stale_since\":null"), "{shown}");
+    assert!(request(west.addrs.http.unwrap(), "web.prod", "/").await.ends_with("hello from eks-east\n"));
+    drop((east, west, fed));
 }

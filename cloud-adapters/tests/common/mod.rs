@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Throttler {
     pub addr: SocketAddr,
     pub throttle: Arc<AtomicUsize>,
+    /// The next requests get a 200 whose body is not JSON.
+    pub garbage: Arc<AtomicUsize>,
     pub seen: Arc<AtomicUsize>,
 }
 
@@ -22,17 +24,18 @@ impl Throttler {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let throttle = Arc::new(AtomicUsize::new(0));
+        let garbage = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(AtomicUsize::new(0));
-        let (t, s) = (throttle.clone(), seen.clone());
+        let (t, g, s) = (throttle.clone(), garbage.clone(), seen.clone());
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                let (t, s) = (t.clone(), s.clone());
+                let (t, g, s) = (t.clone(), g.clone(), s.clone());
                 tokio::spawn(async move {
-                    let _ = proxy_one(conn, upstream, &t, &s, status_429).await;
+                    let _ = proxy_one(conn, upstream, &t, &g, &s, status_429).await;
                 });
             }
         });
-        Throttler { addr, throttle, seen }
+        Throttler { addr, throttle, garbage, seen }
     }
 
     pub fn url(&self) -> String {
@@ -45,6 +48,7 @@ async fn proxy_one(
     mut conn: tokio::net::TcpStream,
     upstream: SocketAddr,
     throttle: &AtomicUsize,
+    garbage: &AtomicUsize,
     seen: &AtomicUsize,
     status_429: bool,
 ) -> std::io::Result<()> {
@@ -73,6 +77,15 @@ async fn proxy_one(
         buf.extend_from_slice(&chunk[..n]);
     }
     seen.fetch_add(1, Ordering::SeqCst);
+    if garbage.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        let body = "<html>gateway error page</html>";
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(resp.as_bytes()).await?;
+        return conn.shutdown().await;
+    }
     let throttled = throttle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     if throttled {
         let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
