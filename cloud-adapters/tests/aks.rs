@@ -3,10 +3,12 @@
 //! ServiceExports from a fake Kubernetes API server over HTTPS with the cluster CA from the
 //! member's kubeconfig.
 
+mod common;
+
 use std::time::Duration;
 
-use skybridge_api::catalog::SourceSnapshot;
-use skybridge_api::source::{CatalogSource, ErrorKind, SourceError};
+use common::{clusters_with, next, until};
+use skybridge_api::source::ErrorKind;
 use skybridge_cloud_adapters::aks::fake::{FakeArm, FakeCluster};
 use skybridge_cloud_adapters::aks::source;
 use skybridge_cloud_adapters::k8s::ExportApi;
@@ -39,28 +41,6 @@ fn export(api: &FakeApiServer, name: &str, ip: &str) {
         &[(ip, Some(true), Some("1"))],
     ))
     .unwrap();
-}
-
-async fn next(src: &mut impl CatalogSource) -> Result<SourceSnapshot, SourceError> {
-    tokio::time::timeout(Duration::from_secs(15), src.next()).await.expect("no snapshot within 15 s")
-}
-
-async fn until(src: &mut impl CatalogSource, what: &str, f: impl Fn(&SourceSnapshot) -> bool) -> SourceSnapshot {
-    for _ in 0..50 {
-        if let Ok(s) = next(src).await
-            && f(&s)
-        {
-            return s;
-        }
-    }
-    panic!("never saw: {what}");
-}
-
-fn clusters_with(s: &SourceSnapshot, key: &str) -> Vec<String> {
-    let key = key.parse().unwrap();
-    let mut v: Vec<String> = s.services.get(&key).into_iter().flatten().map(|e| e.cluster.to_string()).collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]

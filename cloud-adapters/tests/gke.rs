@@ -1,15 +1,16 @@
 //! GKE fleet source: GKE Hub memberships from a local stand-in of the Hub API (through the
 //! official client), each member's MCS exports from a fake Kubernetes API server.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
+use common::{clusters_with, next, until};
 use google_cloud_auth::credentials::{CacheableResource, Credentials, CredentialsProvider, EntityTag};
 use http::{Extensions, HeaderMap, HeaderValue};
 use serde_json::Value;
-use skybridge_api::catalog::SourceSnapshot;
-use skybridge_api::source::{CatalogSource, ErrorKind, SourceError};
+use skybridge_api::source::ErrorKind;
 use skybridge_cloud_adapters::gke::fake::{FakeHub, membership};
 use skybridge_cloud_adapters::gke::{self, GkeConfig};
 use skybridge_cloud_adapters::k8s::ExportApi;
@@ -63,29 +64,6 @@ async fn export(k8s: &FakeApiServer, name: &str, ip: &str) {
         &[(ip, Some(true), None)],
     ))
     .unwrap();
-}
-
-async fn next(src: &mut impl CatalogSource) -> Result<SourceSnapshot, SourceError> {
-    tokio::time::timeout(Duration::from_secs(10), src.next()).await.expect("no snapshot within 10 s")
-}
-
-/// Waits for a snapshot satisfying `f`.
-async fn until(src: &mut impl CatalogSource, what: &str, f: impl Fn(&SourceSnapshot) -> bool) -> SourceSnapshot {
-    for _ in 0..50 {
-        if let Ok(s) = next(src).await
-            && f(&s)
-        {
-            return s;
-        }
-    }
-    panic!("never saw: {what}");
-}
-
-fn clusters_with(s: &SourceSnapshot, key: &str) -> Vec<String> {
-    let key = key.parse().unwrap();
-    let mut v: Vec<String> = s.services.get(&key).into_iter().flatten().map(|e| e.cluster.to_string()).collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]

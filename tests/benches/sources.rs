@@ -7,7 +7,6 @@
 //! Run: `bench/sources.sh` (release build). Env: BENCH_SAMPLES (10), BENCH_INTERVAL ("1s").
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use skybridge_api::ca;
@@ -17,29 +16,11 @@ use skybridge_cloud_adapters::k8s::ExportApi;
 use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, objects};
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{Moto, Proc, free_tcp, free_udp, wait_ready, write_identity};
+use skybridge_tests::{AWS_TEST_ENV, Moto, Proc, aws_cli, free_tcp, free_udp, wait_ready, write_identity};
 use time::OffsetDateTime;
 
 const TD: &str = "bench.test";
 const GATEWAYS: [&str; 3] = ["eks-1", "gke-1", "aks-1"];
-const AWS_ENV: [(&str, &str); 5] = [
-    ("AWS_ACCESS_KEY_ID", "AKIDBENCH"),
-    ("AWS_SECRET_ACCESS_KEY", "secret"),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_DEFAULT_REGION", "us-east-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-fn aws(moto: &Moto, args: &[&str]) -> String {
-    let out = Command::new("aws")
-        .args(["--endpoint-url", &moto.url(), "--output", "text", "servicediscovery"])
-        .args(args)
-        .envs(AWS_ENV)
-        .output()
-        .expect("aws CLI (pip install awscli)");
-    assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn metric(api: SocketAddr, name: &str) -> Option<u64> {
     use std::io::{Read, Write};
@@ -91,9 +72,9 @@ async fn main() {
     }
 
     let moto = Moto::start(&[]);
-    aws(&moto, &["create-http-namespace", "--name", "prod.local"]);
-    let ns = aws(&moto, &["list-namespaces", "--query", "Namespaces[?Name=='prod.local'].Id"]);
-    let svc = aws(&moto, &["create-service", "--name", "web", "--namespace-id", &ns, "--query", "Service.Id"]);
+    aws_cli(&moto, &["create-http-namespace", "--name", "prod.local"]);
+    let ns = aws_cli(&moto, &["list-namespaces", "--query", "Namespaces[?Name=='prod.local'].Id"]);
+    let svc = aws_cli(&moto, &["create-service", "--name", "web", "--namespace-id", &ns, "--query", "Service.Id"]);
     let k8s = FakeApiServer::start().await.unwrap();
     std::fs::write(d.join("k8s-token"), FakeApiServer::DEFAULT_TOKEN).unwrap();
     k8s.apply(objects::service_export(ExportApi::Gke, "prod", "api")).unwrap();
@@ -114,7 +95,7 @@ async fn main() {
     std::fs::write(d.join("federator.toml"), config).unwrap();
     let fed = Proc::spawn_env(
         &["federator", "--config", d.join("federator.toml").to_str().unwrap()],
-        &AWS_ENV,
+        &AWS_TEST_ENV,
         d.join("fed.log"),
     );
     assert!(wait_ready(api, Duration::from_secs(30)), "federator not ready:\n{}", fed.log_text());
@@ -152,7 +133,7 @@ async fn main() {
         let before = metric(api, "skybridge_federator_catalog_version ").unwrap_or(0);
         let attrs = format!("AWS_INSTANCE_IPV4=10.8.0.{},AWS_INSTANCE_PORT=80,cluster=eks-1", i + 1);
         let start = Instant::now();
-        aws(
+        aws_cli(
             &moto,
             &["register-instance", "--service-id", &svc, "--instance-id", &format!("i-{i}"), "--attributes", &attrs],
         );

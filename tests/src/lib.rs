@@ -192,3 +192,45 @@ pub fn write_identity(dir: &Path, leaf: &skybridge_api::ca::PemPair, ca_pem: &st
     std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
     std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
 }
+
+/// Environment for the AWS SDK and the `aws` CLI against moto: dummy static credentials, a
+/// region, and no instance-metadata probing.
+pub const AWS_TEST_ENV: [(&str, &str); 5] = [
+    ("AWS_ACCESS_KEY_ID", "AKIDSKYBRIDGETEST"),
+    ("AWS_SECRET_ACCESS_KEY", "secret"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// Runs the real `aws servicediscovery ARGS` CLI against `moto` (text output, trimmed).
+pub fn aws_cli(moto: &Moto, args: &[&str]) -> String {
+    let out = Command::new("aws")
+        .args(["--endpoint-url", &moto.url(), "--output", "text", "servicediscovery"])
+        .args(args)
+        .envs(AWS_TEST_ENV)
+        .output()
+        .expect("aws CLI not found: pip install awscli (scripts/test.sh does)");
+    assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A loopback HTTP server answering every request with `hello from {who}`.
+pub async fn http_backend(who: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let body = format!("hello from {who}\n");
+                let resp =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use skybridge_api::ca;
@@ -12,49 +11,14 @@ use skybridge_api::identity::SpiffeId;
 use skybridge_api::model::ClusterId;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{Moto, Proc, free_tcp, free_udp, wait_ready, write_identity};
+use skybridge_tests::{
+    AWS_TEST_ENV, Moto, Proc, aws_cli, free_tcp, free_udp, http_backend, wait_ready, write_identity,
+};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const TD: &str = "cloudmap.test";
-const AWS_ENV: [(&str, &str); 5] = [
-    ("AWS_DEFAULT_REGION", "us-east-1"),
-    ("AWS_ACCESS_KEY_ID", "AKIDCLOUDMAPTEST"),
-    ("AWS_SECRET_ACCESS_KEY", "secret"),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-/// `aws servicediscovery ARGS` against moto; stdout trimmed.
-fn aws(moto: &Moto, args: &[&str]) -> String {
-    let out = Command::new("aws")
-        .args(["--endpoint-url", &moto.url(), "--output", "text", "servicediscovery"])
-        .args(args)
-        .envs(AWS_ENV)
-        .output()
-        .expect("aws CLI not found: pip install awscli (scripts/test.sh does)");
-    assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-async fn http_backend(who: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let body = format!("hello from {who}\n");
-                let resp =
-                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
 
 async fn request(addr: SocketAddr, host: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -102,9 +66,9 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
     }
 
     // The namespace and service, as an operator's tooling would create them.
-    aws(&moto, &["create-http-namespace", "--name", "prod.example.local"]).to_string();
-    let ns = aws(&moto, &["list-namespaces", "--query", "Namespaces[?Name=='prod.example.local'].Id"]);
-    let svc = aws(&moto, &["create-service", "--name", "web", "--namespace-id", &ns, "--query", "Service.Id"]);
+    aws_cli(&moto, &["create-http-namespace", "--name", "prod.example.local"]).to_string();
+    let ns = aws_cli(&moto, &["list-namespaces", "--query", "Namespaces[?Name=='prod.example.local'].Id"]);
+    let svc = aws_cli(&moto, &["create-service", "--name", "web", "--namespace-id", &ns, "--query", "Service.Id"]);
 
     let [control, api] = free_tcp(2)[..] else { unreachable!() };
     let config = format!(
@@ -119,7 +83,7 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
     std::fs::write(d.join("federator.toml"), config).unwrap();
     let fed = Proc::spawn_env(
         &["federator", "--config", d.join("federator.toml").to_str().unwrap()],
-        &AWS_ENV,
+        &AWS_TEST_ENV,
         d.join("fed.log"),
     );
     assert!(wait_ready(api, Duration::from_secs(30)), "federator not ready:\n{}", fed.log_text());
@@ -133,7 +97,7 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
         "AWS_INSTANCE_IPV4=127.0.0.1,AWS_INSTANCE_PORT={},cluster=eks-east,skybridge.protocol=http,skybridge.port=80",
         backend.port()
     );
-    aws(&moto, &["register-instance", "--service-id", &svc, "--instance-id", "web-1", "--attributes", &attrs]);
+    aws_cli(&moto, &["register-instance", "--service-id", &svc, "--instance-id", "web-1", "--attributes", &attrs]);
     let registered = Instant::now();
     until("the API lists prod/web", async || request(api, "x", "/api/v1/services/prod/web").await.contains("eks-east"))
         .await;
@@ -151,14 +115,14 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
     assert!(sources.contains("aws-cloudmap") && sources.contains("aws-test"), "{sources}");
 
     // Deregistered with the CLI: gone from the catalog and refused at the gateway.
-    aws(&moto, &["deregister-instance", "--service-id", &svc, "--instance-id", "web-1"]);
+    aws_cli(&moto, &["deregister-instance", "--service-id", &svc, "--instance-id", "web-1"]);
     until("web.prod refused", async || {
         request(west.addrs.http.unwrap(), "web.prod", "/").await.starts_with("HTTP/1.1 502")
     })
     .await;
 
     // Cloud Map unreachable: the source reports it, and its last good data stays, marked stale.
-    aws(&moto, &["register-instance", "--service-id", &svc, "--instance-id", "web-2", "--attributes", &attrs]);
+    aws_cli(&moto, &["register-instance", "--service-id", &svc, "--instance-id", "web-2", "--attributes", &attrs]);
     until("web.prod back", async || {
         request(west.addrs.http.unwrap(), "web.prod", "/").await.ends_with("hello from eks-east\n")
     })

@@ -12,10 +12,10 @@ use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{free_tcp, free_udp, write_identity};
+use skybridge_tests::{free_tcp, free_udp, http_backend, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const TD: &str = "fed.test";
 
@@ -153,24 +153,6 @@ fn web_service(endpoint: SocketAddr) -> String {
         "[[services]]\nnamespace = \"prod\"\nname = \"web\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
          [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{endpoint}\"]\n"
     )
-}
-
-async fn http_backend(who: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let body = format!("hello from {who}\n");
-                let resp =
-                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    addr
 }
 
 async fn get(gw: &gw_app::Running, host: &str) -> String {

@@ -248,18 +248,4 @@ fn caused_by_transport(err: &azure_core::Error) -> bool {
     false
 }
 
-/// Renders an error with its causes (the SDK puts the useful part in the sources).
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    // azure_identity appends a troubleshooting link on a new line; keep messages one line.
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub(crate) use crate::error_chain as chain;

@@ -107,30 +107,20 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             };
             SourceError::new(
                 kind,
-                format!("Cloud Map {call} in {region}: HTTP {status}, unreadable response: {}{hint}", chain(&e)),
+                format!(
+                    "Cloud Map {call} in {region}: HTTP {status}, unreadable response: {}{hint}",
+                    crate::error_chain(&e)
+                ),
             )
         }
         _ => {
-            let text = chain(&e);
+            let text = crate::error_chain(&e);
             // Missing or unloadable credentials surface as a dispatch failure.
             let kind =
                 if text.to_ascii_lowercase().contains("credential") { ErrorKind::Auth } else { ErrorKind::Unavailable };
             SourceError::new(kind, format!("Cloud Map {call} in {region}: {text}"))
         }
     }
-}
-
-/// The error and its sources on one line: the SDK's top-level message alone is often just
-/// "dispatch failure".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }
 
 /// Reads the configured namespaces with their services and instances.

@@ -36,20 +36,7 @@ pub(crate) enum Failure {
     Other(SourceError),
 }
 
-/// Renders an error with its causes, which is where hyper and rustls put the useful part.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
-}
+pub(crate) use crate::error_chain as chain;
 
 /// Classifies an API `Status` (an error response or a watch ERROR event).
 pub(crate) fn from_status(status: &Status, what: &str, server: &str) -> Failure {

@@ -1,5 +1,5 @@
-//! A proxy that injects Cloud Map throttling in front of moto (the moto harness itself is
-//! `skybridge_tests::Moto`).
+//! Shared by the adapter tests: waiting for snapshots, and a proxy that injects Cloud Map
+//! throttling and garbage in front of moto (the moto harness itself is `skybridge_tests::Moto`).
 
 #![allow(dead_code)]
 
@@ -7,7 +7,36 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::Duration;
+
+use skybridge_api::catalog::SourceSnapshot;
+use skybridge_api::source::{CatalogSource, SourceError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The source's next outcome (15 s at most).
+pub async fn next(src: &mut impl CatalogSource) -> Result<SourceSnapshot, SourceError> {
+    tokio::time::timeout(Duration::from_secs(15), src.next()).await.expect("no snapshot within 15 s")
+}
+
+/// Waits for a snapshot satisfying `f`, skipping errors and other snapshots.
+pub async fn until(src: &mut impl CatalogSource, what: &str, f: impl Fn(&SourceSnapshot) -> bool) -> SourceSnapshot {
+    for _ in 0..50 {
+        if let Ok(s) = next(src).await
+            && f(&s)
+        {
+            return s;
+        }
+    }
+    panic!("never saw: {what}");
+}
+
+/// The clusters exporting `key` (`ns/name`), sorted.
+pub fn clusters_with(s: &SourceSnapshot, key: &str) -> Vec<String> {
+    let key = key.parse().unwrap();
+    let mut v: Vec<String> = s.services.get(&key).into_iter().flatten().map(|e| e.cluster.to_string()).collect();
+    v.sort();
+    v
+}
 
 /// An HTTP proxy that answers the next `throttle` requests with Cloud Map's throttling error
 /// (HTTP 400 `ThrottlingException`, or 429 when `status_429`) and forwards the rest.

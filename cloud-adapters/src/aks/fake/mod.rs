@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 pub use state::{AKS_API_VERSIONS, ArmState, FLEET_API_VERSIONS, FakeCluster, Fault, Injection, RecordedRequest};
 
@@ -67,7 +66,7 @@ impl FakeArm {
 
     /// Starts an empty fake on 127.0.0.1 with a fresh CA.
     pub async fn start() -> io::Result<Self> {
-        let certs = http::certs()?;
+        let certs = crate::testing_tls::material("skybridge FakeArm test CA")?;
         let tcp = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = tcp.local_addr()?;
         let base = format!("https://{addr}");
@@ -83,7 +82,7 @@ impl FakeArm {
         std::fs::write(dir.join("ca.pem"), &certs.ca_pem)?;
         std::fs::write(dir.join("client-secret"), format!("{}\n", Self::CLIENT_SECRET))?;
 
-        let listener = http::TlsListener { tcp, acceptor: TlsAcceptor::from(certs.server_config) };
+        let listener = crate::testing_tls::TlsListener { tcp, acceptor: certs.acceptor };
         let app = axum::Router::new().fallback(http::handle).with_state(state.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -19,7 +19,6 @@
 mod http;
 pub mod objects;
 mod state;
-mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -90,8 +89,8 @@ impl FakeApiServer {
         let addr = listener.local_addr()?;
         let app = axum::Router::new().fallback(http::handle).with_state(state.clone());
         let (task, ca_pem) = if opts.tls {
-            let m = tls::material()?;
-            let listener = tls::TlsListener { tcp: listener, acceptor: m.acceptor };
+            let m = crate::testing_tls::material("fake-kubernetes-ca")?;
+            let listener = crate::testing_tls::TlsListener { tcp: listener, acceptor: m.acceptor };
             (tokio::spawn(async move { serve(axum::serve(listener, app).await) }), Some(m.ca_pem))
         } else {
             (tokio::spawn(async move { serve(axum::serve(listener, app).await) }), None)
