@@ -82,13 +82,20 @@ fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-#[tokio::test]
-async fn register_health_change_and_deregister_show_up() {
+/// moto with namespace `ns_name` holding service `name`: the server, an admin client and the
+/// service id.
+async fn with_service(ns_name: &str, name: &str, custom_health: bool) -> (Moto, Client, String) {
     init();
     let moto = Moto::start(&[]);
     let admin = admin(&moto.url()).await;
-    let ns = namespace(&admin, "prod.example.local").await;
-    let svc = service(&admin, &ns, "payments", true).await;
+    let ns = namespace(&admin, ns_name).await;
+    let svc = service(&admin, &ns, name, custom_health).await;
+    (moto, admin, svc)
+}
+
+#[tokio::test]
+async fn register_health_change_and_deregister_show_up() {
+    let (moto, admin, svc) = with_service("prod.example.local", "payments", true).await;
     register(&admin, &svc, "i-1", "10.0.0.1", 8080, "eks-east").await;
     register(&admin, &svc, "i-2", "10.0.0.2", 8080, "eks-east").await;
 
@@ -118,11 +125,7 @@ async fn register_health_change_and_deregister_show_up() {
 
 #[tokio::test]
 async fn more_than_a_page_of_instances_are_all_read() {
-    init();
-    let moto = Moto::start(&[]);
-    let admin = admin(&moto.url()).await;
-    let ns = namespace(&admin, "prod.local").await;
-    let svc = service(&admin, &ns, "big", false).await;
+    let (moto, admin, svc) = with_service("prod.local", "big", false).await;
     for i in 0..250u16 {
         register(&admin, &svc, &format!("i-{i}"), &format!("10.1.{}.{}", i / 200, i % 200), 9000, "eks-1").await;
     }
@@ -133,11 +136,7 @@ async fn more_than_a_page_of_instances_are_all_read() {
 
 #[tokio::test]
 async fn throttling_is_retried_then_reported_as_throttled() {
-    init();
-    let moto = Moto::start(&[]);
-    let admin = admin(&moto.url()).await;
-    let ns = namespace(&admin, "prod.local").await;
-    let svc = service(&admin, &ns, "web", false).await;
+    let (moto, admin, svc) = with_service("prod.local", "web", false).await;
     register(&admin, &svc, "i-1", "10.0.0.1", 80, "eks-1").await;
 
     for status_429 in [false, true] {
@@ -159,11 +158,7 @@ async fn throttling_is_retried_then_reported_as_throttled() {
 
 #[tokio::test]
 async fn a_malformed_answer_is_rejected_not_read_as_empty() {
-    init();
-    let moto = Moto::start(&[]);
-    let admin = admin(&moto.url()).await;
-    let ns = namespace(&admin, "prod.local").await;
-    let svc = service(&admin, &ns, "web", false).await;
+    let (moto, admin, svc) = with_service("prod.local", "web", false).await;
     register(&admin, &svc, "i-1", "10.0.0.1", 80, "eks-1").await;
     let proxy = Throttler::start(moto.addr, false).await;
     let source = CloudMap::with_credentials(config(&proxy.url(), "max_attempts = 1"), creds()).await;

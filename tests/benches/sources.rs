@@ -16,7 +16,7 @@ use skybridge_cloud_adapters::k8s::ExportApi;
 use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, objects};
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{AWS_TEST_ENV, Moto, Proc, aws_cli, free_tcp, free_udp, wait_ready, write_identity};
+use skybridge_tests::{AWS_TEST_ENV, Moto, aws_cli, free_tcp, free_udp, spawn_federator, write_identity};
 use time::OffsetDateTime;
 
 const TD: &str = "bench.test";
@@ -92,13 +92,7 @@ async fn main() {
         moto.url(),
         k8s.url()
     );
-    std::fs::write(d.join("federator.toml"), config).unwrap();
-    let fed = Proc::spawn_env(
-        &["federator", "--config", d.join("federator.toml").to_str().unwrap()],
-        &AWS_TEST_ENV,
-        d.join("fed.log"),
-    );
-    assert!(wait_ready(api, Duration::from_secs(30)), "federator not ready:\n{}", fed.log_text());
+    let fed = spawn_federator(d, api, &config, &AWS_TEST_ENV);
     let mut gateways = Vec::new();
     for c in GATEWAYS {
         let text = format!(

@@ -234,3 +234,13 @@ pub async fn http_backend(who: &'static str) -> SocketAddr {
     });
     addr
 }
+
+/// Writes `config` to `dir/federator.toml`, starts `skybridge federator` on it with `env`
+/// (log in `dir/fed.log`) and waits until its API on `api` is ready.
+pub fn spawn_federator(dir: &Path, api: SocketAddr, config: &str, env: &[(&str, &str)]) -> Proc {
+    let path = dir.join("federator.toml");
+    std::fs::write(&path, config).unwrap();
+    let fed = Proc::spawn_env(&["federator", "--config", path.to_str().unwrap()], env, dir.join("fed.log"));
+    assert!(wait_ready(api, Duration::from_secs(30)), "federator not ready:\n{}", fed.log_text());
+    fed
+}

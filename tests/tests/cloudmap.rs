@@ -11,9 +11,7 @@ use skybridge_api::identity::SpiffeId;
 use skybridge_api::model::ClusterId;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{
-    AWS_TEST_ENV, Moto, Proc, aws_cli, free_tcp, free_udp, http_backend, wait_ready, write_identity,
-};
+use skybridge_tests::{AWS_TEST_ENV, Moto, aws_cli, free_tcp, free_udp, http_backend, spawn_federator, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,13 +78,7 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
         d.display(),
         moto.url()
     );
-    std::fs::write(d.join("federator.toml"), config).unwrap();
-    let fed = Proc::spawn_env(
-        &["federator", "--config", d.join("federator.toml").to_str().unwrap()],
-        &AWS_TEST_ENV,
-        d.join("fed.log"),
-    );
-    assert!(wait_ready(api, Duration::from_secs(30)), "federator not ready:\n{}", fed.log_text());
+    let fed = spawn_federator(d, api, &config, &AWS_TEST_ENV);
     let east = gateway(d, "eks-east", control).await;
     let west = gateway(d, "gke-west", control).await;
 
