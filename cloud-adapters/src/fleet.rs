@@ -13,6 +13,7 @@ use skybridge_api::catalog::{ClusterInfo, SourceSnapshot};
 use skybridge_api::model::ClusterId;
 use skybridge_api::source::{CatalogSource, ErrorKind, SourceError};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::k8s::{ApiServer, ClusterConfig, ClusterWatch, ExportApi, SharedToken, Tuning};
 
@@ -164,16 +165,19 @@ where
     let token = SharedToken::new(fetch().await?);
     let shared = token.clone();
     let fetch = Arc::new(fetch);
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            match fetch().await {
-                Ok(t) => shared.set(t),
-                // Keep the old token: it may still be valid, and requests report auth failures.
-                Err(e) => tracing::warn!(error = %e, "refreshing the cluster API token failed"),
+    let task = tokio::spawn(
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match fetch().await {
+                    Ok(t) => shared.set(t),
+                    // Keep the old token: it may still be valid, and requests report auth failures.
+                    Err(e) => tracing::warn!(error = %e, "refreshing the cluster API token failed"),
+                }
             }
         }
-    });
+        .instrument(tracing::info_span!("token_refresh")),
+    );
     Ok((token, RefreshHandle(task)))
 }
 

@@ -4,6 +4,7 @@
 
 use skybridge_api::catalog::{ClusterInfo, SourceSnapshot};
 use skybridge_api::source::{CatalogSource, SourceError};
+use tracing::Instrument as _;
 
 use super::{AksConfig, AksDiscovery};
 use crate::fleet::{Discovery, Fleet, Member};
@@ -63,7 +64,9 @@ pub async fn with_discovery(cfg: AksConfig, discovery: AksDiscovery) -> Result<A
     let tokens = discovery.tokens();
     let token = SharedToken::new(tokens.token().await?);
     let fresh = token.clone();
-    let refresher = tokio::spawn(async move { tokens.keep_fresh(fresh).await });
+    let refresher = tokio::spawn(
+        async move { tokens.keep_fresh(fresh).await }.instrument(tracing::info_span!("aks_token_refresh")),
+    );
     let members = AksMembers { discovery, token, refresher };
     let tuning = Tuning {
         backoff: skybridge_api::backoff::Backoff { min: cfg.backoff_min, max: cfg.backoff_max },

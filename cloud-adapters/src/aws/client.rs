@@ -12,6 +12,7 @@ use aws_sdk_servicediscovery::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_servicediscovery::types::{FilterCondition, HealthStatus, ServiceFilter, ServiceFilterName};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use skybridge_api::source::{ErrorKind, SourceError};
+use tracing::Instrument as _;
 
 use super::config::CloudMapConfig;
 use super::mapping::{Health, Instance, Namespace, Service};
@@ -179,10 +180,14 @@ async fn services(client: &Client, cfg: &CloudMapConfig, namespace_id: &str) -> 
         let mut set = tokio::task::JoinSet::new();
         for (i, (id, name, created, checked)) in chunk.iter().cloned().enumerate() {
             let (client, cfg) = (client.clone(), cfg.clone());
-            set.spawn(async move {
-                let r = instances(&client, &cfg, &id, checked).await;
-                (i, name, created, r)
-            });
+            let span = tracing::debug_span!("cloudmap_instances", service = %name);
+            set.spawn(
+                async move {
+                    let r = instances(&client, &cfg, &id, checked).await;
+                    (i, name, created, r)
+                }
+                .instrument(span),
+            );
         }
         let mut done = Vec::with_capacity(chunk.len());
         while let Some(joined) = set.join_next().await {

@@ -39,6 +39,7 @@ use skybridge_api::backoff::Backoff;
 use skybridge_api::catalog::{ClusterInfo, SourceSnapshot};
 use skybridge_api::source::{CatalogSource, ErrorKind, SourceError};
 use tokio::sync::watch as tokio_watch;
+use tracing::Instrument as _;
 
 pub use client::{ApiServer, SharedToken, StaticToken, TokenError, TokenFile, TokenProvider};
 pub use error::ConfigError;
@@ -207,7 +208,8 @@ impl ClusterWatch {
     fn running(&mut self) -> Option<&mut Running> {
         if let Some(setup) = self.setup.take() {
             let (tx, rx) = tokio_watch::channel(None);
-            let task = tokio::spawn(runner::run(setup, tx));
+            let span = tracing::info_span!("k8s_watch", cluster = %setup.cluster.id);
+            let task = tokio::spawn(runner::run(setup, tx).instrument(span));
             self.running = Some(Running { rx, task });
         }
         self.running.as_mut()
