@@ -108,6 +108,16 @@ impl Core {
                 st.consecutive_failures = 0;
                 st.stale_since = None;
                 st.services = snapshot.services.len();
+                // A poll that found what the last one did (the common case for polled sources)
+                // changes nothing the merge reads but the sync time: skip the merge. Comparing
+                // is cheap, as unchanged endpoint lists are the same allocation by now.
+                if let Some(input) = self.inputs.get_mut(&u.source)
+                    && input.failing_since.is_none()
+                    && *input.snapshot == snapshot
+                {
+                    input.synced_at = u.at;
+                    return None;
+                }
                 self.inputs.insert(
                     u.source,
                     SourceInput { snapshot: Arc::new(snapshot), synced_at: u.at, failing_since: None },
@@ -128,8 +138,12 @@ impl Core {
         self.remerge(u.at)
     }
 
-    /// Re-merges at `now` (stale timeouts expire with time alone).
+    /// Re-merges at `now` (stale timeouts expire with time alone). Only failing sources can
+    /// expire, so with none there is nothing to do.
     pub fn on_tick(&mut self, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
+        if self.inputs.values().all(|i| i.failing_since.is_none()) {
+            return None;
+        }
         self.remerge(now)
     }
 
@@ -271,6 +285,22 @@ mod tests {
         // Expiry comes with time alone.
         let v3 = core.on_tick(20 + 1_001).unwrap();
         assert!(v3.services.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_poll_skips_the_merge_but_a_recovery_does_not() {
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let v1 = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
+        assert!(core.on_update(SourceUpdate { source: "static".into(), at: 20, result: Ok(snap()) }).is_none());
+        assert!(Arc::ptr_eq(core.catalog(), &v1), "no merge ran");
+        assert_eq!(core.stored_sources()["static"].synced_at, 20, "the sync time still moves");
+        assert!(core.on_tick(30).is_none(), "nothing is failing: ticks are free");
+
+        let err = SourceError::new(ErrorKind::Unavailable, "down");
+        let stale = core.on_update(SourceUpdate { source: "static".into(), at: 40, result: Err(err) }).unwrap();
+        let fresh = core.on_update(SourceUpdate { source: "static".into(), at: 50, result: Ok(snap()) }).unwrap();
+        assert_eq!((stale.version, fresh.version), (2, 3), "the same data, no longer stale, is a change");
+        assert_eq!(core.status()["static"].stale_since, None);
     }
 
     #[test]
