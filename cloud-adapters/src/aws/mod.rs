@@ -15,19 +15,21 @@ pub struct CloudMap {
     cfg: CloudMapConfig,
     client: aws_sdk_servicediscovery::Client,
     polled: bool,
+    /// What was left out last time, so an unchanged list is not logged on every poll.
+    last_skipped: Vec<String>,
 }
 
 impl CloudMap {
     /// A source using the standard AWS credential chain.
     pub async fn new(cfg: CloudMapConfig) -> Self {
         let client = client::client(&cfg, None).await;
-        CloudMap { cfg, client, polled: false }
+        CloudMap { cfg, client, polled: false, last_skipped: Vec::new() }
     }
 
     /// A source with fixed credentials (tests against a local server).
     pub async fn with_credentials(cfg: CloudMapConfig, credentials: aws_credential_types::Credentials) -> Self {
         let client = client::client(&cfg, Some(credentials)).await;
-        CloudMap { cfg, client, polled: false }
+        CloudMap { cfg, client, polled: false, last_skipped: Vec::new() }
     }
 
     /// One full read, mapped.
@@ -50,7 +52,7 @@ impl CatalogSource for CloudMap {
         }
         self.polled = true;
         let mapped = self.sync().await?;
-        if mapped.skipped_count > 0 {
+        if mapped.skipped_count > 0 && mapped.skipped != self.last_skipped {
             tracing::warn!(
                 source = %self.cfg.id,
                 skipped = mapped.skipped_count,
@@ -58,6 +60,7 @@ impl CatalogSource for CloudMap {
                 "Cloud Map entries left out of the catalog"
             );
         }
+        self.last_skipped = mapped.skipped;
         Ok(mapped.snapshot)
     }
 }
