@@ -116,10 +116,11 @@ impl<D: Discovery> CatalogSource for Fleet<D> {
         loop {
             let due = self.next_discovery.is_none_or(|at| at <= Instant::now());
             if due {
-                // Set before awaiting: a failed discovery is retried by the runner's backoff
-                // (it calls `next` again), not in a tight loop here.
+                // A failed discovery stays due: the runner backs off, calls `next` again, and
+                // discovery is retried then rather than a whole `rediscover` later.
+                let changed = self.reconcile().await?;
                 self.next_discovery = Some(Instant::now() + self.rediscover);
-                if self.reconcile().await? {
+                if changed {
                     return Ok(self.combined());
                 }
             }

@@ -161,3 +161,19 @@ async fn memberships_are_paged() {
     assert_eq!(s.clusters.len(), 130, "all pages of memberships (page size 100)");
     assert!(hub.requests() >= 2);
 }
+
+#[tokio::test]
+async fn a_failed_listing_is_retried_on_the_next_call_not_a_rediscover_later() {
+    init();
+    let creds = Credentials::from(Rotating(Arc::new(AtomicUsize::new(1))));
+    let hub = FakeHub::start().await.unwrap();
+    let k8s = FakeApiServer::start().await.unwrap();
+    hub.set_members(vec![membership("fleet-prj", "global", "gke-east", "us-east1")]);
+    let mut cfg = config(&hub, &[("gke-east", &k8s)]);
+    cfg.rediscover = std::time::Duration::from_secs(3600);
+    hub.fail_next(&[500]);
+    let mut src = gke::source(cfg, Some(creds)).await.unwrap();
+    assert_eq!(next(&mut src).await.unwrap_err().kind, ErrorKind::Unavailable);
+    let s = next(&mut src).await.expect("the listing is retried at once");
+    assert_eq!(s.clusters.len(), 1);
+}
