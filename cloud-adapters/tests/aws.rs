@@ -9,7 +9,7 @@ use aws_sdk_servicediscovery::types::{CustomHealthStatus, HealthCheckCustomConfi
 use common::Throttler;
 use skybridge_api::catalog::SourceSnapshot;
 use skybridge_api::model::ServiceKey;
-use skybridge_api::source::ErrorKind;
+use skybridge_api::source::{CatalogSource, ErrorKind};
 use skybridge_cloud_adapters::aws::{CloudMap, CloudMapConfig};
 use skybridge_tests::Moto;
 
@@ -167,6 +167,19 @@ async fn a_malformed_answer_is_rejected_not_read_as_empty() {
     assert_eq!(e.kind, ErrorKind::Malformed, "{e}");
     // The next answer is good again: nothing was lost.
     assert_eq!(endpoints(&source.sync().await.unwrap().snapshot, "prod/web").len(), 1);
+}
+
+#[tokio::test]
+async fn after_a_failed_poll_the_next_one_does_not_wait_the_interval() {
+    let (moto, admin, svc) = with_service("prod.local", "web", false).await;
+    register(&admin, &svc, "i-1", "10.0.0.1", 80, "eks-1").await;
+    let proxy = Throttler::start(moto.addr, false).await;
+    let mut source =
+        CloudMap::with_credentials(config(&proxy.url(), "max_attempts = 1\ninterval = \"1h\""), creds()).await;
+    proxy.garbage.store(1, Ordering::SeqCst);
+    assert_eq!(source.next().await.unwrap_err().kind, ErrorKind::Malformed);
+    let s = tokio::time::timeout(std::time::Duration::from_secs(10), source.next()).await.expect("retried at once");
+    assert_eq!(endpoints(&s.unwrap(), "prod/web").len(), 1);
 }
 
 #[tokio::test]

@@ -14,7 +14,9 @@ pub use config::CloudMapConfig;
 pub struct CloudMap {
     cfg: CloudMapConfig,
     client: aws_sdk_servicediscovery::Client,
-    polled: bool,
+    /// Whether the last sync succeeded: only then does the next one wait for `interval` (after a
+    /// failure the runner's backoff is the wait).
+    last_ok: bool,
     /// What was left out last time, so an unchanged list is not logged on every poll.
     last_skipped: Vec<String>,
 }
@@ -23,13 +25,13 @@ impl CloudMap {
     /// A source using the standard AWS credential chain.
     pub async fn new(cfg: CloudMapConfig) -> Self {
         let client = client::client(&cfg, None).await;
-        CloudMap { cfg, client, polled: false, last_skipped: Vec::new() }
+        CloudMap { cfg, client, last_ok: false, last_skipped: Vec::new() }
     }
 
     /// A source with fixed credentials (tests against a local server).
     pub async fn with_credentials(cfg: CloudMapConfig, credentials: aws_credential_types::Credentials) -> Self {
         let client = client::client(&cfg, Some(credentials)).await;
-        CloudMap { cfg, client, polled: false, last_skipped: Vec::new() }
+        CloudMap { cfg, client, last_ok: false, last_skipped: Vec::new() }
     }
 
     /// One full read, mapped.
@@ -47,11 +49,12 @@ impl CatalogSource for CloudMap {
     // Every poll returns the whole view; the federator's merge turns an unchanged view into no
     // new version (nothing is pushed) and reuses the unchanged endpoint lists.
     async fn next(&mut self) -> Result<SourceSnapshot, SourceError> {
-        if self.polled {
+        if self.last_ok {
             tokio::time::sleep(self.cfg.interval).await;
         }
-        self.polled = true;
+        self.last_ok = false;
         let mapped = self.sync().await?;
+        self.last_ok = true;
         if mapped.skipped_count > 0 && mapped.skipped != self.last_skipped {
             tracing::warn!(
                 source = %self.cfg.id,
