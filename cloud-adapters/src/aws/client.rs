@@ -11,8 +11,8 @@ use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_servicediscovery::types::{FilterCondition, HealthStatus, ServiceFilter, ServiceFilterName};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use futures::{StreamExt as _, TryStreamExt as _};
 use skybridge_api::source::{ErrorKind, SourceError};
-use tracing::Instrument as _;
 
 use super::config::CloudMapConfig;
 use super::mapping::{Health, Instance, Namespace, Service};
@@ -174,36 +174,21 @@ async fn services(client: &Client, cfg: &CloudMapConfig, namespace_id: &str) -> 
             }
         }
     }
-    // Bounded fan-out: `concurrency` services' instances at a time, results in listing order.
-    let mut out = Vec::with_capacity(summaries.len());
-    for chunk in summaries.chunks(cfg.concurrency) {
-        let mut set = tokio::task::JoinSet::new();
-        for (i, (id, name, created, checked)) in chunk.iter().cloned().enumerate() {
-            let (client, cfg) = (client.clone(), cfg.clone());
-            let span = tracing::debug_span!("cloudmap_instances", service = %name);
-            set.spawn(
-                async move {
-                    let r = instances(&client, &cfg, &id, checked).await;
-                    (i, name, created, r)
-                }
-                .instrument(span),
-            );
-        }
-        let mut done = Vec::with_capacity(chunk.len());
-        while let Some(joined) = set.join_next().await {
-            let (i, name, created_at, r) = joined
-                .map_err(|e| SourceError::new(ErrorKind::Unavailable, format!("Cloud Map fetch task failed: {e}")))?;
-            match r {
-                Ok(instances) => done.push((i, Service { name, created_at, instances })),
+    // Bounded fan-out: `concurrency` services' instances at a time (a sliding window, on this
+    // task), results in listing order.
+    let fetched: Vec<Option<Service>> = futures::stream::iter(summaries)
+        .map(|(id, name, created_at, checked)| async move {
+            match instances(client, cfg, &id, checked).await {
+                Ok(instances) => Ok(Some(Service { name, created_at, instances })),
                 // Deleted between ListServices and ListInstances: simply gone.
-                Err(e) if e.kind == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
             }
-        }
-        done.sort_by_key(|(i, _)| *i);
-        out.extend(done.into_iter().map(|(_, s)| s));
-    }
-    Ok(out)
+        })
+        .buffered(cfg.concurrency)
+        .try_collect()
+        .await?;
+    Ok(fetched.into_iter().flatten().collect())
 }
 
 async fn instances(
