@@ -24,7 +24,7 @@ use skybridge_federator::catalog::{MergeConfig, SourceInput, merge};
 use skybridge_federator::sources::static_file;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::{Config as GwConfig, FederatorSection};
-use skybridge_tests::{Proc, free_tcp, free_udp, write_identity};
+use skybridge_tests::{federated_gateway_toml, free_tcp, spawn_federator, write_identity};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -217,22 +217,12 @@ async fn main() {
          [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{0}/{file_name}\"\ninterval = \"20ms\"\n",
         d.display(),
     );
-    std::fs::write(d.join("federator.toml"), fed_cfg).unwrap();
-    let mut fed =
-        Proc::spawn(&["federator", "--config", d.join("federator.toml").to_str().unwrap()], d.join("fed.log"));
-    assert!(skybridge_tests::wait_ready(api, Duration::from_secs(30)), "federator not ready: {}", fed.log_text());
+    let mut fed = spawn_federator(d, api, &fed_cfg, &[]);
 
     // Three real gateways and the simulated clients.
     let mut gateways = Vec::new();
     for c in CLUSTERS {
-        let text = format!(
-            "[gateway]\ncluster = \"{c}\"\ncloud = \"other\"\nregion = \"b\"\ntrust_domain = \"{TD}\"\n\
-             [tls]\ncert = \"{0}/{c}/cert.pem\"\nkey = \"{0}/{c}/key.pem\"\ntrust_bundle = \"{0}/{c}/ca.pem\"\n\
-             [listen]\ntunnel = \"{1}\"\nsni = \"off\"\nhttp = \"off\"\nadmin = \"127.0.0.1:0\"\n\
-             [federator]\naddress = \"{control}\"\n",
-            d.display(),
-            free_udp(1)[0]
-        );
+        let text = federated_gateway_toml(d, TD, c, control, false);
         gateways.push(gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap());
     }
     let applied: Vec<Arc<AtomicU64>> = (0..sims).map(|_| Arc::new(AtomicU64::new(0))).collect();

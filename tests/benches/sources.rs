@@ -16,7 +16,7 @@ use skybridge_cloud_adapters::k8s::ExportApi;
 use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, objects};
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{AWS_TEST_ENV, Moto, aws_cli, free_tcp, free_udp, spawn_federator, write_identity};
+use skybridge_tests::{AWS_TEST_ENV, Moto, aws_cli, federated_gateway_toml, free_tcp, spawn_federator, write_identity};
 use time::OffsetDateTime;
 
 const TD: &str = "bench.test";
@@ -95,14 +95,7 @@ async fn main() {
     let fed = spawn_federator(d, api, &config, &AWS_TEST_ENV);
     let mut gateways = Vec::new();
     for c in GATEWAYS {
-        let text = format!(
-            "[gateway]\ncluster = \"{c}\"\ncloud = \"other\"\nregion = \"r\"\ntrust_domain = \"{TD}\"\n\
-             [tls]\ncert = \"{0}/{c}/cert.pem\"\nkey = \"{0}/{c}/key.pem\"\ntrust_bundle = \"{0}/{c}/ca.pem\"\n\
-             [listen]\ntunnel = \"{1}\"\nsni = \"off\"\nhttp = \"off\"\nadmin = \"127.0.0.1:0\"\n\
-             [federator]\naddress = \"{control}\"\n",
-            d.display(),
-            free_udp(1)[0]
-        );
+        let text = federated_gateway_toml(d, TD, c, control, false);
         gateways.push(gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap());
     }
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -246,3 +246,24 @@ pub fn spawn_federator(dir: &Path, api: SocketAddr, config: &str, env: &[(&str, 
     assert!(wait_ready(api, Duration::from_secs(30)), "federator not ready:\n{}", fed.log_text());
     fed
 }
+
+/// Config text of a gateway for `cluster` that takes its routes from the federator at
+/// `control`, with the identity [`write_identity`] put under `dir/cluster`; `http` opens the
+/// HTTP listener on a free port.
+pub fn federated_gateway_toml(
+    dir: &Path,
+    trust_domain: &str,
+    cluster: &str,
+    control: SocketAddr,
+    http: bool,
+) -> String {
+    let d = dir.display();
+    let http = if http { "127.0.0.1:0" } else { "off" };
+    format!(
+        "[gateway]\ncluster = \"{cluster}\"\ncloud = \"other\"\nregion = \"r\"\ntrust_domain = \"{trust_domain}\"\n\
+         [tls]\ncert = \"{d}/{cluster}/cert.pem\"\nkey = \"{d}/{cluster}/key.pem\"\ntrust_bundle = \"{d}/{cluster}/ca.pem\"\n\
+         [listen]\ntunnel = \"{}\"\nsni = \"off\"\nhttp = \"{http}\"\nadmin = \"127.0.0.1:0\"\n\
+         [federator]\naddress = \"{control}\"\nreconnect_min = \"100ms\"\nreconnect_max = \"400ms\"\n",
+        free_udp(1)[0]
+    )
+}

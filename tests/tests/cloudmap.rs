@@ -11,7 +11,9 @@ use skybridge_api::identity::SpiffeId;
 use skybridge_api::model::ClusterId;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{AWS_TEST_ENV, Moto, aws_cli, free_tcp, free_udp, http_backend, spawn_federator, write_identity};
+use skybridge_tests::{
+    AWS_TEST_ENV, Moto, aws_cli, federated_gateway_toml, free_tcp, http_backend, spawn_federator, write_identity,
+};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,14 +40,7 @@ async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
 }
 
 async fn gateway(dir: &Path, cluster: &str, control: SocketAddr) -> gw_app::Running {
-    let d = dir.display();
-    let text = format!(
-        "[gateway]\ncluster = \"{cluster}\"\ncloud = \"aws\"\nregion = \"us-east-1\"\ntrust_domain = \"{TD}\"\n\
-         [tls]\ncert = \"{d}/{cluster}/cert.pem\"\nkey = \"{d}/{cluster}/key.pem\"\ntrust_bundle = \"{d}/{cluster}/ca.pem\"\n\
-         [listen]\ntunnel = \"{}\"\nsni = \"off\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [federator]\naddress = \"{control}\"\nreconnect_min = \"100ms\"\nreconnect_max = \"400ms\"\n",
-        free_udp(1)[0]
-    );
+    let text = federated_gateway_toml(dir, TD, cluster, control, true);
     gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap()
 }
 
