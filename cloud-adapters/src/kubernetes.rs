@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use skybridge_api::backoff::Backoff;
 use skybridge_api::catalog::ClusterInfo;
 use skybridge_api::config::{ConfigError, duration, invalid};
 use skybridge_api::model::{Cloud, ClusterId};
@@ -122,6 +121,6 @@ pub fn source(cfg: &KubernetesConfig) -> Result<ClusterWatch, SourceError> {
     let info = ClusterInfo { id: cfg.cluster.clone(), cloud: cfg.cloud, region: cfg.region.clone(), network: None };
     let mut c = ClusterConfig::new(info, api);
     c.export_apis = cfg.export_apis.clone();
-    c.tuning = Tuning { backoff: Backoff { min: cfg.backoff_min, max: cfg.backoff_max }, ..Tuning::default() };
+    c.tuning = Tuning::with_backoff(cfg.backoff_min, cfg.backoff_max);
     ClusterWatch::new(c).map_err(|e| SourceError::new(ErrorKind::Malformed, format!("cluster {}: {e}", cfg.cluster)))
 }

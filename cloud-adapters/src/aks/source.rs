@@ -2,8 +2,8 @@
 //! ServiceExports and EndpointSlices watched through its API server with an Azure AD token for
 //! the AKS AAD server scope, kept fresh in the background.
 
-use skybridge_api::catalog::{ClusterInfo, SourceSnapshot};
-use skybridge_api::source::{CatalogSource, SourceError};
+use skybridge_api::catalog::ClusterInfo;
+use skybridge_api::source::SourceError;
 use tracing::Instrument as _;
 
 use super::{AksConfig, AksDiscovery};
@@ -50,7 +50,7 @@ impl Discovery for AksMembers {
 }
 
 /// The AKS fleet source.
-pub struct AksFleet(Fleet<AksMembers>);
+pub type AksFleet = Fleet<AksMembers>;
 
 /// Builds the source from `cfg` (credentials are resolved here; the first AKS token is
 /// fetched before returning, so a credential problem shows as this source's `auth` error).
@@ -68,19 +68,6 @@ pub async fn with_discovery(cfg: AksConfig, discovery: AksDiscovery) -> Result<A
         async move { tokens.keep_fresh(fresh).await }.instrument(tracing::info_span!("aks_token_refresh")),
     );
     let members = AksMembers { discovery, token, refresher };
-    let tuning = Tuning {
-        backoff: skybridge_api::backoff::Backoff { min: cfg.backoff_min, max: cfg.backoff_max },
-        ..Tuning::default()
-    };
-    Ok(AksFleet(Fleet::new(members, cfg.interval, vec![ExportApi::AksFleet, ExportApi::Upstream], tuning)))
-}
-
-impl CatalogSource for AksFleet {
-    fn kind(&self) -> &'static str {
-        "aks-fleet"
-    }
-
-    async fn next(&mut self) -> Result<SourceSnapshot, SourceError> {
-        self.0.next().await
-    }
+    let tuning = Tuning::with_backoff(cfg.backoff_min, cfg.backoff_max);
+    Ok(Fleet::new(members, cfg.interval, vec![ExportApi::AksFleet, ExportApi::Upstream], tuning))
 }

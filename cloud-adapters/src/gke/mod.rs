@@ -87,10 +87,7 @@ pub async fn source(cfg: GkeConfig, credentials: Option<Credentials>) -> Result<
         async move { bearer(&c).await }
     })
     .await?;
-    let tuning = Tuning {
-        backoff: skybridge_api::backoff::Backoff { min: cfg.backoff_min, max: cfg.backoff_max },
-        ..Tuning::default()
-    };
+    let tuning = Tuning::with_backoff(cfg.backoff_min, cfg.backoff_max);
     let (rediscover, apis) = (cfg.rediscover, cfg.export_apis.clone());
     let discovery = GkeDiscovery { cfg, hub, token, cas, _refresh: refresh };
     Ok(Fleet::new(discovery, rediscover, apis, tuning))

@@ -133,6 +133,13 @@ impl Default for Tuning {
     }
 }
 
+impl Tuning {
+    /// The defaults with the retry pacing of a configured source.
+    pub fn with_backoff(min: Duration, max: Duration) -> Self {
+        Tuning { backoff: Backoff { min, max }, ..Tuning::default() }
+    }
+}
+
 /// One cluster to watch.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
