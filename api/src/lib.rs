@@ -10,6 +10,7 @@ pub mod header;
 pub mod identity;
 pub mod model;
 pub mod proto;
+pub mod routing;
 pub mod source;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -33,23 +33,7 @@ pub struct StoredSource {
     pub failing_since: Option<UnixMillis>,
 }
 
-/// A routing policy for one service (weights, failover order, avoid, allow list).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    /// Traffic weights per cluster (0-100 each); empty means no weighted split.
-    #[serde(default)]
-    pub weights: BTreeMap<ClusterId, u32>,
-    /// Explicit failover order; clusters not listed come after, by latency.
-    #[serde(default)]
-    pub failover: Vec<ClusterId>,
-    /// Clusters never to send this service's traffic to.
-    #[serde(default)]
-    pub avoid: Vec<ClusterId>,
-    /// Source clusters allowed to reach the service; `None` is any.
-    #[serde(default)]
-    pub allow: Option<Vec<ClusterId>>,
-}
+pub use skybridge_api::routing::Policy;
 
 /// What the federator remembers about a gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
