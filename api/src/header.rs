@@ -29,6 +29,10 @@ const TAG_SOURCE_CLUSTER: u8 = 4;
 const TAG_TRACEPARENT: u8 = 5;
 const TAG_TRACESTATE: u8 = 6;
 const TAG_CRITICAL: u8 = 0x80;
+/// Must-understand: the stream is a health probe, answered at once and never delivered.
+const TAG_PROBE: u8 = 0x81;
+// A receiver that cannot answer probes must refuse them, never deliver them as a connection.
+const _: () = assert!(TAG_PROBE >= TAG_CRITICAL);
 
 /// Why a header could not be decoded. Every variant means the peer is broken or hostile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,9 +69,28 @@ pub struct OpenRequest {
     pub port: u16,
     pub source: ClusterId,
     pub trace: Option<TraceContext>,
+    /// A health probe: the receiver answers with its status and delivers nothing. The service
+    /// is [`OpenRequest::PROBE_SERVICE`] so that the required fields stay required.
+    pub probe: bool,
 }
 
 impl OpenRequest {
+    /// The (namespace, name) a probe names; never a real service (namespaces are the
+    /// cluster's, and `skybridge-system` is reserved).
+    pub const PROBE_SERVICE: (&'static str, &'static str) = ("skybridge-system", "probe");
+
+    /// A probe from `source`.
+    pub fn probe(source: ClusterId) -> Self {
+        let (ns, name) = Self::PROBE_SERVICE;
+        OpenRequest {
+            service: ServiceKey::new(ns, name).expect("valid probe service name"),
+            port: 0,
+            source,
+            trace: None,
+            probe: true,
+        }
+    }
+
     /// Appends the encoded header to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         let start = out.len();
@@ -77,6 +100,9 @@ impl OpenRequest {
         put_field(out, TAG_NAME, self.service.name.as_bytes());
         put_field(out, TAG_PORT, &self.port.to_be_bytes());
         put_field(out, TAG_SOURCE_CLUSTER, self.source.as_str().as_bytes());
+        if self.probe {
+            put_field(out, TAG_PROBE, &[]);
+        }
         if let Some(t) = &self.trace {
             put_field(out, TAG_TRACEPARENT, t.traceparent.as_bytes());
             if let Some(s) = &t.tracestate {
@@ -109,6 +135,7 @@ impl OpenRequest {
         let mut source = None;
         let mut traceparent = None;
         let mut tracestate = None;
+        let mut probe = None;
         while !body.is_empty() {
             if body.len() < 3 {
                 return Err(HeaderError::Truncated);
@@ -124,6 +151,7 @@ impl OpenRequest {
                 TAG_SOURCE_CLUSTER => &mut source,
                 TAG_TRACEPARENT => &mut traceparent,
                 TAG_TRACESTATE => &mut tracestate,
+                TAG_PROBE => &mut probe,
                 t if t >= TAG_CRITICAL => return Err(HeaderError::UnknownCritical(t)),
                 _ => continue,
             };
@@ -154,7 +182,7 @@ impl OpenRequest {
             }),
             None => None,
         };
-        Ok(OpenRequest { service, port, source, trace })
+        Ok(OpenRequest { service, port, source, trace, probe: probe.is_some() })
     }
 
     /// Decodes a whole header from the front of `buf`: `Ok(None)` when more bytes are needed,
@@ -253,7 +281,18 @@ mod tests {
                 traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
                 tracestate: Some("x=y".into()),
             }),
+            probe: false,
         }
+    }
+
+    #[test]
+    fn probe_round_trips_and_is_must_understand() {
+        let p = OpenRequest::probe(ClusterId::new("gcp-1").unwrap());
+        let bytes = encoded(&p);
+        let (got, _) = OpenRequest::decode(&bytes, 4096).unwrap().unwrap();
+        assert_eq!(got, p);
+        assert!(got.probe);
+        assert!(!OpenRequest::decode(&encoded(&req()), 4096).unwrap().unwrap().0.probe);
     }
 
     fn encoded(r: &OpenRequest) -> Vec<u8> {
@@ -321,8 +360,8 @@ mod tests {
         assert_eq!(r.port, 5432);
         assert_eq!(r.trace, None);
         let mut body = minimal();
-        body.extend(field(0x81, b"x"));
-        assert_eq!(OpenRequest::decode(&with_body(&body), 4096), Err(HeaderError::UnknownCritical(0x81)));
+        body.extend(field(0x82, b"x"));
+        assert_eq!(OpenRequest::decode(&with_body(&body), 4096), Err(HeaderError::UnknownCritical(0x82)));
     }
 
     #[test]

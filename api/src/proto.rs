@@ -2,12 +2,13 @@
 //! conversions validate everything that comes off the wire (names, addresses), so the rest of
 //! the code only ever sees a valid catalog.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::catalog::{
     ClusterExport, ClusterInfo, Conflict, Delta, Endpoint, GlobalCatalog, GlobalService, PortSpec, Provenance,
 };
 use crate::model::{Cloud, ClusterId, Protocol, ServiceKey};
+use crate::routing::Policy;
 
 /// The generated messages and gRPC client/server of `skybridge.control.v1`.
 #[allow(missing_docs, clippy::all)]
@@ -174,8 +175,12 @@ pub fn service_from_wire(s: &wire::Service) -> Result<(ServiceKey, GlobalService
     Ok((key, GlobalService { ports, clusters, conflicts }))
 }
 
-/// Encodes a whole catalog as a single-part snapshot.
-pub fn snapshot_to_wire(c: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> wire::Snapshot {
+/// Encodes a whole catalog, its gateway list and the policies as a single-part snapshot.
+pub fn snapshot_to_wire(
+    c: &GlobalCatalog,
+    gateways: Vec<wire::Gateway>,
+    policies: Vec<wire::ServicePolicy>,
+) -> wire::Snapshot {
     wire::Snapshot {
         version: c.version,
         digest: c.digest,
@@ -183,13 +188,16 @@ pub fn snapshot_to_wire(c: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> wire
         services: c.services.iter().map(|(k, s)| service_to_wire(k, s)).collect(),
         gateways,
         more: false,
+        policies,
     }
 }
 
-/// The snapshot as parts of at most `services_per_part` services each (at least one part).
+/// The snapshot as parts of at most `services_per_part` services each (at least one part);
+/// clusters, gateways and policies ride in the first.
 pub fn snapshot_parts(
     c: &GlobalCatalog,
     gateways: Vec<wire::Gateway>,
+    policies: Vec<wire::ServicePolicy>,
     services_per_part: usize,
 ) -> Vec<wire::Snapshot> {
     let services: Vec<wire::Service> = c.services.iter().map(|(k, s)| service_to_wire(k, s)).collect();
@@ -199,17 +207,21 @@ pub fn snapshot_parts(
         chunks.push(Vec::new());
     }
     let last = chunks.len() - 1;
-    let mut gateways = Some(gateways);
+    let mut first = Some((gateways, policies));
     chunks
         .into_iter()
         .enumerate()
-        .map(|(i, services)| wire::Snapshot {
-            version: c.version,
-            digest: c.digest,
-            clusters: if i == 0 { c.clusters.values().map(wire::Cluster::from).collect() } else { Vec::new() },
-            services,
-            gateways: gateways.take().unwrap_or_default(),
-            more: i != last,
+        .map(|(i, services)| {
+            let (gateways, policies) = first.take().unwrap_or_default();
+            wire::Snapshot {
+                version: c.version,
+                digest: c.digest,
+                clusters: if i == 0 { c.clusters.values().map(wire::Cluster::from).collect() } else { Vec::new() },
+                services,
+                gateways,
+                more: i != last,
+                policies,
+            }
         })
         .collect()
 }
@@ -252,8 +264,12 @@ pub fn snapshot_from_wire(s: &wire::Snapshot) -> Result<GlobalCatalog, WireError
     Ok(GlobalCatalog { version: s.version, digest: s.digest, clusters, services })
 }
 
-/// Encodes a catalog delta.
-pub fn delta_to_wire(d: &Delta, gateways: Option<Vec<wire::Gateway>>) -> wire::Delta {
+/// Encodes a catalog delta; `gateways` and `policies`, when given, replace the receiver's lists.
+pub fn delta_to_wire(
+    d: &Delta,
+    gateways: Option<Vec<wire::Gateway>>,
+    policies: Option<Vec<wire::ServicePolicy>>,
+) -> wire::Delta {
     wire::Delta {
         from_version: d.from_version,
         to_version: d.to_version,
@@ -264,6 +280,8 @@ pub fn delta_to_wire(d: &Delta, gateways: Option<Vec<wire::Gateway>>) -> wire::D
         services_removed: d.services_removed.iter().map(|k| k.to_string()).collect(),
         gateways_changed: gateways.is_some(),
         gateways: gateways.unwrap_or_default(),
+        policies_changed: policies.is_some(),
+        policies: policies.unwrap_or_default(),
     }
 }
 
@@ -286,6 +304,50 @@ pub fn delta_from_wire(d: &wire::Delta) -> Result<Delta, WireError> {
             .map(|k| k.parse().map_err(|e| bad("services_removed", e)))
             .collect::<Result<_, _>>()?,
     })
+}
+
+/// Encodes every policy, sorted by service (the map's order).
+pub fn policies_to_wire(policies: &BTreeMap<ServiceKey, Policy>) -> Vec<wire::ServicePolicy> {
+    let ids = |v: &[ClusterId]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    policies
+        .iter()
+        .map(|(key, p)| wire::ServicePolicy {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            weights: p.weights.iter().map(|(c, w)| (c.to_string(), *w)).collect::<HashMap<_, _>>(),
+            failover: ids(&p.failover),
+            avoid: ids(&p.avoid),
+            allow: p.allow.as_deref().map(ids).unwrap_or_default(),
+            has_allow: p.allow.is_some(),
+        })
+        .collect()
+}
+
+/// Decodes and validates policies: service names and cluster ids must be valid, and a service
+/// may appear once. Weights are taken as sent (the federator's API checked their range and
+/// sum; route choice renormalises whatever it gets), so a policy never makes a catalog update
+/// fail.
+pub fn policies_from_wire(policies: &[wire::ServicePolicy]) -> Result<BTreeMap<ServiceKey, Policy>, WireError> {
+    let ids = |field: &'static str, v: &[String]| v.iter().map(|c| cluster_id(field, c)).collect::<Result<Vec<_>, _>>();
+    let mut out = BTreeMap::new();
+    for p in policies {
+        let key = ServiceKey::new(&p.namespace, &p.name).map_err(|e| bad("policy.service", e))?;
+        let weights = p
+            .weights
+            .iter()
+            .map(|(c, w)| Ok((cluster_id("policy.weights", c)?, *w)))
+            .collect::<Result<BTreeMap<_, _>, WireError>>()?;
+        let policy = Policy {
+            weights,
+            failover: ids("policy.failover", &p.failover)?,
+            avoid: ids("policy.avoid", &p.avoid)?,
+            allow: if p.has_allow { Some(ids("policy.allow", &p.allow)?) } else { None },
+        };
+        if out.insert(key.clone(), policy).is_some() {
+            return Err(bad("policy.service", format!("{key} has more than one policy")));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -329,7 +391,7 @@ mod tests {
     fn snapshot_round_trips_through_protobuf() {
         use prost::Message;
         let c = catalog();
-        let bytes = snapshot_to_wire(&c, vec![]).encode_to_vec();
+        let bytes = snapshot_to_wire(&c, vec![], vec![]).encode_to_vec();
         let back = snapshot_from_wire(&wire::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, c);
         assert_eq!(digest(&back), c.digest);
@@ -343,7 +405,7 @@ mod tests {
             c.services.insert(ServiceKey::new(&k.namespace, &format!("x{i}")).unwrap(), s.clone());
         }
         c.digest = digest(&c);
-        let parts = snapshot_parts(&c, vec![], 2);
+        let parts = snapshot_parts(&c, vec![], vec![], 2);
         assert_eq!(parts.len(), 3);
         assert_eq!(parts.iter().map(|p| p.more).collect::<Vec<_>>(), vec![true, true, false]);
         assert!(parts[1].clusters.is_empty() && !parts[0].clusters.is_empty());
@@ -358,7 +420,11 @@ mod tests {
         }
         let whole = asm.push(parts[2].clone()).unwrap();
         assert_eq!(snapshot_from_wire(&whole).unwrap(), c);
-        assert_eq!(snapshot_parts(&GlobalCatalog::default(), vec![], 2).len(), 1, "an empty catalog is one part");
+        assert_eq!(
+            snapshot_parts(&GlobalCatalog::default(), vec![], vec![], 2).len(),
+            1,
+            "an empty catalog is one part"
+        );
     }
 
     #[test]
@@ -369,21 +435,106 @@ mod tests {
         new.version = 5;
         new.digest = digest(&new);
         let d = diff(&old, &new);
-        let back = delta_from_wire(&delta_to_wire(&d, None)).unwrap();
+        let back = delta_from_wire(&delta_to_wire(&d, None, None)).unwrap();
         assert_eq!(back, d);
         assert_eq!(apply(&old, &back).unwrap(), new);
     }
 
     #[test]
     fn invalid_wire_data_is_rejected_with_the_field() {
-        let mut s = snapshot_to_wire(&catalog(), vec![]);
+        let mut s = snapshot_to_wire(&catalog(), vec![], vec![]);
         s.services[0].clusters[0].endpoints[0].endpoints[0].address = "nope".into();
         assert_eq!(snapshot_from_wire(&s).unwrap_err().field, "endpoint.address");
-        let mut s = snapshot_to_wire(&catalog(), vec![]);
+        let mut s = snapshot_to_wire(&catalog(), vec![], vec![]);
         s.services[0].ports[0].protocol = 42;
         assert_eq!(snapshot_from_wire(&s).unwrap_err().field, "port.protocol");
-        let mut s = snapshot_to_wire(&catalog(), vec![]);
+        let mut s = snapshot_to_wire(&catalog(), vec![], vec![]);
         s.clusters[0].id = "Bad_Id".into();
         assert_eq!(snapshot_from_wire(&s).unwrap_err().field, "cluster.id");
+    }
+
+    fn policies() -> BTreeMap<ServiceKey, Policy> {
+        let id = |s: &str| ClusterId::new(s).unwrap();
+        BTreeMap::from([
+            (
+                "prod/web".parse().unwrap(),
+                Policy {
+                    weights: BTreeMap::from([(id("aws-1"), 70), (id("gcp-1"), 30)]),
+                    failover: vec![id("gcp-1"), id("aws-1")],
+                    avoid: vec![id("azure-1")],
+                    allow: Some(vec![id("aws-1")]),
+                },
+            ),
+            // An empty allow list (nobody may reach it) differs from none (anybody may).
+            ("prod/locked".parse().unwrap(), Policy { allow: Some(vec![]), ..Default::default() }),
+            ("dev/api".parse().unwrap(), Policy { avoid: vec![id("gcp-1")], ..Default::default() }),
+        ])
+    }
+
+    #[test]
+    fn policies_round_trip_through_protobuf() {
+        use prost::Message;
+        let p = policies();
+        let wire = policies_to_wire(&p);
+        assert_eq!(wire.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["api", "locked", "web"]);
+        assert!(wire[1].has_allow && wire[1].allow.is_empty());
+        assert!(!wire[0].has_allow);
+        let bytes = snapshot_to_wire(&catalog(), vec![], wire).encode_to_vec();
+        let back = wire::Snapshot::decode(bytes.as_slice()).unwrap();
+        assert_eq!(policies_from_wire(&back.policies).unwrap(), p);
+        assert_eq!(policies_from_wire(&[]).unwrap(), BTreeMap::new());
+    }
+
+    #[test]
+    fn policies_ride_in_the_first_snapshot_part_and_in_deltas_when_changed() {
+        let mut c = catalog();
+        let (k, s) = c.services.iter().next().map(|(k, s)| (k.clone(), s.clone())).unwrap();
+        c.services.insert(ServiceKey::new(&k.namespace, "other").unwrap(), s);
+        c.digest = digest(&c);
+        let parts = snapshot_parts(&c, vec![], policies_to_wire(&policies()), 1);
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].policies.len(), parts[1].policies.len()), (3, 0));
+        let mut asm = SnapshotAssembler::default();
+        asm.push(parts[0].clone());
+        let whole = asm.push(parts[1].clone()).unwrap();
+        assert_eq!(policies_from_wire(&whole.policies).unwrap(), policies());
+        // Policies are not part of the catalog: the digest is the catalog's alone.
+        assert_eq!(digest(&snapshot_from_wire(&whole).unwrap()), c.digest);
+
+        let d = Delta { from_version: 4, to_version: 4, to_digest: c.digest, ..Delta::default() };
+        let w = delta_to_wire(&d, None, Some(vec![]));
+        assert!(w.policies_changed && w.policies.is_empty() && !w.gateways_changed, "an emptied list is a change");
+        let w = delta_to_wire(&d, None, None);
+        assert!(!w.policies_changed);
+    }
+
+    #[test]
+    fn invalid_policies_are_rejected_with_the_field() {
+        type Break = fn(&mut wire::ServicePolicy);
+        let good = policies_to_wire(&policies());
+        let cases: [(&str, Break); 6] = [
+            ("policy.service", |p| p.namespace = "Prod".into()),
+            ("policy.weights", |p| {
+                p.weights.insert("gcp_1".into(), 10);
+            }),
+            ("policy.failover", |p| p.failover.push("-x".into())),
+            ("policy.avoid", |p| p.avoid.push(String::new())),
+            ("policy.allow", |p| p.allow.push("a.b".into())),
+            ("policy.service", |p| {
+                // A second policy for dev/api.
+                p.namespace = "dev".into();
+                p.name = "api".into();
+            }),
+        ];
+        for (field, break_it) in cases {
+            let mut w = good.clone();
+            break_it(&mut w[2]);
+            let e = policies_from_wire(&w).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+        // The allow list is read only when has_allow says it is there.
+        let mut w = good.clone();
+        w[0].allow.push("ignored".into());
+        assert_eq!(policies_from_wire(&w).unwrap()[&"dev/api".parse::<ServiceKey>().unwrap()].allow, None);
     }
 }

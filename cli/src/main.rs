@@ -4,6 +4,7 @@ mod ca;
 mod federator;
 mod gateway;
 mod logging;
+mod whatif;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,12 @@ enum Command {
         #[command(subcommand)]
         command: ca::CaCommand,
     },
+    /// Run a whole federation locally: a federator, three gateways named like AWS, Google Cloud
+    /// and Azure clusters, sample services and an emulated WAN, all on 127.0.0.1 (docs/demo.md).
+    Demo(skybridge_cli::demo::DemoArgs),
+    /// Ask the federator where connections would go if some clusters went down (changes nothing).
+    #[command(name = "whatif")]
+    WhatIf(whatif::WhatIfArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
         Command::Gateway { config, check_config } => gateway::run(&config, check_config),
         Command::Federator { config, check_config } => federator::run(&config, check_config),
         Command::Ca { command } => ca::run(command),
+        Command::Demo(args) => demo(&args),
+        Command::WhatIf(args) => whatif::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,4 +80,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `skybridge demo`: runs until SIGINT/SIGTERM, then stops everything and exits 0.
+fn demo(args: &skybridge_cli::demo::DemoArgs) -> anyhow::Result<()> {
+    let opts = args.options()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let rt = anyhow::Context::context(rt, "starting the tokio runtime")?;
+    rt.block_on(async {
+        let stop = async {
+            // Without signal handlers nothing could stop the demo cleanly later: stop now.
+            if let Err(e) = gateway::wait_for_signal().await {
+                tracing::error!(error = %e, "cannot wait for signals; stopping the demo");
+            }
+        };
+        skybridge_cli::demo::run(opts, stop, &mut std::io::stdout()).await
+    })?;
+    Ok(())
 }

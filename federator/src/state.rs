@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis, diff};
 use skybridge_api::model::{ClusterId, ServiceKey};
-use skybridge_api::proto::{delta_to_wire, wire};
+use skybridge_api::proto::{delta_to_wire, policies_to_wire, wire};
 use tokio::sync::{broadcast, watch};
 
 use crate::core::SourceStatus;
@@ -56,11 +56,23 @@ impl GatewayState {
 /// One measured path between clusters, from a gateway's report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LatencySample {
+    /// Smoothed RTT; `None` when not measured.
     pub rtt_ms: Option<f64>,
+    /// The RTT the gateway ranks peers by; `None` when not measured or not reported.
+    pub rank_rtt_ms: Option<f64>,
     pub state: String,
     pub reported_at: UnixMillis,
     /// The gateway instance that measured it.
     pub by: String,
+}
+
+/// One peer's measurement in a gateway's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerReport {
+    pub to: ClusterId,
+    pub rtt_ms: Option<f64>,
+    pub rank_rtt_ms: Option<f64>,
+    pub state: String,
 }
 
 /// A published catalog version, with the delta from the version before it computed once for
@@ -76,6 +88,9 @@ pub struct State {
     catalog: watch::Sender<Published>,
     /// Bumped whenever the set of gateways (and their tunnel addresses) changes.
     gateways_changed: watch::Sender<u64>,
+    /// The policies as sent to gateways, encoded once per change; a new value is a change
+    /// every session pushes.
+    policies_wire: watch::Sender<Arc<Vec<wire::ServicePolicy>>>,
     sources: RwLock<BTreeMap<SourceId, SourceStatus>>,
     gateways: RwLock<BTreeMap<(ClusterId, String), GatewayState>>,
     latency: RwLock<BTreeMap<(ClusterId, ClusterId), LatencySample>>,
@@ -105,6 +120,7 @@ impl State {
         State {
             catalog: watch::channel(Published { catalog, delta_from_previous: None }).0,
             gateways_changed: watch::channel(0).0,
+            policies_wire: watch::channel(Arc::new(policies_to_wire(&policies))).0,
             sources: RwLock::new(BTreeMap::new()),
             gateways: RwLock::new(gateways),
             latency: RwLock::new(BTreeMap::new()),
@@ -135,18 +151,24 @@ impl State {
     /// Installs a new catalog version, computing its delta from the current one once.
     pub fn publish(&self, c: Arc<GlobalCatalog>) {
         let previous = self.catalog();
-        let delta = Arc::new(delta_to_wire(&diff(&previous, &c), None));
+        let delta = Arc::new(delta_to_wire(&diff(&previous, &c), None, None));
         self.catalog.send_replace(Published { catalog: c, delta_from_previous: Some(delta) });
     }
 
-    /// The snapshot parts of `catalog` (gateway list empty: the sender fills it in), built at
-    /// most once per catalog version however many gateways (re)connect.
+    /// The snapshot parts of `catalog` (gateway and policy lists empty: the sender fills them
+    /// in, as they change without a new version), built at most once per catalog version
+    /// however many gateways (re)connect.
     pub fn snapshot_for(&self, catalog: &GlobalCatalog) -> Arc<Vec<wire::Snapshot>> {
         let mut cache = self.snapshot.lock().expect("snapshot cache lock");
         match &*cache {
             Some(c) if c.version == catalog.version => c.parts.clone(),
             _ => {
-                let parts = Arc::new(skybridge_api::proto::snapshot_parts(catalog, Vec::new(), SNAPSHOT_PART_SERVICES));
+                let parts = Arc::new(skybridge_api::proto::snapshot_parts(
+                    catalog,
+                    Vec::new(),
+                    Vec::new(),
+                    SNAPSHOT_PART_SERVICES,
+                ));
                 *cache = Some(CachedSnapshot { version: catalog.version, parts: parts.clone() });
                 parts
             }
@@ -199,11 +221,12 @@ impl State {
     }
 
     /// Records one gateway's measurements to its peers.
-    pub fn report_latency(&self, from: &ClusterId, by: &str, samples: Vec<(ClusterId, Option<f64>, String)>) {
+    pub fn report_latency(&self, from: &ClusterId, by: &str, samples: Vec<PeerReport>) {
         let now = now_millis();
         let mut l = self.latency.write().expect("latency lock");
-        for (to, rtt_ms, state) in samples {
-            l.insert((from.clone(), to), LatencySample { rtt_ms, state, reported_at: now, by: by.to_owned() });
+        for PeerReport { to, rtt_ms, rank_rtt_ms, state } in samples {
+            let sample = LatencySample { rtt_ms, rank_rtt_ms, state, reported_at: now, by: by.to_owned() };
+            l.insert((from.clone(), to), sample);
         }
     }
 
@@ -217,13 +240,21 @@ impl State {
         self.policies.read().expect("policies lock").clone()
     }
 
-    /// Sets or deletes a policy (already persisted by the caller).
+    /// Sets or deletes a policy (already persisted by the caller); every gateway session then
+    /// pushes the new list.
     pub fn set_policy(&self, key: ServiceKey, p: Option<Policy>) {
         let mut all = self.policies.write().expect("policies lock");
         match p {
             Some(p) => all.insert(key, p),
             None => all.remove(&key),
         };
+        // Encoded under the lock, so that concurrent writers publish in the order they wrote.
+        self.policies_wire.send_replace(Arc::new(policies_to_wire(&all)));
+    }
+
+    /// A receiver of the policies as sent to gateways; it sees every change.
+    pub fn watch_policies(&self) -> watch::Receiver<Arc<Vec<wire::ServicePolicy>>> {
+        self.policies_wire.subscribe()
     }
 
     /// A receiver of live events (for SSE).

@@ -101,8 +101,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         Endpoint::new(quinn::EndpointConfig::default(), Some(server_cfg), socket, runtime).map_err(bind_err)?;
     endpoint.set_default_client_config(client_cfg);
 
-    let pool =
-        Pool::new(endpoint.clone(), l.connections_per_peer, l.handshake_timeout, l.peer_backoff, metrics.clone());
+    let pool = Pool::new(
+        endpoint.clone(),
+        g.cluster.clone(),
+        l.connections_per_peer,
+        l.handshake_timeout,
+        cfg.routing.health(),
+        metrics.clone(),
+    );
     let delivery = LocalDelivery::new(l.connect_timeout, l.eject_duration, metrics.clone());
     let catalog = Catalog::from_config(&cfg, static_version(&cfg));
     let ctx = Arc::new(Context::new(
@@ -111,6 +117,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         g.region.clone(),
         g.trust_domain.clone(),
         cfg.limits.clone(),
+        cfg.routing.clone(),
         catalog,
         pool,
         delivery,
@@ -188,19 +195,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             })
             .instrument(tracing::info_span!("cert_reload")),
     );
-    let (c, stop) = (ctx.clone(), stop_background.clone());
-    background.spawn(
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => c.pool.sample_rtts(),
-                }
-            }
-        }
-        .instrument(tracing::info_span!("rtt_sampler")),
-    );
+    background
+        .spawn(tunnel::probe::run(ctx.clone(), stop_background.clone()).instrument(tracing::info_span!("prober")));
 
     if let Some(fed) = cfg.federator.clone() {
         let advertised = if fed.tunnel_addresses.is_empty() {

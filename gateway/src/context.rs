@@ -7,7 +7,7 @@ use skybridge_api::model::{Cloud, ClusterId};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Limits;
+use crate::config::{Limits, RoutingSection};
 use crate::delivery::LocalDelivery;
 use crate::metrics::Metrics;
 use crate::routing::Catalog;
@@ -41,6 +41,7 @@ pub struct Context {
     pub region: String,
     pub trust_domain: String,
     pub limits: Limits,
+    pub routing: RoutingSection,
     pub catalog: CatalogHandle,
     pub pool: Pool,
     pub delivery: LocalDelivery,
@@ -68,6 +69,7 @@ impl Context {
         region: String,
         trust_domain: String,
         limits: Limits,
+        routing: RoutingSection,
         catalog: Catalog,
         pool: Pool,
         delivery: LocalDelivery,
@@ -82,6 +84,7 @@ impl Context {
             region,
             trust_domain,
             limits,
+            routing,
             catalog: CatalogHandle::new(catalog),
             pool,
             delivery,

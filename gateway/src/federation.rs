@@ -2,6 +2,7 @@
 //! measurement reports out. When the federator is unreachable the gateway keeps routing on the
 //! last catalog it had (static stability) and reconnects with jittered backoff.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +11,9 @@ use rustls_pki_types::ServerName;
 use serde::Serialize;
 use skybridge_api::backoff::Backoff;
 use skybridge_api::catalog::{DeltaError, GlobalCatalog, apply_in_place, digest};
-use skybridge_api::proto::{SnapshotAssembler, delta_from_wire, snapshot_from_wire, wire};
+use skybridge_api::model::{ClusterId, ServiceKey};
+use skybridge_api::proto::{SnapshotAssembler, delta_from_wire, policies_from_wire, snapshot_from_wire, wire};
+use skybridge_api::routing::Policy;
 use skybridge_api::tls::{CertStore, ServerExpectation};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -52,6 +55,7 @@ pub enum FederationError {
 struct Held {
     catalog: Option<GlobalCatalog>,
     gateways: Vec<wire::Gateway>,
+    policies: BTreeMap<ServiceKey, Policy>,
 }
 
 /// Runs the client until cancelled.
@@ -187,7 +191,7 @@ async fn session(
                     },
                     other => other,
                 };
-                let reply = match on_update(ctx, held, msg) {
+                let reply = match on_update(ctx, held, &cfg.peer_addresses, msg) {
                     Ok(version) => {
                         set(status, |s| s.catalog_version = version);
                         gateway_message::Msg::Ack(wire::Ack { version })
@@ -202,12 +206,13 @@ async fn session(
             _ = report.tick() => {
                 let peers = ctx
                     .pool
-                    .states()
+                    .paths()
                     .into_iter()
-                    .map(|(c, st)| wire::PeerMeasurement {
+                    .map(|(c, p)| wire::PeerMeasurement {
                         cluster: c.to_string(),
-                        rtt_micros: st.srtt.map_or(0, |d| d.as_micros() as u64),
-                        state: st.label(std::time::Instant::now()).to_owned(),
+                        rtt_micros: p.health.srtt().map_or(0, |d| d.as_micros() as u64),
+                        rank_rtt_micros: p.health.rank_rtt().map_or(0, |d| d.as_micros() as u64),
+                        state: p.health.state().as_str().to_owned(),
                     })
                     .collect();
                 tx.send(send(gateway_message::Msg::Report(wire::Report { peers }))).await.map_err(|_| FederationError::Closed)?;
@@ -217,7 +222,12 @@ async fn session(
 }
 
 /// Applies one snapshot or delta; returns the version to ACK, or the version and reason to NACK.
-fn on_update(ctx: &Context, held: &mut Held, msg: federator_message::Msg) -> Result<u64, (u64, String)> {
+fn on_update(
+    ctx: &Context,
+    held: &mut Held,
+    peer_addresses: &BTreeMap<ClusterId, String>,
+    msg: federator_message::Msg,
+) -> Result<u64, (u64, String)> {
     let kind = match msg {
         federator_message::Msg::Snapshot(s) => {
             let c = snapshot_from_wire(&s).map_err(|e| (s.version, e.to_string()))?;
@@ -228,12 +238,19 @@ fn on_update(ctx: &Context, held: &mut Held, msg: federator_message::Msg) -> Res
                     format!("snapshot digest {computed:#x} differs from the sent {:#x}", s.digest),
                 ));
             }
+            held.policies = policies_from_wire(&s.policies).map_err(|e| (s.version, e.to_string()))?;
             held.catalog = Some(c);
             held.gateways = s.gateways;
             "snapshot"
         }
         federator_message::Msg::Delta(d) => {
             let delta = delta_from_wire(&d).map_err(|e| (d.to_version, e.to_string()))?;
+            // Validated before anything is applied, so a bad list leaves the held state as it was.
+            let policies = d
+                .policies_changed
+                .then(|| policies_from_wire(&d.policies))
+                .transpose()
+                .map_err(|e| (d.to_version, e.to_string()))?;
             let base =
                 held.catalog.as_mut().ok_or((d.to_version, "no valid catalog to apply a delta to".to_owned()))?;
             if let Err(e) = apply_in_place(base, &delta) {
@@ -247,11 +264,14 @@ fn on_update(ctx: &Context, held: &mut Held, msg: federator_message::Msg) -> Res
             if d.gateways_changed {
                 held.gateways = d.gateways;
             }
+            if let Some(p) = policies {
+                held.policies = p;
+            }
             "delta"
         }
     };
     let catalog = held.catalog.as_ref().expect("set above");
-    ctx.catalog.store(Catalog::from_global(&ctx.local, catalog, &held.gateways));
+    ctx.catalog.store(Catalog::from_global(&ctx.local, catalog, &held.gateways, &held.policies, peer_addresses));
     ctx.metrics.catalog_version.set(catalog.version as i64);
     ctx.metrics.catalog_updates.get_or_create(&crate::metrics::KindLabels { kind }).inc();
     Ok(catalog.version)

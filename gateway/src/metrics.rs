@@ -43,6 +43,20 @@ pub struct PeerLabels {
     pub peer: String,
 }
 
+/// A peer gateway and a health state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerStateLabels {
+    pub peer: String,
+    pub state: &'static str,
+}
+
+/// A peer gateway and a result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerResultLabels {
+    pub peer: String,
+    pub result: &'static str,
+}
+
 /// A result label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -66,6 +80,11 @@ pub struct Metrics {
     pub open_latency: Histogram,
     pub peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     pub peer_handshakes: Family<ResultLabels, Counter>,
+    pub peer_probe_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    pub peer_probes: Family<PeerResultLabels, Counter>,
+    pub peer_state: Family<PeerStateLabels, Gauge>,
+    pub peer_transitions: Family<PeerStateLabels, Counter>,
+    pub retries: Counter,
     pub endpoint_failures: Counter,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Gauge<f64, AtomicU64>,
@@ -87,6 +106,11 @@ impl Metrics {
             open_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             peer_rtt: Family::default(),
             peer_handshakes: Family::default(),
+            peer_probe_rtt: Family::default(),
+            peer_probes: Family::default(),
+            peer_state: Family::default(),
+            peer_transitions: Family::default(),
+            retries: Counter::default(),
             endpoint_failures: Counter::default(),
             cert_reloads: Family::default(),
             cert_expiry: Gauge::default(),
@@ -111,6 +135,19 @@ impl Metrics {
         );
         r.register("peer_rtt_seconds", "QUIC smoothed RTT to each peer gateway", m.peer_rtt.clone());
         r.register("peer_handshakes", "QUIC handshakes with peers, by result", m.peer_handshakes.clone());
+        r.register(
+            "peer_probe_rtt_seconds",
+            "Smoothed probe round trip to each peer gateway",
+            m.peer_probe_rtt.clone(),
+        );
+        r.register("peer_probes", "Probes sent to each peer, by result (ok, missed)", m.peer_probes.clone());
+        r.register("peer_state", "1 for each peer's current health state", m.peer_state.clone());
+        r.register("peer_transitions", "Peer health state changes, by the state entered", m.peer_transitions.clone());
+        r.register(
+            "retries",
+            "Connections retried on the next candidate after a failed or slow open",
+            m.retries.clone(),
+        );
         r.register(
             "endpoint_failures",
             "Local endpoint connects that failed (refused, unreachable, timed out)",

@@ -201,8 +201,8 @@ async fn main() {
     let c1 = merge(&GlobalCatalog::default(), &input(snap), 1, &cfg);
     let merge_ms = t.elapsed().as_secs_f64() * 1e3;
     let c2 = merge(&c1, &input(static_file::parse(&catalog_text(services, 1)).unwrap()), 2, &cfg);
-    let snapshot_bytes = snapshot_to_wire(&c2, vec![]).encoded_len();
-    let delta_bytes = delta_to_wire(&diff(&c1, &c2), None).encoded_len();
+    let snapshot_bytes = snapshot_to_wire(&c2, vec![], vec![]).encoded_len();
+    let delta_bytes = delta_to_wire(&diff(&c1, &c2), None, None).encoded_len();
 
     // The federator as its own process.
     std::fs::write(d.join(file_name), &text).unwrap();

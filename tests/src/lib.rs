@@ -1,7 +1,8 @@
 //! Harness for end-to-end tests: the real `skybridge` binary as child processes, free loopback
 //! ports, readiness polling. Processes are killed by PID when their guard drops.
 
-pub mod wan;
+pub mod fleet;
+pub use skybridge_cli::demo::wan;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -79,7 +79,7 @@ async fn the_tunnel_runs_through_the_emulated_wan() {
     let peer = ClusterId::new("gcp-1").unwrap();
     let mut rtt = None;
     for _ in 0..50 {
-        rtt = aws.context().pool.states().get(&peer).and_then(|s| s.srtt);
+        rtt = aws.context().pool.paths().get(&peer).and_then(|p| p.health.srtt());
         if rtt.is_some() {
             break;
         }

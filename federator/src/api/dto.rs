@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use skybridge_api::model::{Cloud, Protocol};
 use utoipa::ToSchema;
 
@@ -225,9 +225,13 @@ pub struct ServiceDetail {
 pub struct LatencyPath {
     pub from: String,
     pub to: String,
-    /// Null when the path is down or not measured.
+    /// Smoothed RTT; null when the path is down or not measured.
     pub rtt_ms: Option<f64>,
-    #[schema(example = "up")]
+    /// The RTT the gateway ranks this peer by (the smoothed RTT, moved only past a hysteresis
+    /// band); null when not measured or not reported.
+    pub rank_rtt_ms: Option<f64>,
+    /// One of `unknown`, `healthy`, `suspect`, `down`, `probing` (as the gateway reports it).
+    #[schema(example = "healthy")]
     pub state: String,
     /// Unix ms of the report.
     pub reported_at: u64,
@@ -242,6 +246,88 @@ pub struct LatencyResponse {
     pub clusters: Vec<String>,
     /// Sorted by `from`, then `to`.
     pub paths: Vec<LatencyPath>,
+    /// Where each service's new connections go from each cluster with a gateway. Sorted by
+    /// namespace, name, then `from`.
+    pub routes: Vec<ServiceRoute>,
+}
+
+/// The share of a service's first tries that one cluster takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RouteShare {
+    pub cluster: String,
+    /// 0..=1; a route's shares sum to 1.
+    #[schema(example = 0.5)]
+    pub share: f64,
+}
+
+/// Where one service's new connections go from one cluster's gateways, as the gateways' route
+/// choice computes it from the catalog, the reported health and RTTs, and the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ServiceRoute {
+    pub namespace: String,
+    pub name: String,
+    /// The cluster whose gateways the connections start from.
+    pub from: String,
+    /// The cluster taking the largest share of first tries; null when no cluster can take the
+    /// service from here.
+    pub preferred: Option<String>,
+    /// Clusters that take first tries, largest share first.
+    pub shares: Vec<RouteShare>,
+    /// Every candidate cluster in the order tried after the first.
+    pub order: Vec<String>,
+    /// Σ share × RTT (the local cluster counts 0); null without a route or when a sharing
+    /// cluster's RTT is not measured.
+    pub expected_rtt_ms: Option<f64>,
+}
+
+/// One side of a what-if comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RouteOutcome {
+    /// The cluster taking the largest share of first tries; null when unreachable.
+    pub preferred: Option<String>,
+    /// Largest share first; empty when unreachable.
+    pub shares: Vec<RouteShare>,
+    pub expected_rtt_ms: Option<f64>,
+    /// No cluster can take the service from here.
+    pub unreachable: bool,
+}
+
+/// A service's route from one cluster, before and after the listed clusters go down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WhatIfRoute {
+    pub namespace: String,
+    pub name: String,
+    pub from: String,
+    pub before: RouteOutcome,
+    pub after: RouteOutcome,
+    /// The first tries move (the shares differ). Losing a cluster that was only a fallback
+    /// does not count.
+    pub changed: bool,
+}
+
+/// Totals over the routes returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhatIfSummary {
+    /// Routes compared (services × source clusters, after the filters).
+    pub routes: usize,
+    /// Routes whose first tries move.
+    pub routes_changed: usize,
+    /// Services with at least one changed route.
+    pub services_affected: usize,
+    /// Services that some source cluster could reach before and no longer can.
+    pub services_unreachable: usize,
+}
+
+/// `GET /api/v1/whatif`. Also `Deserialize`: `skybridge whatif` reads it with this type, so
+/// the client cannot drift from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WhatIfResponse {
+    /// The clusters treated as gone, sorted.
+    pub down: Vec<String>,
+    pub summary: WhatIfSummary,
+    /// Every service from every remaining source cluster (after the filters), sorted by
+    /// namespace, name, then `from`.
+    pub routes: Vec<WhatIfRoute>,
 }
 
 /// A catalog source's health.

@@ -15,9 +15,11 @@ use crate::store::Store;
 use super::Ctx;
 use super::dto::{
     ClustersResponse, GatewaysResponse, LatencyResponse, ServiceDetail, ServicesResponse, SourcesResponse,
+    WhatIfResponse,
 };
 use super::error::{ApiError, ErrorBody};
 use super::policy::{self, PoliciesResponse, PolicyDto, PolicyResponse};
+use super::routes::{self, Network, RouteFilter, WhatIfQuery};
 use super::view::{self, ServiceFilter};
 
 /// Raw query pairs; typed parsing happens in `view` so that errors name the parameter.
@@ -90,13 +92,52 @@ pub(super) async fn get_service(
         .ok_or_else(|| ApiError::not_found(format!("no service {key} in the catalog")))
 }
 
-/// The latency matrix.
+/// Runs a route computation on a blocking thread: 10,000 services from a few clusters take
+/// long enough that they should not hold up an async worker.
+async fn off_workers<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("computing routes failed: {e}")))
+}
+
+/// The latency matrix and where each service's connections go.
 #[utoipa::path(
     get, path = "/api/v1/latency", tag = "gateways",
-    responses((status = 200, description = "Cluster-to-cluster RTTs as the gateways last reported them", body = LatencyResponse)),
+    params(RouteFilter),
+    responses(
+        (status = 200, description = "Cluster-to-cluster RTTs as the gateways last reported them, and the routes they imply", body = LatencyResponse),
+        (status = 400, description = "Bad or unknown query parameter", body = ErrorBody),
+    ),
 )]
-pub(super) async fn get_latency(State(ctx): State<Ctx>) -> Json<LatencyResponse> {
-    Json(view::latency(&ctx.state.catalog(), &ctx.state.latency()))
+pub(super) async fn get_latency(State(ctx): State<Ctx>, q: RawPairs) -> Result<Json<LatencyResponse>, ApiError> {
+    let filter = RouteFilter::from_query(&pairs(q)?)?;
+    let (catalog, samples, policies, gateways) =
+        (ctx.state.catalog(), ctx.state.latency(), ctx.state.policies(), ctx.state.gateways());
+    off_workers(move || {
+        let net = Network::new(&catalog, &gateways, &samples);
+        let routes = routes::routes(&catalog, &policies, &net, &filter);
+        Json(view::latency(&catalog, &samples, routes))
+    })
+    .await
+}
+
+/// What happens to routes if some clusters go down. Changes nothing.
+#[utoipa::path(
+    get, path = "/api/v1/whatif", tag = "gateways",
+    params(WhatIfQuery),
+    responses(
+        (status = 200, description = "Every service's route from every remaining cluster, before and after", body = WhatIfResponse),
+        (status = 400, description = "Missing, empty or unknown `down` cluster, or a bad or unknown query parameter", body = ErrorBody),
+    ),
+)]
+pub(super) async fn get_whatif(State(ctx): State<Ctx>, q: RawPairs) -> Result<Json<WhatIfResponse>, ApiError> {
+    let q = WhatIfQuery::from_query(&pairs(q)?)?;
+    let (catalog, samples, policies, gateways) =
+        (ctx.state.catalog(), ctx.state.latency(), ctx.state.policies(), ctx.state.gateways());
+    off_workers(move || {
+        let net = Network::new(&catalog, &gateways, &samples);
+        net.check_known(&q.down)?;
+        Ok(Json(routes::whatif(&catalog, &policies, &net, &q.filter(), &q.down)))
+    })
+    .await?
 }
 
 /// Catalog source status.

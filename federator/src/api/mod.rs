@@ -10,6 +10,7 @@ pub mod error;
 mod events;
 mod handlers;
 pub mod policy;
+pub mod routes;
 pub mod view;
 
 #[cfg(test)]
@@ -63,6 +64,7 @@ pub fn router(
         .route("/services", get(handlers::list_services))
         .route("/services/{namespace}/{name}", get(handlers::get_service))
         .route("/latency", get(handlers::get_latency))
+        .route("/whatif", get(handlers::get_whatif))
         .route("/sources", get(handlers::list_sources))
         .route("/events", get(events::list_events))
         .route("/events/stream", get(events::stream_events))
@@ -91,6 +93,7 @@ pub fn router(
         handlers::list_services,
         handlers::get_service,
         handlers::get_latency,
+        handlers::get_whatif,
         handlers::list_sources,
         events::list_events,
         events::stream_events,
@@ -107,7 +110,7 @@ pub fn router(
     modifiers(&BearerAuth),
     tags(
         (name = "catalog", description = "The merged global catalog and its sources"),
-        (name = "gateways", description = "Gateway replicas and the latency they measure"),
+        (name = "gateways", description = "Gateway replicas, the latency they measure and where they route"),
         (name = "events", description = "The event log and its live stream"),
         (name = "policies", description = "Per-service routing policies (writes need a bearer token)"),
         (name = "ops", description = "Health, readiness, metrics and this document"),

@@ -14,7 +14,7 @@ use crate::store::Policy;
 
 use super::dto::{
     ClusterDto, ClustersResponse, ConflictDto, EndpointDto, GatewayCounts, GatewayDto, GatewaysResponse, LatencyPath,
-    LatencyResponse, PortDto, ProvenanceDto, ServiceClusterDetail, ServiceClusterSummary, ServiceDetail,
+    LatencyResponse, PortDto, ProvenanceDto, ServiceClusterDetail, ServiceClusterSummary, ServiceDetail, ServiceRoute,
     ServiceSummary, ServicesResponse, SourcesResponse,
 };
 use super::error::ApiError;
@@ -149,7 +149,7 @@ impl EventsQuery {
 }
 
 /// Rejects query strings that give a parameter twice: which one would win is not obvious.
-fn unique(pairs: &[(String, String)]) -> Result<impl Iterator<Item = (&str, &str)>, ApiError> {
+pub(super) fn unique(pairs: &[(String, String)]) -> Result<impl Iterator<Item = (&str, &str)>, ApiError> {
     let mut seen = BTreeSet::new();
     for (k, _) in pairs {
         if !seen.insert(k.as_str()) {
@@ -159,7 +159,8 @@ fn unique(pairs: &[(String, String)]) -> Result<impl Iterator<Item = (&str, &str
     Ok(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
-fn unknown_param(k: &str, known: &str) -> ApiError {
+/// A 400 for a query parameter the endpoint does not take, listing those it does.
+pub(super) fn unknown_param(k: &str, known: &str) -> ApiError {
     ApiError::bad_field(k, format!("unknown query parameter {k:?}; expected one of {known}"))
 }
 
@@ -300,8 +301,13 @@ pub fn service_detail(
     })
 }
 
-/// The latency matrix: every measured path plus the sorted set of clusters for rows/columns.
-pub fn latency(catalog: &GlobalCatalog, samples: &BTreeMap<(ClusterId, ClusterId), LatencySample>) -> LatencyResponse {
+/// The latency matrix (every measured path plus the sorted set of clusters for rows/columns)
+/// with the routes computed from it.
+pub fn latency(
+    catalog: &GlobalCatalog,
+    samples: &BTreeMap<(ClusterId, ClusterId), LatencySample>,
+    routes: Vec<ServiceRoute>,
+) -> LatencyResponse {
     let mut clusters: BTreeSet<&ClusterId> = catalog.clusters.keys().collect();
     clusters.extend(samples.keys().flat_map(|(a, b)| [a, b]));
     let paths = samples
@@ -310,12 +316,13 @@ pub fn latency(catalog: &GlobalCatalog, samples: &BTreeMap<(ClusterId, ClusterId
             from: from.to_string(),
             to: to.to_string(),
             rtt_ms: s.rtt_ms,
+            rank_rtt_ms: s.rank_rtt_ms,
             state: s.state.clone(),
             reported_at: s.reported_at,
             by: s.by.clone(),
         })
         .collect();
-    LatencyResponse { clusters: clusters.into_iter().map(ToString::to_string).collect(), paths }
+    LatencyResponse { clusters: clusters.into_iter().map(ToString::to_string).collect(), paths, routes }
 }
 
 /// Source health keyed by source id.

@@ -13,6 +13,7 @@ use skybridge_api::model::{Cloud, ClusterId};
 use skybridge_api::proto::{delta_to_wire, wire};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,7 +22,7 @@ use wire::{federator_message, gateway_message};
 
 use crate::metrics::{KindLabels, Metrics};
 use crate::sources::now_millis;
-use crate::state::State;
+use crate::state::{PeerReport, State};
 use crate::store::Store;
 use incoming::PeerCluster;
 
@@ -92,15 +93,20 @@ fn gateways_wire(state: &State) -> Vec<wire::Gateway> {
     list
 }
 
-fn delta(from: &GlobalCatalog, to: &GlobalCatalog, gateways: Option<Vec<wire::Gateway>>) -> wire::FederatorMessage {
-    wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&diff(from, to), gateways))) }
+fn delta(from: &GlobalCatalog, to: &GlobalCatalog) -> wire::FederatorMessage {
+    wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&diff(from, to), None, None))) }
 }
 
-/// A delta that changes no service (it confirms `c`'s version, or carries a new gateway list):
-/// built directly, since diffing a catalog against itself would compare every service.
-fn no_change(c: &GlobalCatalog, gateways: Vec<wire::Gateway>) -> wire::FederatorMessage {
+/// A delta that changes no service (it confirms `c`'s version, or carries a new gateway or
+/// policy list): built directly, since diffing a catalog against itself would compare every
+/// service.
+fn no_change(
+    c: &GlobalCatalog,
+    gateways: Option<Vec<wire::Gateway>>,
+    policies: Option<Vec<wire::ServicePolicy>>,
+) -> wire::FederatorMessage {
     let d = Delta { from_version: c.version, to_version: c.version, to_digest: c.digest, ..Delta::default() };
-    wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&d, Some(gateways)))) }
+    wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&d, gateways, policies))) }
 }
 
 #[tonic::async_trait]
@@ -126,6 +132,21 @@ impl wire::control_server::Control for ControlService {
         let (cloud, instance) = check_hello(&hello, &cluster).inspect_err(|e| {
             tracing::warn!(%cluster, error = %e.message(), "gateway rejected");
         })?;
+        Ok(Response::new(self.start(cluster, cloud, instance, hello, inbound)))
+    }
+}
+
+impl ControlService {
+    /// Runs the session of a gateway whose identity and Hello were checked: `inbound` carries
+    /// its messages after the Hello; the returned stream carries the federator's.
+    pub(crate) fn start(
+        &self,
+        cluster: ClusterId,
+        cloud: Cloud,
+        instance: String,
+        hello: wire::Hello,
+        inbound: impl Stream<Item = Result<wire::GatewayMessage, Status>> + Unpin + Send + 'static,
+    ) -> ReceiverStream<Result<wire::FederatorMessage, Status>> {
         let (tx, rx) = mpsc::channel(self.limits.queue);
         let span = tracing::info_span!("gateway_session", %cluster, %instance);
         let session = Session {
@@ -138,7 +159,7 @@ impl wire::control_server::Control for ControlService {
             metrics: self.metrics.clone(),
         };
         self.tasks.spawn(session.run(hello, inbound).instrument(span));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        ReceiverStream::new(rx)
     }
 }
 
@@ -177,7 +198,11 @@ impl Session {
         }
     }
 
-    async fn run(self, hello: wire::Hello, mut inbound: Streaming<wire::GatewayMessage>) {
+    async fn run(
+        self,
+        hello: wire::Hello,
+        mut inbound: impl Stream<Item = Result<wire::GatewayMessage, Status>> + Unpin,
+    ) {
         let key = (self.cluster.clone(), self.instance.clone());
         let now = now_millis();
         let mut record = None;
@@ -202,6 +227,8 @@ impl Session {
         let mut catalogs = self.state.watch_catalog();
         let mut gateways = self.state.watch_gateways();
         gateways.borrow_and_update();
+        let mut policies = self.state.watch_policies();
+        policies.borrow_and_update();
         let mut sent = catalogs.borrow_and_update().catalog.clone();
         // What the gateway holds: nothing, unless its Hello matches the current catalog.
         let up_to_date = hello.have_version == sent.version && hello.have_digest == sent.digest && sent.version != 0;
@@ -211,7 +238,10 @@ impl Session {
         let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
         if up_to_date {
             // Already current (e.g. after a federator restart): confirm with an empty delta.
-            if let Push::Closed = self.push(no_change(&sent, gateways_wire(&self.state))) {
+            // Policies are not in the digest, so they go along whatever the gateway holds.
+            let current_policies = policies.borrow_and_update().to_vec();
+            if let Push::Closed = self.push(no_change(&sent, Some(gateways_wire(&self.state)), Some(current_policies)))
+            {
                 needs_snapshot = false;
             }
         }
@@ -225,9 +255,11 @@ impl Session {
                 }
                 slot = self.snapshot_slot(), if snapshot_due => {
                     let current = catalogs.borrow_and_update().catalog.clone();
+                    // Read now, so a change made before the snapshot is not pushed again after it.
+                    let current_policies = policies.borrow_and_update().to_vec();
                     let sent_all = tokio::select! {
                         _ = self.shutdown.cancelled() => false,
-                        ok = self.send_snapshot(&current) => ok,
+                        ok = self.send_snapshot(&current, current_policies) => ok,
                     };
                     if !sent_all { break }
                     self.metrics.control_messages.get_or_create(&KindLabels { kind: "snapshot" }).inc();
@@ -245,7 +277,7 @@ impl Session {
                         Some(d) if d.from_version == sent.version => {
                             wire::FederatorMessage { msg: Some(federator_message::Msg::Delta((*d).clone())) }
                         }
-                        _ => delta(&sent, &current, None),
+                        _ => delta(&sent, &current),
                     };
                     match self.push(msg) {
                         Push::Sent => sent = current,
@@ -259,14 +291,24 @@ impl Session {
                 changed = gateways.changed() => {
                     if changed.is_err() { break }
                     if needs_snapshot { continue }
-                    match self.push(no_change(&sent, gateways_wire(&self.state))) {
+                    match self.push(no_change(&sent, Some(gateways_wire(&self.state)), None)) {
                         Push::Sent => {}
                         Push::Full => needs_snapshot = true,
                         Push::Closed => break,
                     }
                 }
-                msg = inbound.message() => match msg {
-                    Ok(Some(m)) => {
+                changed = policies.changed() => {
+                    if changed.is_err() { break }
+                    let current_policies = policies.borrow_and_update().to_vec();
+                    if needs_snapshot { continue }
+                    match self.push(no_change(&sent, None, Some(current_policies))) {
+                        Push::Sent => {}
+                        Push::Full => needs_snapshot = true,
+                        Push::Closed => break,
+                    }
+                }
+                msg = inbound.next() => match msg {
+                    Some(Ok(m)) => {
                         let answered = matches!(m.msg, Some(gateway_message::Msg::Ack(_) | gateway_message::Msg::Nack(_)));
                         if answered {
                             permit = None;
@@ -275,8 +317,8 @@ impl Session {
                             needs_snapshot = true; // a NACK asks for a snapshot
                         }
                     }
-                    Ok(None) => break,
-                    Err(e) => {
+                    None => break,
+                    Some(Err(e)) => {
                         tracing::info!(error = %e, "gateway stream ended");
                         break;
                     }
@@ -284,6 +326,7 @@ impl Session {
             }
         }
         drop(permit);
+        self.metrics.gateways_connected.dec();
         self.state.update_gateway(key, false, |g| {
             g.connected = false;
             g.record.last_seen = now_millis();
@@ -293,15 +336,16 @@ impl Session {
             .await;
     }
 
-    /// Sends every part of `c`'s snapshot, waiting for queue space (the gateway reads them in
-    /// order); false when the stream is gone.
-    async fn send_snapshot(&self, c: &GlobalCatalog) -> bool {
+    /// Sends every part of `c`'s snapshot with `policies`, waiting for queue space (the gateway
+    /// reads them in order); false when the stream is gone.
+    async fn send_snapshot(&self, c: &GlobalCatalog, policies: Vec<wire::ServicePolicy>) -> bool {
         let parts = self.state.snapshot_for(c);
-        let mut gateways = Some(gateways_wire(&self.state));
+        let mut first = Some((gateways_wire(&self.state), policies));
         for part in parts.iter() {
             let mut part = part.clone();
-            // The gateway list changes more often than the catalog; it rides in the first part.
-            part.gateways = gateways.take().unwrap_or_default();
+            // The gateway and policy lists change without a new catalog version (so they are
+            // not in the cached parts); they ride in the first part.
+            (part.gateways, part.policies) = first.take().unwrap_or_default();
             let msg = wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(part)) };
             if self.tx.send(Ok(msg)).await.is_err() {
                 return false;
@@ -339,8 +383,13 @@ impl Session {
                     .into_iter()
                     .filter_map(|p| {
                         let to = ClusterId::new(&p.cluster).ok()?;
-                        let rtt = (p.rtt_micros > 0).then(|| p.rtt_micros as f64 / 1000.0);
-                        Some((to, rtt, p.state))
+                        let ms = |micros: u64| (micros > 0).then(|| micros as f64 / 1000.0);
+                        Some(PeerReport {
+                            to,
+                            rtt_ms: ms(p.rtt_micros),
+                            rank_rtt_ms: ms(p.rank_rtt_micros),
+                            state: p.state,
+                        })
                     })
                     .collect();
                 self.state.report_latency(&self.cluster, &self.instance, samples);

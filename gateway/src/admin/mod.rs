@@ -1,7 +1,7 @@
 //! Admin server: `/healthz`, `/readyz`, `/metrics`, `/status`.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::context::Context;
+use crate::routing;
 
 #[derive(Clone)]
 struct AdminState {
@@ -50,35 +51,48 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 async fn status(State(s): State<AdminState>) -> Response {
     let ctx = &s.ctx;
     let catalog = ctx.catalog.load();
-    let states = ctx.pool.states();
+    let paths = ctx.pool.paths();
     let now = Instant::now();
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
     let peers: Vec<_> = catalog
         .peers
         .values()
         .map(|p| {
-            let st = states.get(&p.cluster).cloned().unwrap_or_default();
+            let st = paths.get(&p.cluster).cloned().unwrap_or_default();
+            let h = &st.health;
             json!({
                 "cluster": p.cluster,
                 "cloud": p.cloud,
                 "region": p.region,
                 "address": p.address,
-                "state": st.label(now),
-                "rtt_ms": st.srtt.map(|d| d.as_secs_f64() * 1000.0),
+                "state": h.state().as_str(),
+                "state_for_s": h.since().map(|s| now.saturating_duration_since(s).as_secs_f64()),
+                "rtt_ms": ms(h.srtt()),
+                "rank_rtt_ms": ms(h.rank_rtt()),
+                "quic_rtt_ms": ms(st.quic_rtt),
+                "load": st.load,
                 "connections": ctx.pool.live_connections(&p.cluster),
-                "opens_ok": st.opens_ok,
-                "opens_failed": st.opens_failed,
-                "consecutive_failures": st.consecutive_failures,
-                "last_error": st.last_error,
+                "opens_ok": h.opens_ok,
+                "opens_failed": h.opens_failed,
+                "probes_ok": h.probes_ok,
+                "probes_missed": h.probes_missed,
+                "last_error": h.last_error,
             })
         })
         .collect();
+    let views = ctx.pool.views();
+    let choice = ctx.routing.choice();
     let mut services: Vec<_> = catalog.services.values().collect();
     services.sort_by(|a, b| a.key.cmp(&b.key));
     let services: Vec<_> = services
         .into_iter()
         .map(|svc| {
+            let route = routing::current_route(&catalog, svc, &views, &choice);
             json!({
                 "name": svc.key.fqdn(),
+                "preferred": route.preferred(),
+                "shares": route.shares.iter().map(|(c, s)| json!({"cluster": c, "share": s})).collect::<Vec<_>>(),
+                "policy": catalog.policies.get(&svc.key).map(|p| json!({"weights": p.weights, "failover": p.failover, "avoid": p.avoid})),
                 "clusters": svc.clusters,
                 "allow": svc.allow,
                 "ports": svc.ports.iter().map(|p| json!({

@@ -1,11 +1,14 @@
 //! The gateway's one typed config: TOML, parsed once, unknown keys rejected, every semantic
 //! error naming the key, the value and the reason.
 
-use std::collections::BTreeSet;
+mod routing;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use routing::RoutingSection;
 use serde::Deserialize;
 pub use skybridge_api::config::{ConfigError, TlsSection, duration};
 use skybridge_api::config::{from_toml, invalid};
@@ -22,6 +25,8 @@ pub struct Config {
     pub listen: ListenSection,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub routing: RoutingSection,
     /// The federator to take the catalog from; without it the static sections below are used.
     #[serde(default)]
     pub federator: Option<FederatorSection>,
@@ -58,6 +63,10 @@ pub struct FederatorSection {
     /// is not a wildcard address.
     #[serde(default)]
     pub tunnel_addresses: Vec<String>,
+    /// Per peer cluster, the address to dial instead of the one the federator advertises
+    /// (a private interconnect, or the demo's WAN emulator).
+    #[serde(default)]
+    pub peer_addresses: BTreeMap<ClusterId, String>,
     #[serde(default = "defaults::report_interval", with = "duration")]
     pub report_interval: Duration,
     #[serde(default = "defaults::reconnect_min", with = "duration")]
@@ -153,9 +162,6 @@ pub struct Limits {
     /// How long an endpoint that refused a connection is skipped.
     #[serde(default = "defaults::eject_duration", with = "duration")]
     pub eject_duration: Duration,
-    /// First wait before retrying a peer that failed; doubles per failure up to 32×.
-    #[serde(default = "defaults::peer_backoff", with = "duration")]
-    pub peer_backoff: Duration,
     #[serde(default = "defaults::connections_per_peer")]
     pub connections_per_peer: usize,
     #[serde(default = "defaults::stream_window")]
@@ -235,9 +241,6 @@ pub mod defaults {
     }
     pub fn eject_duration() -> Duration {
         Duration::from_secs(10)
-    }
-    pub fn peer_backoff() -> Duration {
-        Duration::from_millis(500)
     }
     pub fn connections_per_peer() -> usize {
         2
@@ -359,10 +362,16 @@ impl Config {
             if f.report_interval.is_zero() {
                 return Err(invalid("federator.report_interval", "0", "must be positive"));
             }
+            for (c, a) in &f.peer_addresses {
+                if !a.contains(':') {
+                    return Err(invalid(format!("federator.peer_addresses.{c}"), a, "expected host:port"));
+                }
+            }
         }
         listen_addr("listen.sni", &self.listen.sni)?;
         listen_addr("listen.http", &self.listen.http)?;
         self.limits.validate()?;
+        self.routing.validate()?;
 
         let mut known: BTreeSet<&ClusterId> = BTreeSet::from([&g.cluster]);
         for (i, p) in self.peers.iter().enumerate() {
@@ -435,7 +444,6 @@ impl Limits {
             ("limits.header_timeout", self.header_timeout),
             ("limits.connect_timeout", self.connect_timeout),
             ("limits.connect_budget", self.connect_budget),
-            ("limits.peer_backoff", self.peer_backoff),
         ];
         for (key, d) in positive {
             if d.is_zero() {

@@ -26,9 +26,16 @@ pub async fn forward(
 ) -> Result<(), (TcpStream, String)> {
     let start = Instant::now();
     let catalog = ctx.catalog.load();
-    let order = candidates(&catalog, &service, port, &ctx.pool.states(), start);
+    let draws = [fastrand::u64(..), fastrand::u64(..)];
+    let order = candidates(&catalog, &service, port, &ctx.pool.views(), &ctx.routing.choice(), draws);
     let trace = TraceContext { traceparent: new_traceparent(), tracestate: None };
-    let req = OpenRequest { service: service.clone(), port, source: ctx.local.clone(), trace: Some(trace.clone()) };
+    let req = OpenRequest {
+        service: service.clone(),
+        port,
+        source: ctx.local.clone(),
+        trace: Some(trace.clone()),
+        probe: false,
+    };
     let budget = ctx.limits.connect_budget;
     let mut last = String::from("no cluster hosts this service");
     let mut attempts = 0u32;
@@ -39,6 +46,9 @@ pub async fn forward(
             break;
         }
         attempts += 1;
+        if attempts > 1 {
+            ctx.metrics.retries.inc();
+        }
         let (chosen, relayed) = match &target {
             Target::Local => {
                 let Some(eps) = catalog.local_endpoints(&service, port) else { continue };
@@ -58,8 +68,11 @@ pub async fn forward(
             }
             Target::Peer(c) => {
                 let Some(peer) = catalog.peers.get(c) else { continue };
-                match ctx.pool.open(peer, &req, &held, ctx.limits.open_timeout.min(left)).await {
+                // A slow open is abandoned for the next candidate well before the hard limit.
+                let attempt = ctx.routing.attempt_timeout(ctx.pool.srtt(c), ctx.limits.open_timeout);
+                match ctx.pool.open(peer, &req, &held, attempt, left).await {
                     Ok(s) => {
+                        let _load = ctx.pool.load_guard(c);
                         let r = splice::tcp_stream(client, s.send, s.recv, &ctx.force_close).await;
                         (c.clone(), Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r })
                     }

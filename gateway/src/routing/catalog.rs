@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use skybridge_api::catalog::GlobalCatalog;
 use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
 use skybridge_api::proto::wire;
+use skybridge_api::routing::Policy;
 
 use crate::config::Config;
 
@@ -65,6 +66,8 @@ pub struct Catalog {
     pub local: ClusterId,
     pub peers: BTreeMap<ClusterId, Peer>,
     pub services: HashMap<ServiceKey, Service>,
+    /// Routing policies from the federator, by service.
+    pub policies: HashMap<ServiceKey, Policy>,
 }
 
 impl Catalog {
@@ -106,14 +109,21 @@ impl Catalog {
                 (key, svc)
             })
             .collect();
-        Catalog { version, local: cfg.gateway.cluster.clone(), peers, services }
+        Catalog { version, local: cfg.gateway.cluster.clone(), peers, services, policies: HashMap::new() }
     }
 
-    /// Builds the routing view from the federator's catalog and gateway list. Peers are the
-    /// other clusters that have a gateway with a tunnel address (the first instance's first
-    /// address, by sorted instance name); a cluster hosts a service when it has at least one
-    /// ready endpoint for it.
-    pub fn from_global(local: &ClusterId, g: &GlobalCatalog, gateways: &[wire::Gateway]) -> Catalog {
+    /// Builds the routing view from the federator's catalog, gateway list and policies. Peers
+    /// are the other clusters that have a gateway with a tunnel address (the first instance's
+    /// first address, by sorted instance name, unless `overrides` names another); a cluster
+    /// hosts a service when it has at least one ready endpoint for it. A policy's allow list
+    /// becomes the service's.
+    pub fn from_global(
+        local: &ClusterId,
+        g: &GlobalCatalog,
+        gateways: &[wire::Gateway],
+        policies: &BTreeMap<ServiceKey, Policy>,
+        overrides: &BTreeMap<ClusterId, String>,
+    ) -> Catalog {
         let mut addresses: BTreeMap<ClusterId, (String, String)> = BTreeMap::new();
         for gw in gateways {
             let (Ok(c), Some(addr)) = (ClusterId::new(&gw.cluster), gw.tunnel_addresses.first()) else { continue };
@@ -128,11 +138,9 @@ impl Catalog {
             .values()
             .filter(|c| c.id != *local)
             .filter_map(|c| {
-                let (_, address) = addresses.get(&c.id)?;
-                Some((
-                    c.id.clone(),
-                    Peer { cluster: c.id.clone(), cloud: c.cloud, region: c.region.clone(), address: address.clone() },
-                ))
+                let (_, advertised) = addresses.get(&c.id)?;
+                let address = overrides.get(&c.id).unwrap_or(advertised).clone();
+                Some((c.id.clone(), Peer { cluster: c.id.clone(), cloud: c.cloud, region: c.region.clone(), address }))
             })
             .collect();
         let services = g
@@ -157,10 +165,12 @@ impl Catalog {
                     .filter(|c| svc.ports.iter().any(|p| !ready(c, p.port).is_empty()))
                     .cloned()
                     .collect();
-                (key.clone(), Service { key: key.clone(), ports, clusters, allow: None })
+                let allow = policies.get(key).and_then(|p| p.allow.as_ref()).map(|a| a.iter().cloned().collect());
+                (key.clone(), Service { key: key.clone(), ports, clusters, allow })
             })
             .collect();
-        Catalog { version: format!("federator-{}", g.version), local: local.clone(), peers, services }
+        let policies = policies.iter().map(|(k, p)| (k.clone(), p.clone())).collect();
+        Catalog { version: format!("federator-{}", g.version), local: local.clone(), peers, services, policies }
     }
 
     /// Whether this gateway's cluster hosts `service` with endpoints on `port`.
@@ -221,7 +231,11 @@ mod tests {
             tunnel_addresses: vec![a.into()],
         };
         let gateways = [gw("gcp-1", "gw-1", "b:1"), gw("gcp-1", "gw-0", "a:1"), gw("aws-1", "gw-0", "self:1")];
-        let c = Catalog::from_global(&id("aws-1"), &g, &gateways);
+        let policies = BTreeMap::from([(
+            key.clone(),
+            Policy { allow: Some(vec![id("gcp-1")]), avoid: vec![id("gcp-1")], ..Default::default() },
+        )]);
+        let c = Catalog::from_global(&id("aws-1"), &g, &gateways, &policies, &BTreeMap::new());
         assert_eq!(c.version, "federator-7");
         assert_eq!(
             c.peers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
@@ -229,8 +243,13 @@ mod tests {
             "azure-1 has no gateway; self is not a peer"
         );
         assert_eq!(c.peers[&id("gcp-1")].address, "a:1", "lowest instance name");
+        let overrides = BTreeMap::from([(id("gcp-1"), "relay:9".to_owned())]);
+        let o = Catalog::from_global(&id("aws-1"), &g, &gateways, &policies, &overrides);
+        assert_eq!(o.peers[&id("gcp-1")].address, "relay:9", "the configured override wins");
         let s = &c.services[&key];
         assert_eq!(s.clusters, vec![id("aws-1"), id("gcp-1")], "azure-1 has no ready endpoint");
         assert_eq!(s.ports[0].local_endpoints, vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
+        assert!(s.allows(&id("gcp-1")) && !s.allows(&id("azure-1")), "the policy's allow list applies");
+        assert_eq!(c.policies[&key].avoid, vec![id("gcp-1")]);
     }
 }

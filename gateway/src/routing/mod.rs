@@ -1,16 +1,16 @@
 //! Route choice: which cluster a connection to a service goes to, in order of preference.
-//! Pure functions of the catalog, the peer states and the time.
+//! The rules live in `skybridge_api::routing` (shared with the federator's views); this maps
+//! the data path's catalog and peer measurements onto them. Pure.
 
 pub mod catalog;
-pub mod peer;
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::Duration;
 
 use skybridge_api::model::{ClusterId, ServiceKey};
+use skybridge_api::routing::{Candidate, ChoiceConfig, Route, Tier, order, route};
 
 pub use catalog::{Catalog, Peer, Service, ServicePort};
-pub use peer::{Health, PeerState};
 
 /// Where a connection may go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,50 +21,84 @@ pub enum Target {
     Peer(ClusterId),
 }
 
-/// Candidates for `service`/`port` in the order to try them: the local cluster first when it
-/// has endpoints; then peers that host the service and are not backing off, lowest smoothed
-/// RTT first (never measured ones after measured ones); then peers that are backing off, as a
-/// last resort, soonest retry first. Empty when the service is unknown.
+/// What route choice needs to know of one peer right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerView {
+    pub tier: Tier,
+    /// The ranking RTT (see `PathHealth::rank_rtt`).
+    pub rtt: Option<Duration>,
+    /// Connections in flight to it.
+    pub load: u32,
+}
+
+impl Default for PeerView {
+    /// A peer never measured: usable, ranked after measured ones.
+    fn default() -> Self {
+        PeerView { tier: Tier::Good, rtt: None, load: 0 }
+    }
+}
+
+/// The clusters that can take `service`/`port` as the choice sees them: the local cluster when
+/// it has endpoints, and peers that host the service and have a gateway.
+fn candidate_list<'a>(
+    catalog: &'a Catalog,
+    svc: &'a Service,
+    port: u16,
+    peers: &HashMap<ClusterId, PeerView>,
+) -> Vec<Candidate<'a>> {
+    let local_ok = catalog.local_endpoints(&svc.key, port).is_some();
+    svc.clusters
+        .iter()
+        .filter_map(|c| {
+            if *c == catalog.local {
+                let local = Candidate { cluster: c, local: true, tier: Tier::Good, rtt: Some(Duration::ZERO), load: 0 };
+                return local_ok.then_some(local);
+            }
+            if !catalog.peers.contains_key(c) {
+                return None;
+            }
+            let v = peers.get(c).copied().unwrap_or_default();
+            Some(Candidate { cluster: c, local: false, tier: v.tier, rtt: v.rtt, load: v.load })
+        })
+        .collect()
+}
+
+/// Candidates for `service`/`port` in the order to try them, by the shared choice rules under
+/// the service's policy (docs/routing.md). `draws` are two random numbers. Empty when the
+/// service is unknown or every host is avoided.
 pub fn candidates(
     catalog: &Catalog,
     service: &ServiceKey,
     port: u16,
-    peers: &HashMap<ClusterId, PeerState>,
-    now: Instant,
+    peers: &HashMap<ClusterId, PeerView>,
+    cfg: &ChoiceConfig,
+    draws: [u64; 2],
 ) -> Vec<Target> {
     let Some(svc) = catalog.services.get(service) else { return Vec::new() };
-    let mut out = Vec::with_capacity(svc.clusters.len());
-    if catalog.local_endpoints(service, port).is_some() {
-        out.push(Target::Local);
-    }
-    let default = PeerState::default();
-    let mut usable = Vec::new();
-    let mut backing_off = Vec::new();
-    for c in svc.clusters.iter().filter(|c| **c != catalog.local && catalog.peers.contains_key(*c)) {
-        let st = peers.get(c).unwrap_or(&default);
-        if st.usable(now) {
-            usable.push((st.srtt.is_none(), st.srtt, c));
-        } else {
-            let retry_at = match st.health {
-                Health::Down { retry_at } => retry_at,
-                _ => now,
-            };
-            backing_off.push((retry_at, c));
-        }
-    }
-    usable.sort();
-    backing_off.sort();
-    out.extend(usable.into_iter().map(|(_, _, c)| Target::Peer(c.clone())));
-    out.extend(backing_off.into_iter().map(|(_, c)| Target::Peer(c.clone())));
-    out
+    let cands = candidate_list(catalog, svc, port, peers);
+    order(&cands, catalog.policies.get(service), cfg, draws)
+        .into_iter()
+        .map(|c| if c == catalog.local { Target::Local } else { Target::Peer(c) })
+        .collect()
+}
+
+/// Where new connections to `svc` (its first port) go now, deterministically (for `/status`).
+pub fn current_route(
+    catalog: &Catalog,
+    svc: &Service,
+    peers: &HashMap<ClusterId, PeerView>,
+    cfg: &ChoiceConfig,
+) -> Route {
+    let port = svc.ports.first().map_or(0, |p| p.port);
+    route(&candidate_list(catalog, svc, port, peers), catalog.policies.get(&svc.key), cfg)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
+    use std::collections::{BTreeMap, HashMap};
 
     use skybridge_api::model::{Cloud, Protocol};
+    use skybridge_api::routing::Policy;
 
     use super::*;
 
@@ -87,51 +121,65 @@ mod tests {
                 protocol: Protocol::Http,
                 local_endpoints: if local_eps { vec!["127.0.0.1:1".parse().unwrap()] } else { vec![] },
             }],
-            clusters: vec![id("a"), id("b"), id("c"), id("d")],
+            // "e" hosts it but has no gateway: never a candidate.
+            clusters: vec![id("a"), id("b"), id("c"), id("d"), id("e")],
             allow: None,
         };
-        Catalog { version: "v".into(), local: id("a"), peers, services: HashMap::from([(key, svc)]) }
+        Catalog {
+            version: "v".into(),
+            local: id("a"),
+            peers,
+            services: HashMap::from([(key, svc)]),
+            policies: HashMap::new(),
+        }
     }
 
-    fn measured(ms: u64) -> PeerState {
-        let mut s = PeerState::default();
-        s.on_rtt(Duration::from_millis(ms));
-        s
+    fn view(tier: Tier, ms: u64) -> PeerView {
+        PeerView { tier, rtt: Some(Duration::from_millis(ms)), load: 0 }
+    }
+
+    fn key() -> ServiceKey {
+        ServiceKey::new("prod", "api").unwrap()
     }
 
     #[test]
-    fn local_first_then_by_rtt_then_unmeasured() {
-        let key = ServiceKey::new("prod", "api").unwrap();
-        let now = Instant::now();
-        let peers = HashMap::from([(id("b"), measured(40)), (id("c"), measured(10))]);
-        let got = candidates(&catalog(true), &key, 80, &peers, now);
-        assert_eq!(got, vec![Target::Local, Target::Peer(id("c")), Target::Peer(id("b")), Target::Peer(id("d"))]);
+    fn local_first_then_by_rtt_then_unmeasured_then_down() {
+        let peers = HashMap::from([(id("b"), view(Tier::Good, 40)), (id("c"), view(Tier::Out, 10))]);
+        let got = candidates(&catalog(true), &key(), 80, &peers, &ChoiceConfig::default(), [0, 0]);
+        assert_eq!(got, vec![Target::Local, Target::Peer(id("b")), Target::Peer(id("d")), Target::Peer(id("c"))]);
     }
 
     #[test]
     fn no_local_without_endpoints_or_port() {
-        let key = ServiceKey::new("prod", "api").unwrap();
-        let now = Instant::now();
-        assert!(!candidates(&catalog(false), &key, 80, &HashMap::new(), now).contains(&Target::Local));
-        assert!(!candidates(&catalog(true), &key, 81, &HashMap::new(), now).contains(&Target::Local));
+        let cfg = ChoiceConfig::default();
+        assert!(!candidates(&catalog(false), &key(), 80, &HashMap::new(), &cfg, [0, 0]).contains(&Target::Local));
+        assert!(!candidates(&catalog(true), &key(), 81, &HashMap::new(), &cfg, [0, 0]).contains(&Target::Local));
     }
 
     #[test]
-    fn down_peers_go_last_until_retry() {
-        let key = ServiceKey::new("prod", "api").unwrap();
-        let now = Instant::now();
-        let mut down = measured(1);
-        down.on_failure("refused".into(), now, Duration::from_secs(1));
-        let peers = HashMap::from([(id("b"), down), (id("c"), measured(50))]);
-        let got = candidates(&catalog(false), &key, 80, &peers, now);
-        assert_eq!(got, vec![Target::Peer(id("c")), Target::Peer(id("d")), Target::Peer(id("b"))]);
-        let later = candidates(&catalog(false), &key, 80, &peers, now + Duration::from_secs(2));
-        assert_eq!(later[0], Target::Peer(id("b")), "retried first once its backoff passed (lowest RTT)");
+    fn the_services_policy_applies() {
+        let mut c = catalog(true);
+        c.policies.insert(key(), Policy { failover: vec![id("c")], avoid: vec![id("b")], ..Default::default() });
+        let peers = HashMap::from([(id("b"), view(Tier::Good, 1)), (id("c"), view(Tier::Good, 90))]);
+        let got = candidates(&c, &key(), 80, &peers, &ChoiceConfig::default(), [0, 0]);
+        assert_eq!(got, vec![Target::Peer(id("c")), Target::Local, Target::Peer(id("d"))]);
+    }
+
+    #[test]
+    fn current_route_reports_shares() {
+        let c = catalog(false);
+        let peers = HashMap::from([
+            (id("b"), view(Tier::Good, 40)),
+            (id("c"), view(Tier::Good, 41)),
+            (id("d"), view(Tier::Good, 90)),
+        ]);
+        let r = current_route(&c, &c.services[&key()], &peers, &ChoiceConfig::default());
+        assert_eq!(r.shares, vec![(id("b"), 0.5), (id("c"), 0.5)]);
     }
 
     #[test]
     fn unknown_service_has_no_candidates() {
         let key = ServiceKey::new("prod", "nope").unwrap();
-        assert!(candidates(&catalog(true), &key, 80, &HashMap::new(), Instant::now()).is_empty());
+        assert!(candidates(&catalog(true), &key, 80, &HashMap::new(), &ChoiceConfig::default(), [0, 0]).is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! forwarded TCP connection (wire format in docs/protocol.md).
 
 pub mod client;
+pub mod probe;
 pub mod server;
 pub mod splice;
 

@@ -121,6 +121,13 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
         let reason = format!("stream claims source cluster {} but the certificate is {peer}'s", req.source);
         return refuse(send, recv, &ctx, Status::Denied, reason).await;
     }
+    if req.probe {
+        // Answered by the gateway itself: a probe measures the path and this process, not
+        // any service behind it.
+        respond(&mut send, Status::Ok, "").await;
+        let _ = send.finish();
+        return;
+    }
     let catalog = ctx.catalog.load();
     let Some(svc) = catalog.services.get(&req.service) else {
         return refuse(send, recv, &ctx, Status::NoRoute, format!("service {} unknown in {}", req.service, ctx.local))

@@ -3,7 +3,9 @@
 
 mod events;
 mod policies;
+mod push;
 mod reads;
+mod routing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 use crate::core::SourceStatus;
-use crate::state::State;
+use crate::state::{PeerReport, State};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{AnyStore, GatewayRecord};
 
@@ -162,8 +164,14 @@ pub(super) fn fixture(token: Option<&str>) -> Fixture {
         g.last_nack = Some("version 6: bad route".into());
         g.last_report = Some(8_500);
     });
-    state.report_latency(&cluster("aws-1"), "gw-a", vec![(cluster("gcp-1"), Some(12.5), "up".into())]);
-    state.report_latency(&cluster("gcp-1"), "gw-c", vec![(cluster("aws-1"), None, "down".into())]);
+    let report = |to: &str, rtt_ms, rank_rtt_ms, state: &str| PeerReport {
+        to: cluster(to),
+        rtt_ms,
+        rank_rtt_ms,
+        state: state.into(),
+    };
+    state.report_latency(&cluster("aws-1"), "gw-a", vec![report("gcp-1", Some(12.5), Some(12.0), "healthy")]);
+    state.report_latency(&cluster("gcp-1"), "gw-c", vec![report("aws-1", None, None, "down")]);
     state.set_sources(BTreeMap::from([
         (
             "aws".to_owned(),

@@ -200,11 +200,14 @@ async fn latency_matrix() {
     assert_eq!(paths[0]["from"], "aws-1");
     assert_eq!(paths[0]["to"], "gcp-1");
     assert_eq!(paths[0]["rtt_ms"], 12.5);
-    assert_eq!(paths[0]["state"], "up");
+    assert_eq!(paths[0]["rank_rtt_ms"], 12.0);
+    assert_eq!(paths[0]["state"], "healthy");
     assert_eq!(paths[0]["by"], "gw-a");
     assert!(paths[0]["reported_at"].as_u64().unwrap() > 0);
     assert_eq!(paths[1]["rtt_ms"], Value::Null);
+    assert_eq!(paths[1]["rank_rtt_ms"], Value::Null);
     assert_eq!(paths[1]["state"], "down");
+    assert_eq!(v["routes"].as_array().unwrap().len(), 6, "3 services from 2 clusters; see routing.rs");
 }
 
 #[tokio::test]
@@ -253,6 +256,7 @@ async fn openapi_document_matches_the_router() {
         "GET /api/v1/services",
         "GET /api/v1/services/{namespace}/{name}",
         "GET /api/v1/latency",
+        "GET /api/v1/whatif",
         "GET /api/v1/sources",
         "GET /api/v1/events",
         "GET /api/v1/events/stream",
@@ -277,7 +281,16 @@ async fn openapi_document_matches_the_router() {
     // Writes declare the bearer scheme; DTO schemas are generated.
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     assert!(doc["paths"]["/api/v1/policies/{namespace}/{name}"]["put"]["security"].is_array());
-    for schema in ["ErrorBody", "PolicyDto", "ServiceDetail", "ClustersResponse", "LatencyResponse", "EventDto"] {
+    for schema in [
+        "ErrorBody",
+        "PolicyDto",
+        "ServiceDetail",
+        "ClustersResponse",
+        "LatencyResponse",
+        "ServiceRoute",
+        "WhatIfResponse",
+        "EventDto",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
     let params: Vec<_> = doc["paths"]["/api/v1/services"]["get"]["parameters"]
@@ -287,6 +300,17 @@ async fn openapi_document_matches_the_router() {
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(params, ["namespace", "cluster", "conflicts", "stale"]);
+    let params = |path: &str| -> Vec<(String, bool)> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_owned(), p["required"] == true))
+            .collect()
+    };
+    let optional = |n: &str| (n.to_owned(), false);
+    assert_eq!(params("/api/v1/latency"), [optional("service"), optional("from")]);
+    assert_eq!(params("/api/v1/whatif"), [("down".to_owned(), true), optional("service"), optional("from")]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! WAN emulation for tests, benchmarks and the demo: a userspace relay that adds delay, jitter
-//! and loss to UDP datagrams (QUIC) and TCP streams between loopback addresses, and can be cut
-//! (blackhole) and restored on command. The kernel's netem is not available here.
+//! WAN emulation for `skybridge demo`, tests and benchmarks: a userspace relay that adds delay,
+//! jitter and loss to UDP datagrams (QUIC) and TCP streams between loopback addresses, and can
+//! be cut (blackhole) and restored on command. The kernel's netem is not available here. The
+//! test harness re-exports this module as `skybridge_tests::wan`.
 //!
 //! The scheduling decision ([`Impairment::schedule`]) is pure: the random draws come in as
 //! arguments. The relay tasks only apply it.
@@ -17,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// One direction's impairment (applied to both directions of a link).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -96,11 +98,25 @@ impl Link {
     }
 }
 
-/// A running relay; its tasks stop when it is dropped.
+/// A running relay; its tasks stop when it is dropped (or, awaited, with [`Relay::stop`]).
 pub struct Relay {
     /// Where clients connect (or send) instead of the target.
     pub addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Stops the relay and waits until its tasks are gone, so its port is free on return
+    /// (dropping only requests the abort).
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
 }
 
 impl Drop for Relay {
@@ -117,7 +133,7 @@ type Datagram = (Instant, Vec<u8>, SocketAddr);
 type Queued = Reverse<(Instant, u64, Vec<u8>, SocketAddr)>;
 
 /// Packets waiting for their delivery time, sent in time order (jitter may reorder them, as on
-/// a real path).
+/// a real path). At most [`QUEUE`] wait; more are dropped, as a router's full queue would.
 async fn deliver(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<Datagram>) {
     let mut heap: BinaryHeap<Queued> = BinaryHeap::new();
     let mut seq = 0u64;
@@ -126,8 +142,10 @@ async fn deliver(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<Datagram>) {
         tokio::select! {
             got = rx.recv() => match got {
                 Some((at, pkt, to)) => {
-                    seq += 1;
-                    heap.push(Reverse((at, seq, pkt, to)));
+                    if heap.len() < QUEUE {
+                        seq += 1;
+                        heap.push(Reverse((at, seq, pkt, to)));
+                    }
                 }
                 None => return,
             },
@@ -150,42 +168,55 @@ const QUEUE: usize = 4096;
 /// A UDP relay on `listen` to `target`: each client address gets its own upstream socket, so
 /// replies find their way back.
 pub async fn udp(listen: SocketAddr, target: SocketAddr, link: Link) -> io::Result<Relay> {
-    let front = Arc::new(UdpSocket::bind(listen).await?);
+    udp_on(UdpSocket::bind(listen).await?, target, link)
+}
+
+/// [`udp`] on an already bound socket: lets a caller hand out the relay's address before the
+/// target exists (the demo's gateways are configured with their relays' addresses).
+pub fn udp_on(front: UdpSocket, target: SocketAddr, link: Link) -> io::Result<Relay> {
+    let front = Arc::new(front);
     let addr = front.local_addr()?;
     let (to_clients, rx) = mpsc::channel(QUEUE);
-    let back = tokio::spawn(deliver(front.clone(), rx));
-    let main = tokio::spawn(async move {
-        let mut upstreams: HashMap<SocketAddr, mpsc::Sender<Datagram>> = HashMap::new();
-        // Per-client tasks live in this set: aborting the relay drops it, which stops them.
-        let mut per_client = tokio::task::JoinSet::new();
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let Ok((n, client)) = front.recv_from(&mut buf).await else { continue };
-            let Some(at) = link.schedule(Instant::now()) else { continue };
-            let tx = match upstreams.entry(client) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else { continue };
-                    let up = Arc::new(up);
-                    let (tx, rx) = mpsc::channel(QUEUE);
-                    per_client.spawn(deliver(up.clone(), rx));
-                    // Replies: target -> this client's upstream socket -> (impaired) -> client.
-                    let (link, to_clients) = (link.clone(), to_clients.clone());
-                    per_client.spawn(async move {
-                        let mut buf = vec![0u8; 65536];
-                        while let Ok((n, _)) = up.recv_from(&mut buf).await {
-                            if let Some(at) = link.schedule(Instant::now()) {
-                                // A full queue drops the datagram, as a router would.
-                                let _ = to_clients.try_send((at, buf[..n].to_vec(), client));
+    let span = tracing::debug_span!("wan_udp_relay", %addr, %target);
+    let back = tokio::spawn(deliver(front.clone(), rx).instrument(span.clone()));
+    let main = tokio::spawn(
+        async move {
+            let mut upstreams: HashMap<SocketAddr, mpsc::Sender<Datagram>> = HashMap::new();
+            // Per-client tasks live in this set: aborting the relay drops it, which stops them.
+            let mut per_client = tokio::task::JoinSet::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let Ok((n, client)) = front.recv_from(&mut buf).await else { continue };
+                let Some(at) = link.schedule(Instant::now()) else { continue };
+                let tx = match upstreams.entry(client) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else { continue };
+                        let up = Arc::new(up);
+                        let (tx, rx) = mpsc::channel(QUEUE);
+                        per_client.spawn(deliver(up.clone(), rx).in_current_span());
+                        // Replies: target -> this client's upstream socket -> (impaired) -> client.
+                        let (link, to_clients) = (link.clone(), to_clients.clone());
+                        per_client.spawn(
+                            async move {
+                                let mut buf = vec![0u8; 65536];
+                                while let Ok((n, _)) = up.recv_from(&mut buf).await {
+                                    if let Some(at) = link.schedule(Instant::now()) {
+                                        // A full queue drops the datagram, as a router would.
+                                        let _ = to_clients.try_send((at, buf[..n].to_vec(), client));
+                                    }
+                                }
                             }
-                        }
-                    });
-                    e.insert(tx)
-                }
-            };
-            let _ = tx.try_send((at, buf[..n].to_vec(), target));
+                            .in_current_span(),
+                        );
+                        e.insert(tx)
+                    }
+                };
+                let _ = tx.try_send((at, buf[..n].to_vec(), target));
+            }
         }
-    });
+        .instrument(span),
+    );
     Ok(Relay { addr, tasks: vec![main, back] })
 }
 
@@ -194,19 +225,26 @@ pub async fn udp(listen: SocketAddr, target: SocketAddr, link: Link) -> io::Resu
 pub async fn tcp(listen: SocketAddr, target: SocketAddr, link: Link) -> io::Result<Relay> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let main = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((client, _)) = listener.accept().await {
-            while conns.try_join_next().is_some() {}
-            let link = link.clone();
-            conns.spawn(async move {
-                let Ok(server) = TcpStream::connect(target).await else { return };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::join!(pipe(cr, sw, link.clone()), pipe(sr, cw, link));
-            });
+    let span = tracing::debug_span!("wan_tcp_relay", %addr, %target);
+    let main = tokio::spawn(
+        async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                while conns.try_join_next().is_some() {}
+                let link = link.clone();
+                conns.spawn(
+                    async move {
+                        let Ok(server) = TcpStream::connect(target).await else { return };
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        tokio::join!(pipe(cr, sw, link.clone()), pipe(sr, cw, link));
+                    }
+                    .in_current_span(),
+                );
+            }
         }
-    });
+        .instrument(span),
+    );
     Ok(Relay { addr, tasks: vec![main] })
 }
 
@@ -285,6 +323,15 @@ mod tests {
         assert_eq!(udp_rtt(relay.addr).await, None, "100% loss");
         link.set(Impairment::default());
         assert!(udp_rtt(relay.addr).await.is_some(), "restored");
+    }
+
+    #[tokio::test]
+    async fn stop_frees_the_port() {
+        let relay = udp("127.0.0.1:0".parse().unwrap(), udp_echo().await, Link::default()).await.unwrap();
+        let addr = relay.addr;
+        assert!(udp_rtt(addr).await.is_some());
+        relay.stop().await;
+        UdpSocket::bind(addr).await.expect("the relay's port is free once stop returns");
     }
 
     #[tokio::test]

@@ -1,0 +1,204 @@
+//! `[routing]`: how peers are probed, when they count as down or back, and how the choice
+//! among healthy clusters is made (docs/routing.md explains every knob).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use skybridge_api::config::{ConfigError, duration, invalid};
+use skybridge_api::routing::{ChoiceConfig, HealthConfig};
+
+/// Route choice and peer health knobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    /// Local endpoints before any remote cluster.
+    #[serde(default = "defaults::prefer_local")]
+    pub prefer_local: bool,
+    /// How often every peer is probed through the tunnel.
+    #[serde(default = "defaults::probe_interval", with = "duration")]
+    pub probe_interval: Duration,
+    /// A probe not answered within this is missed (the peer becomes suspect).
+    #[serde(default = "defaults::probe_timeout", with = "duration")]
+    pub probe_timeout: Duration,
+    /// Consecutive missed probes that take a suspect peer down.
+    #[serde(default = "defaults::down_after")]
+    pub down_after: u32,
+    /// Consecutive good probes a down peer needs before it takes traffic again.
+    #[serde(default = "defaults::recover_after")]
+    pub recover_after: u32,
+    /// Minimum time a peer stays down; doubles each time it fails again soon after recovering.
+    #[serde(default = "defaults::hold_down", with = "duration")]
+    pub hold_down: Duration,
+    #[serde(default = "defaults::max_hold_down", with = "duration")]
+    pub max_hold_down: Duration,
+    /// Clusters within this fraction of the best RTT share new connections.
+    #[serde(default = "defaults::share_margin")]
+    pub share_margin: f64,
+    #[serde(default = "defaults::share_floor", with = "duration")]
+    pub share_floor: Duration,
+    /// The RTT peers are ranked by moves only when the measurement drifts this far.
+    #[serde(default = "defaults::rank_hysteresis")]
+    pub rank_hysteresis: f64,
+    /// An open slower than this many smoothed RTTs (but at least `slow_open_min`, at most
+    /// `limits.open_timeout`) is abandoned and tried on the next candidate.
+    #[serde(default = "defaults::slow_open_factor")]
+    pub slow_open_factor: f64,
+    #[serde(default = "defaults::slow_open_min", with = "duration")]
+    pub slow_open_min: Duration,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        toml::from_str("").expect("all routing keys have defaults")
+    }
+}
+
+/// Defaults, also quoted in docs/routing.md.
+pub mod defaults {
+    use std::time::Duration;
+
+    use skybridge_api::routing::{ChoiceConfig, HealthConfig};
+
+    pub fn prefer_local() -> bool {
+        ChoiceConfig::default().prefer_local
+    }
+    pub fn probe_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn probe_timeout() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn down_after() -> u32 {
+        HealthConfig::default().down_after
+    }
+    pub fn recover_after() -> u32 {
+        HealthConfig::default().recover_after
+    }
+    pub fn hold_down() -> Duration {
+        HealthConfig::default().hold_down
+    }
+    pub fn max_hold_down() -> Duration {
+        HealthConfig::default().max_hold_down
+    }
+    pub fn share_margin() -> f64 {
+        ChoiceConfig::default().share_margin
+    }
+    pub fn share_floor() -> Duration {
+        ChoiceConfig::default().share_floor
+    }
+    pub fn rank_hysteresis() -> f64 {
+        HealthConfig::default().rank_hysteresis
+    }
+    pub fn slow_open_factor() -> f64 {
+        4.0
+    }
+    pub fn slow_open_min() -> Duration {
+        Duration::from_millis(250)
+    }
+}
+
+impl RoutingSection {
+    /// The health state machine's knobs.
+    pub fn health(&self) -> HealthConfig {
+        HealthConfig {
+            down_after: self.down_after,
+            recover_after: self.recover_after,
+            hold_down: self.hold_down,
+            max_hold_down: self.max_hold_down,
+            rank_hysteresis: self.rank_hysteresis,
+            ..HealthConfig::default()
+        }
+    }
+
+    /// The choice's knobs.
+    pub fn choice(&self) -> ChoiceConfig {
+        ChoiceConfig { prefer_local: self.prefer_local, share_margin: self.share_margin, share_floor: self.share_floor }
+    }
+
+    /// How long one open to a peer with smoothed RTT `srtt` may take before the next candidate
+    /// is tried; `cap` is `limits.open_timeout`.
+    pub fn attempt_timeout(&self, srtt: Option<Duration>, cap: Duration) -> Duration {
+        match srtt {
+            Some(rtt) => rtt.mul_f64(self.slow_open_factor).max(self.slow_open_min).min(cap),
+            None => cap,
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        for (key, d) in [
+            ("routing.probe_interval", self.probe_interval),
+            ("routing.probe_timeout", self.probe_timeout),
+            ("routing.hold_down", self.hold_down),
+            ("routing.slow_open_min", self.slow_open_min),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "0", "must be positive"));
+            }
+        }
+        if self.probe_timeout > self.probe_interval {
+            return Err(invalid(
+                "routing.probe_timeout",
+                duration::format(self.probe_timeout),
+                format!("must be at most routing.probe_interval ({})", duration::format(self.probe_interval)),
+            ));
+        }
+        if self.max_hold_down < self.hold_down {
+            return Err(invalid(
+                "routing.max_hold_down",
+                duration::format(self.max_hold_down),
+                "must be at least routing.hold_down",
+            ));
+        }
+        for (key, v) in [("routing.down_after", self.down_after), ("routing.recover_after", self.recover_after)] {
+            if !(1..=100).contains(&v) {
+                return Err(invalid(key, v, "must be between 1 and 100"));
+            }
+        }
+        for (key, v, hi) in [
+            ("routing.share_margin", self.share_margin, 10.0),
+            ("routing.rank_hysteresis", self.rank_hysteresis, 10.0),
+            ("routing.slow_open_factor", self.slow_open_factor, 100.0),
+        ] {
+            if !(0.0..=hi).contains(&v) {
+                return Err(invalid(key, v, format!("must be between 0 and {hi}")));
+            }
+        }
+        if self.slow_open_factor < 1.0 {
+            return Err(invalid("routing.slow_open_factor", self.slow_open_factor, "must be at least 1 (one RTT)"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_pure_defaults() {
+        let r = RoutingSection::default();
+        assert_eq!(r.health(), HealthConfig::default());
+        assert_eq!(r.choice(), ChoiceConfig::default());
+        r.validate().unwrap();
+    }
+
+    #[test]
+    fn attempt_timeout_scales_with_rtt_within_bounds() {
+        let r = RoutingSection::default();
+        let cap = Duration::from_secs(2);
+        assert_eq!(r.attempt_timeout(None, cap), cap);
+        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(1)), cap), r.slow_open_min);
+        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(100)), cap), Duration::from_millis(400));
+        assert_eq!(r.attempt_timeout(Some(Duration::from_secs(1)), cap), cap);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = |text: &str| toml::from_str::<RoutingSection>(text).unwrap().validate().unwrap_err().to_string();
+        assert!(bad("probe_timeout = \"2s\"").contains("routing.probe_timeout"));
+        assert!(bad("recover_after = 0").contains("routing.recover_after"));
+        assert!(bad("share_margin = -1.0").contains("routing.share_margin"));
+        assert!(bad("slow_open_factor = 0.5").contains("routing.slow_open_factor"));
+        assert!(bad("max_hold_down = \"100ms\"").contains("routing.max_hold_down"));
+    }
+}
