@@ -1,17 +1,14 @@
 //! `skybridge whatif`: asks the federator where connections would go if some clusters went
 //! down (`GET /api/v1/whatif`, which changes nothing) and prints the routes that move.
 //!
-//! A plain HTTP/1.1 GET over a tokio `TcpStream`: one request to a JSON API does not justify an
-//! HTTP client dependency. The answer is read with the federator's own response type, so the
-//! two cannot drift apart.
+//! The answer is read with the federator's own response type, so the two cannot drift apart.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::Args;
+use skybridge_cli::http;
 use skybridge_federator::api::dto::{RouteOutcome, WhatIfResponse, WhatIfRoute};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// How long the whole request may take: the federator computes the answer on demand.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,13 +44,8 @@ pub struct WhatIfArgs {
 pub enum WhatIfError {
     #[error("--api {0:?}: expected http://host[:port] (https is not supported)")]
     BadUrl(String),
-    // The I/O error is the source, not part of the message: `main` prints the whole chain.
-    #[error("connecting to the federator at {addr}")]
-    Connect { addr: String, source: std::io::Error },
-    #[error("talking to the federator at {addr}")]
-    Io { addr: String, source: std::io::Error },
-    #[error("the federator at {addr} did not answer within {TIMEOUT:?}")]
-    Timeout { addr: String },
+    #[error("asking the federator")]
+    Http(#[from] http::HttpError),
     #[error("the federator answered {status}: {message}")]
     Status { status: u16, message: String },
     #[error("unreadable answer from the federator: {0}")]
@@ -124,24 +116,7 @@ fn encode_query(pairs: &[(&str, &str)]) -> String {
 /// GETs `path` and returns the body of a 200; other statuses become [`WhatIfError::Status`]
 /// with the API's error message.
 async fn get(authority: &str, path: &str) -> Result<Vec<u8>, WhatIfError> {
-    let io = |source| WhatIfError::Io { addr: authority.to_owned(), source };
-    let exchange = async {
-        let mut s = TcpStream::connect(authority)
-            .await
-            .map_err(|source| WhatIfError::Connect { addr: authority.to_owned(), source })?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nUser-Agent: skybridge/{}\r\nConnection: close\r\n\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        s.write_all(req.as_bytes()).await.map_err(io)?;
-        let mut raw = Vec::new();
-        s.take(MAX_RESPONSE).read_to_end(&mut raw).await.map_err(io)?;
-        Ok(raw)
-    };
-    let raw = tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| WhatIfError::Timeout { addr: authority.to_owned() })??;
-    let (status, body) = parse_response(&raw)?;
+    let (status, body) = http::get(authority, authority, path, TIMEOUT, MAX_RESPONSE).await?;
     if status == 200 {
         return Ok(body);
     }
@@ -151,57 +126,6 @@ async fn get(authority: &str, path: &str) -> Result<Vec<u8>, WhatIfError> {
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
     Err(WhatIfError::Status { status, message })
-}
-
-/// Splits an HTTP/1.1 response into its status and body (Content-Length, chunked, or up to
-/// the end of the connection).
-fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), WhatIfError> {
-    let malformed = |what: &str| WhatIfError::Malformed(what.to_owned());
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| malformed("no end of the headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| malformed("headers are not UTF-8"))?;
-    let body = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.strip_prefix("HTTP/1."))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| malformed("no HTTP status line"))?;
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    };
-    if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-        return Ok((status, dechunk(body)?));
-    }
-    let body = match header("content-length").map(|n| n.parse::<usize>()) {
-        Some(Ok(n)) if n <= body.len() => &body[..n],
-        Some(_) => return Err(malformed("body shorter than its Content-Length")),
-        None => body,
-    };
-    Ok((status, body.to_vec()))
-}
-
-/// Decodes a chunked body (no trailers expected).
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, WhatIfError> {
-    let bad = || WhatIfError::Malformed("bad chunked encoding".into());
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
-        let size_text = std::str::from_utf8(&b[..eol]).map_err(|_| bad())?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| bad())?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if b.len() < size + 2 {
-            return Err(bad());
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
 }
 
 /// Where first tries go: one cluster, or the split (`aws-1 70% + gcp-1 30%`).
@@ -271,6 +195,7 @@ pub fn table(answer: &WhatIfResponse, all: bool) -> String {
 #[cfg(test)]
 mod tests {
     use skybridge_federator::api::dto::{RouteShare, WhatIfSummary};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
@@ -346,17 +271,6 @@ routes changing: 2 of 3; services affected: 2; services left with no route from 
         );
     }
 
-    #[test]
-    fn responses_with_length_chunks_or_close() {
-        let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}xx";
-        assert_eq!(parse_response(r).unwrap(), (200, b"{}".to_vec()));
-        let r = b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(r).unwrap(), (400, b"abcde".to_vec()));
-        assert_eq!(parse_response(b"HTTP/1.0 502 Bad Gateway\r\n\r\noops").unwrap(), (502, b"oops".to_vec()));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_err());
-        assert!(parse_response(b"garbage").is_err());
-    }
-
     /// Against a real listener: an API error becomes a message naming the status and the API's
     /// own explanation.
     #[tokio::test]
@@ -374,6 +288,6 @@ routes changing: 2 of 3; services affected: 2; services left with no route from 
         let e = get(&addr, "/api/v1/whatif?down=nope-1").await.unwrap_err();
         assert_eq!(e.to_string(), "the federator answered 400: down: unknown cluster nope-1");
         let e = get("127.0.0.1:1", "/").await.unwrap_err();
-        assert!(matches!(e, WhatIfError::Connect { .. }), "{e}");
+        assert!(matches!(e, WhatIfError::Http(http::HttpError::Connect { .. })), "{e}");
     }
 }

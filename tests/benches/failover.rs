@@ -60,7 +60,8 @@ async fn cuts(rate: u64, n: u64) {
     f.write_catalog(&["gcp-1", "azure-1"]);
     let aws = f.http["aws-1"];
     until("aws-1 routes web.prod to gcp-1", Duration::from_secs(30), async || {
-        f.peer_state("aws-1", "azure-1").await == "healthy"
+        f.peer_ranked("aws-1", "azure-1").await
+            && f.peer_ranked("aws-1", "gcp-1").await
             && skybridge_tests::fleet::request(aws).await == Outcome::Served("gcp-1".into())
     })
     .await;
@@ -111,7 +112,7 @@ async fn jitter(rate: u64, secs: u64) {
     f.write_catalog(&["gcp-1", "azure-1"]);
     let aws = f.http["aws-1"];
     until("aws-1 has measured both", Duration::from_secs(30), async || {
-        f.peer_state("aws-1", "gcp-1").await == "healthy" && f.peer_state("aws-1", "azure-1").await == "healthy"
+        f.peer_ranked("aws-1", "gcp-1").await && f.peer_ranked("aws-1", "azure-1").await
     })
     .await;
     let load = Load::start(aws, Duration::from_secs(1) / rate as u32);

@@ -187,6 +187,13 @@ impl Fleet {
         peers.iter().find(|p| p["cluster"] == peer).and_then(|p| p["state"].as_str()).unwrap_or("absent").to_owned()
     }
 
+    /// Whether gateway `at` has measured `peer` long enough to rank it by latency.
+    pub async fn peer_ranked(&self, at: &str, peer: &str) -> bool {
+        let s = self.status(at).await;
+        let peers = s["peers"].as_array().cloned().unwrap_or_default();
+        peers.iter().any(|p| p["cluster"] == peer && p["state"] == "healthy" && p["rank_rtt_ms"].is_number())
+    }
+
     /// Sets `web.prod`'s policy through the federator's API.
     pub async fn put_policy(&self, body: &str) {
         let resp = http(self.api, "PUT", "/api/v1/policies/prod/web", body).await;

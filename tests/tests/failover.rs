@@ -15,7 +15,7 @@ async fn nearest_healthy_copy_with_failover_restore_and_weights() {
     let f = Fleet::start(LAYOUT).await;
     let aws = f.http["aws-1"];
     until("aws-1 has measured both peers", Duration::from_secs(30), async || {
-        f.peer_state("aws-1", "gcp-1").await == "healthy" && f.peer_state("aws-1", "azure-1").await == "healthy"
+        f.peer_ranked("aws-1", "gcp-1").await && f.peer_ranked("aws-1", "azure-1").await
     })
     .await;
     until("aws-1 routes web.prod", Duration::from_secs(30), async || {

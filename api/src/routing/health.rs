@@ -40,6 +40,10 @@ pub struct HealthConfig {
     pub rank_hysteresis: f64,
     /// Absolute part of the ranking hysteresis.
     pub rank_floor: Duration,
+    /// Samples over which the smoothed RTT is a plain mean; only then is the peer ranked (until
+    /// then it counts as unmeasured), so that a first estimate, often taken while everything is
+    /// starting, does not stick.
+    pub warmup: u32,
 }
 
 impl Default for HealthConfig {
@@ -53,6 +57,7 @@ impl Default for HealthConfig {
             ewma: 0.125,
             rank_hysteresis: 0.15,
             rank_floor: Duration::from_millis(1),
+            warmup: 5,
         }
     }
 }
@@ -132,6 +137,7 @@ pub struct PathHealth {
     relapses: u32,
     srtt: Option<Duration>,
     rank_rtt: Option<Duration>,
+    samples: u32,
     /// The last reason the peer failed.
     pub last_error: Option<String>,
     pub opens_ok: u64,
@@ -151,6 +157,7 @@ impl Default for PathHealth {
             relapses: 0,
             srtt: None,
             rank_rtt: None,
+            samples: 0,
             last_error: None,
             opens_ok: 0,
             opens_failed: 0,
@@ -184,11 +191,17 @@ impl PathHealth {
 
     /// A round-trip sample (a probe's); updates the smoothed and the ranking RTT.
     pub fn on_rtt(&mut self, sample: Duration, cfg: &HealthConfig) {
+        self.samples = self.samples.saturating_add(1);
+        // The mean of the first samples, then the EWMA (a bias-corrected start).
+        let weight = cfg.ewma.max(1.0 / f64::from(self.samples));
         let srtt = match self.srtt {
             None => sample,
-            Some(s) => s.mul_f64(1.0 - cfg.ewma) + sample.mul_f64(cfg.ewma),
+            Some(s) => s.mul_f64(1.0 - weight) + sample.mul_f64(weight),
         };
         self.srtt = Some(srtt);
+        if self.samples < cfg.warmup {
+            return;
+        }
         self.rank_rtt = Some(match self.rank_rtt {
             Some(r) if srtt.abs_diff(r) <= r.mul_f64(cfg.rank_hysteresis) + cfg.rank_floor => r,
             _ => srtt,
@@ -410,11 +423,21 @@ mod tests {
     }
 
     #[test]
-    fn srtt_smooths_and_rank_moves_only_past_the_hysteresis() {
+    fn srtt_averages_the_warmup_then_smooths_and_rank_moves_only_past_the_hysteresis() {
         let c = cfg();
         let mut h = PathHealth::default();
-        h.on_rtt(80 * MS, &c);
+        // Warm-up: a plain mean, and not ranked yet.
+        h.on_rtt(120 * MS, &c);
+        h.on_rtt(40 * MS, &c);
+        assert_eq!((h.srtt(), h.rank_rtt()), (Some(80 * MS), None));
+        for _ in 2..c.warmup {
+            h.on_rtt(80 * MS, &c);
+        }
         assert_eq!((h.srtt(), h.rank_rtt()), (Some(80 * MS), Some(80 * MS)));
+        // The mean lasts until 1/n is the EWMA's weight (n = 8).
+        for _ in c.warmup..8 {
+            h.on_rtt(80 * MS, &c);
+        }
         h.on_rtt(144 * MS, &c);
         assert_eq!(h.srtt(), Some(88 * MS));
         assert_eq!(h.rank_rtt(), Some(80 * MS), "within 15% + 1 ms of 80 ms");

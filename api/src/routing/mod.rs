@@ -44,7 +44,10 @@ mod flapping {
         choice: &ChoiceConfig,
         seed: u64,
     ) -> Vec<u64> {
-        let ids: Vec<ClusterId> = (0..true_ms.len()).map(|i| ClusterId::new(&format!("peer-{i}")).unwrap()).collect();
+        // Named so that the slower peers sort first: a sharing band lists its members by name,
+        // and this is the order in which band membership changes would show.
+        let ids: Vec<ClusterId> =
+            (0..true_ms.len()).map(|i| ClusterId::new(&format!("peer-{}", true_ms.len() - i)).unwrap()).collect();
         let mut paths = vec![PathHealth::default(); ids.len()];
         let mut rng = Rng(seed);
         let t0 = Instant::now();

@@ -146,9 +146,6 @@ pub fn gateway_toml(
          [tls]\ncert = {cert}\nkey = {key}\ntrust_bundle = {bundle}\n\
          [listen]\ntunnel = \"{tunnel}\"\nsni = \"{sni}\"\nhttp = \"{http}\"\nadmin = \"{admin}\"\n\
          [limits]\ndrain_deadline = \"3s\"\n\
-         # One tunnel connection per peer: the prober's connection carries the first request too,\n\
-         # instead of a second one whose handshake would eat into that request's open timeout.\n\
-         connections_per_peer = 1\n\
          [federator]\naddress = \"{control}\"\ninstance = {instance}\n\
          # Reports every second so the latency matrix fills while you watch.\nreport_interval = \"1s\"\n\
          reconnect_min = \"200ms\"\nreconnect_max = \"2s\"\npeer_addresses = {{ {peer_addresses} }}\n",

@@ -11,8 +11,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::topology::{CLUSTERS, SERVICES};
 
@@ -22,19 +20,8 @@ const MAX_RESPONSE: u64 = 1024 * 1024;
 /// `GET path` on `addr` with `Host: host`: the status code and body, or `None` when the
 /// connection fails or no complete answer comes within `within`.
 pub async fn get(addr: SocketAddr, host: &str, path: &str, within: Duration) -> Option<(u16, String)> {
-    let attempt = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut raw = Vec::new();
-        (&mut s).take(MAX_RESPONSE).read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw);
-        let code = text.get(9..12)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        Some((code, body))
-    };
-    tokio::time::timeout(within, attempt).await.ok().flatten()
+    let (code, body) = crate::http::get(&addr.to_string(), host, path, within, MAX_RESPONSE).await.ok()?;
+    Some((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// What one gateway must show.

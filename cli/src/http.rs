@@ -1,0 +1,110 @@
+//! A minimal HTTP/1.1 GET for the CLI's own JSON APIs (the federator's, a gateway's admin
+//! port): one request over a tokio `TcpStream` does not justify an HTTP client dependency.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Why a GET got no readable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    // The I/O error is the source, not part of the message: callers print the whole chain.
+    #[error("connecting to {addr}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("talking to {addr}")]
+    Io { addr: String, source: std::io::Error },
+    #[error("{addr} did not answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    #[error("unreadable answer: {0}")]
+    Malformed(String),
+}
+
+/// `GET path` on `addr` (`host:port`) with `Host: host`, reading at most `max` bytes, all within
+/// `within`: the status and the body.
+pub async fn get(addr: &str, host: &str, path: &str, within: Duration, max: u64) -> Result<(u16, Vec<u8>), HttpError> {
+    let io = |source| HttpError::Io { addr: addr.to_owned(), source };
+    let exchange = async {
+        let mut s =
+            TcpStream::connect(addr).await.map_err(|source| HttpError::Connect { addr: addr.to_owned(), source })?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nUser-Agent: skybridge/{}\r\nConnection: close\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        s.write_all(req.as_bytes()).await.map_err(io)?;
+        let mut raw = Vec::new();
+        s.take(max).read_to_end(&mut raw).await.map_err(io)?;
+        Ok(raw)
+    };
+    let raw = tokio::time::timeout(within, exchange)
+        .await
+        .map_err(|_| HttpError::Timeout { addr: addr.to_owned(), after: within })??;
+    parse_response(&raw)
+}
+
+/// Splits an HTTP/1.1 response into its status and body (Content-Length, chunked, or up to
+/// the end of the connection).
+pub fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
+    let malformed = |what: &str| HttpError::Malformed(what.to_owned());
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| malformed("no end of the headers"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| malformed("headers are not UTF-8"))?;
+    let body = &raw[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.strip_prefix("HTTP/1."))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| malformed("no HTTP status line"))?;
+    let header = |name: &str| {
+        head.split("\r\n").skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        return Ok((status, dechunk(body)?));
+    }
+    let body = match header("content-length").map(|n| n.parse::<usize>()) {
+        Some(Ok(n)) if n <= body.len() => &body[..n],
+        Some(_) => return Err(malformed("body shorter than its Content-Length")),
+        None => body,
+    };
+    Ok((status, body.to_vec()))
+}
+
+/// Decodes a chunked body (no trailers expected).
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, HttpError> {
+    let bad = || HttpError::Malformed("bad chunked encoding".into());
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let size_text = std::str::from_utf8(&b[..eol]).map_err(|_| bad())?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| bad())?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size + 2 {
+            return Err(bad());
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_with_length_chunks_or_close() {
+        let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}xx";
+        assert_eq!(parse_response(r).unwrap(), (200, b"{}".to_vec()));
+        let r = b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_response(r).unwrap(), (400, b"abcde".to_vec()));
+        assert_eq!(parse_response(b"HTTP/1.0 502 Bad Gateway\r\n\r\noops").unwrap(), (502, b"oops".to_vec()));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_err());
+        assert!(parse_response(b"garbage").is_err());
+    }
+}
