@@ -8,9 +8,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the build, the tests and the local-tunnel smoke use (protoc builds the control
-# protocol). Later issues add etcd-server,
-# chromium and friends here.
-APT_PACKAGES=(ca-certificates curl python3 python3-pip protobuf-compiler)
+# protocol, chromium and its driver run the dashboard's browser test). Later issues add
+# etcd-server and friends here.
+APT_PACKAGES=(ca-certificates curl python3 python3-pip protobuf-compiler chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,10 +1,10 @@
 //! `skybridge`: the single binary. Parses the command line and hands off to a command.
 
 mod ca;
+mod client;
 mod federator;
 mod gateway;
 mod logging;
-mod whatif;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,9 +56,19 @@ enum Command {
     /// Run a whole federation locally: a federator, three gateways named like AWS, Google Cloud
     /// and Azure clusters, sample services and an emulated WAN, all on 127.0.0.1 (docs/demo.md).
     Demo(skybridge_cli::demo::DemoArgs),
+    /// Summarize the federation: catalog, clusters, services, gateways, sources, events.
+    Status(client::catalog::PlainArgs),
+    /// List the catalog's clusters with their gateways and services.
+    Clusters(client::catalog::PlainArgs),
+    /// List the catalog's services, or show one (namespace/name) in detail.
+    Services(client::catalog::ServicesArgs),
+    /// Show where each service's new connections go from each cluster.
+    Routes(client::routes::RoutesArgs),
     /// Ask the federator where connections would go if some clusters went down (changes nothing).
     #[command(name = "whatif")]
-    WhatIf(whatif::WhatIfArgs),
+    WhatIf(client::whatif::WhatIfArgs),
+    /// Verify a deployment end to end; exits non-zero naming each problem.
+    Check(client::check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,7 +81,12 @@ fn main() -> ExitCode {
         Command::Federator { config, check_config } => federator::run(&config, check_config),
         Command::Ca { command } => ca::run(command),
         Command::Demo(args) => demo(&args),
-        Command::WhatIf(args) => whatif::run(&args),
+        Command::Status(args) => client::catalog::status(&args).map_err(Into::into),
+        Command::Clusters(args) => client::catalog::clusters(&args).map_err(Into::into),
+        Command::Services(args) => client::catalog::services(&args).map_err(Into::into),
+        Command::Routes(args) => client::routes::run(&args).map_err(Into::into),
+        Command::WhatIf(args) => client::whatif::run(&args).map_err(Into::into),
+        Command::Check(args) => client::check::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

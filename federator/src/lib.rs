@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod dashboard;
 pub mod metrics;
 pub mod sources;
 pub mod state;

@@ -118,6 +118,17 @@ impl Metrics {
             catalog_version: Gauge::default(),
             catalog_updates: Family::default(),
         };
+        // Series that alerts and dashboards divide or compare exist from the start at 0, rather
+        // than appearing only after their first event.
+        for result in ["ok", "error"] {
+            let _ = m.cert_reloads.get_or_create(&ResultLabels { result });
+        }
+        for result in ["ok", "failed"] {
+            let _ = m.peer_handshakes.get_or_create(&ResultLabels { result });
+        }
+        for kind in ["snapshot", "delta"] {
+            let _ = m.catalog_updates.get_or_create(&KindLabels { kind });
+        }
         let r = registry.sub_registry_with_prefix("skybridge_gateway");
         r.register("connections", "Client connections accepted, by listener", m.connections.clone());
         r.register(

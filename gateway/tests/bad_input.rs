@@ -156,8 +156,10 @@ async fn client_hello_trickling_slower_than_peek_timeout_is_cut() {
         }
     }
     let after = closed_after.expect("the gateway closed the connection");
+    // The whole ClientHello would take over 20 s at this pace; the upper bound leaves room for
+    // a loaded 2-core machine to notice the close late.
     assert!(
-        after >= Duration::from_millis(PEEK_TIMEOUT_MS) && after < Duration::from_millis(PEEK_TIMEOUT_MS + 1500),
+        after >= Duration::from_millis(PEEK_TIMEOUT_MS) && after < Duration::from_millis(PEEK_TIMEOUT_MS + 4000),
         "{after:?}"
     );
     assert_eq!(f.refusals("sni", "peek_timeout").await, 1.0);

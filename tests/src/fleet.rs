@@ -187,6 +187,14 @@ impl Fleet {
         peers.iter().find(|p| p["cluster"] == peer).and_then(|p| p["state"].as_str()).unwrap_or("absent").to_owned()
     }
 
+    /// Kills gateway `c`'s process (SIGKILL: no drain, as when its node dies).
+    pub fn kill_gateway(&mut self, c: &str) {
+        let log = self.dir.path().join(format!("{c}.log"));
+        let p = self._procs.iter_mut().find(|p| p.log == log).expect("a gateway of the fleet");
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+
     /// Whether gateway `at` has measured `peer` long enough to rank it by latency.
     pub async fn peer_ranked(&self, at: &str, peer: &str) -> bool {
         let s = self.status(at).await;

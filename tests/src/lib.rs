@@ -2,6 +2,7 @@
 //! ports, readiness polling. Processes are killed by PID when their guard drops.
 
 pub mod fleet;
+pub mod webdriver;
 pub use skybridge_cli::demo::wan;
 
 use std::net::{SocketAddr, TcpStream};

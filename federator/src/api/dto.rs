@@ -15,7 +15,7 @@ use crate::store::Event;
 use super::policy::PolicyDto;
 
 /// The cloud a cluster runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CloudDto {
     Aws,
@@ -36,7 +36,7 @@ impl From<Cloud> for CloudDto {
 }
 
 /// How clients speak a service port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProtocolDto {
     Tls,
@@ -55,14 +55,14 @@ impl From<Protocol> for ProtocolDto {
 }
 
 /// One port of a service (the winning definition when clusters disagree).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PortDto {
     pub port: u16,
     pub protocol: ProtocolDto,
 }
 
 /// How many of a cluster's gateway replicas are connected to this federator.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GatewayCounts {
     pub total: usize,
     pub connected: usize,
@@ -70,7 +70,7 @@ pub struct GatewayCounts {
 }
 
 /// A cluster from the catalog.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterDto {
     #[schema(example = "aws-prod-use1")]
     pub id: String,
@@ -82,7 +82,7 @@ pub struct ClusterDto {
 }
 
 /// `GET /api/v1/clusters`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClustersResponse {
     /// The catalog version the list was taken from.
     pub catalog_version: u64,
@@ -91,7 +91,7 @@ pub struct ClustersResponse {
 }
 
 /// One gateway replica and its control-stream state.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GatewayDto {
     pub cluster: String,
     /// Instance (pod) name, unique within the cluster.
@@ -116,7 +116,7 @@ pub struct GatewayDto {
 }
 
 /// `GET /api/v1/gateways`.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GatewaysResponse {
     /// Sorted by cluster, then instance.
     pub gateways: Vec<GatewayDto>,
@@ -125,7 +125,7 @@ pub struct GatewaysResponse {
 /// A cluster hosting a service, with endpoint counts. Endpoints are counted by IP address
 /// (one pod serving several ports counts once); an address is ready when it is ready on every
 /// port it serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServiceClusterSummary {
     pub cluster: String,
     pub ready: usize,
@@ -135,7 +135,7 @@ pub struct ServiceClusterSummary {
 }
 
 /// One item of `GET /api/v1/services`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServiceSummary {
     pub namespace: String,
     pub name: String,
@@ -150,7 +150,7 @@ pub struct ServiceSummary {
 }
 
 /// `GET /api/v1/services`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServicesResponse {
     pub catalog_version: u64,
     /// Sorted by namespace, then name.
@@ -158,7 +158,7 @@ pub struct ServicesResponse {
 }
 
 /// One endpoint behind one service port in one cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EndpointDto {
     /// The service port this endpoint serves.
     pub port: u16,
@@ -170,7 +170,7 @@ pub struct EndpointDto {
 }
 
 /// Where a cluster's share of a service came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProvenanceDto {
     /// The catalog source, as configured.
     pub source: String,
@@ -183,7 +183,7 @@ pub struct ProvenanceDto {
 }
 
 /// One cluster's share of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServiceClusterDetail {
     pub cluster: String,
     /// Unix ms the cluster exported the service (oldest export wins conflicts).
@@ -196,7 +196,7 @@ pub struct ServiceClusterDetail {
 }
 
 /// A cluster whose export disagrees with the winning definition (MCS ServiceExportConflict).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConflictDto {
     pub cluster: String,
     /// The cluster whose older export won.
@@ -205,7 +205,7 @@ pub struct ConflictDto {
 }
 
 /// `GET /api/v1/services/{namespace}/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServiceDetail {
     pub namespace: String,
     pub name: String,
@@ -221,7 +221,7 @@ pub struct ServiceDetail {
 }
 
 /// One measured path between two clusters.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LatencyPath {
     pub from: String,
     pub to: String,
@@ -240,7 +240,7 @@ pub struct LatencyPath {
 }
 
 /// `GET /api/v1/latency`.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LatencyResponse {
     /// Every cluster in the catalog or in a measurement, sorted: the matrix's rows and columns.
     pub clusters: Vec<String>,
@@ -262,7 +262,7 @@ pub struct RouteShare {
 
 /// Where one service's new connections go from one cluster's gateways, as the gateways' route
 /// choice computes it from the catalog, the reported health and RTTs, and the policy.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ServiceRoute {
     pub namespace: String,
     pub name: String,
@@ -331,7 +331,7 @@ pub struct WhatIfResponse {
 }
 
 /// A catalog source's health.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SourceStatusDto {
     #[schema(example = "static")]
     pub kind: String,
@@ -367,14 +367,14 @@ impl From<SourceStatus> for SourceStatusDto {
 }
 
 /// `GET /api/v1/sources`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SourcesResponse {
     /// Keyed by source id.
     pub sources: BTreeMap<String, SourceStatusDto>,
 }
 
 /// One entry of the event log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EventDto {
     /// Increasing; use it as `after` to page, or as `Last-Event-ID` to resume the stream.
     pub seq: u64,
@@ -392,14 +392,14 @@ impl From<Event> for EventDto {
 }
 
 /// `GET /api/v1/events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EventsResponse {
     /// Oldest first.
     pub events: Vec<EventDto>,
 }
 
 /// The `lagged` SSE event's data: the stream dropped events because the client read too slowly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LaggedDto {
     pub missed: u64,
 }

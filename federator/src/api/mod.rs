@@ -80,6 +80,8 @@ pub fn router(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
+        // The dashboard at `/` and `/dashboard/*`: static pages that read this API.
+        .merge(crate::dashboard::router())
         .with_state(ctx)
 }
 

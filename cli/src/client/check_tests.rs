@@ -1,0 +1,237 @@
+//! `check`'s logic on hand-made documents: no sockets.
+
+use skybridge_federator::api::dto::{CloudDto, ClusterDto, GatewayCounts, GatewayDto, LatencyPath, SourceStatusDto};
+
+use super::*;
+
+const NOW: u64 = 1_000_000;
+
+fn gateway(cluster: &str, connected: bool) -> GatewayDto {
+    GatewayDto {
+        cluster: cluster.into(),
+        instance: format!("gw-{cluster}"),
+        cloud: "other".into(),
+        region: "r".into(),
+        version: "0.1.0".into(),
+        tunnel_addresses: vec![format!("{cluster}.example:4433")],
+        connected,
+        connected_since: connected.then_some(NOW - 120_000),
+        last_report: Some(NOW - 1_000),
+        last_seen: NOW - 40_000,
+        acked_version: 7,
+        nacks: 0,
+        last_nack: None,
+    }
+}
+
+fn path(from: &str, to: &str, state: &str, rtt: Option<f64>) -> LatencyPath {
+    LatencyPath {
+        from: from.into(),
+        to: to.into(),
+        rtt_ms: rtt,
+        rank_rtt_ms: rtt,
+        state: state.into(),
+        reported_at: NOW - 2_000,
+        by: format!("gw-{from}"),
+    }
+}
+
+fn source(failures: u32, stale_since: Option<u64>) -> SourceStatusDto {
+    SourceStatusDto {
+        kind: "static".into(),
+        last_success: Some(NOW - 100_000),
+        last_attempt: Some(NOW - 1_000),
+        consecutive_failures: failures,
+        total_failures: u64::from(failures),
+        last_error: (failures > 0).then(|| "file missing".into()),
+        last_error_kind: (failures > 0).then(|| "not_found".into()),
+        stale_since,
+        services: 3,
+    }
+}
+
+fn cluster(id: &str, gateways: usize) -> ClusterDto {
+    ClusterDto {
+        id: id.into(),
+        cloud: CloudDto::Other,
+        region: "r".into(),
+        network: None,
+        gateways: GatewayCounts { total: gateways, connected: gateways, disconnected: 0 },
+    }
+}
+
+/// A healthy two-cluster deployment.
+fn healthy() -> Fetched {
+    Fetched {
+        api: "http://fed:8080".into(),
+        ready: Ok(()),
+        docs: Some(Docs {
+            clusters: Ok(ClustersResponse {
+                catalog_version: 7,
+                clusters: vec![cluster("aws-1", 1), cluster("gcp-1", 1)],
+            }),
+            gateways: Ok(GatewaysResponse { gateways: vec![gateway("aws-1", true), gateway("gcp-1", true)] }),
+            sources: Ok(SourcesResponse { sources: [("static".to_owned(), source(0, None))].into() }),
+            latency: Ok(LatencyResponse {
+                clusters: vec!["aws-1".into(), "gcp-1".into()],
+                paths: vec![
+                    path("aws-1", "gcp-1", "healthy", Some(20.25)),
+                    path("gcp-1", "aws-1", "healthy", Some(19.5)),
+                ],
+                routes: vec![],
+            }),
+        }),
+        admins: vec![],
+        now_ms: NOW,
+        cert_warn: Duration::from_secs(7 * 86_400),
+    }
+}
+
+fn failures(f: &Fetched) -> Vec<String> {
+    evaluate(f).into_iter().filter(|f| f.result == Verdict::Fail).map(|f| f.message).collect()
+}
+
+#[test]
+fn a_healthy_deployment_passes_and_says_what_it_checked() {
+    let f = healthy();
+    assert_eq!(failures(&f), Vec::<String>::new());
+    let text = report(&evaluate(&f));
+    assert_eq!(
+        text,
+        "\
+ok    federator  http://fed:8080 is reachable and ready
+ok    gateway    aws-1/gw-aws-1 connected for 2m, at catalog version 7
+ok    gateway    gcp-1/gw-gcp-1 connected for 2m, at catalog version 7
+ok    source     static (static) synced 100s ago, 3 services
+ok    path       aws-1 → gcp-1 healthy, RTT 20.2 ms (reported 2s ago by gw-aws-1)
+ok    path       gcp-1 → aws-1 healthy, RTT 19.5 ms (reported 2s ago by gw-gcp-1)
+skip  cert       gateway certificates not checked: the federator does not report their expiry; pass --gateway-admin HOST:PORT for each gateway
+
+all 6 checks passed
+"
+    );
+}
+
+#[test]
+fn an_unreachable_federator_is_one_precise_failure() {
+    let f = Fetched { ready: Err("connecting to 127.0.0.1:1: Connection refused".into()), docs: None, ..healthy() };
+    assert_eq!(failures(&f), ["http://fed:8080 cannot be reached: connecting to 127.0.0.1:1: Connection refused"]);
+    let f = Fetched { ready: Err("the server answered 503: loading the store".into()), ..healthy() };
+    assert_eq!(failures(&f), ["http://fed:8080 is not ready: the server answered 503: loading the store"]);
+}
+
+#[test]
+fn a_disconnected_gateway_and_a_down_path_are_named() {
+    let mut f = healthy();
+    let d = f.docs.as_mut().unwrap();
+    d.gateways.as_mut().unwrap().gateways[1].connected = false;
+    if let Ok(l) = &mut d.latency {
+        l.paths[0] = path("aws-1", "gcp-1", "down", None);
+    }
+    assert_eq!(
+        failures(&f),
+        ["gcp-1/gw-gcp-1 is not connected (last seen 40s ago)", "aws-1 → gcp-1 is down (reported 2s ago by gw-aws-1)"]
+    );
+    // The disconnected gateway's own reports are not evidence either way.
+    let skipped: Vec<_> = evaluate(&f).into_iter().filter(|x| x.result == Verdict::Skip).map(|x| x.message).collect();
+    assert!(skipped[0].starts_with("gcp-1 → aws-1: not checked, gcp-1's gateway is not connected"), "{skipped:?}");
+}
+
+#[test]
+fn missing_old_and_suspect_paths_fail() {
+    let mut f = healthy();
+    if let Some(Docs { latency: Ok(l), .. }) = &mut f.docs {
+        l.paths[0].state = "suspect".into();
+        l.paths[1].reported_at = NOW - 300_000;
+    }
+    assert_eq!(
+        failures(&f),
+        [
+            "aws-1 → gcp-1 is suspect (reported 2s ago by gw-aws-1)",
+            "gcp-1 → aws-1: no fresh measurement, reported 5m ago by gw-gcp-1"
+        ]
+    );
+    if let Some(Docs { latency: Ok(l), .. }) = &mut f.docs {
+        l.paths.clear();
+    }
+    assert_eq!(
+        failures(&f),
+        [
+            "aws-1 → gcp-1: aws-1's gateways reported no measurement",
+            "gcp-1 → aws-1: gcp-1's gateways reported no measurement"
+        ]
+    );
+}
+
+#[test]
+fn failing_sources_name_their_error_and_age() {
+    let mut f = healthy();
+    let d = f.docs.as_mut().unwrap();
+    d.sources = Ok(SourcesResponse {
+        sources: [("gcp".to_owned(), source(2, Some(NOW - 41_000))), ("new".to_owned(), source(1, None))].into(),
+    });
+    assert_eq!(
+        failures(&f),
+        [
+            "gcp (static) is failing (not_found: file missing) since 41s ago; its data is stale: last synced 100s ago",
+            "new (static) is failing (not_found: file missing), 1 attempts in a row; last synced 100s ago"
+        ]
+    );
+}
+
+#[test]
+fn gateways_without_a_cluster_gateway_nacks_and_documents_that_fail() {
+    let mut f = healthy();
+    let d = f.docs.as_mut().unwrap();
+    d.clusters.as_mut().unwrap().clusters.push(cluster("azure-1", 0));
+    let g = &mut d.gateways.as_mut().unwrap().gateways[0];
+    g.nacks = 2;
+    g.last_nack = Some("version 6: bad route".into());
+    d.sources = Err("/api/v1/sources: the server answered 500: store failed".into());
+    assert_eq!(
+        failures(&f),
+        [
+            "aws-1/gw-aws-1 rejected 2 catalog update(s); last: version 6: bad route",
+            "cluster azure-1 has no gateway: its services cannot be reached",
+            "cannot list sources: /api/v1/sources: the server answered 500: store failed"
+        ]
+    );
+}
+
+#[test]
+fn certificates_and_tunnels_from_gateway_admins() {
+    let status = |cluster: &str, secs: u64, peer_state: &str| AdminStatus {
+        cluster: cluster.into(),
+        ready: true,
+        certificate_expires_in_seconds: secs,
+        peers: vec![AdminPeer {
+            cluster: "gcp-1".into(),
+            state: peer_state.into(),
+            rtt_ms: Some(20.0),
+            last_error: (peer_state != "healthy").then(|| "timed out".into()),
+        }],
+    };
+    let mut f = healthy();
+    f.admins = vec![
+        ("a:9000".into(), Ok(status("aws-1", 30 * 86_400, "healthy"))),
+        ("b:9000".into(), Ok(status("azure-1", 86_400, "down"))),
+        ("c:9000".into(), Ok(status("x-1", 0, "healthy"))),
+        ("d:9000".into(), Err("connecting to d:9000: refused".into())),
+    ];
+    let all = evaluate(&f);
+    assert!(
+        all.iter().any(|x| x.result == Verdict::Ok && x.message == "gateway aws-1 (a:9000): certificate valid for 30d")
+    );
+    assert!(all.iter().any(|x| x.message == "aws-1 → gcp-1 healthy at a:9000, RTT 20.0 ms"));
+    assert_eq!(
+        failures(&f),
+        [
+            "gateway azure-1 (b:9000): certificate expires in 24h, within --cert-warn 7d",
+            "azure-1 → gcp-1 is down at b:9000; last error: timed out",
+            "gateway x-1 (c:9000): certificate has expired",
+            "gateway admin d:9000: cannot read /status: connecting to d:9000: refused"
+        ]
+    );
+    f.cert_warn = Duration::from_secs(3600);
+    assert_eq!(failures(&f).len(), 3);
+}

@@ -1,0 +1,253 @@
+//! The client commands (`status`, `clusters`, `services`, `routes`, `whatif`, `check`): each
+//! asks the federator's REST API (docs/api.md) and prints a kubectl-style table or, with
+//! `-o json`, the API's JSON as is. Answers are read with the federator's own response types
+//! (`skybridge_federator::api::dto`), so the client cannot drift from the server.
+//!
+//! This module holds what they share: the `--api`/`-o` arguments, the URL, one GET that turns a
+//! non-200 into the API's own error message, JSON decoding and ages.
+
+pub mod catalog;
+pub mod check;
+pub mod routes;
+pub mod table;
+pub mod whatif;
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use serde::de::DeserializeOwned;
+use skybridge_cli::http;
+
+/// How long one request may take: some answers (routes, what-if) are computed on demand.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest answer read (10,000 services from three clusters are ~10 MB).
+const MAX_RESPONSE: u64 = 256 << 20;
+
+/// The arguments every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The federator's REST API, http://host[:port][/prefix].
+    #[arg(long, env = "SKYBRIDGE_API", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// Output format: a table, or the API's JSON as is (pretty-printed).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `-o table|json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("--api {0:?}: expected http://host[:port][/prefix] (https is not supported)")]
+    BadUrl(String),
+    #[error("{0}")]
+    BadArgument(String),
+    #[error("asking {0}")]
+    Http(String, #[source] http::HttpError),
+    #[error("{what}: the server answered {status}: {message}")]
+    Status { what: String, status: u16, message: String },
+    #[error("{what}: unreadable answer: {message}")]
+    Malformed { what: String, message: String },
+    #[error("starting the tokio runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("{failed} of {total} checks failed")]
+    ChecksFailed { failed: usize, total: usize },
+}
+
+/// `http://host[:port][/prefix]`, split into what a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// `host:port`, as dialed and as sent in `Host`.
+    pub authority: String,
+    /// A path the API is mounted under (behind a proxy), without the trailing slash.
+    pub prefix: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, ClientError> {
+        let bad = || ClientError::BadUrl(s.to_owned());
+        let rest = s.strip_prefix("http://").ok_or_else(bad)?;
+        let (host, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+        if host.is_empty() || host.contains(['@', '?', '#']) {
+            return Err(bad());
+        }
+        // A port is present when the text after the last ':' is not inside an IPv6 literal.
+        let has_port = host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+        let authority = if has_port { host.to_owned() } else { format!("{host}:80") };
+        let prefix = prefix.trim_end_matches('/');
+        let prefix = if prefix.is_empty() { String::new() } else { format!("/{prefix}") };
+        Ok(Url { authority, prefix })
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (a query value or a path segment).
+pub fn encode(s: &str) -> String {
+    s.bytes().fold(String::new(), |mut out, b| {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+        out
+    })
+}
+
+/// `k=v&...`, percent-encoded; pairs whose value is `None` are left out.
+pub fn encode_query(pairs: &[(&str, Option<&str>)]) -> String {
+    pairs.iter().filter_map(|(k, v)| v.map(|v| format!("{}={}", encode(k), encode(v)))).collect::<Vec<_>>().join("&")
+}
+
+/// One federator (or gateway admin) to ask.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub url: Url,
+}
+
+impl Api {
+    pub fn new(api: &str) -> Result<Api, ClientError> {
+        Ok(Api { url: Url::parse(api)? })
+    }
+
+    /// `GET path` (below the prefix); the body of a 200, or [`ClientError::Status`] with the
+    /// API's error message.
+    pub async fn get(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        get(&self.url.authority, &format!("{}{path}", self.url.prefix)).await
+    }
+
+    /// `GET path`, decoded as `T`.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        decode(path, &self.get(path).await?)
+    }
+}
+
+/// GETs `path` from `authority` and returns the body of a 200; other statuses become
+/// [`ClientError::Status`] with the API's error message.
+pub async fn get(authority: &str, path: &str) -> Result<Vec<u8>, ClientError> {
+    let what = || format!("http://{authority}{path}");
+    let (status, body) =
+        http::get(authority, authority, path, TIMEOUT, MAX_RESPONSE).await.map_err(|e| ClientError::Http(what(), e))?;
+    if status == 200 {
+        return Ok(body);
+    }
+    // The API's errors are {"error": "..."}; anything else (a proxy's page) is shown as text.
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
+    Err(ClientError::Status { what: path.to_owned(), status, message })
+}
+
+/// Decodes a JSON body; `what` names it in the error.
+pub fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Malformed { what: what.to_owned(), message: e.to_string() })
+}
+
+/// A JSON body as is, pretty-printed (`-o json`).
+pub fn pretty(what: &str, body: &[u8]) -> Result<String, ClientError> {
+    let v: serde_json::Value = decode(what, body)?;
+    Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
+}
+
+/// Runs `f` on a fresh single-threaded runtime: each command does a few requests, then exits.
+pub fn block_on<F: Future>(f: F) -> Result<F::Output, ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ClientError::Runtime)?;
+    Ok(rt.block_on(f))
+}
+
+/// Now, in Unix milliseconds (the API's instants).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A kubectl-style age: `45s`, `12m`, `3h`, `5d` (the largest whole unit).
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// The age of the instant `at` (Unix ms) at `now`; a future instant (clock skew) is 0.
+pub fn age_at(now: u64, at: u64) -> String {
+    age(now.saturating_sub(at))
+}
+
+/// Parses a duration: `<integer><unit>`, unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match s.trim().strip_suffix('d').map(str::parse::<u64>) {
+        Some(Ok(days)) => Ok(Duration::from_secs(days.saturating_mul(86_400))),
+        Some(Err(_)) => Err(format!("{s:?} does not start with a whole number")),
+        None => skybridge_api::config::duration::parse(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[test]
+    fn urls_and_queries() {
+        let u = |s: &str| Url::parse(s).map(|u| (u.authority, u.prefix));
+        assert_eq!(u("http://127.0.0.1:8080").unwrap(), ("127.0.0.1:8080".into(), String::new()));
+        assert_eq!(u("http://fed.example/skybridge/").unwrap(), ("fed.example:80".into(), "/skybridge".into()));
+        assert_eq!(u("http://[::1]").unwrap().0, "[::1]:80");
+        assert_eq!(u("http://[::1]:9000").unwrap().0, "[::1]:9000");
+        for bad in ["https://x", "127.0.0.1:8080", "http://", "http://u@x"] {
+            assert!(u(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            encode_query(&[("down", Some("gcp-1,azure-1")), ("from", None), ("service", Some("prod/web"))]),
+            "down=gcp-1%2Cazure-1&service=prod%2Fweb"
+        );
+    }
+
+    #[test]
+    fn ages_and_durations() {
+        assert_eq!(age(0), "0s");
+        assert_eq!(age(119_999), "119s");
+        assert_eq!(age(120_000), "2m");
+        assert_eq!(age(7_199_999), "119m");
+        assert_eq!(age(2 * 3_600_000), "2h");
+        assert_eq!(age(3 * 86_400_000), "3d");
+        assert_eq!(age_at(5, 10), "0s");
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(12 * 3600));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("xd").is_err());
+        assert!(parse_duration("7").is_err());
+    }
+
+    /// Against a real listener: an API error becomes a message naming the status and the API's
+    /// own explanation.
+    #[tokio::test]
+    async fn http_errors_carry_the_apis_message() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let body = r#"{"error":"down: unknown cluster nope-1","field":"down"}"#;
+            let resp = format!("HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            s.write_all(resp.as_bytes()).await.unwrap();
+        });
+        let e = get(&addr, "/api/v1/whatif?down=nope-1").await.unwrap_err();
+        assert_eq!(e.to_string(), "/api/v1/whatif?down=nope-1: the server answered 400: down: unknown cluster nope-1");
+        let e = get("127.0.0.1:1", "/").await.unwrap_err();
+        assert!(matches!(e, ClientError::Http(_, http::HttpError::Connect { .. })), "{e}");
+    }
+}

@@ -1,0 +1,322 @@
+//! The dashboard in a real browser: a federator with a three-cloud static catalog and three
+//! gateways in this process, Debian's headless chromium driven over WebDriver. The page must
+//! show what the API says, pick up a catalog change without a reload, and log no errors.
+//! Leaves a screenshot at `target/dashboard.png` (and the whole page at
+//! `target/dashboard-full.png`) for review.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skybridge_api::ca;
+use skybridge_api::identity::SpiffeId;
+use skybridge_api::model::ClusterId;
+use skybridge_federator::app as fed_app;
+use skybridge_federator::config::Config as FedConfig;
+use skybridge_gateway::app as gw_app;
+use skybridge_gateway::config::Config as GwConfig;
+use skybridge_tests::webdriver::{Driver, Session};
+use skybridge_tests::{free_tcp, free_udp, write_identity};
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TD: &str = "dashboard.test";
+const CLUSTERS: [(&str, &str, &str); 3] =
+    [("aws-1", "aws", "us-east-1"), ("gcp-1", "gcp", "europe-west1"), ("azure-1", "azure", "westeurope")];
+
+/// Like the demo: `prod/web` everywhere, `prod/payments` in aws and gcp, `dev/api` only in
+/// azure, plus `extra`.
+fn catalog(extra: &str) -> String {
+    let mut t = String::new();
+    for (id, cloud, region) in CLUSTERS {
+        t += &format!("[[clusters]]\nid = \"{id}\"\ncloud = \"{cloud}\"\nregion = \"{region}\"\n");
+    }
+    let service = |ns: &str, name: &str, port: u16, proto: &str, hosts: &[(&str, &str)]| {
+        let mut s = format!("[[services]]\nnamespace = \"{ns}\"\nname = \"{name}\"\n");
+        for (cluster, endpoints) in hosts {
+            s += &format!(
+                "[[services.exports]]\ncluster = \"{cluster}\"\n[[services.exports.ports]]\nport = {port}\n\
+                 protocol = \"{proto}\"\nendpoints = [{endpoints}]\n"
+            );
+        }
+        s
+    };
+    t += &service(
+        "prod",
+        "web",
+        80,
+        "http",
+        &[("aws-1", "\"10.0.0.1:8080\""), ("gcp-1", "\"10.1.0.1:8080\""), ("azure-1", "\"10.2.0.1:8080\"")],
+    );
+    t += &service(
+        "prod",
+        "payments",
+        443,
+        "tls",
+        &[("aws-1", "\"10.0.0.2:8443\", \"10.0.0.3:8443\""), ("gcp-1", "\"10.1.0.2:8443\"")],
+    );
+    t += &service("dev", "api", 8080, "tcp", &[("azure-1", "\"10.2.0.5:8080\"")]);
+    t + extra
+}
+
+fn write_catalog(dir: &Path, text: &str) {
+    let tmp = dir.join("catalog.toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join("catalog.toml")).unwrap();
+}
+
+async fn federator(d: &Path, control: SocketAddr) -> fed_app::Running {
+    let d = d.display();
+    let text = format!(
+        r#"
+[federator]
+trust_domain = "{TD}"
+data_dir = "{d}/data"
+merge_interval = "100ms"
+[tls]
+cert = "{d}/fed/cert.pem"
+key = "{d}/fed/key.pem"
+trust_bundle = "{d}/fed/ca.pem"
+[listen]
+control = "{control}"
+api = "127.0.0.1:0"
+[[sources]]
+type = "static"
+id = "demo-file"
+path = "{d}/catalog.toml"
+interval = "200ms"
+"#
+    );
+    fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap()
+}
+
+async fn gateway(d: &Path, cluster: &str, control: SocketAddr) -> gw_app::Running {
+    let d = d.display();
+    let tunnel = free_udp(1)[0];
+    let text = format!(
+        r#"
+[gateway]
+cluster = "{cluster}"
+cloud = "other"
+region = "test"
+trust_domain = "{TD}"
+[tls]
+cert = "{d}/{cluster}/cert.pem"
+key = "{d}/{cluster}/key.pem"
+trust_bundle = "{d}/{cluster}/ca.pem"
+[listen]
+tunnel = "{tunnel}"
+sni = "off"
+http = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+[federator]
+address = "{control}"
+instance = "{cluster}-gw-0"
+report_interval = "200ms"
+reconnect_min = "100ms"
+reconnect_max = "400ms"
+"#
+    );
+    gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap()
+}
+
+/// `GET path` on the federator's API, as JSON.
+async fn api(addr: SocketAddr, path: &str) -> Value {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
+}
+
+/// Polls `f` until it returns `Some` (within `secs`).
+async fn until<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        // Tests run from target/<profile>/deps/<test>.
+        std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf()
+    })
+}
+
+async fn save_png(page: &Session, name: &str) {
+    let png = page.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let path = target_dir().join(name);
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_api_and_follows_catalog_changes() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let now = OffsetDateTime::now_utc();
+    let root = ca::init(TD, now, 1).unwrap();
+    write_identity(&d.join("fed"), &ca::issue(&root, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &root.cert_pem);
+    for (c, _, _) in CLUSTERS {
+        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
+        write_identity(&d.join(c), &ca::issue(&root, &id, &[], now, 1).unwrap(), &root.cert_pem);
+    }
+    write_catalog(d, &catalog(""));
+    let control = free_tcp(1)[0];
+    let fed = federator(d, control).await;
+    let mut gateways = Vec::new();
+    for (c, _, _) in CLUSTERS {
+        gateways.push(gateway(d, c, control).await);
+    }
+    let base = fed.addrs.api;
+    // Every gateway connected and every path measured, so the heatmap is full.
+    until("the gateways measure every path", 30, async || {
+        let lat = api(base, "/api/v1/latency").await;
+        let measured = lat["paths"].as_array().unwrap().iter().filter(|p| p["rtt_ms"].is_number()).count();
+        (measured == 6).then_some(())
+    })
+    .await;
+
+    let driver = Driver::start(&d.join("chromedriver.log")).await;
+    let page = driver.session(&d.join("profile")).await;
+    let started = Instant::now();
+    page.goto(&format!("http://{base}/")).await;
+
+    // Topology: one node per API cluster, under its cloud and region.
+    let api_clusters = api(base, "/api/v1/clusters").await;
+    let want: BTreeSet<String> =
+        api_clusters["clusters"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let shown = until("the topology renders", 15, async || {
+        let v = page
+            .execute(
+                "return [...document.querySelectorAll('#topology .cluster[data-cluster]')].map(e => e.dataset.cluster)",
+            )
+            .await;
+        let got: BTreeSet<String> = strings(&v).into_iter().collect();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(shown, want);
+    for (id, cloud, region) in CLUSTERS {
+        let sel = format!("#topology [data-cloud='{cloud}'] [data-region='{region}'] [data-cluster='{id}']");
+        let nodes = page.find_all(&sel).await;
+        assert_eq!(nodes.len(), 1, "{sel}");
+        assert_eq!(page.attr(&nodes[0], "data-state").await.as_deref(), Some("up"), "{id}");
+        assert!(page.text(&nodes[0]).await.contains(&format!("{id}-gw-0")), "{id}'s gateway not shown");
+    }
+
+    // Heatmap: a cell per ordered pair; the measured ones are exactly the API's paths.
+    let lat = api(base, "/api/v1/latency").await;
+    let n = lat["clusters"].as_array().unwrap().len();
+    assert_eq!(page.find_all("#heatmap td[data-from][data-to]").await.len(), n * n);
+    let api_paths: BTreeSet<(String, String)> = lat["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["from"].as_str().unwrap().to_owned(), p["to"].as_str().unwrap().to_owned()))
+        .collect();
+    let mut shown_paths = BTreeSet::new();
+    for cell in page.find_all("#heatmap td.measured").await {
+        let from = page.attr(&cell, "data-from").await.unwrap();
+        let to = page.attr(&cell, "data-to").await.unwrap();
+        assert!(!page.attr(&cell, "data-rtt").await.unwrap().is_empty(), "{from}→{to} shows no RTT");
+        shown_paths.insert((from, to));
+    }
+    assert_eq!(shown_paths, api_paths);
+
+    // Services: one row per API service, with the preferred target per source cluster.
+    let services = api(base, "/api/v1/services").await;
+    let want: Vec<String> = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}/{}", s["namespace"].as_str().unwrap(), s["name"].as_str().unwrap()))
+        .collect();
+    let rows = page
+        .execute("return [...document.querySelectorAll('#services tr[data-service]')].map(e => e.dataset.service)")
+        .await;
+    assert_eq!(strings(&rows), want);
+    let row = &page.find_all("#services tr[data-service='prod/payments']").await[0];
+    let text = page.text(row).await;
+    assert!(text.contains("aws-1 2/2") && text.contains("gcp-1 1/1") && text.contains("3/3"), "{text}");
+    let routes = api(base, "/api/v1/latency?service=prod/payments").await;
+    for r in routes["routes"].as_array().unwrap() {
+        let from = r["from"].as_str().unwrap();
+        let sel = format!("#services tr[data-service='prod/payments'] .route[data-from='{from}']");
+        let el = &page.find_all(&sel).await[0];
+        assert_eq!(page.attr(el, "data-preferred").await.unwrap(), r["preferred"].as_str().unwrap_or(""), "{sel}");
+    }
+
+    // Sources and events have content; no error banner.
+    assert_eq!(page.find_all("#sources tr[data-source='demo-file'][data-state='ok']").await.len(), 1);
+    until("events are listed", 10, async || {
+        let v = page.execute("return document.querySelectorAll('#events li[data-seq]').length").await;
+        (v.as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(page.execute("return document.getElementById('banner').hidden").await, json!(true));
+
+    // What-if: tick azure-1 and simulate; dev/api (only in azure) becomes unreachable.
+    page.click(&page.find_all("#whatif-clusters input[value='azure-1']").await[0]).await;
+    page.click(&page.find_all("#whatif-run").await[0]).await;
+    let summary = until("the what-if answers", 10, async || {
+        let e = page.find_all("#whatif-summary").await;
+        match e.first() {
+            Some(e) => Some(page.text(e).await),
+            None => None,
+        }
+    })
+    .await;
+    assert!(summary.contains("If azure-1 went down"), "{summary}");
+    assert!(!page.find_all("#whatif-result tr[data-service='dev/api'].unhealthy").await.is_empty());
+
+    // A catalog change shows up live: the page is not reloaded (the marker survives).
+    page.execute("window.__notReloaded = true; return null").await;
+    write_catalog(
+        d,
+        &catalog(
+            "[[services]]\nnamespace = \"prod\"\nname = \"checkout\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
+         [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.1.0.9:8080\"]\n",
+        ),
+    );
+    let changed = Instant::now();
+    until("the new service's row appears", 10, async || {
+        let n = page.find_all("#services tr[data-service='prod/checkout']").await.len();
+        (n == 1).then_some(())
+    })
+    .await;
+    eprintln!("new service shown {:?} after the catalog file changed", changed.elapsed());
+    assert_eq!(page.execute("return window.__notReloaded === true").await, json!(true));
+    assert_eq!(page.find_all("#services tr[data-service]").await.len(), want.len() + 1);
+
+    // No console errors (CSP violations, failed requests and exceptions are all SEVERE).
+    let logs = page.browser_logs().await;
+    let severe: Vec<&Value> = logs.iter().filter(|l| l["level"] == "SEVERE").collect();
+    assert!(severe.is_empty(), "console errors: {severe:#?}");
+
+    // The what-if click scrolled the page; the laptop view starts at the top.
+    page.execute("window.scrollTo(0, 0); return null").await;
+    save_png(&page, "dashboard.png").await;
+    let height = page.execute("return document.documentElement.scrollHeight").await.as_u64().unwrap();
+    page.set_window_size(1366, height.max(768) + 100).await;
+    save_png(&page, "dashboard-full.png").await;
+    eprintln!("browser part took {:?}", started.elapsed());
+    // The session closes the browser before its driver is killed.
+    drop(page);
+    drop(driver);
+}
