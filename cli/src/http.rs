@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 GET for the CLI's own JSON APIs (the federator's, a gateway's admin
-//! port): one request over a tokio `TcpStream` does not justify an HTTP client dependency.
+//! A minimal HTTP/1.1 client for JSON APIs (the federator's, a gateway's admin port, and in
+//! tests chromedriver's): one request over a tokio `TcpStream` does not justify an HTTP client
+//! dependency.
 
 use std::time::Duration;
 
@@ -20,26 +21,77 @@ pub enum HttpError {
     Malformed(String),
 }
 
+/// One request: method, `Host`, path, extra headers and body.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+}
+
 /// `GET path` on `addr` (`host:port`) with `Host: host`, reading at most `max` bytes, all within
 /// `within`: the status and the body.
 pub async fn get(addr: &str, host: &str, path: &str, within: Duration, max: u64) -> Result<(u16, Vec<u8>), HttpError> {
+    let accept = [("Accept", "application/json")];
+    request(addr, Request { method: "GET", host, path, headers: &accept, body: &[] }, within, max).await
+}
+
+/// Sends `req` to `addr` with `Connection: close` and reads the answer, at most `max` bytes,
+/// all within `within`. The answer ends at its Content-Length or last chunk even when the
+/// server keeps the connection open (chromedriver does), else at the end of the connection.
+pub async fn request(addr: &str, req: Request<'_>, within: Duration, max: u64) -> Result<(u16, Vec<u8>), HttpError> {
     let io = |source| HttpError::Io { addr: addr.to_owned(), source };
     let exchange = async {
         let mut s =
             TcpStream::connect(addr).await.map_err(|source| HttpError::Connect { addr: addr.to_owned(), source })?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nUser-Agent: skybridge/{}\r\nConnection: close\r\n\r\n",
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: skybridge/{}\r\nConnection: close\r\n",
+            req.method,
+            req.path,
+            req.host,
             env!("CARGO_PKG_VERSION")
         );
-        s.write_all(req.as_bytes()).await.map_err(io)?;
+        for (k, v) in req.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !req.body.is_empty() || !matches!(req.method, "GET" | "HEAD") {
+            head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).await.map_err(io)?;
+        s.write_all(req.body).await.map_err(io)?;
         let mut raw = Vec::new();
-        s.take(max).read_to_end(&mut raw).await.map_err(io)?;
+        let mut buf = [0u8; 16 * 1024];
+        while (raw.len() as u64) < max && !complete(&raw) {
+            let n = s.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        raw.truncate(max as usize);
         Ok(raw)
     };
     let raw = tokio::time::timeout(within, exchange)
         .await
         .map_err(|_| HttpError::Timeout { addr: addr.to_owned(), after: within })??;
     parse_response(&raw)
+}
+
+/// Whether `raw` holds a whole response whose end is marked (by length or last chunk).
+fn complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return dechunk(body).is_ok();
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| body.len() >= n)
 }
 
 /// Splits an HTTP/1.1 response into its status and body (Content-Length, chunked, or up to
@@ -96,6 +148,15 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completeness_by_length_or_last_chunk() {
+        assert!(!complete(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n{}"));
+        assert!(complete(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n"));
+        assert!(complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"));
+        assert!(!complete(b"HTTP/1.0 200 OK\r\n\r\nuntil close"));
+    }
 
     #[test]
     fn responses_with_length_chunks_or_close() {

@@ -8,8 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use skybridge_cli::http;
 
 /// The W3C name of the key that carries an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -169,64 +168,17 @@ impl Drop for Session {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body.
+/// One request to chromedriver; the status and the JSON body.
 async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    s.write_all(body.as_bytes()).await.map_err(|e| e.to_string())?;
-    // chromedriver keeps the connection open despite `Connection: close`: read the head, then
-    // exactly Content-Length bytes.
-    let read = async {
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok());
-                if len.is_some_and(|n| raw.len() >= end + 4 + n) {
-                    return Ok(raw);
-                }
-            }
-            match s.read(&mut buf).await {
-                Ok(0) => return Ok(raw),
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .map_err(|_| format!("{method} {path}: no answer in 60 s"))??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("malformed response: {text}"))?;
-    let status =
-        head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line: {head}"))?;
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
-    let v = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    let headers = [("Content-Type", "application/json; charset=utf-8")];
+    let host = addr.to_string();
+    let req = http::Request { method, host: &host, path, headers: &headers, body: body.as_bytes() };
+    let (status, body) = http::request(&host, req, Duration::from_secs(60), 64 << 20).await.map_err(|e| {
+        format!("{method} {path}: {e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())
+    })?;
+    let v = serde_json::from_slice(&body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&body)))?;
     Ok((status, v))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Standard base64 (the screenshot), without pulling in a crate for it.
