@@ -18,7 +18,7 @@ use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::webdriver::{Driver, Session};
-use skybridge_tests::{free_tcp, free_udp, write_identity};
+use skybridge_tests::{federated_gateway_toml, free_tcp, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -94,32 +94,9 @@ interval = "200ms"
 }
 
 async fn gateway(d: &Path, cluster: &str, control: SocketAddr) -> gw_app::Running {
-    let d = d.display();
-    let tunnel = free_udp(1)[0];
-    let text = format!(
-        r#"
-[gateway]
-cluster = "{cluster}"
-cloud = "other"
-region = "test"
-trust_domain = "{TD}"
-[tls]
-cert = "{d}/{cluster}/cert.pem"
-key = "{d}/{cluster}/key.pem"
-trust_bundle = "{d}/{cluster}/ca.pem"
-[listen]
-tunnel = "{tunnel}"
-sni = "off"
-http = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-[federator]
-address = "{control}"
-instance = "{cluster}-gw-0"
-report_interval = "200ms"
-reconnect_min = "100ms"
-reconnect_max = "400ms"
-"#
-    );
+    // The harness's text ends in the [federator] table: these lines extend it.
+    let text = federated_gateway_toml(d, TD, cluster, control, true)
+        + &format!("instance = \"{cluster}-gw-0\"\nreport_interval = \"200ms\"\n");
     gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap()
 }
 

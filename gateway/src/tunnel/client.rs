@@ -396,8 +396,7 @@ impl Pool {
             .map_err(|_| OpenError::Timeout { cluster: cluster(), after: budget })??;
         let start = Instant::now();
         let timeout = attempt.min(deadline.saturating_duration_since(start));
-        let left = timeout;
-        let (mut send, mut recv) = match tokio::time::timeout(left, conn.open_bi()).await {
+        let (mut send, mut recv) = match tokio::time::timeout(timeout, conn.open_bi()).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(OpenError::Stream { cluster: cluster(), reason: e.to_string() }),
             Err(_) => return Err(OpenError::Timeout { cluster: cluster(), after: timeout }),
