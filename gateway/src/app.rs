@@ -20,6 +20,7 @@ use crate::delivery::LocalDelivery;
 use crate::listener::{self, Kind};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::routing::Catalog;
+use crate::telemetry::{self, Telemetry};
 use crate::tls::{self, CertStore, TlsError, TlsFiles};
 use crate::tunnel::{self, client::Pool, codes};
 use crate::{admin, config};
@@ -31,6 +32,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
     #[error("cannot bind {what} on {addr} (is another process using the port?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -111,6 +114,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     );
     let delivery = LocalDelivery::new(l.connect_timeout, l.eject_duration, metrics.clone());
     let catalog = Catalog::from_config(&cfg, static_version(&cfg));
+    let who = telemetry::Identity { cluster: &g.cluster, cloud: g.cloud, region: &g.region };
+    let telemetry = Telemetry::start(&cfg.telemetry, who, &metrics)?;
     let ctx = Arc::new(Context::new(
         g.cluster.clone(),
         g.cloud,
@@ -123,6 +128,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         delivery,
         certs.clone(),
         metrics.clone(),
+        telemetry,
     ));
 
     let mut listeners = Vec::new();
@@ -255,6 +261,8 @@ impl Running {
             let _ = tokio::time::timeout(Duration::from_secs(2), self.work.wait()).await;
         }
         self.ctx.force_close.cancel();
+        // Every connection span has ended by now; send them before the process goes.
+        self.ctx.telemetry.shutdown(Duration::from_secs(5)).await;
         self.endpoint.close(codes::SHUTDOWN, b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         self.stop_background.cancel();

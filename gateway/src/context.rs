@@ -11,6 +11,7 @@ use crate::config::{Limits, RoutingSection};
 use crate::delivery::LocalDelivery;
 use crate::metrics::Metrics;
 use crate::routing::Catalog;
+use crate::telemetry::Telemetry;
 use crate::tls::CertStore;
 use crate::tunnel::client::Pool;
 
@@ -47,6 +48,8 @@ pub struct Context {
     pub delivery: LocalDelivery,
     pub certs: Arc<CertStore>,
     pub metrics: Metrics,
+    /// Connection spans (and their export, when configured).
+    pub telemetry: Telemetry,
     /// Bounds client connections across all egress listeners.
     pub egress_slots: Arc<Semaphore>,
     /// Bounds concurrent ingress streams from all peers.
@@ -75,6 +78,7 @@ impl Context {
         delivery: LocalDelivery,
         certs: Arc<CertStore>,
         metrics: Metrics,
+        telemetry: Telemetry,
     ) -> Self {
         Context {
             egress_slots: Arc::new(Semaphore::new(limits.max_connections)),
@@ -90,6 +94,7 @@ impl Context {
             delivery,
             certs,
             metrics,
+            telemetry,
             federation: Arc::default(),
             draining: CancellationToken::new(),
             force_close: CancellationToken::new(),

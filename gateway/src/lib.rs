@@ -9,5 +9,6 @@ pub mod federation;
 pub mod listener;
 pub mod metrics;
 pub mod routing;
+pub mod telemetry;
 pub mod tls;
 pub mod tunnel;

@@ -91,6 +91,7 @@ pub struct Metrics {
     pub federator_connected: Gauge,
     pub catalog_version: Gauge,
     pub catalog_updates: Family<KindLabels, Counter>,
+    pub otlp_spans: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -117,6 +118,7 @@ impl Metrics {
             federator_connected: Gauge::default(),
             catalog_version: Gauge::default(),
             catalog_updates: Family::default(),
+            otlp_spans: Family::default(),
         };
         // Series that alerts and dashboards divide or compare exist from the start at 0, rather
         // than appearing only after their first event.
@@ -125,6 +127,9 @@ impl Metrics {
         }
         for result in ["ok", "failed"] {
             let _ = m.peer_handshakes.get_or_create(&ResultLabels { result });
+        }
+        for result in ["exported", "failed"] {
+            let _ = m.otlp_spans.get_or_create(&ResultLabels { result });
         }
         for kind in ["snapshot", "delta"] {
             let _ = m.catalog_updates.get_or_create(&KindLabels { kind });
@@ -177,6 +182,11 @@ impl Metrics {
         );
         r.register("catalog_version", "Version of the federator catalog being routed on", m.catalog_version.clone());
         r.register("catalog_updates", "Catalog snapshots and deltas applied", m.catalog_updates.clone());
+        r.register(
+            "otlp_spans",
+            "Connection spans sent to the OTLP receiver, by result (exported, failed)",
+            m.otlp_spans.clone(),
+        );
         m
     }
 

@@ -68,7 +68,14 @@ fn write_catalog(dir: &Path, text: &str) {
     std::fs::rename(tmp, dir.join("catalog.toml")).unwrap();
 }
 
-async fn federator(d: &Path, control: SocketAddr) -> fed_app::Running {
+/// A federator on `control` whose catalog comes from `d/catalog.toml`, or with no catalog
+/// sources at all when `with_source` is false.
+async fn federator(d: &Path, control: SocketAddr, with_source: bool) -> fed_app::Running {
+    let source = format!(
+        "[[sources]]\ntype = \"static\"\nid = \"demo-file\"\npath = \"{}/catalog.toml\"\ninterval = \"200ms\"\n",
+        d.display()
+    );
+    let source = if with_source { source } else { String::new() };
     let d = d.display();
     let text = format!(
         r#"
@@ -83,12 +90,7 @@ trust_bundle = "{d}/fed/ca.pem"
 [listen]
 control = "{control}"
 api = "127.0.0.1:0"
-[[sources]]
-type = "static"
-id = "demo-file"
-path = "{d}/catalog.toml"
-interval = "200ms"
-"#
+{source}"#
     );
     fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap()
 }
@@ -155,7 +157,7 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
     }
     write_catalog(d, &catalog(""));
     let control = free_tcp(1)[0];
-    let fed = federator(d, control).await;
+    let fed = federator(d, control, true).await;
     let mut gateways = Vec::new();
     for (c, _, _) in CLUSTERS {
         gateways.push(gateway(d, c, control).await);
@@ -294,6 +296,63 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
     save_png(&page, "dashboard-full.png").await;
     eprintln!("browser part took {:?}", started.elapsed());
     // The session closes the browser before its driver is killed.
+    drop(page);
+    drop(driver);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_federation_and_a_lost_api_say_so() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let now = OffsetDateTime::now_utc();
+    let root = ca::init(TD, now, 1).unwrap();
+    write_identity(&d.join("fed"), &ca::issue(&root, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &root.cert_pem);
+    let fed = federator(d, free_tcp(1)[0], false).await;
+    let base = fed.addrs.api;
+
+    let driver = Driver::start(&d.join("chromedriver.log")).await;
+    let page = driver.session(&d.join("profile")).await;
+    page.goto(&format!("http://{base}/")).await;
+    let text_of = async |sel: &str| -> String {
+        let found = page.find_all(sel).await;
+        match found.first() {
+            Some(e) => page.text(e).await,
+            None => String::new(),
+        }
+    };
+    // Every view says why it is empty and what to look at, rather than showing nothing.
+    until("the empty views render", 15, async || (!text_of("#topology .empty").await.is_empty()).then_some(())).await;
+    for (sel, want) in [
+        ("#topology .empty", "No clusters in the catalog yet"),
+        ("#heatmap .empty", "No clusters yet"),
+        ("#services .empty", "No services in the catalog yet"),
+        ("#sources .empty", "No catalog sources configured"),
+    ] {
+        let got = text_of(sel).await;
+        assert!(got.contains(want), "{sel}: {got:?}");
+    }
+    until("the event list says it is empty", 10, async || {
+        text_of("#events .empty").await.contains("No events yet").then_some(())
+    })
+    .await;
+    assert!(text_of("#summary").await.contains("0 clusters"), "{}", text_of("#summary").await);
+    assert_eq!(page.execute("return document.getElementById('banner').hidden").await, json!(true));
+    let logs = page.browser_logs().await;
+    let severe: Vec<&Value> = logs.iter().filter(|l| l["level"] == "SEVERE").collect();
+    assert!(severe.is_empty(), "console errors on an empty federation: {severe:#?}");
+
+    // The federator goes away: the page keeps its last data and says the API is unreachable.
+    fed.shutdown().await;
+    until("the error banner shows", 15, async || {
+        let hidden = page.execute("return document.getElementById('banner').hidden").await;
+        (hidden == json!(false)).then_some(())
+    })
+    .await;
+    let banner = text_of("#banner").await;
+    assert!(banner.contains("Federator API unreachable or failing") && banner.contains("retrying"), "{banner}");
+    assert!(text_of("#topology .empty").await.contains("No clusters"), "the last data stays on screen");
+    save_png(&page, "dashboard-error.png").await;
     drop(page);
     drop(driver);
 }

@@ -78,6 +78,12 @@ async fn every_service_is_answered_by_the_right_cluster_and_shutdown_frees_every
         }
     }
 
+    // The banner points at the dashboard, and the dashboard is there.
+    let banner = d.banner(&Readiness::Ready);
+    assert!(banner.contains(&format!("dashboard     http://{}/\n", d.api)), "{banner}");
+    let (code, page) = request(d.api, "GET", "localhost", "/").await;
+    assert!(code == 200 && page.contains("<title>"), "{code} {page}");
+
     // The federator's API lists every service with the clusters that run it.
     let (code, body) = request(d.api, "GET", "localhost", "/api/v1/services").await;
     assert_eq!(code, 200, "{body}");

@@ -57,6 +57,7 @@ pub fn banner(demo: &Demo, readiness: &Readiness) -> String {
     let _ = writeln!(w, "working directory: {} ({kept})\n", demo.dir.display());
 
     let _ = writeln!(w, "federator");
+    let _ = writeln!(w, "  dashboard     http://{api}/");
     let _ = writeln!(w, "  services      http://{api}/api/v1/services");
     let _ = writeln!(w, "  latency       http://{api}/api/v1/latency");
     let _ = writeln!(w, "  gateways      http://{api}/api/v1/gateways\n");

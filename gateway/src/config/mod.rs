@@ -2,6 +2,7 @@
 //! error naming the key, the value and the reason.
 
 mod routing;
+mod telemetry;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ pub use skybridge_api::config::{ConfigError, TlsSection, duration};
 use skybridge_api::config::{from_toml, invalid};
 use skybridge_api::identity::valid_trust_domain;
 use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
+pub use telemetry::TelemetrySection;
 
 /// The whole gateway config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +29,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub routing: RoutingSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// The federator to take the catalog from; without it the static sections below are used.
     #[serde(default)]
     pub federator: Option<FederatorSection>,
@@ -372,6 +376,7 @@ impl Config {
         listen_addr("listen.http", &self.listen.http)?;
         self.limits.validate()?;
         self.routing.validate()?;
+        self.telemetry.validate()?;
 
         let mut known: BTreeSet<&ClusterId> = BTreeSet::from([&g.cluster]);
         for (i, p) in self.peers.iter().enumerate() {

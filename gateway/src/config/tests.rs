@@ -82,6 +82,22 @@ fn limits_ranges() {
 }
 
 #[test]
+fn telemetry_is_off_by_default_and_checked_when_on() {
+    assert_eq!(Config::parse(BASE).unwrap().telemetry.otlp_endpoint, None);
+    let on = Config::parse(&format!("{BASE}\n[telemetry]\notlp_endpoint = \"http://otel:4317\"\n")).unwrap();
+    assert_eq!(on.telemetry.sample_ratio, 1.0);
+    for (body, key, why) in [
+        ("otlp_endpoint = \"https://otel:4317\"", "telemetry.otlp_endpoint", "TLS"),
+        ("otlp_endpoint = \"otel:4317\"", "telemetry.otlp_endpoint", "http://"),
+        ("sample_ratio = 1.5", "telemetry.sample_ratio", "between 0 and 1"),
+        ("batch_delay = \"0s\"", "telemetry.batch_delay", "positive"),
+    ] {
+        let e = err(&format!("{BASE}\n[telemetry]\n{body}\n"));
+        assert!(e.contains(key) && e.contains(why), "{body}: {e}");
+    }
+}
+
+#[test]
 fn duplicate_peer_and_bad_cluster_id() {
     let e = err(&BASE.replace(r#"cluster = "gcp-1""#, r#"cluster = "aws-1""#));
     assert!(e.contains("peers[0].cluster"), "{e}");

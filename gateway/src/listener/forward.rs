@@ -12,13 +12,16 @@ use tokio::net::TcpStream;
 
 use crate::context::Context;
 use crate::routing::{Target, candidates};
+use crate::telemetry::{Outcome, Side};
 use crate::tunnel::splice::{self, Relayed};
 
-/// Forwards `client` to `service:port`. On success relays until both sides close; when no
-/// candidate accepts, returns the client with the reason so the listener can answer it.
+/// Forwards `client` to `service:port`, continuing the client's trace context `parent` if it
+/// sent one. On success relays until both sides close; when no candidate accepts, returns the
+/// client with the reason so the listener can answer it.
 pub async fn forward(
     client: TcpStream,
     held: Bytes,
+    parent: Option<TraceContext>,
     service: ServiceKey,
     port: u16,
     listener: &'static str,
@@ -28,12 +31,13 @@ pub async fn forward(
     let catalog = ctx.catalog.load();
     let draws = [fastrand::u64(..), fastrand::u64(..)];
     let order = candidates(&catalog, &service, port, &ctx.pool.views(), &ctx.routing.choice(), draws);
-    let trace = TraceContext { traceparent: new_traceparent(), tracestate: None };
+    let mut trace = ctx.telemetry.connection(Side::Egress, parent.as_ref(), &service, port, &ctx.local, listener);
+    let traceparent = trace.context.traceparent.clone();
     let req = OpenRequest {
         service: service.clone(),
         port,
         source: ctx.local.clone(),
-        trace: Some(trace.clone()),
+        trace: Some(trace.context.clone()),
         probe: false,
     };
     let budget = ctx.limits.connect_budget;
@@ -56,11 +60,13 @@ pub async fn forward(
                     Ok(c) => c,
                     Err(e) => {
                         last = e.to_string();
+                        trace.attempt_failed(&ctx.local, &last);
                         continue;
                     }
                 };
                 if let Err(e) = up.write_all(&held).await {
                     last = format!("local endpoint closed: {e}");
+                    trace.attempt_failed(&ctx.local, &last);
                     continue;
                 }
                 let r = splice::tcp_tcp(client, up, &ctx.force_close).await;
@@ -79,12 +85,22 @@ pub async fn forward(
                     Err(e) => {
                         tracing::info!(peer = %c, error = %e, "open failed; trying next candidate");
                         last = e.to_string();
+                        trace.attempt_failed(c, &last);
                         continue;
                     }
                 }
             }
         };
         ctx.metrics.relayed("egress", relayed.tcp_to_stream, relayed.stream_to_tcp);
+        let result = if relayed.reset { "reset" } else { "ok" };
+        trace.finish(Outcome {
+            cluster: Some(&chosen),
+            attempts,
+            bytes_up: relayed.tcp_to_stream,
+            bytes_down: relayed.stream_to_tcp,
+            result,
+            error: relayed.reset.then_some("connection reset"),
+        });
         // The access log line: one per tunneled connection.
         tracing::info!(
             source = %ctx.local,
@@ -96,19 +112,15 @@ pub async fn forward(
             bytes_up = relayed.tcp_to_stream,
             bytes_down = relayed.stream_to_tcp,
             duration_ms = start.elapsed().as_millis() as u64,
-            result = if relayed.reset { "reset" } else { "ok" },
-            traceparent = %trace.traceparent,
+            result,
+            %traceparent,
             "connection closed"
         );
         return Ok(());
     }
-    tracing::warn!(%service, port, attempts, reason = %last, "no route");
-    Err((client, format!("no route to {service}:{port}: {last}")))
-}
-
-/// A fresh W3C traceparent (version 00, sampled) for a connection that arrived without one.
-fn new_traceparent() -> String {
-    let trace = fastrand::u128(1..);
-    let span = fastrand::u64(1..);
-    format!("00-{trace:032x}-{span:016x}-01")
+    tracing::warn!(%service, port, attempts, reason = %last, %traceparent, "no route");
+    let why = format!("no route to {service}:{port}: {last}");
+    let o = Outcome { cluster: None, attempts, bytes_up: 0, bytes_down: 0, result: "no_route", error: Some(&why) };
+    trace.finish(o);
+    Err((client, why))
 }

@@ -1,12 +1,15 @@
 //! Reads an HTTP/1.1 request head far enough to route by Host, without consuming the body.
 
+use skybridge_api::header::TraceContext;
+
 /// Outcome of looking at the bytes received so far.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Peek {
     /// The head is not complete yet.
     NeedMore,
-    /// The Host (from the Host header, or the authority of an absolute-form target).
-    Done { host: String },
+    /// The Host (from the Host header, or the authority of an absolute-form target), and the
+    /// client's W3C trace context when it sent exactly one `traceparent`.
+    Done { host: String, trace: Option<TraceContext> },
 }
 
 /// Why the request cannot be routed; each maps to an HTTP status.
@@ -47,7 +50,15 @@ pub fn peek(buf: &[u8], max: usize) -> Result<Peek, HttpError> {
         }
         Ok(httparse::Status::Complete(_)) => {
             let mut host = None;
+            let mut parents = Vec::new();
+            let mut states = Vec::new();
             for h in req.headers.iter() {
+                let value = || std::str::from_utf8(h.value).ok().map(str::trim).filter(|v| !v.is_empty());
+                if h.name.eq_ignore_ascii_case("traceparent") {
+                    parents.extend(value());
+                } else if h.name.eq_ignore_ascii_case("tracestate") {
+                    states.extend(value());
+                }
                 if h.name.eq_ignore_ascii_case("host") {
                     if host.is_some() {
                         // RFC 9112 §3.2: more than one Host is a 400.
@@ -59,8 +70,16 @@ pub fn peek(buf: &[u8], max: usize) -> Result<Peek, HttpError> {
                 }
             }
             let from_target = req.path.and_then(authority_of);
+            // Trace Context §3.2: several traceparent headers are invalid; tracestate may be split.
+            let trace = match parents.as_slice() {
+                [p] => Some(TraceContext {
+                    traceparent: (*p).to_owned(),
+                    tracestate: (!states.is_empty()).then(|| states.join(",")),
+                }),
+                _ => None,
+            };
             match from_target.or(host) {
-                Some(h) if !h.is_empty() => Ok(Peek::Done { host: h }),
+                Some(h) if !h.is_empty() => Ok(Peek::Done { host: h, trace }),
                 _ => Err(HttpError::NoHost),
             }
         }
@@ -96,13 +115,25 @@ mod tests {
     #[test]
     fn host_header() {
         let r = b"GET /x HTTP/1.1\r\nHost: api.prod:8080\r\nAccept: */*\r\n\r\nBODY";
-        assert_eq!(peek(r, 1024), Ok(Peek::Done { host: "api.prod:8080".into() }));
+        assert_eq!(peek(r, 1024), Ok(Peek::Done { host: "api.prod:8080".into(), trace: None }));
     }
 
     #[test]
     fn absolute_form_wins() {
         let r = b"GET http://api.prod/x HTTP/1.1\r\nHost: other.prod\r\n\r\n";
-        assert_eq!(peek(r, 1024), Ok(Peek::Done { host: "api.prod".into() }));
+        assert_eq!(peek(r, 1024), Ok(Peek::Done { host: "api.prod".into(), trace: None }));
+    }
+
+    #[test]
+    fn trace_context_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let r =
+            format!("GET / HTTP/1.1\r\nHost: a.b\r\nTraceparent: {tp}\r\ntracestate: x=1\r\ntracestate: y=2\r\n\r\n");
+        let want = TraceContext { traceparent: tp.into(), tracestate: Some("x=1,y=2".into()) };
+        assert_eq!(peek(r.as_bytes(), 1024), Ok(Peek::Done { host: "a.b".into(), trace: Some(want) }));
+        // Two traceparents: ignored, as the spec says; the request still routes.
+        let r = format!("GET / HTTP/1.1\r\nHost: a.b\r\ntraceparent: {tp}\r\ntraceparent: {tp}\r\n\r\n");
+        assert_eq!(peek(r.as_bytes(), 1024), Ok(Peek::Done { host: "a.b".into(), trace: None }));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use skybridge_api::header::TraceContext;
 use skybridge_api::model::{Protocol, ServiceKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -127,8 +128,8 @@ impl HeadError {
 
 async fn handle(mut stream: TcpStream, kind: Kind, ctx: &Context) {
     let label = kind.label();
-    let (target, held) = match kind {
-        Kind::Tcp { service, port } => (Ok((service, port)), Bytes::new()),
+    let (target, held, parent) = match kind {
+        Kind::Tcp { service, port } => (Ok((service, port)), Bytes::new(), None),
         Kind::Sni => match sni_target(&mut stream, ctx).await {
             Some(v) => v,
             None => return,
@@ -145,7 +146,7 @@ async fn handle(mut stream: TcpStream, kind: Kind, ctx: &Context) {
             return refuse(&mut stream, label, why).await;
         }
     };
-    if let Err((mut stream, why)) = forward::forward(stream, held, service, port, label, ctx).await {
+    if let Err((mut stream, why)) = forward::forward(stream, held, parent, service, port, label, ctx).await {
         ctx.metrics.refuse(label, "no_healthy_route");
         refuse(&mut stream, label, &why).await;
     }
@@ -164,8 +165,9 @@ async fn refuse(stream: &mut TcpStream, label: &'static str, why: &str) {
     let _ = stream.shutdown().await;
 }
 
-/// Where a head routes (or why it does not), and the bytes read to find out.
-type Routed = (Result<(ServiceKey, u16), &'static str>, Bytes);
+/// Where a head routes (or why it does not), the bytes read to find out, and the client's trace
+/// context if the head carried one.
+type Routed = (Result<(ServiceKey, u16), &'static str>, Bytes, Option<TraceContext>);
 
 fn lookup(host: &str, protocol: Protocol, ctx: &Context) -> Result<(ServiceKey, u16), &'static str> {
     let key = ServiceKey::from_host(host).map_err(|_| "not a clusterset service name")?;
@@ -202,7 +204,7 @@ async fn sni_target(stream: &mut TcpStream, ctx: &Context) -> Option<Routed> {
                 Some(n) => lookup(n, Protocol::Tls, ctx),
                 None => Err("ClientHello has no SNI"),
             };
-            Some((target, held))
+            Some((target, held, None))
         }
     }
 }
@@ -211,7 +213,7 @@ async fn http_target(stream: &mut TcpStream, ctx: &Context) -> Option<Routed> {
     let max = ctx.limits.max_http_head;
     let head = read_head(stream, max, ctx.limits.peek_timeout, |b| match http::peek(b, max) {
         Ok(http::Peek::NeedMore) => Ok(None),
-        Ok(http::Peek::Done { host }) => Ok(Some(host)),
+        Ok(http::Peek::Done { host, trace }) => Ok(Some((host, trace))),
         Err(e) => Err(e),
     })
     .await;
@@ -232,6 +234,6 @@ async fn http_target(stream: &mut TcpStream, ctx: &Context) -> Option<Routed> {
             let _ = stream.shutdown().await;
             None
         }
-        Ok(Ok((host, held))) => Some((lookup(&host, Protocol::Http, ctx), held)),
+        Ok(Ok(((host, trace), held))) => Some((lookup(&host, Protocol::Http, ctx), held, trace)),
     }
 }

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::{codes, splice};
 use crate::context::Context;
 use crate::metrics::ListenerLabels;
+use crate::telemetry::{ConnTrace, Outcome, Side};
 use crate::tls::peer_cluster;
 
 /// Accepts peer connections until draining starts. Streams are tracked in `work` (what a drain
@@ -87,8 +88,17 @@ async fn respond(send: &mut SendStream, status: Status, reason: &str) -> bool {
     send.write_chunk(b.freeze()).await.is_ok()
 }
 
-async fn refuse(mut send: SendStream, mut recv: RecvStream, ctx: &Context, status: Status, reason: String) {
-    tracing::info!(status = status.as_str(), %reason, "refused stream");
+async fn refuse(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    ctx: &Context,
+    status: Status,
+    reason: String,
+    trace: ConnTrace,
+) {
+    tracing::info!(status = status.as_str(), %reason, traceparent = %trace.context.traceparent, "refused stream");
+    let error = Some(reason.as_str());
+    trace.finish(Outcome { cluster: None, attempts: 1, bytes_up: 0, bytes_down: 0, result: status.as_str(), error });
     ctx.metrics.open("ingress", status.as_str());
     respond(&mut send, status, &reason).await;
     let _ = send.finish();
@@ -114,12 +124,17 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
             return;
         }
     };
+    // Probes measure the path and this process, not a service: they are not traced.
+    let trace = match req.probe {
+        true => ConnTrace::none(),
+        false => ctx.telemetry.connection(Side::Ingress, req.trace.as_ref(), &req.service, req.port, &peer, "tunnel"),
+    };
     if ctx.draining.is_cancelled() {
-        return refuse(send, recv, &ctx, Status::Overloaded, "gateway is draining".into()).await;
+        return refuse(send, recv, &ctx, Status::Overloaded, "gateway is draining".into(), trace).await;
     }
     if req.source != peer {
         let reason = format!("stream claims source cluster {} but the certificate is {peer}'s", req.source);
-        return refuse(send, recv, &ctx, Status::Denied, reason).await;
+        return refuse(send, recv, &ctx, Status::Denied, reason, trace).await;
     }
     if req.probe {
         // Answered by the gateway itself: a probe measures the path and this process, not
@@ -130,24 +145,38 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
     }
     let catalog = ctx.catalog.load();
     let Some(svc) = catalog.services.get(&req.service) else {
-        return refuse(send, recv, &ctx, Status::NoRoute, format!("service {} unknown in {}", req.service, ctx.local))
-            .await;
+        return refuse(
+            send,
+            recv,
+            &ctx,
+            Status::NoRoute,
+            format!("service {} unknown in {}", req.service, ctx.local),
+            trace,
+        )
+        .await;
     };
     let Some(endpoints) = catalog.local_endpoints(&req.service, req.port) else {
         let reason = format!("{}:{} has no endpoints in {}", req.service, req.port, ctx.local);
-        return refuse(send, recv, &ctx, Status::NoRoute, reason).await;
+        return refuse(send, recv, &ctx, Status::NoRoute, reason, trace).await;
     };
     if !svc.allows(&peer) {
-        return refuse(send, recv, &ctx, Status::Denied, format!("{peer} is not allowed to reach {}", req.service))
-            .await;
+        return refuse(
+            send,
+            recv,
+            &ctx,
+            Status::Denied,
+            format!("{peer} is not allowed to reach {}", req.service),
+            trace,
+        )
+        .await;
     }
     let Ok(_permit) = ctx.ingress_slots.clone().try_acquire_owned() else {
-        return refuse(send, recv, &ctx, Status::Overloaded, "ingress stream limit reached".into()).await;
+        return refuse(send, recv, &ctx, Status::Overloaded, "ingress stream limit reached".into(), trace).await;
     };
     let start = Instant::now();
     let upstream = match ctx.delivery.connect(endpoints, ctx.limits.open_timeout).await {
         Ok((s, _)) => s,
-        Err(e) => return refuse(send, recv, &ctx, Status::UpstreamUnreachable, e.to_string()).await,
+        Err(e) => return refuse(send, recv, &ctx, Status::UpstreamUnreachable, e.to_string(), trace).await,
     };
     if !respond(&mut send, Status::Ok, "").await {
         return;
@@ -158,14 +187,26 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
     let r = splice::tcp_stream(upstream, send, recv, &ctx.force_close).await;
     active.dec();
     ctx.metrics.relayed("ingress", r.stream_to_tcp, r.tcp_to_stream);
+    let result = if r.reset { "reset" } else { "ok" };
+    let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
+    trace.finish(Outcome {
+        cluster: Some(&ctx.local),
+        attempts: 1,
+        bytes_up: r.stream_to_tcp,
+        bytes_down: r.tcp_to_stream,
+        result,
+        error: r.reset.then_some("connection reset"),
+    });
     tracing::info!(
+        source = %peer,
         service = %req.service,
         port = req.port,
         bytes_in = r.stream_to_tcp,
         bytes_out = r.tcp_to_stream,
-        reset = r.reset,
+        result,
         duration_ms = start.elapsed().as_millis() as u64,
-        traceparent = req.trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
+        // As received: the same string the sending gateway logged for this connection.
+        %traceparent,
         "ingress stream closed"
     );
 }
