@@ -20,8 +20,13 @@ fuzz_target!(|data: &[u8]| {
 fn check(data: &[u8], max: usize) {
     let full = peek(data, max);
 
-    if let Ok(Peek::Done { host }) = &full {
+    if let Ok(Peek::Done { host, trace }) = &full {
         assert!(!host.is_empty(), "empty host");
+        if let Some(t) = trace {
+            // What the gateway does next with a client's trace context.
+            assert!(!t.traceparent.contains(['\r', '\n']), "traceparent with CR/LF");
+            let _ = skybridge_gateway::telemetry::TraceParent::parse(&t.traceparent);
+        }
         assert!(!host.contains(['\r', '\n']), "host with CR/LF: {host:?}");
         // What the listener does next with the host.
         let _ = ServiceKey::from_host(host);
