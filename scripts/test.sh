@@ -8,9 +8,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the build, the tests and the local-tunnel smoke use (protoc builds the control
-# protocol, chromium and its driver run the dashboard's browser test). Later issues add
-# etcd-server and friends here.
-APT_PACKAGES=(ca-certificates curl python3 python3-pip protobuf-compiler chromium chromium-driver)
+# protocol, chromium and its driver run the dashboard's browser test, python3-venv holds the
+# deployment checkers).
+APT_PACKAGES=(ca-certificates curl python3 python3-pip python3-venv protobuf-compiler chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +30,18 @@ if ! command -v moto_server >/dev/null || ! command -v aws >/dev/null; then
   python3 -m pip install -q "${PIP_PACKAGES[@]}" || python3 -m pip install -q --break-system-packages "${PIP_PACKAGES[@]}"
   hash -r
 fi
+
+# checkov and python-hcl2 check the Terraform modules and Kubernetes YAML (tests/tests/deploy.rs).
+# Their own virtualenv: checkov pins botocore versions that would break the aws CLI above.
+DEPLOY_TOOLS="${SKYBRIDGE_DEPLOY_TOOLS:-$HOME/.cache/skybridge/deploy-tools}"
+if [ ! -x "$DEPLOY_TOOLS/bin/checkov" ] || ! "$DEPLOY_TOOLS/bin/python" -c "import hcl2" 2>/dev/null; then
+  echo "installing: checkov python-hcl2 (into $DEPLOY_TOOLS)"
+  python3 -m venv "$DEPLOY_TOOLS"
+  "$DEPLOY_TOOLS/bin/pip" install -q checkov python-hcl2
+fi
+export SKYBRIDGE_DEPLOY_TOOLS="$DEPLOY_TOOLS"
+# Terraform is not in the package registries; tests/tests/deploy.rs fails naming it if absent.
+command -v terraform >/dev/null || echo "WARNING: terraform is not installed: the Terraform tests will fail" >&2
 
 # Unit, in-process integration and end-to-end tests.
 cargo test --workspace --locked

@@ -1,0 +1,202 @@
+variable "cluster_id" {
+  description = "This cluster's id in the federation (a DNS label, e.g. aws-prod-use1); the gateway certificate must name it."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.cluster_id))
+    error_message = "cluster_id must be a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit."
+  }
+}
+
+variable "cloud" {
+  description = "Which cloud this cluster runs in: aws, gcp, azure or other."
+  type        = string
+  validation {
+    condition     = contains(["aws", "gcp", "azure", "other"], var.cloud)
+    error_message = "cloud must be one of aws, gcp, azure, other."
+  }
+}
+
+variable "region" {
+  description = "The cloud region of this cluster (e.g. us-east-1, europe-west1, westeurope)."
+  type        = string
+  validation {
+    condition     = length(var.region) > 0
+    error_message = "region must not be empty."
+  }
+}
+
+variable "trust_domain" {
+  description = "SPIFFE trust domain of the federation (the one given to `skybridge ca init`)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z0-9._-]{1,255}$", var.trust_domain))
+    error_message = "trust_domain may only use lowercase letters, digits, '.', '-' and '_'."
+  }
+}
+
+variable "image" {
+  description = "The skybridge container image, pinned by tag or digest (e.g. registry.example.com/skybridge:0.1.0)."
+  type        = string
+  validation {
+    condition     = length(regexall(":latest$", var.image)) == 0 && can(regex("[:@]", var.image))
+    error_message = "image must be pinned to a tag or digest other than latest."
+  }
+}
+
+variable "namespace" {
+  description = "Kubernetes namespace for the gateway (and federator); created by these manifests."
+  type        = string
+  default     = "skybridge-system"
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.namespace))
+    error_message = "namespace must be a DNS-1123 label."
+  }
+}
+
+variable "replicas" {
+  description = "Gateway pods. Two or more keep the tunnel up through node drains (the PodDisruptionBudget keeps one)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.replicas >= 1 && floor(var.replicas) == var.replicas
+    error_message = "replicas must be a whole number of at least 1."
+  }
+}
+
+variable "federator_address" {
+  description = "host:port of the federator's gRPC control listener that gateways dial (mTLS), e.g. federator.example.com:15010."
+  type        = string
+  validation {
+    condition     = can(regex("^[^:/ ]+:[0-9]{1,5}$", var.federator_address))
+    error_message = "federator_address must be host:port."
+  }
+}
+
+variable "advertised_addresses" {
+  description = "host:port addresses peers dial to reach this gateway: the LoadBalancer's static address with port 15443. Empty: peers cannot reach this cluster until it is set."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for a in var.advertised_addresses : can(regex("^[^/ ]+:[0-9]{1,5}$", a))])
+    error_message = "every advertised address must be host:port."
+  }
+}
+
+variable "tls_secret_name" {
+  description = "Secret holding the gateway identity from `skybridge ca issue --cluster`: keys cert.pem, key.pem and ca.pem."
+  type        = string
+  default     = "skybridge-gateway-tls"
+}
+
+variable "tls_mount_path" {
+  description = "Where the certificate secret is mounted in the gateway and federator pods; the rendered configs point here."
+  type        = string
+  default     = "/etc/skybridge/tls"
+  validation {
+    condition     = startswith(var.tls_mount_path, "/")
+    error_message = "tls_mount_path must be an absolute path."
+  }
+}
+
+variable "service_annotations" {
+  description = "Extra annotations on the gateway's LoadBalancer Service (the cloud modules put their load-balancer annotations here)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "load_balancer_ip" {
+  description = "A reserved static address for the gateway's LoadBalancer (spec.loadBalancerIP), or null to let the cloud pick."
+  type        = string
+  default     = null
+}
+
+variable "load_balancer_source_ranges" {
+  description = "CIDRs allowed to reach the tunnel port through the LoadBalancer (the peer gateways' egress addresses). Empty: any."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.load_balancer_source_ranges : can(cidrhost(c, 0))])
+    error_message = "load_balancer_source_ranges must be CIDRs such as 203.0.113.0/24."
+  }
+}
+
+variable "expose_tcp_fallback" {
+  description = "Also expose 15443/TCP, the port DESIGN.md reserves for the TLS-over-TCP fallback tunnel (the gateway does not listen there yet; connections are refused)."
+  type        = bool
+  default     = true
+}
+
+variable "service_account_annotations" {
+  description = "Annotations on the gateway's ServiceAccount."
+  type        = map(string)
+  default     = {}
+}
+
+variable "resources" {
+  description = "Gateway container resources. The data path is CPU-bound under load; memory is bounded by limits.max_connections."
+  type = object({
+    cpu_request    = optional(string, "500m")
+    cpu_limit      = optional(string, "2")
+    memory_request = optional(string, "256Mi")
+    memory_limit   = optional(string, "1Gi")
+  })
+  default = {}
+}
+
+variable "drain_deadline_seconds" {
+  description = "How long a stopping gateway lets in-flight connections finish (limits.drain_deadline); the pod's termination grace period is this plus 15 s."
+  type        = number
+  default     = 20
+  validation {
+    condition     = var.drain_deadline_seconds >= 1 && var.drain_deadline_seconds <= 3600
+    error_message = "drain_deadline_seconds must be between 1 and 3600."
+  }
+}
+
+variable "log_format" {
+  description = "Log format of the skybridge processes: json or text."
+  type        = string
+  default     = "json"
+  validation {
+    condition     = contains(["json", "text"], var.log_format)
+    error_message = "log_format must be json or text."
+  }
+}
+
+variable "otlp_endpoint" {
+  description = "OTLP/gRPC receiver for connection spans (e.g. http://otel-collector.observability:4317), or null for no trace export."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.otlp_endpoint == null || startswith(coalesce(var.otlp_endpoint, "x"), "http://")
+    error_message = "otlp_endpoint must be an http:// URL (TLS to the collector is not built in)."
+  }
+}
+
+variable "extra_gateway_config" {
+  description = "TOML appended to the rendered gateway config, for keys this module does not expose (e.g. a [limits] or [routing] table)."
+  type        = string
+  default     = ""
+}
+
+variable "federator" {
+  description = "Also render the federator (one per federation): its catalog sources as TOML [[sources]] tables, its identity secret, and how its control port is exposed to gateways in other clouds. null: gateway only."
+  type = object({
+    sources_toml                = string
+    tls_secret_name             = optional(string, "skybridge-federator-tls")
+    api_token_secret_name       = optional(string)
+    service_account_annotations = optional(map(string), {})
+    pod_labels                  = optional(map(string), {})
+    service_annotations         = optional(map(string), {})
+    load_balancer_ip            = optional(string)
+    load_balancer_source_ranges = optional(list(string), [])
+    storage_size                = optional(string, "1Gi")
+    storage_class               = optional(string)
+    cpu_request                 = optional(string, "250m")
+    cpu_limit                   = optional(string, "2")
+    memory_request              = optional(string, "256Mi")
+    memory_limit                = optional(string, "1Gi")
+    extra_config                = optional(string, "")
+  })
+  default = null
+}
