@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{GwSpec, Pki, backends, eventually, free_udp, service, wait_metric};
+use common::{GwSpec, Pki, backends, eventually, free_udp, service, start_pair, wait_metric};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
@@ -106,26 +106,7 @@ async fn pair(pki: &Pki, otlp: SocketAddr) -> (Running, Running) {
         ]
         .concat()
     };
-    let (ta, tb) = (free_udp(), free_udp());
-    let b = GwSpec {
-        cluster: "gcp-1".into(),
-        tunnel: tb,
-        certs: pki.issue_files("gcp-1", "gcp-1", 1),
-        peers: vec![("aws-1".into(), ta)],
-        extra: format!("{}{}", services(true), telemetry(otlp)),
-    }
-    .start()
-    .await;
-    let a = GwSpec {
-        cluster: "aws-1".into(),
-        tunnel: ta,
-        certs: pki.issue_files("aws-1", "aws-1", 1),
-        peers: vec![("gcp-1".into(), tb)],
-        extra: format!("{}{}", services(false), telemetry(otlp)),
-    }
-    .start()
-    .await;
-    (a, b)
+    start_pair(pki, services, &telemetry(otlp), &telemetry(otlp)).await
 }
 
 async fn get(addr: SocketAddr, host: &str, traceparent: Option<&str>) -> String {

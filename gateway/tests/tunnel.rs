@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{GwSpec, Pki, backends, eventually, free_udp, metric, service};
+use common::{GwSpec, Pki, backends, eventually, free_udp, metric, service, start_pair};
 use skybridge_api::ca;
 use skybridge_api::identity::SpiffeId;
 use skybridge_gateway::app::Running;
@@ -50,33 +50,8 @@ async fn pair() -> Pair {
     };
     let tcp_listeners = "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n\
                          \n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"count.prod.svc.clusterset.local\"\nport = 7001\n";
-    let (a, b) = start_pair(&pki, services, tcp_listeners).await;
+    let (a, b) = start_pair(&pki, services, tcp_listeners, "").await;
     Pair { pki, a, b, app_ca_pem: app_ca.cert_pem }
-}
-
-/// Starts gcp-1 (hosting `services(true)`) and aws-1 (egress side: `listeners` plus the same
-/// services without endpoints); returns (aws-1, gcp-1).
-async fn start_pair(pki: &Pki, services: impl Fn(bool) -> String, listeners: &str) -> (Running, Running) {
-    let (ta, tb) = (free_udp(), free_udp());
-    let b = GwSpec {
-        cluster: "gcp-1".into(),
-        tunnel: tb,
-        certs: pki.issue_files("gcp-1", "gcp-1", 1),
-        peers: vec![("aws-1".into(), ta)],
-        extra: services(true),
-    }
-    .start()
-    .await;
-    let a = GwSpec {
-        cluster: "aws-1".into(),
-        tunnel: ta,
-        certs: pki.issue_files("aws-1", "aws-1", 1),
-        peers: vec![("gcp-1".into(), tb)],
-        extra: format!("{listeners}{}", services(false)),
-    }
-    .start()
-    .await;
-    (a, b)
 }
 
 async fn http_get(addr: SocketAddr, host: &str) -> String {
@@ -372,7 +347,7 @@ async fn reset_is_carried_both_ways() {
     };
     let listeners = "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"rst.prod\"\nport = 7000\n\
                      \n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"obs.prod\"\nport = 7001\n";
-    let (a, _b) = start_pair(&pki, services, listeners).await;
+    let (a, _b) = start_pair(&pki, services, listeners, "").await;
 
     // Server side resets: the client sees a reset, not an orderly EOF.
     let mut c = TcpStream::connect(a.addrs.tcp[0]).await.unwrap();

@@ -143,18 +143,26 @@ async fn save_png(page: &Session, name: &str) {
     eprintln!("screenshot: {}", path.display());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_shows_the_api_and_follows_catalog_changes() {
+/// A temporary folder with a CA's federator identity in `fed/` and a gateway identity for each
+/// of `clusters` in `<cluster>/`.
+fn identities(clusters: &[&str]) -> tempfile::TempDir {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let now = OffsetDateTime::now_utc();
     let root = ca::init(TD, now, 1).unwrap();
     write_identity(&d.join("fed"), &ca::issue(&root, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &root.cert_pem);
-    for (c, _, _) in CLUSTERS {
+    for c in clusters {
         let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
         write_identity(&d.join(c), &ca::issue(&root, &id, &[], now, 1).unwrap(), &root.cert_pem);
     }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_api_and_follows_catalog_changes() {
+    let dir = identities(&CLUSTERS.map(|c| c.0));
+    let d = dir.path();
     write_catalog(d, &catalog(""));
     let control = free_tcp(1)[0];
     let fed = federator(d, control, true).await;
@@ -302,12 +310,8 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_federation_and_a_lost_api_say_so() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = identities(&[]);
     let d = dir.path();
-    let now = OffsetDateTime::now_utc();
-    let root = ca::init(TD, now, 1).unwrap();
-    write_identity(&d.join("fed"), &ca::issue(&root, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &root.cert_pem);
     let fed = federator(d, free_tcp(1)[0], false).await;
     let base = fed.addrs.api;
 

@@ -135,6 +135,36 @@ admin = "127.0.0.1:0"
     }
 }
 
+/// Starts gcp-1 (hosting `services(true)`, plus `b_extra`) and aws-1 (egress side: `a_extra`
+/// plus the same services without endpoints), peered with each other; returns (aws-1, gcp-1).
+pub async fn start_pair(
+    pki: &Pki,
+    services: impl Fn(bool) -> String,
+    a_extra: &str,
+    b_extra: &str,
+) -> (Running, Running) {
+    let (ta, tb) = (free_udp(), free_udp());
+    let b = GwSpec {
+        cluster: "gcp-1".into(),
+        tunnel: tb,
+        certs: pki.issue_files("gcp-1", "gcp-1", 1),
+        peers: vec![("aws-1".into(), ta)],
+        extra: format!("{}{b_extra}", services(true)),
+    }
+    .start()
+    .await;
+    let a = GwSpec {
+        cluster: "aws-1".into(),
+        tunnel: ta,
+        certs: pki.issue_files("aws-1", "aws-1", 1),
+        peers: vec![("gcp-1".into(), tb)],
+        extra: format!("{a_extra}{}", services(false)),
+    }
+    .start()
+    .await;
+    (a, b)
+}
+
 /// `[[services]]` TOML: a service hosted in `clusters`, with one port and local endpoints.
 pub fn service(ns: &str, name: &str, clusters: &[&str], port: u16, proto: &str, endpoints: &[SocketAddr]) -> String {
     service_allowing(ns, name, clusters, port, proto, endpoints, None)
