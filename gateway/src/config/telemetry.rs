@@ -1,4 +1,4 @@
-//! `[telemetry]`: optional OpenTelemetry trace export over OTLP/gRPC (docs/observability.md).
+//! `[telemetry]`: optional OpenTelemetry trace export over OTLP/gRPC (docs/metrics.md).
 
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ impl Default for TelemetrySection {
     }
 }
 
-/// Defaults, also quoted in docs/observability.md.
+/// Defaults, also quoted in docs/metrics.md.
 pub mod defaults {
     use std::time::Duration;
 

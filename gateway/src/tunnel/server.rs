@@ -95,8 +95,9 @@ async fn refuse(
     status: Status,
     reason: String,
     trace: ConnTrace,
+    traceparent: &str,
 ) {
-    tracing::info!(status = status.as_str(), %reason, traceparent = %trace.context.traceparent, "refused stream");
+    tracing::info!(status = status.as_str(), %reason, traceparent, "refused stream");
     let error = Some(reason.as_str());
     trace.finish(Outcome { cluster: None, attempts: 1, bytes_up: 0, bytes_down: 0, result: status.as_str(), error });
     ctx.metrics.open("ingress", status.as_str());
@@ -124,17 +125,19 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
             return;
         }
     };
+    // As received: both gateways' log lines for one connection carry the same string.
+    let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
     // Probes measure the path and this process, not a service: they are not traced.
     let trace = match req.probe {
         true => ConnTrace::none(),
         false => ctx.telemetry.connection(Side::Ingress, req.trace.as_ref(), &req.service, req.port, &peer, "tunnel"),
     };
     if ctx.draining.is_cancelled() {
-        return refuse(send, recv, &ctx, Status::Overloaded, "gateway is draining".into(), trace).await;
+        return refuse(send, recv, &ctx, Status::Overloaded, "gateway is draining".into(), trace, &traceparent).await;
     }
     if req.source != peer {
         let reason = format!("stream claims source cluster {} but the certificate is {peer}'s", req.source);
-        return refuse(send, recv, &ctx, Status::Denied, reason, trace).await;
+        return refuse(send, recv, &ctx, Status::Denied, reason, trace, &traceparent).await;
     }
     if req.probe {
         // Answered by the gateway itself: a probe measures the path and this process, not
@@ -152,12 +155,13 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
             Status::NoRoute,
             format!("service {} unknown in {}", req.service, ctx.local),
             trace,
+            &traceparent,
         )
         .await;
     };
     let Some(endpoints) = catalog.local_endpoints(&req.service, req.port) else {
         let reason = format!("{}:{} has no endpoints in {}", req.service, req.port, ctx.local);
-        return refuse(send, recv, &ctx, Status::NoRoute, reason, trace).await;
+        return refuse(send, recv, &ctx, Status::NoRoute, reason, trace, &traceparent).await;
     };
     if !svc.allows(&peer) {
         return refuse(
@@ -167,16 +171,28 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
             Status::Denied,
             format!("{peer} is not allowed to reach {}", req.service),
             trace,
+            &traceparent,
         )
         .await;
     }
     let Ok(_permit) = ctx.ingress_slots.clone().try_acquire_owned() else {
-        return refuse(send, recv, &ctx, Status::Overloaded, "ingress stream limit reached".into(), trace).await;
+        return refuse(
+            send,
+            recv,
+            &ctx,
+            Status::Overloaded,
+            "ingress stream limit reached".into(),
+            trace,
+            &traceparent,
+        )
+        .await;
     };
     let start = Instant::now();
     let upstream = match ctx.delivery.connect(endpoints, ctx.limits.open_timeout).await {
         Ok((s, _)) => s,
-        Err(e) => return refuse(send, recv, &ctx, Status::UpstreamUnreachable, e.to_string(), trace).await,
+        Err(e) => {
+            return refuse(send, recv, &ctx, Status::UpstreamUnreachable, e.to_string(), trace, &traceparent).await;
+        }
     };
     if !respond(&mut send, Status::Ok, "").await {
         return;
@@ -188,7 +204,6 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
     active.dec();
     ctx.metrics.relayed("ingress", r.stream_to_tcp, r.tcp_to_stream);
     let result = if r.reset { "reset" } else { "ok" };
-    let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
     trace.finish(Outcome {
         cluster: Some(&ctx.local),
         attempts: 1,
@@ -205,7 +220,6 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
         bytes_out = r.tcp_to_stream,
         result,
         duration_ms = start.elapsed().as_millis() as u64,
-        // As received: the same string the sending gateway logged for this connection.
         %traceparent,
         "ingress stream closed"
     );
