@@ -187,3 +187,41 @@ fn checkov_finds_nothing() {
         assert!(text.contains("Failed checks: 0"), "checkov on {target}:\n{text}");
     }
 }
+
+#[test]
+fn the_reference_checker_reports_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let module = repo().join("terraform/modules/gateway-manifests");
+    let text = format!(
+        "variable \"x\" {{\n  type = string\n}}\n\
+         module \"m\" {{\n  source     = \"{}\"\n  cluster_id = var.y\n  bogus      = 1\n}}\n\
+         output \"o\" {{\n  value = module.m.nope\n}}\n",
+        pathdiff(&root, &module)
+    );
+    std::fs::write(root.join("main.tf"), text).unwrap();
+    let out = Command::new(tools().join("bin/python"))
+        .arg(repo().join("scripts/check-terraform.py"))
+        .arg(dir.path())
+        .arg(repo().join("terraform/modules"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a broken tree passed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "variable 'x' has no description",
+        "var.y is used but not declared",
+        "passes 'bogus'",
+        "does not pass required input 'image'",
+        "module.m.nope is not an output",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+/// `to` relative to `from` (module sources must be relative paths to count as local).
+fn pathdiff(from: &Path, to: &Path) -> String {
+    let up = from.components().count() - 1;
+    format!("{}{}", "../".repeat(up), to.strip_prefix("/").unwrap().display())
+}
