@@ -30,9 +30,10 @@ fn source(cluster: &str, n: usize, octet: u8) -> SourceInput {
         .collect();
     let clusters = vec![ClusterInfo { id, cloud: Cloud::Other, region: "r".into(), network: None }];
     SourceInput {
-        snapshot: std::sync::Arc::new(SourceSnapshot { clusters, services }),
+        snapshot: std::sync::Arc::new(SourceSnapshot { clusters, services, ..Default::default() }),
         synced_at: 1,
         failing_since: None,
+        failing_clusters: Default::default(),
     }
 }
 

@@ -164,13 +164,21 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 
     let conns =
         incoming::accept(control_listener, certs.clone(), cfg.limits.handshake_timeout, cancel.clone(), tasks.clone())?;
-    let limits = ControlLimits { queue: cfg.limits.gateway_queue, hello_timeout: cfg.limits.hello_timeout };
+    let limits = ControlLimits {
+        queue: cfg.limits.gateway_queue,
+        hello_timeout: cfg.limits.hello_timeout,
+        snapshot_send_timeout: cfg.limits.snapshot_send_timeout,
+        snapshot_ack_timeout: cfg.limits.snapshot_ack_timeout,
+    };
+    let (keepalive, keepalive_timeout) = (cfg.limits.keepalive_interval, cfg.limits.keepalive_timeout);
     let control =
         ControlServer::new(ControlService::new(state.clone(), limits, cancel.clone(), tasks.clone(), metrics));
     let stop = cancel.clone();
     tasks.spawn(
         async move {
             let served = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(keepalive))
+                .http2_keepalive_timeout(Some(keepalive_timeout))
                 .add_service(control)
                 .serve_with_incoming_shutdown(ReceiverStream::new(conns), stop.cancelled_owned())
                 .await;

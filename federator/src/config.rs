@@ -95,6 +95,21 @@ pub struct Limits {
     /// many gateways (re)connect together.
     #[serde(default = "defaults::concurrent_snapshots")]
     pub concurrent_snapshots: usize,
+    /// How long a gateway has to take in a whole snapshot; a session still sending after that
+    /// is closed (the gateway reconnects), so a stuck reader cannot hold a snapshot slot.
+    #[serde(default = "defaults::snapshot_send_timeout", with = "duration")]
+    pub snapshot_send_timeout: Duration,
+    /// How long a gateway has to ACK or NACK a snapshot before its slot is given to the next
+    /// gateway waiting for one (the session stays open).
+    #[serde(default = "defaults::snapshot_ack_timeout", with = "duration")]
+    pub snapshot_ack_timeout: Duration,
+    /// HTTP/2 PING interval on control connections; finds gateways that vanished without
+    /// closing their connection.
+    #[serde(default = "defaults::keepalive_interval", with = "duration")]
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    #[serde(default = "defaults::keepalive_timeout", with = "duration")]
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -182,6 +197,18 @@ pub mod defaults {
     }
     pub fn concurrent_snapshots() -> usize {
         4
+    }
+    pub fn snapshot_send_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn snapshot_ack_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn keepalive_interval() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn keepalive_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn source_queue() -> usize {
         64
@@ -271,6 +298,16 @@ impl Config {
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(invalid(key, v, format!("must be between {lo} and {hi}")));
+            }
+        }
+        for (key, d) in [
+            ("limits.snapshot_send_timeout", l.snapshot_send_timeout),
+            ("limits.snapshot_ack_timeout", l.snapshot_ack_timeout),
+            ("limits.keepalive_interval", l.keepalive_interval),
+            ("limits.keepalive_timeout", l.keepalive_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "0s", "must be positive"));
             }
         }
         let mut ids = BTreeSet::new();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis};
+use skybridge_api::model::ClusterId;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -30,6 +31,17 @@ pub struct SourceStatus {
     /// Set while failing: the source's last good data is served stale since then.
     pub stale_since: Option<UnixMillis>,
     pub services: usize,
+    /// Clusters of a fleet source that fail while the rest syncs.
+    pub failing_clusters: BTreeMap<ClusterId, ClusterFailure>,
+}
+
+/// One failing cluster of a multi-cluster source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterFailure {
+    /// When the federator first saw it failing; its last good exports are stale since then.
+    pub since: UnixMillis,
+    pub kind: String,
+    pub error: String,
 }
 
 /// Merge state: each source's last good snapshot and the current catalog.
@@ -50,7 +62,13 @@ impl Core {
             .into_iter()
             .filter(|(id, _)| kinds.contains_key(id))
             .map(|(id, s)| {
-                (id, SourceInput { snapshot: s.snapshot, synced_at: s.synced_at, failing_since: s.failing_since })
+                let input = SourceInput {
+                    snapshot: s.snapshot,
+                    synced_at: s.synced_at,
+                    failing_since: s.failing_since,
+                    failing_clusters: BTreeMap::new(),
+                };
+                (id, input)
             })
             .collect();
         let status = kinds
@@ -108,6 +126,23 @@ impl Core {
                 st.consecutive_failures = 0;
                 st.stale_since = None;
                 st.services = snapshot.services.len();
+                let failing_clusters: BTreeMap<ClusterId, UnixMillis> = snapshot
+                    .failing
+                    .keys()
+                    .map(|c| (c.clone(), st.failing_clusters.get(c).map_or(u.at, |f| f.since)))
+                    .collect();
+                st.failing_clusters = snapshot
+                    .failing
+                    .iter()
+                    .map(|(c, e)| {
+                        let f = ClusterFailure {
+                            since: failing_clusters[c],
+                            kind: e.kind.as_str().to_owned(),
+                            error: e.message.clone(),
+                        };
+                        (c.clone(), f)
+                    })
+                    .collect();
                 // A poll that found what the last one did (the common case for polled sources)
                 // changes nothing the merge reads but the sync time: skip the merge. Comparing
                 // is cheap, as unchanged endpoint lists are the same allocation by now.
@@ -116,11 +151,17 @@ impl Core {
                     && *input.snapshot == snapshot
                 {
                     input.synced_at = u.at;
-                    return None;
+                    // Failing clusters still age towards their stale timeout.
+                    return if failing_clusters.is_empty() { None } else { self.remerge(u.at) };
                 }
                 self.inputs.insert(
                     u.source,
-                    SourceInput { snapshot: Arc::new(snapshot), synced_at: u.at, failing_since: None },
+                    SourceInput {
+                        snapshot: Arc::new(snapshot),
+                        synced_at: u.at,
+                        failing_since: None,
+                        failing_clusters,
+                    },
                 );
             }
             Err(SourceError { kind, message }) => {
@@ -138,10 +179,10 @@ impl Core {
         self.remerge(u.at)
     }
 
-    /// Re-merges at `now` (stale timeouts expire with time alone). Only failing sources can
-    /// expire, so with none there is nothing to do.
+    /// Re-merges at `now` (stale timeouts expire with time alone). Only failing sources and
+    /// clusters can expire, so with none there is nothing to do.
     pub fn on_tick(&mut self, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
-        if self.inputs.values().all(|i| i.failing_since.is_none()) {
+        if self.inputs.values().all(|i| i.failing_since.is_none() && i.failing_clusters.is_empty()) {
             return None;
         }
         self.remerge(now)
@@ -200,6 +241,7 @@ pub async fn run<S: Store>(
             },
             _ = interval.tick() => core.on_tick(now_millis()),
         };
+        metrics.set_sources(core.status());
         state.set_sources(core.status().clone());
         if let Some(catalog) = changed {
             metrics.catalog_version.set(catalog.version as i64);
@@ -285,6 +327,34 @@ mod tests {
         // Expiry comes with time alone.
         let v3 = core.on_tick(20 + 1_001).unwrap();
         assert!(v3.services.is_empty());
+    }
+
+    #[test]
+    fn a_failing_fleet_member_is_stamped_once_shown_and_cleared() {
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
+        let mut degraded = snap();
+        let member = ClusterId::new("a-1").unwrap();
+        degraded.failing.insert(member.clone(), SourceError::new(ErrorKind::Auth, "token rejected"));
+        let v2 =
+            core.on_update(SourceUpdate { source: "static".into(), at: 20, result: Ok(degraded.clone()) }).unwrap();
+        let provenance = |c: &GlobalCatalog| c.services.values().next().unwrap().clusters[&member].provenance.clone();
+        assert_eq!(provenance(&v2).stale_since, Some(20));
+        let st = &core.status()["static"];
+        assert_eq!((st.failing_clusters[&member].since, st.failing_clusters[&member].kind.as_str()), (20, "auth"));
+        assert_eq!((st.consecutive_failures, st.stale_since), (0, None), "the source itself syncs");
+        // Still failing later: the first failure's time is kept, so nothing changes...
+        assert!(
+            core.on_update(SourceUpdate { source: "static".into(), at: 500, result: Ok(degraded.clone()) }).is_none()
+        );
+        assert_eq!(core.status()["static"].failing_clusters[&member].since, 20);
+        // ...until its stale timeout passes, which heartbeats and ticks both notice.
+        let expired = core.on_tick(20 + 1_001).unwrap();
+        assert!(expired.services.is_empty());
+        // Recovery brings the exports back, fresh.
+        let back = core.on_update(SourceUpdate { source: "static".into(), at: 1_100, result: Ok(snap()) }).unwrap();
+        assert_eq!(provenance(&back).stale_since, None);
+        assert!(core.status()["static"].failing_clusters.is_empty());
     }
 
     #[test]

@@ -15,6 +15,12 @@ pub struct SyncLabels {
     pub result: String,
 }
 
+/// One source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
 /// A control message kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -29,6 +35,11 @@ pub struct Metrics {
     pub merge_seconds: Histogram,
     pub source_syncs: Family<SyncLabels, Counter>,
     pub source_last_success: Family<SyncLabels, Gauge>,
+    pub source_up: Family<SourceLabels, Gauge>,
+    pub source_stale: Family<SourceLabels, Gauge>,
+    pub source_consecutive_failures: Family<SourceLabels, Gauge>,
+    pub source_services: Family<SourceLabels, Gauge>,
+    pub source_failing_clusters: Family<SourceLabels, Gauge>,
     pub gateways_connected: Gauge,
     pub control_messages: Family<KindLabels, Counter>,
     pub gateways_lagging: Counter,
@@ -44,6 +55,11 @@ impl Metrics {
             merge_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             source_syncs: Family::default(),
             source_last_success: Family::default(),
+            source_up: Family::default(),
+            source_stale: Family::default(),
+            source_consecutive_failures: Family::default(),
+            source_services: Family::default(),
+            source_failing_clusters: Family::default(),
             gateways_connected: Gauge::default(),
             control_messages: Family::default(),
             gateways_lagging: Counter::default(),
@@ -58,6 +74,23 @@ impl Metrics {
             "Unix time of each source's last successful sync (result label is always ok)",
             m.source_last_success.clone(),
         );
+        r.register("source_up", "1 when the source's last sync succeeded, 0 while it fails", m.source_up.clone());
+        r.register(
+            "source_stale",
+            "1 while the source fails and its last good data is served stale",
+            m.source_stale.clone(),
+        );
+        r.register(
+            "source_consecutive_failures",
+            "Failed syncs since the source's last success",
+            m.source_consecutive_failures.clone(),
+        );
+        r.register("source_services", "Services in the source's last good snapshot", m.source_services.clone());
+        r.register(
+            "source_failing_clusters",
+            "Clusters of a fleet source that fail while the others sync (their data is served stale)",
+            m.source_failing_clusters.clone(),
+        );
         r.register("gateways_connected", "Gateway control streams open", m.gateways_connected.clone());
         r.register("control_messages", "Snapshots and deltas sent to gateways", m.control_messages.clone());
         r.register(
@@ -66,5 +99,18 @@ impl Metrics {
             m.gateways_lagging.clone(),
         );
         m
+    }
+
+    /// Sets the per-source gauges from the core's view.
+    pub fn set_sources<'a>(&self, sources: impl IntoIterator<Item = (&'a String, &'a crate::core::SourceStatus)>) {
+        for (id, st) in sources {
+            let l = SourceLabels { source: id.clone() };
+            let failing = st.consecutive_failures > 0;
+            self.source_up.get_or_create(&l).set(i64::from(!failing && st.last_success.is_some()));
+            self.source_stale.get_or_create(&l).set(i64::from(st.stale_since.is_some()));
+            self.source_consecutive_failures.get_or_create(&l).set(i64::from(st.consecutive_failures));
+            self.source_services.get_or_create(&l).set(st.services as i64);
+            self.source_failing_clusters.get_or_create(&l).set(st.failing_clusters.len() as i64);
+        }
     }
 }

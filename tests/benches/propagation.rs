@@ -192,9 +192,17 @@ async fn main() {
     assert_eq!(from_json, snap, "the JSON and TOML renderings describe one catalog");
     let text = if toml { toml_text.clone() } else { json_text };
     let input = |s| {
-        [("static".to_owned(), SourceInput { snapshot: Arc::new(s), synced_at: 1, failing_since: None })]
-            .into_iter()
-            .collect()
+        [(
+            "static".to_owned(),
+            SourceInput {
+                snapshot: Arc::new(s),
+                synced_at: 1,
+                failing_since: None,
+                failing_clusters: Default::default(),
+            },
+        )]
+        .into_iter()
+        .collect()
     };
     let cfg = MergeConfig { stale_timeout_ms: None };
     let t = Instant::now();

@@ -104,11 +104,42 @@ backoff_max = "200ms"
     }
 }
 
+type ControlClient = skybridge_api::proto::wire::control_client::ControlClient<tonic::transport::Channel>;
+
 /// A raw control-stream client holding `cluster`'s gateway certificate.
-async fn control_client(
+async fn control_client(w: &World, cluster: &str) -> ControlClient {
+    let role = skybridge_api::identity::Role::Gateway(ClusterId::new(cluster).unwrap());
+    control_client_as(w, &w.path(cluster), role).await.unwrap()
+}
+
+/// A raw control-stream client presenting the identity in `dir` (which must be `role`'s).
+async fn control_client_as(
     w: &World,
-    cluster: &str,
-) -> skybridge_api::proto::wire::control_client::ControlClient<tonic::transport::Channel> {
+    dir: &std::path::Path,
+    role: skybridge_api::identity::Role,
+) -> Result<ControlClient, skybridge_gateway::federation::FederationError> {
+    use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
+    let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), trust_bundle: dir.join("ca.pem") };
+    let certs = CertStore::load(files, TD, role).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
+    ));
+    let section: skybridge_gateway::config::FederatorSection =
+        toml::from_str(&format!("address = \"{}\"", w.control)).unwrap();
+    let channel = skybridge_gateway::federation::connect(&section, &tls).await?;
+    Ok(ControlClient::new(channel).max_decoding_message_size(section.max_message_size))
+}
+
+fn hello_message(cluster: &str, instance: &str) -> skybridge_api::proto::wire::GatewayMessage {
+    use skybridge_api::proto::wire::{self, gateway_message};
+    let hello =
+        wire::Hello { cluster: cluster.into(), cloud: "gcp".into(), instance: instance.into(), ..Default::default() };
+    wire::GatewayMessage { msg: Some(gateway_message::Msg::Hello(hello)) }
+}
+
+/// A gateway client whose HTTP/2 windows are 64 KiB, so that by not reading it soon stops the
+/// federator's sends (the production client's windows are megabytes).
+async fn small_window_client(w: &World, cluster: &str) -> ControlClient {
     use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
     let d = w.path(cluster);
     let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
@@ -117,11 +148,44 @@ async fn control_client(
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
         certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
     ));
-    let section: skybridge_gateway::config::FederatorSection =
-        toml::from_str(&format!("address = \"{}\"", w.control)).unwrap();
-    let channel = skybridge_gateway::federation::connect(&section, &tls).await.unwrap();
-    skybridge_api::proto::wire::control_client::ControlClient::new(channel)
-        .max_decoding_message_size(section.max_message_size)
+    let addr = w.control;
+    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let tls = tls.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = rustls_pki_types::ServerName::try_from("federator.skybridge").unwrap();
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls.connect(name, tcp).await?))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://federator.skybridge")
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect_with_connector(connector)
+        .await
+        .unwrap();
+    ControlClient::new(channel)
+}
+
+/// Opens a session with a Hello for `cluster`; the error when the federator refuses it.
+async fn hello_from(
+    client: Result<ControlClient, skybridge_gateway::federation::FederationError>,
+    cluster: &str,
+) -> Result<(), String> {
+    use skybridge_api::proto::wire::{self, gateway_message};
+    let mut client = client.map_err(|e| e.to_string())?;
+    let hello = wire::GatewayMessage {
+        msg: Some(gateway_message::Msg::Hello(wire::Hello {
+            cluster: cluster.into(),
+            cloud: "aws".into(),
+            ..Default::default()
+        })),
+    };
+    let mut stream = client.session(tokio_stream::iter(vec![hello])).await.map_err(|e| e.to_string())?.into_inner();
+    match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
 }
 
 fn web_service(endpoint: SocketAddr) -> String {
@@ -246,6 +310,97 @@ async fn hello_claiming_another_cluster_is_rejected() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("gcp-1") && err.message().contains("aws-1"), "{}", err.message());
     assert!(fed.state().gateways().is_empty(), "nothing registered");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_gateway_identities_of_the_federation_may_open_a_session() {
+    use skybridge_api::identity::Role;
+    let w = World::new();
+    w.write_catalog(&web_service(SocketAddr::from(([127, 0, 0, 1], 9))));
+    let fed = w.federator().await;
+    until("the catalog is loaded", async || fed.state().catalog().version > 0).await;
+
+    // The federator's own certificate is of the federation's CA, but not a gateway's.
+    let as_federator = control_client_as(&w, &w.path("fed"), Role::Federator).await;
+    let refused = hello_from(as_federator, "aws-1").await;
+    assert!(refused.is_err(), "a federator identity was accepted on the control port");
+
+    // A gateway certificate for aws-1 from another CA with the same trust domain.
+    let now = OffsetDateTime::now_utc();
+    let other_ca = ca::init(TD, now, 1).unwrap();
+    let id = SpiffeId::gateway(TD, ClusterId::new("aws-1").unwrap());
+    write_identity(&w.path("rogue"), &ca::issue(&other_ca, &id, &[], now, 1).unwrap(), &w.ca.cert_pem);
+    let rogue = control_client_as(&w, &w.path("rogue"), Role::Gateway(ClusterId::new("aws-1").unwrap())).await;
+    assert!(hello_from(rogue, "aws-1").await.is_err(), "a certificate of another CA was accepted");
+    assert!(fed.state().gateways().is_empty(), "nothing registered: {:?}", fed.state().gateways());
+
+    // The real gateway identity is accepted (so the refusals above are about identity).
+    let real = control_client_as(&w, &w.path("aws-1"), Role::Gateway(ClusterId::new("aws-1").unwrap())).await;
+    hello_from(real, "aws-1").await.unwrap();
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_that_never_ack_or_never_read_do_not_hold_the_snapshot_slots() {
+    let w = World::new();
+    // A catalog big enough that a client that reads nothing cannot take in a whole snapshot.
+    let bulk: String = (0..3000)
+        .map(|i| {
+            format!(
+                "[[services]]\nnamespace = \"bulk\"\nname = \"s{i}\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
+                 [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.9.{0}.{1}:80\", \"10.10.{0}.{1}:80\", \"10.11.{0}.{1}:80\"]\n",
+                i / 200,
+                i % 200
+            )
+        })
+        .collect();
+    w.write_catalog(&bulk);
+    // One snapshot slot: without the timeouts, either stuck client below would keep it forever.
+    let fed = w
+        .federator_with(
+            "concurrent_snapshots = 1\ngateway_queue = 2\nsnapshot_ack_timeout = \"300ms\"\nsnapshot_send_timeout = \"1s\"",
+        )
+        .await;
+    until("the catalog is loaded", async || fed.state().catalog().version > 0).await;
+
+    // Reads everything, answers nothing.
+    let mut client = control_client(&w, "gcp-1").await;
+    let (acks, rx) = tokio::sync::mpsc::channel(4);
+    acks.send(hello_message("gcp-1", "never-acks")).await.unwrap();
+    let mut stream = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+    until("the client that never ACKs got a snapshot", async || {
+        fed.state().gateways().iter().any(|g| g.record.instance == "never-acks" && g.connected)
+    })
+    .await;
+
+    // Reads nothing: with 64 KiB HTTP/2 windows it cannot take in the ~0.5 MB snapshot.
+    let mut client = small_window_client(&w, "gcp-1").await;
+    let (reads, rx) = tokio::sync::mpsc::channel(4);
+    reads.send(hello_message("gcp-1", "never-reads")).await.unwrap();
+    let never_reads = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    until("the client that never reads is connected", async || {
+        fed.state().gateways().iter().any(|g| g.record.instance == "never-reads" && g.connected)
+    })
+    .await;
+
+    // A real gateway still gets the catalog, and the session that never read is closed.
+    let started = std::time::Instant::now();
+    let a = w.gateway("aws-1", "").await;
+    let v = fed.state().catalog().version;
+    until("the healthy gateway gets its snapshot", async || routing_version(&a) == format!("federator-{v}")).await;
+    eprintln!("snapshot after {:?}", started.elapsed());
+    until("the session that never read is closed", async || {
+        fed.state().gateways().iter().any(|g| g.record.instance == "never-reads" && !g.connected)
+    })
+    .await;
+    let lagging = http_text(fed.addrs.api, "/metrics").await;
+    assert!(
+        lagging.lines().any(|l| l.starts_with("skybridge_federator_gateways_lagging_total") && !l.ends_with(" 0")),
+        "the closed session is counted as lagging: {lagging}"
+    );
+    drop((never_reads, reads, acks));
     fed.shutdown().await;
 }
 

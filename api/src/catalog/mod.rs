@@ -94,6 +94,12 @@ pub struct Export {
 pub struct SourceSnapshot {
     pub clusters: Vec<ClusterInfo>,
     pub services: BTreeMap<ServiceKey, Vec<Export>>,
+    /// Clusters of a multi-cluster source (a fleet) that are failing while the rest syncs: their
+    /// exports in `services` are the last good ones, and the federator marks them stale from
+    /// when it first saw the failure. Empty for single-cluster sources. Not persisted: the
+    /// source reports it again after a restart.
+    #[serde(skip)]
+    pub failing: BTreeMap<ClusterId, crate::source::SourceError>,
 }
 
 /// A port of the merged service: the winning definition.

@@ -143,7 +143,7 @@ impl Store {
                 .collect();
             services.insert(key, vec![Export { cluster: cluster.id.clone(), exported_at, ports }]);
         }
-        SourceSnapshot { clusters: vec![cluster.clone()], services }
+        SourceSnapshot { clusters: vec![cluster.clone()], services, ..Default::default() }
     }
 }
 

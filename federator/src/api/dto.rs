@@ -348,6 +348,19 @@ pub struct SourceStatusDto {
     pub stale_since: Option<u64>,
     /// Services in the source's last good snapshot.
     pub services: usize,
+    /// Clusters of a fleet source that fail while the others sync, keyed by cluster id: their
+    /// last good exports are served, stale since `since`.
+    pub failing_clusters: BTreeMap<String, ClusterFailureDto>,
+}
+
+/// One failing cluster of a fleet source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterFailureDto {
+    /// Unix ms when the federator first saw the cluster failing.
+    pub since: u64,
+    /// One of `auth`, `not_found`, `throttled`, `unavailable`, `malformed`.
+    pub kind: String,
+    pub error: String,
 }
 
 impl From<SourceStatus> for SourceStatusDto {
@@ -362,6 +375,11 @@ impl From<SourceStatus> for SourceStatusDto {
             last_error_kind: s.last_error_kind,
             stale_since: s.stale_since,
             services: s.services,
+            failing_clusters: s
+                .failing_clusters
+                .into_iter()
+                .map(|(c, f)| (c.to_string(), ClusterFailureDto { since: f.since, kind: f.kind, error: f.error }))
+                .collect(),
         }
     }
 }

@@ -4,6 +4,9 @@
 //! Rules:
 //! - a source that is failing keeps its last good snapshot, marked stale since it began failing;
 //!   after `stale_timeout` past its last success its data is dropped; other sources never change;
+//! - the same holds per cluster inside a multi-cluster source (a fleet) whose other clusters
+//!   still sync: a failing cluster's last good exports are marked stale since its first failure
+//!   and dropped `stale_timeout` after it;
 //! - when two sources describe the same cluster's export, the fresh one wins over a stale one,
 //!   then the most recently synced, then the lower source id;
 //! - when clusters export one service with different ports or protocols, the oldest export wins
@@ -36,6 +39,9 @@ pub struct SourceInput {
     pub synced_at: UnixMillis,
     /// Set while syncs fail: when the first failure after `synced_at` happened.
     pub failing_since: Option<UnixMillis>,
+    /// Clusters of this source that fail while the source as a whole syncs, with when each
+    /// was first seen failing; their exports in `snapshot` are the last good ones.
+    pub failing_clusters: BTreeMap<ClusterId, UnixMillis>,
 }
 
 impl SourceInput {
@@ -44,6 +50,15 @@ impl SourceInput {
             (Some(_), Some(timeout)) => now.saturating_sub(self.synced_at) > timeout,
             _ => false,
         }
+    }
+
+    /// When `cluster`'s part of this source went stale; `Err` when it has expired.
+    fn stale_since(&self, cluster: &ClusterId, now: UnixMillis, cfg: &MergeConfig) -> Result<Option<UnixMillis>, ()> {
+        let Some(&since) = self.failing_clusters.get(cluster) else { return Ok(self.failing_since) };
+        if cfg.stale_timeout_ms.is_some_and(|t| now.saturating_sub(since) > t) {
+            return Err(());
+        }
+        Ok(Some(self.failing_since.map_or(since, |s| s.min(since))))
     }
 }
 
@@ -78,15 +93,9 @@ pub fn merge(
         for (key, list) in &src.snapshot.services {
             let per_cluster = exports.entry(key).or_default();
             for e in list {
+                let Ok(stale_since) = src.stale_since(&e.cluster, now, cfg) else { continue };
                 per_cluster.entry(&e.cluster).or_insert_with(|| {
-                    (
-                        e,
-                        Provenance {
-                            source: (*id).clone(),
-                            observed_at: src.synced_at,
-                            stale_since: src.failing_since,
-                        },
-                    )
+                    (e, Provenance { source: (*id).clone(), observed_at: src.synced_at, stale_since })
                 });
             }
         }

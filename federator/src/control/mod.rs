@@ -12,7 +12,6 @@ use skybridge_api::catalog::{Delta, GlobalCatalog, diff};
 use skybridge_api::model::{Cloud, ClusterId};
 use skybridge_api::proto::{delta_to_wire, wire};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +32,10 @@ pub struct ControlLimits {
     pub queue: usize,
     /// How long a gateway has to send Hello after connecting.
     pub hello_timeout: Duration,
+    /// How long sending one whole snapshot may take before the session is closed.
+    pub snapshot_send_timeout: Duration,
+    /// How long a snapshot slot is held waiting for the gateway's ACK or NACK.
+    pub snapshot_ack_timeout: Duration,
 }
 
 /// The tonic service.
@@ -60,7 +63,47 @@ impl ControlService {
     }
 }
 
-type Outbound = mpsc::Sender<Result<wire::FederatorMessage, Status>>;
+type Outbound = mpsc::Sender<Result<Outgoing, Status>>;
+
+/// What a session queues for its gateway. A snapshot part is queued as a reference into the
+/// per-version cache and copied into a message only when the transport asks for the next one,
+/// so queues full of snapshot parts (many gateways connecting at once) cost no copies.
+enum Outgoing {
+    Message(wire::FederatorMessage),
+    Part {
+        parts: Arc<Vec<wire::Snapshot>>,
+        index: usize,
+        /// The gateway and policy lists, for the first part (they are not in the cache).
+        lists: Option<(Vec<wire::Gateway>, Vec<wire::ServicePolicy>)>,
+    },
+}
+
+impl Outgoing {
+    fn into_message(self) -> wire::FederatorMessage {
+        match self {
+            Outgoing::Message(m) => m,
+            Outgoing::Part { parts, index, lists } => {
+                let mut part = parts[index].clone();
+                (part.gateways, part.policies) = lists.unwrap_or_default();
+                wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(part)) }
+            }
+        }
+    }
+}
+
+/// The federator's side of one gateway session, as tonic sends it.
+pub struct SessionStream(mpsc::Receiver<Result<Outgoing, Status>>);
+
+impl Stream for SessionStream {
+    type Item = Result<wire::FederatorMessage, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Outgoing::into_message)))
+    }
+}
 
 /// Validates a Hello against the certificate's cluster (pure).
 pub fn check_hello(hello: &wire::Hello, cert_cluster: &ClusterId) -> Result<(Cloud, String), Status> {
@@ -111,7 +154,7 @@ fn no_change(
 
 #[tonic::async_trait]
 impl wire::control_server::Control for ControlService {
-    type SessionStream = ReceiverStream<Result<wire::FederatorMessage, Status>>;
+    type SessionStream = SessionStream;
 
     async fn session(
         &self,
@@ -146,7 +189,7 @@ impl ControlService {
         instance: String,
         hello: wire::Hello,
         inbound: impl Stream<Item = Result<wire::GatewayMessage, Status>> + Unpin + Send + 'static,
-    ) -> ReceiverStream<Result<wire::FederatorMessage, Status>> {
+    ) -> SessionStream {
         let (tx, rx) = mpsc::channel(self.limits.queue);
         let span = tracing::info_span!("gateway_session", %cluster, %instance);
         let session = Session {
@@ -157,9 +200,10 @@ impl ControlService {
             tx,
             shutdown: self.shutdown.clone(),
             metrics: self.metrics.clone(),
+            limits: self.limits,
         };
         self.tasks.spawn(session.run(hello, inbound).instrument(span));
-        ReceiverStream::new(rx)
+        SessionStream(rx)
     }
 }
 
@@ -171,6 +215,7 @@ struct Session {
     tx: Outbound,
     shutdown: CancellationToken,
     metrics: Metrics,
+    limits: ControlLimits,
 }
 
 enum Push {
@@ -185,7 +230,7 @@ impl Session {
             Some(federator_message::Msg::Snapshot(_)) => "snapshot",
             _ => "delta",
         };
-        match self.tx.try_send(Ok(msg)) {
+        match self.tx.try_send(Ok(Outgoing::Message(msg))) {
             Ok(()) => {
                 self.metrics.control_messages.get_or_create(&KindLabels { kind }).inc();
                 Push::Sent
@@ -234,8 +279,9 @@ impl Session {
         let up_to_date = hello.have_version == sent.version && hello.have_digest == sent.digest && sent.version != 0;
         // `needs_snapshot`: the next message must be a snapshot (first contact, NACK, lagging).
         let mut needs_snapshot = !up_to_date;
-        // Held from sending a snapshot until the gateway ACKs/NACKs it.
+        // Held from sending a snapshot until the gateway ACKs/NACKs it, or the ACK timeout.
         let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut ack_deadline = tokio::time::Instant::now();
         if up_to_date {
             // Already current (e.g. after a federator restart): confirm with an empty delta.
             // Policies are not in the digest, so they go along whatever the gateway holds.
@@ -257,15 +303,43 @@ impl Session {
                     let current = catalogs.borrow_and_update().catalog.clone();
                     // Read now, so a change made before the snapshot is not pushed again after it.
                     let current_policies = policies.borrow_and_update().to_vec();
+                    let send = tokio::time::timeout(
+                        self.limits.snapshot_send_timeout,
+                        self.send_snapshot(&current, current_policies),
+                    );
                     let sent_all = tokio::select! {
                         _ = self.shutdown.cancelled() => false,
-                        ok = self.send_snapshot(&current, current_policies) => ok,
+                        sent = send => match sent {
+                            Ok(ok) => ok,
+                            Err(_) => {
+                                // Half a snapshot cannot be taken back: close the session, and the
+                                // gateway starts over with a new one after it reconnects.
+                                tracing::warn!(
+                                    timeout = ?self.limits.snapshot_send_timeout,
+                                    "gateway did not read its snapshot in time; closing its session"
+                                );
+                                self.metrics.gateways_lagging.inc();
+                                let _ = self.tx.try_send(Err(Status::deadline_exceeded(
+                                    "snapshot not read within limits.snapshot_send_timeout",
+                                )));
+                                false
+                            }
+                        },
                     };
                     if !sent_all { break }
                     self.metrics.control_messages.get_or_create(&KindLabels { kind: "snapshot" }).inc();
                     sent = current;
                     needs_snapshot = false;
                     permit = Some(slot);
+                    ack_deadline = tokio::time::Instant::now() + self.limits.snapshot_ack_timeout;
+                }
+                _ = tokio::time::sleep_until(ack_deadline), if permit.is_some() => {
+                    // A gateway that never answers must not keep others from their snapshots.
+                    tracing::warn!(
+                        timeout = ?self.limits.snapshot_ack_timeout,
+                        "gateway did not acknowledge its snapshot in time; giving its snapshot slot to others"
+                    );
+                    permit = None;
                 }
                 changed = catalogs.changed() => {
                     if changed.is_err() { break }
@@ -340,14 +414,12 @@ impl Session {
     /// reads them in order); false when the stream is gone.
     async fn send_snapshot(&self, c: &GlobalCatalog, policies: Vec<wire::ServicePolicy>) -> bool {
         let parts = self.state.snapshot_for(c);
-        let mut first = Some((gateways_wire(&self.state), policies));
-        for part in parts.iter() {
-            let mut part = part.clone();
-            // The gateway and policy lists change without a new catalog version (so they are
-            // not in the cached parts); they ride in the first part.
-            (part.gateways, part.policies) = first.take().unwrap_or_default();
-            let msg = wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(part)) };
-            if self.tx.send(Ok(msg)).await.is_err() {
+        // The gateway and policy lists change without a new catalog version (so they are not
+        // in the cached parts); they ride in the first part.
+        let mut lists = Some((gateways_wire(&self.state), policies));
+        for index in 0..parts.len() {
+            let part = Outgoing::Part { parts: parts.clone(), index, lists: lists.take() };
+            if self.tx.send(Ok(part)).await.is_err() {
                 return false;
             }
         }

@@ -115,7 +115,7 @@ fn validate(file: File) -> Result<SourceSnapshot, SourceError> {
         }
         services.insert(key, exports);
     }
-    Ok(SourceSnapshot { clusters: file.clusters, services })
+    Ok(SourceSnapshot { clusters: file.clusters, services, ..Default::default() })
 }
 
 /// Reads a catalog file, and again whenever its modification time or size changes.

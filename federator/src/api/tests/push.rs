@@ -21,11 +21,16 @@ use crate::control::{ControlLimits, ControlService};
 use crate::metrics::Metrics;
 
 type Inbound = mpsc::Sender<Result<wire::GatewayMessage, Status>>;
-type Outbound = ReceiverStream<Result<wire::FederatorMessage, Status>>;
+type Outbound = crate::control::SessionStream;
 
 /// A gateway of aws-1 connected to the fixture's federator state.
 fn connect(f: &Fixture, shutdown: &CancellationToken, hello: wire::Hello) -> (Inbound, Outbound) {
-    let limits = ControlLimits { queue: 16, hello_timeout: Duration::from_secs(5) };
+    let limits = ControlLimits {
+        queue: 16,
+        hello_timeout: Duration::from_secs(5),
+        snapshot_send_timeout: Duration::from_secs(60),
+        snapshot_ack_timeout: Duration::from_secs(30),
+    };
     let metrics = Metrics::register(&mut Registry::default());
     let svc = ControlService::new(f.state.clone(), limits, shutdown.clone(), TaskTracker::new(), metrics);
     let (tx, rx) = mpsc::channel(16);

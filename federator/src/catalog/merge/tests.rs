@@ -40,11 +40,20 @@ fn snapshot(services: &[(&str, Vec<Export>)]) -> SourceSnapshot {
         .collect::<BTreeMap<_, _>>()
         .into_values()
         .collect();
-    SourceSnapshot { clusters, services: services.iter().map(|(k, e)| (key(k), e.clone())).collect() }
+    SourceSnapshot {
+        clusters,
+        services: services.iter().map(|(k, e)| (key(k), e.clone())).collect(),
+        ..Default::default()
+    }
 }
 
 fn fresh(s: SourceSnapshot, at: u64) -> SourceInput {
-    SourceInput { snapshot: std::sync::Arc::new(s), synced_at: at, failing_since: None }
+    SourceInput {
+        snapshot: std::sync::Arc::new(s),
+        synced_at: at,
+        failing_since: None,
+        failing_clusters: Default::default(),
+    }
 }
 
 /// A service's routing content: everything but `observed_at`, which moves with every sync.
@@ -164,7 +173,12 @@ fn failing_source_keeps_data_stale_then_expires_without_touching_others() {
         &CFG,
     );
 
-    let failing = SourceInput { snapshot: std::sync::Arc::new(aws), synced_at: 1_000, failing_since: Some(2_000) };
+    let failing = SourceInput {
+        snapshot: std::sync::Arc::new(aws),
+        synced_at: 1_000,
+        failing_since: Some(2_000),
+        failing_clusters: Default::default(),
+    };
     let src = sources(vec![("aws", failing), ("gcp", fresh(gcp, 3_000))]);
     let stale = merge(&ok, &src, 3_000, &CFG);
     assert_eq!(stale.version, ok.version + 1, "becoming stale is a visible change");
@@ -192,6 +206,41 @@ fn failing_source_keeps_data_stale_then_expires_without_touching_others() {
 }
 
 #[test]
+fn a_failing_fleet_member_goes_stale_and_expires_while_the_others_sync() {
+    // One fleet source with two members; gke-b fails from 2_000 while gke-a keeps syncing.
+    let fleet = snapshot(&[
+        ("prod/web", vec![web("gke-a", 10, "10.0.0.1:80"), web("gke-b", 20, "10.2.0.1:80")]),
+        ("prod/db", vec![export("gke-b", 10, &[(5432, Protocol::Tcp, &["10.2.0.2:5432"])])]),
+    ]);
+    let ok = merge(&GlobalCatalog::default(), &sources(vec![("fleet", fresh(fleet.clone(), 1_000))]), 1_000, &CFG);
+    let mut degraded = fresh(fleet, 3_000);
+    degraded.failing_clusters.insert(id("gke-b"), 2_000);
+    let src = sources(vec![("fleet", degraded)]);
+
+    let stale = merge(&ok, &src, 3_000, &CFG);
+    assert_eq!(stale.version, ok.version + 1);
+    let web_svc = &stale.services[&key("prod/web")];
+    assert_eq!(web_svc.clusters[&id("gke-b")].provenance.stale_since, Some(2_000));
+    assert_eq!(web_svc.clusters[&id("gke-a")].provenance.stale_since, None, "the healthy member is fresh");
+    assert_eq!(
+        web_svc.clusters[&id("gke-b")].endpoints,
+        ok.services[&key("prod/web")].clusters[&id("gke-b")].endpoints
+    );
+    assert_eq!(merge(&stale, &src, 50_000, &CFG).version, stale.version, "ageing alone changes nothing");
+
+    // 60 s after gke-b's first failure its exports go; gke-a's stay, and the source is not stale.
+    let gone = merge(&stale, &src, 2_000 + 60_001, &CFG);
+    assert!(!gone.services.contains_key(&key("prod/db")));
+    assert_eq!(gone.services[&key("prod/web")].clusters.keys().collect::<Vec<_>>(), vec![&id("gke-a")]);
+    assert_eq!(gone.services[&key("prod/web")].clusters[&id("gke-a")].provenance.stale_since, None);
+    assert!(
+        merge(&stale, &src, u64::MAX / 2, &MergeConfig { stale_timeout_ms: None })
+            .services
+            .contains_key(&key("prod/db"))
+    );
+}
+
+#[test]
 fn explicit_removal_removes() {
     let with = snapshot(&[
         ("prod/web", vec![web("aws-1", 10, "10.0.0.1:80")]),
@@ -214,7 +263,12 @@ fn same_cluster_from_two_sources_prefers_fresh_then_newest() {
     };
     assert_eq!(pick(&sources(vec![("a", fresh(a.clone(), 5)), ("b", fresh(b.clone(), 6))])), "b", "newest");
     assert_eq!(pick(&sources(vec![("a", fresh(a.clone(), 5)), ("b", fresh(b.clone(), 5))])), "a", "tie: lower id");
-    let stale_b = SourceInput { snapshot: std::sync::Arc::new(b), synced_at: 9, failing_since: Some(9_000) };
+    let stale_b = SourceInput {
+        snapshot: std::sync::Arc::new(b),
+        synced_at: 9,
+        failing_since: Some(9_000),
+        failing_clusters: Default::default(),
+    };
     assert_eq!(pick(&sources(vec![("a", fresh(a, 5)), ("b", stale_b)])), "a", "fresh beats newer but stale");
 }
 

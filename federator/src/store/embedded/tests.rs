@@ -65,6 +65,7 @@ fn source(cluster_id: &str, failing: bool) -> StoredSource {
         snapshot: std::sync::Arc::new(SourceSnapshot {
             clusters: vec![info(cluster_id, Cloud::Aws)],
             services: BTreeMap::from([(svc("prod", "payments"), vec![export])]),
+            ..Default::default()
         }),
         synced_at: 5_000,
         failing_since: failing.then_some(6_000),
