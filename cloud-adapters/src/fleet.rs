@@ -2,6 +2,11 @@
 //! clusters (GKE Hub memberships, AKS Fleet members), and each member's exports come from its
 //! own [`ClusterWatch`]. Members are re-discovered every `rediscover` interval; watches start
 //! for new members, stop for removed ones, and restart when a member's API server changes.
+//!
+//! A failing member keeps its last good exports in the snapshot and is listed in
+//! `SourceSnapshot::failing`; only when every member fails (or discovery does) is the outcome
+//! an error. New members hold back publishing until they report or `Tuning::initial_sync`
+//! passes, so a restart does not publish an empty snapshot over the persisted one.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,7 +20,7 @@ use skybridge_api::source::{CatalogSource, ErrorKind, SourceError};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::k8s::{ApiServer, ClusterConfig, ClusterWatch, ExportApi, SharedToken, Tuning};
+use crate::k8s::{ApiServer, ClusterConfig, ClusterWatch, ExportApi, SharedToken, Tuning, precedence};
 
 /// One member cluster and how to reach its API server.
 #[derive(Debug, Clone)]
@@ -26,7 +31,7 @@ pub struct Member {
 
 impl Member {
     /// What, when it changes, needs a new watch (the token is refreshed in place).
-    fn fingerprint(&self) -> (String, Option<String>, Option<String>) {
+    fn fingerprint(&self) -> Fingerprint {
         (self.api.url.clone(), self.api.ca_pem.clone(), self.api.tls_server_name.clone())
     }
 }
@@ -39,12 +44,22 @@ pub trait Discovery: Send + 'static {
     fn discover(&mut self) -> impl Future<Output = Result<Vec<Member>, SourceError>> + Send;
 }
 
+/// Member errors spelled out in an "every member is failing" error.
+const MAX_DETAILED: usize = 3;
+
+type Fingerprint = (String, Option<String>, Option<String>);
+
 struct Watched {
-    fingerprint: (String, Option<String>, Option<String>),
+    fingerprint: Fingerprint,
     info: ClusterInfo,
     watch: ClusterWatch,
-    /// The member's last good part of the catalog.
+    /// The member's last good part of the catalog, kept (and published) while it fails.
     last: Option<SourceSnapshot>,
+    /// Why the member is failing now, if it is.
+    error: Option<SourceError>,
+    /// The member has produced an outcome since it joined: until then it holds back publishing
+    /// (for at most `Tuning::initial_sync`).
+    reported: bool,
 }
 
 /// The fleet source.
@@ -55,6 +70,12 @@ pub struct Fleet<D> {
     tuning: Tuning,
     members: BTreeMap<ClusterId, Watched>,
     next_discovery: Option<Instant>,
+    /// Members that have not reported yet hold back publishing until then.
+    initial_until: Option<Instant>,
+    /// Something changed since `next` last returned (starts true: nothing returned yet).
+    dirty: bool,
+    /// When `next` last returned, and whether with a snapshot: heartbeats only while healthy.
+    returned: Option<(Instant, bool)>,
 }
 
 type Step<'a> = Pin<Box<dyn Future<Output = (ClusterId, Result<SourceSnapshot, SourceError>)> + Send + 'a>>;
@@ -62,7 +83,17 @@ type Step<'a> = Pin<Box<dyn Future<Output = (ClusterId, Result<SourceSnapshot, S
 impl<D: Discovery> Fleet<D> {
     /// A fleet source re-listing members every `rediscover`.
     pub fn new(discovery: D, rediscover: Duration, export_apis: Vec<ExportApi>, tuning: Tuning) -> Self {
-        Fleet { discovery, rediscover, export_apis, tuning, members: BTreeMap::new(), next_discovery: None }
+        Fleet {
+            discovery,
+            rediscover,
+            export_apis,
+            tuning,
+            members: BTreeMap::new(),
+            next_discovery: None,
+            initial_until: None,
+            dirty: true,
+            returned: None,
+        }
     }
 
     /// Re-lists members and reconciles the watches; true when the set of members changed.
@@ -87,8 +118,18 @@ impl<D: Discovery> Fleet<D> {
                     format!("cluster {}: cannot set up its API client: {e}", m.cluster.id),
                 )
             })?;
+            // A moved API server (new URL or CA) is the same cluster: its last good exports
+            // stay until the new watch reports, rather than vanishing for a sync.
+            let (last, error, reported) = match self.members.remove(&m.cluster.id) {
+                Some(old) => (old.last, old.error, old.reported),
+                None => (None, None, false),
+            };
+            if !reported {
+                self.initial_until = Some(Instant::now() + self.tuning.initial_sync);
+            }
             tracing::info!(cluster = %m.cluster.id, "watching a fleet member");
-            self.members.insert(m.cluster.id.clone(), Watched { fingerprint: fp, info: m.cluster, watch, last: None });
+            let w = Watched { fingerprint: fp, info: m.cluster, watch, last, error, reported };
+            self.members.insert(w.info.id.clone(), w);
             changed = true;
         }
         Ok(changed)
@@ -105,6 +146,63 @@ impl<D: Discovery> Fleet<D> {
         }
         out
     }
+
+    /// The fleet's current outcome: the combined snapshot with the failing members listed, or
+    /// an error when no member is syncing (then the federator keeps the whole source stale).
+    fn outcome(&self) -> Result<SourceSnapshot, SourceError> {
+        let mut failing = BTreeMap::new();
+        for (id, w) in &self.members {
+            if let Some(e) = &w.error {
+                failing.insert(id.clone(), e.clone());
+            } else if !w.reported {
+                let message = format!(
+                    "its API server gave no first sync within {:?} (initial_sync); check that it is reachable",
+                    self.tuning.initial_sync
+                );
+                failing.insert(id.clone(), SourceError::new(ErrorKind::Unavailable, message));
+            }
+        }
+        if !self.members.is_empty() && failing.len() == self.members.len() {
+            let kind =
+                failing.values().map(|e| e.kind).min_by_key(|k| precedence(*k)).unwrap_or(ErrorKind::Unavailable);
+            // A few examples name the fix; all of a large fleet's would bury it.
+            let mut detail: Vec<String> =
+                failing.iter().take(MAX_DETAILED).map(|(id, e)| format!("cluster {id}: {e}")).collect();
+            if failing.len() > MAX_DETAILED {
+                detail.push(format!("and {} more", failing.len() - MAX_DETAILED));
+            }
+            return Err(SourceError::new(kind, format!("every member cluster is failing: {}", detail.join("; "))));
+        }
+        Ok(SourceSnapshot { failing, ..self.combined() })
+    }
+
+    /// Records what `next` returns, for the heartbeat.
+    fn returning(&mut self, outcome: Result<SourceSnapshot, SourceError>) -> Result<SourceSnapshot, SourceError> {
+        self.returned = Some((Instant::now(), outcome.is_ok()));
+        outcome
+    }
+
+    /// Folds a member's outcome in; true when it changes what the fleet publishes.
+    fn absorb(&mut self, id: &ClusterId, result: Result<SourceSnapshot, SourceError>) -> bool {
+        let Some(w) = self.members.get_mut(id) else { return false };
+        let first = !w.reported;
+        w.reported = true;
+        match result {
+            Ok(s) => {
+                // Member heartbeats repeat an unchanged snapshot; they change nothing here.
+                let same = w.error.is_none() && w.last.as_ref() == Some(&s);
+                w.error = None;
+                w.last = Some(s);
+                first || !same
+            }
+            Err(e) => {
+                tracing::debug!(cluster = %id, error = %e, "fleet member failing; keeping its last good exports");
+                let same = w.error.as_ref() == Some(&e);
+                w.error = Some(e);
+                first || !same
+            }
+        }
+    }
 }
 
 impl<D: Discovery> CatalogSource for Fleet<D> {
@@ -114,17 +212,38 @@ impl<D: Discovery> CatalogSource for Fleet<D> {
 
     async fn next(&mut self) -> Result<SourceSnapshot, SourceError> {
         loop {
-            let due = self.next_discovery.is_none_or(|at| at <= Instant::now());
-            if due {
-                // A failed discovery stays due: the runner backs off, calls `next` again, and
-                // discovery is retried then rather than a whole `rediscover` later.
-                let changed = self.reconcile().await?;
-                self.next_discovery = Some(Instant::now() + self.rediscover);
-                if changed {
-                    return Ok(self.combined());
+            if self.next_discovery.is_none_or(|at| at <= Instant::now()) {
+                match self.reconcile().await {
+                    Ok(changed) => self.dirty |= changed,
+                    // A failed discovery stays due: the runner backs off, calls `next` again,
+                    // and discovery is retried then rather than a whole `rediscover` later.
+                    // The next good one publishes again, changed or not.
+                    Err(e) => {
+                        self.dirty = true;
+                        return self.returning(Err(e));
+                    }
                 }
+                self.next_discovery = Some(Instant::now() + self.rediscover);
             }
-            let wake = self.next_discovery.unwrap_or_else(Instant::now);
+            let now = Instant::now();
+            let waiting =
+                self.members.values().any(|w| !w.reported) && self.initial_until.is_some_and(|until| now < until);
+            let beat = match self.returned {
+                Some((at, true)) if !waiting => Some(at + self.tuning.heartbeat),
+                _ => None,
+            };
+            if !waiting && (self.dirty || beat.is_some_and(|b| b <= now)) {
+                self.dirty = false;
+                let outcome = self.outcome();
+                return self.returning(outcome);
+            }
+            let mut wake = self.next_discovery.unwrap_or(now);
+            if waiting && let Some(until) = self.initial_until {
+                wake = wake.min(until);
+            }
+            if let Some(b) = beat {
+                wake = wake.min(b);
+            }
             let steps: Vec<Step<'_>> = self
                 .members
                 .iter_mut()
@@ -141,23 +260,15 @@ impl<D: Discovery> CatalogSource for Fleet<D> {
                 s = step => s,
                 _ = tokio::time::sleep_until(wake) => continue,
             };
-            let Some(w) = self.members.get_mut(&id) else { continue };
-            match result {
-                Ok(s) => {
-                    w.last = Some(s);
-                    return Ok(self.combined());
-                }
-                // The federator keeps the fleet's last good data, marked stale, until a member
-                // recovers and the next snapshot clears it.
-                Err(e) => return Err(SourceError::new(e.kind, format!("cluster {id}: {}", e.message))),
-            }
+            self.dirty |= self.absorb(&id, result);
         }
     }
 }
 
 /// Keeps a [`SharedToken`] fresh from an async token source (cloud credentials), so that the
 /// per-request token lookup stays a cheap read. The first token is fetched before returning;
-/// the refresher stops when the returned handle is dropped.
+/// the refresher stops when the returned handle is dropped. `fetch` bounds its own duration
+/// (GKE: `token_timeout`) so that its error can name what to check.
 pub async fn refresh_token<F, Fut>(every: Duration, fetch: F) -> Result<(SharedToken, RefreshHandle), SourceError>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -191,3 +302,6 @@ impl Drop for RefreshHandle {
         self.0.abort();
     }
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod tests;

@@ -14,7 +14,7 @@ use skybridge_api::source::ErrorKind;
 use skybridge_cloud_adapters::gke::fake::{FakeHub, membership};
 use skybridge_cloud_adapters::gke::{self, GkeConfig};
 use skybridge_cloud_adapters::k8s::ExportApi;
-use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, objects};
+use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, Fault, Injection, objects};
 
 /// Credentials that hand out `token-N`, N moving on each `rotate` (a refresh after expiry).
 #[derive(Debug, Clone)]
@@ -148,6 +148,7 @@ async fn memberships_are_paged() {
     let creds = Credentials::from(Rotating(Arc::new(AtomicUsize::new(1))));
     let hub = FakeHub::start().await.unwrap();
     let k8s = FakeApiServer::start().await.unwrap();
+    k8s.set_token(Some("token-1"));
     let members: Vec<Value> =
         (0..130).map(|i| membership("fleet-prj", "global", &format!("m-{i}"), "europe-west1")).collect();
     hub.set_members(members);
@@ -168,6 +169,7 @@ async fn a_failed_listing_is_retried_on_the_next_call_not_a_rediscover_later() {
     let creds = Credentials::from(Rotating(Arc::new(AtomicUsize::new(1))));
     let hub = FakeHub::start().await.unwrap();
     let k8s = FakeApiServer::start().await.unwrap();
+    k8s.set_token(Some("token-1"));
     hub.set_members(vec![membership("fleet-prj", "global", "gke-east", "us-east1")]);
     let mut cfg = config(&hub, &[("gke-east", &k8s)]);
     cfg.rediscover = std::time::Duration::from_secs(3600);
@@ -176,4 +178,65 @@ async fn a_failed_listing_is_retried_on_the_next_call_not_a_rediscover_later() {
     assert_eq!(next(&mut src).await.unwrap_err().kind, ErrorKind::Unavailable);
     let s = next(&mut src).await.expect("the listing is retried at once");
     assert_eq!(s.clusters.len(), 1);
+}
+
+#[tokio::test]
+async fn a_member_outage_keeps_its_last_exports_and_lists_it_failing() {
+    init();
+    let creds = Credentials::from(Rotating(Arc::new(AtomicUsize::new(1))));
+    let hub = FakeHub::start().await.unwrap();
+    let (east, west) = (FakeApiServer::start().await.unwrap(), FakeApiServer::start().await.unwrap());
+    for s in [&east, &west] {
+        s.set_token(Some("token-1"));
+    }
+    hub.set_members(vec![
+        membership("fleet-prj", "global", "gke-east", "us-east1"),
+        membership("fleet-prj", "us-west1", "gke-west", "us-west1"),
+    ]);
+    export(&east, "payments", "10.0.0.1").await;
+    export(&west, "payments", "10.1.0.1").await;
+    let mut src = gke::source(config(&hub, &[("gke-east", &east), ("gke-west", &west)]), Some(creds)).await.unwrap();
+    until(&mut src, "payments in both", |s| clusters_with(s, "prod/payments") == ["gke-east", "gke-west"]).await;
+
+    west.update(|c| {
+        c.inject(Injection::new(Fault::Status(503), u32::MAX));
+        c.close_watches();
+    });
+    let s = until(&mut src, "gke-west failing", |s| !s.failing.is_empty()).await;
+    assert_eq!(s.failing.keys().map(|c| c.as_str()).collect::<Vec<_>>(), ["gke-west"]);
+    assert_eq!(s.failing.values().next().unwrap().kind, ErrorKind::Unavailable);
+    assert_eq!(clusters_with(&s, "prod/payments"), ["gke-east", "gke-west"], "last good exports kept");
+
+    west.clear_injections();
+    let s = until(&mut src, "gke-west recovered", |s| s.failing.is_empty()).await;
+    assert_eq!(clusters_with(&s, "prod/payments"), ["gke-east", "gke-west"]);
+}
+
+#[tokio::test]
+async fn a_hanging_token_source_is_unavailable_not_a_stall() {
+    init();
+    /// Credentials whose token request never completes (a metadata server that hangs).
+    #[derive(Debug)]
+    struct Hanging;
+    impl CredentialsProvider for Hanging {
+        async fn headers(
+            &self,
+            _: Extensions,
+        ) -> Result<CacheableResource<HeaderMap>, google_cloud_auth::errors::CredentialsError> {
+            std::future::pending().await
+        }
+        async fn universe_domain(&self) -> Option<String> {
+            None
+        }
+    }
+    let hub = FakeHub::start().await.unwrap();
+    let mut cfg = config(&hub, &[]);
+    cfg.token_timeout = std::time::Duration::from_millis(300);
+    let built =
+        tokio::time::timeout(std::time::Duration::from_secs(10), gke::source(cfg, Some(Credentials::from(Hanging))))
+            .await
+            .expect("the token fetch is bounded");
+    let e = built.err().expect("no token, no source");
+    assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
+    assert!(e.message.contains("metadata server"), "{e}");
 }

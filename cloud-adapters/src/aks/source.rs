@@ -69,5 +69,10 @@ pub async fn with_discovery(cfg: AksConfig, discovery: AksDiscovery) -> Result<A
     );
     let members = AksMembers { discovery, token, refresher };
     let tuning = Tuning::with_backoff(cfg.backoff_min, cfg.backoff_max);
-    Ok(Fleet::new(members, cfg.interval, vec![ExportApi::AksFleet, ExportApi::Upstream], tuning))
+    Ok(Fleet::new(
+        members,
+        cfg.interval,
+        vec![ExportApi::AksFleet, ExportApi::AksFleetV1alpha1, ExportApi::Upstream],
+        tuning,
+    ))
 }

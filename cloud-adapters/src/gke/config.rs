@@ -41,6 +41,10 @@ pub struct GkeConfig {
     /// before it expires).
     #[serde(default = "defaults::token_refresh", with = "duration")]
     pub token_refresh: Duration,
+    /// Limit on one access-token fetch (the metadata server or the credentials' token
+    /// endpoint); a hanging one would otherwise stall the source.
+    #[serde(default = "defaults::token_timeout", with = "duration")]
+    pub token_timeout: Duration,
     /// Limit on one GKE Hub call.
     #[serde(default = "defaults::timeout", with = "duration")]
     pub timeout: Duration,
@@ -95,6 +99,9 @@ pub mod defaults {
     pub fn timeout() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn token_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
     pub fn backoff_min() -> Duration {
         Duration::from_secs(1)
     }
@@ -127,6 +134,7 @@ impl GkeConfig {
             ("rediscover", self.rediscover),
             ("token_refresh", self.token_refresh),
             ("timeout", self.timeout),
+            ("token_timeout", self.token_timeout),
             ("backoff_min", self.backoff_min),
         ] {
             if d.is_zero() {

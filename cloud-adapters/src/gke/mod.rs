@@ -82,15 +82,30 @@ pub async fn source(cfg: GkeConfig, credentials: Option<Credentials>) -> Result<
         }
     }
     let fetch_creds = creds.clone();
+    let token_timeout = cfg.token_timeout;
     let (token, refresh) = refresh_token(cfg.token_refresh, move || {
         let c = fetch_creds.clone();
-        async move { bearer(&c).await }
+        async move { bearer_within(&c, token_timeout).await }
     })
     .await?;
     let tuning = Tuning::with_backoff(cfg.backoff_min, cfg.backoff_max);
     let (rediscover, apis) = (cfg.rediscover, cfg.export_apis.clone());
     let discovery = GkeDiscovery { cfg, hub, token, cas, _refresh: refresh };
     Ok(Fleet::new(discovery, rediscover, apis, tuning))
+}
+
+/// [`bearer`] bounded by `limit`: a metadata server or token endpoint that accepts the
+/// connection and never answers would otherwise stall the source's start and its refreshes.
+async fn bearer_within(creds: &Credentials, limit: std::time::Duration) -> Result<String, SourceError> {
+    tokio::time::timeout(limit, bearer(creds)).await.unwrap_or_else(|_| {
+        Err(SourceError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "no Google access token within {limit:?} (`token_timeout`); check that the metadata server \
+                 (169.254.169.254, workload identity) or the credentials' token endpoint is reachable"
+            ),
+        ))
+    })
 }
 
 /// The bearer token the credentials currently hold (they renew it before expiry).

@@ -2,8 +2,8 @@
 //!
 //! A [`ClusterWatch`] lists and watches, on one cluster, the ServiceExports of the configured
 //! MCS API groups (GKE `net.gke.io/v1`, upstream `multicluster.x-k8s.io/v1alpha1`, AKS Fleet
-//! `networking.fleet.azure.com/v1beta1`), the Services and the EndpointSlices of exported
-//! services, and produces the cluster's part of a [`SourceSnapshot`]:
+//! `networking.fleet.azure.com/v1beta1` and `v1alpha1`), the Services and the EndpointSlices
+//! of exported services, and produces the cluster's part of a [`SourceSnapshot`]:
 //!
 //! - a service is exported iff a ServiceExport with its namespace/name exists (in any group)
 //!   and the Service exists; `exported_at` is the oldest such export's creation time;
@@ -39,10 +39,12 @@ use skybridge_api::backoff::Backoff;
 use skybridge_api::catalog::{ClusterInfo, SourceSnapshot};
 use skybridge_api::source::{CatalogSource, ErrorKind, SourceError};
 use tokio::sync::watch as tokio_watch;
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 pub use client::{ApiServer, SharedToken, StaticToken, TokenError, TokenFile, TokenProvider};
 pub use error::ConfigError;
+pub(crate) use error::precedence;
 
 /// A ServiceExport API group/version this source can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -54,18 +56,23 @@ pub enum ExportApi {
     Upstream,
     /// Azure Kubernetes Fleet Manager: `networking.fleet.azure.com/v1beta1`.
     AksFleet,
+    /// Azure Kubernetes Fleet Manager, older installs: `networking.fleet.azure.com/v1alpha1`.
+    /// A cluster serving both versions shows the same objects under each; exports are keyed
+    /// by namespace/name, so they count once.
+    AksFleetV1alpha1,
 }
 
 impl ExportApi {
     /// Every supported group.
-    pub const ALL: [ExportApi; 3] = [ExportApi::Gke, ExportApi::Upstream, ExportApi::AksFleet];
+    pub const ALL: [ExportApi; 4] =
+        [ExportApi::Gke, ExportApi::Upstream, ExportApi::AksFleet, ExportApi::AksFleetV1alpha1];
 
     /// The API group.
     pub fn group(self) -> &'static str {
         match self {
             ExportApi::Gke => "net.gke.io",
             ExportApi::Upstream => "multicluster.x-k8s.io",
-            ExportApi::AksFleet => "networking.fleet.azure.com",
+            ExportApi::AksFleet | ExportApi::AksFleetV1alpha1 => "networking.fleet.azure.com",
         }
     }
 
@@ -75,6 +82,7 @@ impl ExportApi {
             ExportApi::Gke => "v1",
             ExportApi::Upstream => "v1alpha1",
             ExportApi::AksFleet => "v1beta1",
+            ExportApi::AksFleetV1alpha1 => "v1alpha1",
         }
     }
 
@@ -116,6 +124,13 @@ pub struct Tuning {
     pub backoff: Backoff,
     /// How often a ServiceExport group that is not installed is checked again.
     pub absent_recheck: Duration,
+    /// A healthy source that has returned nothing for this long returns its unchanged
+    /// snapshot again: watches only report changes, and the federator reads a source's last
+    /// success as "alive", so a quiet source would otherwise look dead.
+    pub heartbeat: Duration,
+    /// How long a fleet waits for newly discovered members' first outcome before publishing
+    /// without them, so that a restart does not publish an empty early snapshot.
+    pub initial_sync: Duration,
 }
 
 impl Default for Tuning {
@@ -129,6 +144,8 @@ impl Default for Tuning {
             watch_timeout: Duration::from_secs(290),
             backoff: Backoff { min: Duration::from_millis(500), max: Duration::from_secs(30) },
             absent_recheck: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(60),
+            initial_sync: Duration::from_secs(30),
         }
     }
 }
@@ -171,6 +188,16 @@ pub struct ClusterWatch {
 struct Running {
     rx: tokio_watch::Receiver<Option<runner::Outcome>>,
     task: tokio::task::JoinHandle<()>,
+    heartbeat: Duration,
+    /// When `next` last returned, and whether with a snapshot: heartbeats only while healthy.
+    returned: Option<(Instant, bool)>,
+}
+
+impl Running {
+    fn returning(&mut self, outcome: runner::Outcome) -> runner::Outcome {
+        self.returned = Some((Instant::now(), outcome.is_ok()));
+        outcome
+    }
 }
 
 impl Drop for Running {
@@ -216,8 +243,9 @@ impl ClusterWatch {
         if let Some(setup) = self.setup.take() {
             let (tx, rx) = tokio_watch::channel(None);
             let span = tracing::info_span!("k8s_watch", cluster = %setup.cluster.id);
+            let heartbeat = setup.tuning.heartbeat;
             let task = tokio::spawn(runner::run(setup, tx).instrument(span));
-            self.running = Some(Running { rx, task });
+            self.running = Some(Running { rx, task, heartbeat, returned: None });
         }
         self.running.as_mut()
     }
@@ -232,12 +260,33 @@ impl CatalogSource for ClusterWatch {
         let stopped = || SourceError::new(ErrorKind::Unavailable, "the Kubernetes watch task stopped; see the logs");
         let Some(running) = self.running() else { return Err(stopped()) };
         loop {
+            let beat = match running.returned {
+                Some((at, true)) => Some(at + running.heartbeat),
+                _ => None,
+            };
             // `changed` is cancel-safe: a dropped `next` loses nothing, the value stays
             // unseen until the next call.
-            running.rx.changed().await.map_err(|_| stopped())?;
-            if let Some(outcome) = running.rx.borrow_and_update().clone() {
-                return outcome;
+            tokio::select! {
+                changed = running.rx.changed() => {
+                    changed.map_err(|_| stopped())?;
+                    let current = running.rx.borrow_and_update().clone();
+                    if let Some(outcome) = current {
+                        return running.returning(outcome);
+                    }
+                }
+                _ = sleep_until(beat), if beat.is_some() => {
+                    let current = running.rx.borrow_and_update().clone();
+                    if let Some(outcome) = current {
+                        return running.returning(outcome);
+                    }
+                }
             }
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
     }
 }

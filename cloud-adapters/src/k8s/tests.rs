@@ -472,3 +472,60 @@ async fn https_with_the_cluster_ca() {
     let e = error_of(&mut untrusting, ErrorKind::Unavailable).await;
     assert!(e.message.contains("CA bundle"), "{}", e.message);
 }
+
+#[tokio::test]
+async fn a_quiet_watch_heartbeats_with_its_unchanged_snapshot() {
+    init();
+    let fake = FakeApiServer::start().await.expect("fake starts");
+    web(&fake);
+    let api = ApiServer::new(fake.url(), SharedToken::new(FakeApiServer::DEFAULT_TOKEN));
+    let t = Tuning { heartbeat: Duration::from_millis(200), ..tuning() };
+    let cfg = ClusterConfig { cluster: cluster(), api, export_apis: ExportApi::ALL.to_vec(), tuning: t };
+    let mut src = ClusterWatch::new(cfg).expect("client builds");
+    let s = snapshot_where(&mut src, "web", |s| !s.services.is_empty()).await;
+    let started = tokio::time::Instant::now();
+    let again = tokio::time::timeout(Duration::from_secs(3), src.next()).await.expect("a heartbeat").expect("ok");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(150), "heartbeat after {took:?}");
+    assert_eq!(again, s);
+    // No heartbeat while failing: an error is reported once, not repeated.
+    fake.update(|c| {
+        c.inject(Injection::new(Fault::Status(503), u32::MAX));
+        c.close_watches();
+    });
+    error_of(&mut src, ErrorKind::Unavailable).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(600), src.next()).await;
+    assert!(quiet.is_err(), "unexpected outcome while failing: {quiet:?}");
+}
+
+#[tokio::test]
+async fn azure_fleet_v1alpha1_only_install_is_read() {
+    init();
+    let opts = FakeOptions { export_apis: vec![ExportApi::AksFleetV1alpha1], ..FakeOptions::default() };
+    let fake = FakeApiServer::start_with(opts).await.expect("fake starts");
+    let token = SharedToken::new(FakeApiServer::DEFAULT_TOKEN);
+    let mut src = source(&fake, &token);
+    fake.apply(service_export(ExportApi::AksFleetV1alpha1, "prod", "db")).expect("apply");
+    fake.apply(service("prod", "db", &[("tcp", 5432, None, "TCP")])).expect("apply");
+    fake.apply(endpoint_slice("prod", "db-1", "db", &[("tcp", 5432)], &[("10.1.0.1", None, None)])).expect("apply");
+    let s = snapshot_where(&mut src, "db exported", |s| !s.services.is_empty()).await;
+    assert_eq!(view(&s, "prod", "db"), Some(vec![(5432, Protocol::Tcp, vec![ep("10.1.0.1:5432", true, None)])]));
+}
+
+#[tokio::test]
+async fn azure_fleet_both_versions_count_once() {
+    init();
+    let opts =
+        FakeOptions { export_apis: vec![ExportApi::AksFleet, ExportApi::AksFleetV1alpha1], ..FakeOptions::default() };
+    let fake = FakeApiServer::start_with(opts).await.expect("fake starts");
+    let token = SharedToken::new(FakeApiServer::DEFAULT_TOKEN);
+    let mut src = source(&fake, &token);
+    // A real server shows the one object under both versions.
+    fake.apply(service_export(ExportApi::AksFleet, "prod", "db")).expect("apply");
+    fake.apply(service_export(ExportApi::AksFleetV1alpha1, "prod", "db")).expect("apply");
+    fake.apply(service("prod", "db", &[("tcp", 5432, None, "TCP")])).expect("apply");
+    fake.apply(endpoint_slice("prod", "db-1", "db", &[("tcp", 5432)], &[("10.1.0.1", None, None)])).expect("apply");
+    let s = snapshot_where(&mut src, "db exported", |s| !s.services.is_empty()).await;
+    // `view` asserts a single export of the service.
+    assert_eq!(view(&s, "prod", "db"), Some(vec![(5432, Protocol::Tcp, vec![ep("10.1.0.1:5432", true, None)])]));
+}
