@@ -1,7 +1,8 @@
 //! AKS fleet source end to end: members from a local stand-in of Azure Resource Manager (through
 //! azure_identity's client-secret credential and the azure_core pipeline), each member's Fleet
 //! ServiceExports from a fake Kubernetes API server over HTTPS with the cluster CA from the
-//! member's kubeconfig.
+//! member's kubeconfig. The workload identity tests exchange a projected service-account token
+//! file at the fake's Azure AD endpoint, and the members then require the AKS token it issued.
 
 mod common;
 
@@ -11,6 +12,7 @@ use common::{clusters_with, next, until};
 use skybridge_api::source::ErrorKind;
 use skybridge_cloud_adapters::aks::fake::{FakeArm, FakeCluster};
 use skybridge_cloud_adapters::aks::source;
+use skybridge_cloud_adapters::aks::tokens::AKS_SCOPE;
 use skybridge_cloud_adapters::k8s::ExportApi;
 use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, FakeOptions, Fault, Injection, objects};
 
@@ -156,4 +158,72 @@ async fn a_v1alpha1_only_fleet_install_is_read() {
     let mut src = source::source(arm.config(RG, Some(FLEET))).await.unwrap();
     let s = until(&mut src, "checkout from v1alpha1", |s| clusters_with(s, "prod/checkout") == ["aks-old-1"]).await;
     assert!(s.failing.is_empty(), "{:?}", s.failing);
+}
+
+/// A projected service-account token as the kubelet writes it for workload identity (a JWT
+/// for audience `api://AzureADTokenExchange`); `n` tells rotations apart.
+fn sa_token(n: u32) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let claims = format!(
+        r#"{{"aud":["api://AzureADTokenExchange"],"iss":"https://oidc.prod-aks.azure.com/fake/","sub":"system:serviceaccount:skybridge:federator","iat":{n}}}"#
+    );
+    format!("{}.{}.{}", b64(r#"{"alg":"RS256","kid":"k1"}"#), b64(&claims), b64(&format!("signature-{n}")))
+}
+
+/// One member (`aks-weu-1`) exporting `checkout`, whose API server accepts no token yet.
+async fn one_member(arm: &FakeArm) -> FakeApiServer {
+    let weu = k8s().await;
+    weu.set_token(Some("nothing-issued-yet"));
+    let id = arm.put_cluster(member_cluster("aks-weu-1", "westeurope", &weu));
+    arm.put_member(RG, FLEET, "weu", &id);
+    export(&weu, "checkout", "10.20.0.1");
+    weu
+}
+
+#[tokio::test]
+async fn workload_identity_syncs_with_the_aks_token_it_was_issued() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let arm = FakeArm::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("azure-identity-token");
+    std::fs::write(&file, sa_token(1)).unwrap();
+    arm.set_federated_assertion(Some(&sa_token(1)));
+    let weu = one_member(&arm).await;
+
+    let mut cfg = arm.workload_identity_config(RG, Some(FLEET), &file);
+    cfg.interval = Duration::from_millis(300);
+    let mut src = source::source(cfg).await.unwrap();
+    // The source fetched its AKS token while starting; members are only called after that.
+    let aks = arm.tokens_for(AKS_SCOPE);
+    assert_eq!(aks.len(), 1, "one AKS-scope token from the assertion");
+    weu.set_token(Some(&aks[0]));
+    until(&mut src, "checkout via workload identity", |s| clusters_with(s, "prod/checkout") == ["aks-weu-1"]).await;
+    let arm_scope = format!("{}/.default", arm.url());
+    assert_eq!(arm.tokens_for(&arm_scope).len(), 1, "ARM called with a token from the same assertion");
+    assert!(arm.requests().iter().filter(|r| !r.path.ends_with("/oauth2/v2.0/token")).all(|r| r.token.is_some()));
+}
+
+#[tokio::test]
+async fn a_foreign_assertion_is_an_auth_error_and_a_rotated_file_is_read_by_the_next_credential() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let arm = FakeArm::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("azure-identity-token");
+    // The file holds an old token; the federated credential accepts only the rotated one.
+    std::fs::write(&file, sa_token(1)).unwrap();
+    arm.set_federated_assertion(Some(&sa_token(2)));
+    let weu = one_member(&arm).await;
+    let cfg = arm.workload_identity_config(RG, Some(FLEET), &file);
+    let e = source::source(cfg.clone()).await.err().expect("no AKS token, no source");
+    assert_eq!(e.kind, ErrorKind::Auth, "{e}");
+    assert!(e.message.contains("AADSTS700211"), "{e}");
+    assert!(arm.issued_scopes().is_empty());
+
+    // azure_identity reads the file when the credential is built and again at most every
+    // 10 minutes, so a rotation reaches a running source within that; here, a new source.
+    std::fs::write(&file, sa_token(2)).unwrap();
+    let mut src = source::source(cfg).await.unwrap();
+    weu.set_token(Some(&arm.tokens_for(AKS_SCOPE)[0]));
+    until(&mut src, "checkout after the rotation", |s| clusters_with(s, "prod/checkout") == ["aks-weu-1"]).await;
 }

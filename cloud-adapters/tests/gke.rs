@@ -1,5 +1,7 @@
 //! GKE fleet source: GKE Hub memberships from a local stand-in of the Hub API (through the
-//! official client), each member's MCS exports from a fake Kubernetes API server.
+//! official client), each member's MCS exports from a fake Kubernetes API server. Tokens come
+//! either from injected credentials or, through google-cloud-auth's own `authorized_user`
+//! path, from a local stand-in of Google's OAuth token endpoint.
 
 mod common;
 
@@ -12,6 +14,7 @@ use http::{Extensions, HeaderMap, HeaderValue};
 use serde_json::Value;
 use skybridge_api::source::ErrorKind;
 use skybridge_cloud_adapters::gke::fake::{FakeHub, membership};
+use skybridge_cloud_adapters::gke::fake_oauth::FakeTokenEndpoint;
 use skybridge_cloud_adapters::gke::{self, GkeConfig};
 use skybridge_cloud_adapters::k8s::ExportApi;
 use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, Fault, Injection, objects};
@@ -239,4 +242,114 @@ async fn a_hanging_token_source_is_unavailable_not_a_stall() {
     let e = built.err().expect("no token, no source");
     assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
     assert!(e.message.contains("metadata server"), "{e}");
+}
+
+/// A config reading `credentials_file` (an `authorized_user` file for `oauth` with
+/// `refresh_token`) instead of injected credentials; the file lives as long as the guard.
+fn config_with_file(
+    hub: &FakeHub,
+    clusters: &[(&str, &FakeApiServer)],
+    oauth: &FakeTokenEndpoint,
+    refresh_token: &str,
+) -> (GkeConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("adc.json"), oauth.authorized_user(refresh_token).to_string()).unwrap();
+    let mut cfg = config(hub, clusters);
+    cfg.credentials_file = Some("adc.json".into());
+    cfg.resolve(dir.path());
+    cfg.validate("sources[0]").unwrap();
+    (cfg, dir)
+}
+
+/// Every server requires `token` from now on (the earlier one is revoked).
+fn require(token: &str, hub: &FakeHub, servers: &[&FakeApiServer]) {
+    hub.set_token(Some(token));
+    for s in servers {
+        s.set_token(Some(token));
+    }
+}
+
+#[tokio::test]
+async fn an_authorized_user_file_gets_its_token_from_the_token_endpoint() {
+    init();
+    let oauth = FakeTokenEndpoint::start().await.unwrap();
+    let hub = FakeHub::start().await.unwrap();
+    let k8s = FakeApiServer::start().await.unwrap();
+    require("ya29.fake-1", &hub, &[&k8s]);
+    hub.set_members(vec![membership("fleet-prj", "global", "gke-east", "us-east1")]);
+    export(&k8s, "payments", "10.0.0.1").await;
+
+    let (cfg, _dir) = config_with_file(&hub, &[("gke-east", &k8s)], &oauth, FakeTokenEndpoint::REFRESH_TOKEN);
+    let mut src = gke::source(cfg, None).await.unwrap();
+    until(&mut src, "payments via the endpoint's token", |s| clusters_with(s, "prod/payments") == ["gke-east"]).await;
+    // One token, cached by google-cloud-auth across the Hub client and the token refreshes.
+    assert_eq!(oauth.issued(), ["ya29.fake-1"]);
+    assert!(hub.requests() >= 1);
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_refreshed_and_the_old_one_revoked() {
+    init();
+    let oauth = FakeTokenEndpoint::start().await.unwrap();
+    // google-cloud-auth refreshes 240 s ahead of expiry: the first token is renewed ~5 s in.
+    oauth.set_expires_in(245);
+    let hub = FakeHub::start().await.unwrap();
+    let (east, west) = (FakeApiServer::start().await.unwrap(), FakeApiServer::start().await.unwrap());
+    require("ya29.fake-1", &hub, &[&east, &west]);
+    hub.set_members(vec![
+        membership("fleet-prj", "global", "gke-east", "us-east1"),
+        membership("fleet-prj", "us-west1", "gke-west", "us-west1"),
+    ]);
+    export(&east, "payments", "10.0.0.1").await;
+    export(&west, "payments", "10.1.0.1").await;
+
+    let clusters = [("gke-east", &east), ("gke-west", &west)];
+    let (cfg, _dir) = config_with_file(&hub, &clusters, &oauth, FakeTokenEndpoint::REFRESH_TOKEN);
+    let mut src = gke::source(cfg, None).await.unwrap();
+    // Later tokens live an hour, so exactly one refresh falls within the test.
+    oauth.set_expires_in(3599);
+    until(&mut src, "payments in both", |s| clusters_with(s, "prod/payments") == ["gke-east", "gke-west"]).await;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while oauth.issued().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no refresh within 30 s: {:?}", oauth.issued());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    require("ya29.fake-2", &hub, &[&east, &west]);
+    export(&west, "orders", "10.1.0.9").await;
+    let s = until(&mut src, "orders after the refresh", |s| clusters_with(s, "prod/orders") == ["gke-west"]).await;
+    assert_eq!(clusters_with(&s, "prod/payments"), ["gke-east", "gke-west"]);
+    assert_eq!(oauth.issued(), ["ya29.fake-1", "ya29.fake-2"]);
+}
+
+#[tokio::test]
+async fn a_rejected_refresh_token_is_an_auth_error_naming_the_file() {
+    init();
+    let oauth = FakeTokenEndpoint::start().await.unwrap();
+    let hub = FakeHub::start().await.unwrap();
+    let (cfg, dir) = config_with_file(&hub, &[], &oauth, "1//revoked-or-mistyped");
+    let e = gke::source(cfg, None).await.err().expect("no token, no source");
+    assert_eq!(e.kind, ErrorKind::Auth, "{e}");
+    assert!(e.message.contains("check the credentials file"), "{e}");
+    assert!(e.message.contains(&dir.path().join("adc.json").display().to_string()), "{e}");
+    assert!(e.message.contains("invalid_grant"), "the endpoint's reason is kept: {e}");
+    assert!(oauth.calls() >= 1 && oauth.issued().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreadable_or_foreign_credentials_file_says_what_to_fix() {
+    init();
+    let hub = FakeHub::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&hub, &[]);
+    cfg.credentials_file = Some(dir.path().join("missing.json"));
+    let e = gke::source(cfg.clone(), None).await.err().unwrap();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert!(e.message.contains("missing.json") && e.message.contains("check the path"), "{e}");
+
+    std::fs::write(dir.path().join("odd.json"), r#"{"type": "gdch_service_account"}"#).unwrap();
+    cfg.credentials_file = Some(dir.path().join("odd.json"));
+    let e = gke::source(cfg, None).await.err().unwrap();
+    assert_eq!(e.kind, ErrorKind::Auth, "{e}");
+    assert!(e.message.contains("expected service_account"), "{e}");
 }

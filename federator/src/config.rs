@@ -248,23 +248,17 @@ impl Config {
                 SourceConfig::AwsCloudmap(_) => {}
                 SourceConfig::Kubernetes(c) => c.resolve(base),
                 SourceConfig::AksFleet(c) => {
+                    use skybridge_cloud_adapters::aks::CredentialConfig;
                     if let Some(ca) = c.ca_file.as_mut() {
                         rel(ca);
                     }
-                    if let skybridge_cloud_adapters::aks::CredentialConfig::ClientSecret {
-                        client_secret_file, ..
-                    } = &mut c.credential
-                    {
-                        rel(client_secret_file);
+                    match &mut c.credential {
+                        CredentialConfig::ClientSecret { client_secret_file, .. } => rel(client_secret_file),
+                        CredentialConfig::WorkloadIdentity { token_file: Some(f), .. } => rel(f),
+                        _ => {}
                     }
                 }
-                SourceConfig::GkeFleet(c) => {
-                    for o in &mut c.clusters {
-                        if let Some(ca) = o.ca_file.as_mut() {
-                            rel(ca);
-                        }
-                    }
-                }
+                SourceConfig::GkeFleet(c) => c.resolve(base),
             }
         }
         Ok(cfg)
@@ -369,6 +363,27 @@ path = "catalog.toml"
             Config::parse(&BASE.replace("data_dir = \"data\"", "data_dir = \"data\"\nstale_timeout = \"never\""))
                 .unwrap();
         assert_eq!(never.federator.stale_timeout, None);
+    }
+
+    #[test]
+    fn credential_files_follow_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{BASE}[[sources]]\ntype = \"gke-fleet\"\nid = \"gke\"\nproject = \"p\"\ncredentials_file = \"gcp.json\"\n\
+             [[sources]]\ntype = \"aks-fleet\"\nid = \"aks\"\nsubscription_id = \"00000000-0000-0000-0000-000000000000\"\n\
+             resource_group = \"rg\"\ncredential = {{ kind = \"workload-identity\", token_file = \"azure/token\" }}\n"
+        );
+        let path = dir.path().join("federator.toml");
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let SourceConfig::GkeFleet(gke) = &c.sources[1] else { panic!("{:?}", c.sources[1]) };
+        assert_eq!(gke.credentials_file.as_deref(), Some(dir.path().join("gcp.json").as_path()));
+        let SourceConfig::AksFleet(aks) = &c.sources[2] else { panic!("{:?}", c.sources[2]) };
+        let skybridge_cloud_adapters::aks::CredentialConfig::WorkloadIdentity { token_file, .. } = &aks.credential
+        else {
+            panic!("{:?}", aks.credential)
+        };
+        assert_eq!(token_file.as_deref(), Some(dir.path().join("azure/token").as_path()));
     }
 
     const AWS: &str = "[[sources]]\ntype = \"aws-cloudmap\"\nid = \"aws-prod\"\nregion = \"us_east\"\n";

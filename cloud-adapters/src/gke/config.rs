@@ -10,7 +10,7 @@ use skybridge_api::model::ClusterId;
 use crate::k8s::ExportApi;
 
 /// A GKE fleet (one project's GKE Hub memberships) read with Google application-default
-/// credentials.
+/// credentials or a credentials file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GkeConfig {
@@ -28,6 +28,10 @@ pub struct GkeConfig {
     /// otherwise.
     #[serde(default = "defaults::connect_gateway")]
     pub connect_gateway: String,
+    /// Google credentials JSON (service account key, `authorized_user`, or `external_account`
+    /// for workload identity federation) used instead of application-default credentials.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
     /// Per-membership overrides: cluster id, API server and CA.
     #[serde(default)]
     pub clusters: Vec<ClusterOverride>,
@@ -111,6 +115,17 @@ pub mod defaults {
 }
 
 impl GkeConfig {
+    /// Makes relative file paths (`credentials_file`, `clusters[].ca_file`) relative to `base`,
+    /// the config file's folder, so the federator's working directory does not matter.
+    pub fn resolve(&mut self, base: &std::path::Path) {
+        let files = self.credentials_file.iter_mut().chain(self.clusters.iter_mut().filter_map(|c| c.ca_file.as_mut()));
+        for p in files {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
     /// Checks what serde cannot; `key` prefixes error keys (`sources[2]`).
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.project.is_empty() || self.project.contains('/') {
@@ -146,6 +161,13 @@ impl GkeConfig {
                 format!("{key}.backoff_max"),
                 duration::format(self.backoff_max),
                 "must be at least backoff_min",
+            ));
+        }
+        if self.credentials_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid(
+                format!("{key}.credentials_file"),
+                "",
+                "must not be empty; remove it to use application-default credentials",
             ));
         }
         if self.export_apis.is_empty() {

@@ -1,11 +1,13 @@
 //! GKE Multi-Cluster Services: the fleet's members from GKE Hub (`list_memberships`, official
 //! `google-cloud-gkehub-v1` client), each member's ServiceExports, Services and EndpointSlices
 //! from its Kubernetes API ([`crate::k8s`]), with Google application-default credentials as
-//! bearer tokens (docs/sources/gcp.md).
+//! bearer tokens, or those of a credentials file (docs/sources/gcp.md).
 
 pub mod config;
 #[cfg(feature = "testing")]
 pub mod fake;
+#[cfg(feature = "testing")]
+pub mod fake_oauth;
 
 use std::collections::BTreeMap;
 
@@ -40,18 +42,28 @@ pub struct GkeDiscovery {
 /// The GKE fleet source.
 pub type GkeFleet = Fleet<GkeDiscovery>;
 
-/// Builds the source: `credentials` `None` uses application-default credentials (the
-/// `GOOGLE_APPLICATION_CREDENTIALS` file, gcloud's ADC, or the metadata server / workload
-/// identity on GKE).
+/// Builds the source. `credentials` `None` uses `cfg.credentials_file` when set, else
+/// application-default credentials (the `GOOGLE_APPLICATION_CREDENTIALS` file, gcloud's ADC,
+/// or the metadata server / workload identity on GKE).
 pub async fn source(cfg: GkeConfig, credentials: Option<Credentials>) -> Result<GkeFleet, SourceError> {
-    let creds = match credentials {
-        Some(c) => c,
-        None => google_cloud_auth::credentials::Builder::default().with_scopes([SCOPE]).build().map_err(|e| {
-            SourceError::new(
-                ErrorKind::Auth,
-                format!("no Google application-default credentials: {e}; set GOOGLE_APPLICATION_CREDENTIALS or use workload identity"),
-            )
-        })?,
+    let (creds, check): (Credentials, std::sync::Arc<str>) = match (credentials, &cfg.credentials_file) {
+        (Some(c), _) => (c, "the credentials given to the source".into()),
+        (None, Some(path)) => (
+            from_file(path)?,
+            format!("the credentials file {} (its refresh token, key or token_uri)", path.display()).into(),
+        ),
+        (None, None) => {
+            let c = google_cloud_auth::credentials::Builder::default().with_scopes([SCOPE]).build().map_err(|e| {
+                SourceError::new(
+                    ErrorKind::Auth,
+                    format!(
+                        "no Google application-default credentials: {e}; set GOOGLE_APPLICATION_CREDENTIALS, \
+                         `credentials_file`, or use workload identity"
+                    ),
+                )
+            })?;
+            (c, "the application-default credentials".into())
+        }
     };
     // Transient failures are retried a few times within the call (AIP-194: only UNAVAILABLE);
     // anything longer is the runner's backoff.
@@ -84,8 +96,8 @@ pub async fn source(cfg: GkeConfig, credentials: Option<Credentials>) -> Result<
     let fetch_creds = creds.clone();
     let token_timeout = cfg.token_timeout;
     let (token, refresh) = refresh_token(cfg.token_refresh, move || {
-        let c = fetch_creds.clone();
-        async move { bearer_within(&c, token_timeout).await }
+        let (c, check) = (fetch_creds.clone(), check.clone());
+        async move { bearer_within(&c, token_timeout, &check).await }
     })
     .await?;
     let tuning = Tuning::with_backoff(cfg.backoff_min, cfg.backoff_max);
@@ -96,8 +108,8 @@ pub async fn source(cfg: GkeConfig, credentials: Option<Credentials>) -> Result<
 
 /// [`bearer`] bounded by `limit`: a metadata server or token endpoint that accepts the
 /// connection and never answers would otherwise stall the source's start and its refreshes.
-async fn bearer_within(creds: &Credentials, limit: std::time::Duration) -> Result<String, SourceError> {
-    tokio::time::timeout(limit, bearer(creds)).await.unwrap_or_else(|_| {
+async fn bearer_within(creds: &Credentials, limit: std::time::Duration, check: &str) -> Result<String, SourceError> {
+    tokio::time::timeout(limit, bearer(creds, check)).await.unwrap_or_else(|_| {
         Err(SourceError::new(
             ErrorKind::Unavailable,
             format!(
@@ -108,16 +120,23 @@ async fn bearer_within(creds: &Credentials, limit: std::time::Duration) -> Resul
     })
 }
 
-/// The bearer token the credentials currently hold (they renew it before expiry).
-async fn bearer(creds: &Credentials) -> Result<String, SourceError> {
+/// The bearer token the credentials currently hold (they renew it before expiry); `check`
+/// names the credentials in errors.
+async fn bearer(creds: &Credentials, check: &str) -> Result<String, SourceError> {
     let auth = |m: String| SourceError::new(ErrorKind::Auth, m);
     let headers = match creds.headers(Default::default()).await {
         Ok(CacheableResource::New { data, .. }) => data,
         Ok(CacheableResource::NotModified) => return Err(auth("credentials returned no headers".into())),
         Err(e) => {
-            return Err(auth(format!(
-                "cannot get a Google access token: {e}; check the application-default credentials"
-            )));
+            // The library's message leaves out the cause (the token endpoint's `invalid_grant`
+            // and the like), which is what tells the operator what to fix.
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            return Err(auth(format!("cannot get a Google access token: {why}; check {check}")));
         }
     };
     let value = headers
@@ -125,6 +144,51 @@ async fn bearer(creds: &Credentials) -> Result<String, SourceError> {
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| auth("the credentials give no Authorization header (anonymous?)".into()))?;
     Ok(value.strip_prefix("Bearer ").unwrap_or(value).to_owned())
+}
+
+/// Credentials from a Google credentials JSON file, dispatched on its `type` the way
+/// google-cloud-auth does for the `GOOGLE_APPLICATION_CREDENTIALS` file (it has no public
+/// builder taking the JSON itself).
+fn from_file(path: &std::path::Path) -> Result<Credentials, SourceError> {
+    use google_cloud_auth::credentials::{external_account, impersonated, service_account, user_account};
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Auth };
+        SourceError::new(
+            kind,
+            format!("cannot read the Google credentials file {shown} (`credentials_file`): {e}; check the path and that the federator may read it"),
+        )
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        SourceError::new(
+            ErrorKind::Auth,
+            format!("the Google credentials file {shown} is not JSON: {e}; use a key or a file from `gcloud iam workload-identity-pools create-cred-config`"),
+        )
+    })?;
+    let kind = json.get("type").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let built = match kind.as_str() {
+        "authorized_user" => user_account::Builder::new(json).with_scopes([SCOPE]).build(),
+        "service_account" => service_account::Builder::new(json)
+            .with_access_specifier(service_account::AccessSpecifier::from_scopes([SCOPE]))
+            .build(),
+        "external_account" => external_account::Builder::new(json).with_scopes([SCOPE]).build(),
+        "impersonated_service_account" => impersonated::Builder::new(json).with_scopes([SCOPE]).build(),
+        other => {
+            return Err(SourceError::new(
+                ErrorKind::Auth,
+                format!(
+                    "the Google credentials file {shown} has `type` {other:?}; expected service_account, \
+                     authorized_user, external_account or impersonated_service_account"
+                ),
+            ));
+        }
+    };
+    built.map_err(|e| {
+        SourceError::new(
+            ErrorKind::Auth,
+            format!("the Google credentials file {shown} ({kind}) is not usable: {e}; check its fields against the file Google issued"),
+        )
+    })
 }
 
 /// Classifies a GKE Hub failure.
@@ -142,7 +206,9 @@ fn classify(cfg: &GkeConfig, e: &google_cloud_gkehub_v1::Error) -> SourceError {
             (ErrorKind::Unavailable, "")
         }
         _ if e.is_deserialization() => (ErrorKind::Malformed, ""),
-        _ if e.is_authentication() => (ErrorKind::Auth, "; check the application-default credentials"),
+        _ if e.is_authentication() => {
+            (ErrorKind::Auth, "; check `credentials_file` or the application-default credentials")
+        }
         _ => (ErrorKind::Unavailable, ""),
     };
     SourceError::new(kind, format!("GKE Hub memberships of {}/{}: {e}{hint}", cfg.project, cfg.location))

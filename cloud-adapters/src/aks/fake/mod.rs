@@ -17,7 +17,10 @@
 //!   `InvalidAuthenticationToken`, `ExpiredAuthenticationToken` or
 //!   `InvalidAuthenticationTokenAudience` otherwise, with ARM's error body;
 //! - `POST /{tenant}/oauth2/v2.0/token` (client-credentials grant) for one service principal,
-//!   answering `{"token_type":"Bearer","expires_in":N,"access_token":...}` or an AADSTS error;
+//!   authenticated by its client secret or, as AKS workload identity does, by a
+//!   `client_assertion` (`jwt-bearer`) equal to the projected service-account token its
+//!   federated credential accepts ([`FakeArm::set_federated_assertion`]); answering
+//!   `{"token_type":"Bearer","expires_in":N,"access_token":...}` or an AADSTS error;
 //! - 404 `ResourceGroupNotFound` / `ResourceNotFound` / `SubscriptionNotFound` bodies.
 //!
 //! Test controls: clusters and members added and removed, token lifetime and expiry, injected
@@ -142,6 +145,29 @@ impl FakeArm {
             fleet_api_version: defaults::fleet_api_version(),
             aks_api_version: defaults::aks_api_version(),
         }
+    }
+
+    /// As [`FakeArm::config`], with AKS workload identity: the federated token read from
+    /// `token_file` (what `AZURE_FEDERATED_TOKEN_FILE` names in a pod), given explicitly so
+    /// tests need no process environment.
+    pub fn workload_identity_config(&self, resource_group: &str, fleet: Option<&str>, token_file: &Path) -> AksConfig {
+        let mut cfg = self.config(resource_group, fleet);
+        cfg.credential = CredentialConfig::WorkloadIdentity {
+            tenant_id: Some(Self::TENANT.into()),
+            client_id: Some(Self::CLIENT_ID.into()),
+            token_file: Some(token_file.to_owned()),
+        };
+        cfg
+    }
+
+    /// The assertion the app's federated credential accepts from now on (`None`: none).
+    pub fn set_federated_assertion(&self, assertion: Option<&str>) {
+        self.update(|s| s.federated_assertion = assertion.map(str::to_owned))
+    }
+
+    /// The access tokens issued for `scope` so far, in order.
+    pub fn tokens_for(&self, scope: &str) -> Vec<String> {
+        self.update(|s| s.tokens_for(scope))
     }
 
     /// Runs `f` with the state locked: several changes become visible at once.

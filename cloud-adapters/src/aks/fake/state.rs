@@ -116,6 +116,14 @@ fn json_response(status: u16, body: Value) -> FakeResponse {
     FakeResponse { status, headers: Vec::new(), body: body.to_string() }
 }
 
+/// Microsoft identity platform's error body: `AADSTS{code}: ...` in `error_description`.
+fn aad_error(status: u16, error: &str, code: u32, description: &str) -> FakeResponse {
+    json_response(
+        status,
+        json!({"error": error, "error_description": format!("AADSTS{code}: {description}"), "error_codes": [code]}),
+    )
+}
+
 fn arm_error(status: u16, code: &str, message: impl Into<String>) -> FakeResponse {
     json_response(status, json!({"error": {"code": code, "message": message.into()}}))
 }
@@ -139,6 +147,9 @@ pub struct ArmState {
     pub client_id: String,
     /// Its secret.
     pub client_secret: String,
+    /// The client assertion (projected service-account token) the app's federated credential
+    /// accepts; `None`: no federated credential, client assertions are rejected.
+    pub federated_assertion: Option<String>,
     /// `expires_in` of issued tokens, seconds.
     pub token_ttl: u64,
     /// Items per list page.
@@ -163,6 +174,7 @@ impl ArmState {
             tenant: tenant.into(),
             client_id: client_id.into(),
             client_secret: client_secret.into(),
+            federated_assertion: None,
             token_ttl: 3600,
             page_size: 100,
             resource_groups: BTreeMap::new(),
@@ -242,6 +254,13 @@ impl ArmState {
         self.issued.clone()
     }
 
+    /// The access tokens issued for `scope` so far, in order.
+    pub fn tokens_for(&self, scope: &str) -> Vec<String> {
+        // Tokens are numbered in issue order: fake-aad-token-{position in `issued` + 1}.
+        let numbered = self.issued.iter().enumerate().filter(|(_, s)| *s == scope);
+        numbered.map(|(i, _)| format!("fake-aad-token-{}", i + 1)).collect()
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.requests.clone()
@@ -310,12 +329,6 @@ impl ArmState {
     }
 
     fn token_endpoint(&mut self, req: &FakeRequest) -> FakeResponse {
-        let aad_error = |status: u16, error: &str, code: u32, description: &str| {
-            json_response(
-                status,
-                json!({"error": error, "error_description": format!("AADSTS{code}: {description}"), "error_codes": [code]}),
-            )
-        };
         if req.method != "POST" {
             return aad_error(405, "invalid_request", 900561, "The endpoint only accepts POST requests.");
         }
@@ -331,8 +344,8 @@ impl ArmState {
         if get("client_id") != self.client_id {
             return aad_error(400, "unauthorized_client", 700016, "Application not found in the directory.");
         }
-        if get("client_secret") != self.client_secret {
-            return aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.");
+        if let Err(resp) = self.client_authentication(&form) {
+            return resp;
         }
         let scope = get("scope").to_owned();
         if !scope.ends_with("/.default") || scope.contains(' ') {
@@ -347,6 +360,49 @@ impl ArmState {
             200,
             json!({"token_type": "Bearer", "expires_in": self.token_ttl, "ext_expires_in": self.token_ttl, "access_token": access_token}),
         )
+    }
+
+    /// Checks the client's proof: a secret, or a client assertion matching the federated
+    /// credential (workload identity), as Microsoft identity platform's client-credentials
+    /// grant takes either.
+    fn client_authentication(&self, form: &HashMap<String, String>) -> Result<(), FakeResponse> {
+        let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+        let (secret, assertion, assertion_type) =
+            (get("client_secret"), get("client_assertion"), get("client_assertion_type"));
+        match (secret.is_empty(), assertion.is_empty()) {
+            (true, true) => Err(aad_error(
+                400,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            )),
+            (false, false) => Err(aad_error(
+                400,
+                "invalid_request",
+                90015,
+                "Requested query string is too long or contains both client_secret and client_assertion.",
+            )),
+            (false, true) if secret != self.client_secret => {
+                Err(aad_error(401, "invalid_client", 7000215, "Invalid client secret provided."))
+            }
+            (false, true) => Ok(()),
+            (true, false) if assertion_type != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" => {
+                Err(aad_error(400, "invalid_request", 50027, "Invalid client_assertion_type."))
+            }
+            (true, false) if assertion.split('.').count() != 3 => {
+                Err(aad_error(401, "invalid_client", 50027, "JWT token is invalid or malformed."))
+            }
+            (true, false) if self.federated_assertion.as_deref() != Some(assertion) => Err(aad_error(
+                401,
+                "invalid_client",
+                700211,
+                &format!(
+                    "No matching federated identity record found for presented assertion issuer. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. Application: '{}'.",
+                    self.client_id
+                ),
+            )),
+            (true, false) => Ok(()),
+        }
     }
 
     fn authorize(&self, token: Option<&str>) -> Result<(), FakeResponse> {
@@ -543,5 +599,50 @@ fn parse_form(body: &[u8]) -> HashMap<String, String> {
     match azure_core::http::Url::parse(&format!("http://form.invalid/?{text}")) {
         Ok(u) => u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
         Err(_) => HashMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_request(body: &str) -> FakeRequest {
+        FakeRequest {
+            method: "POST".into(),
+            path: "/tenant-1/oauth2/v2.0/token".into(),
+            query: String::new(),
+            authorization: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn aadsts(r: &FakeResponse) -> (u16, String) {
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        (r.status, v["error_description"].as_str().unwrap_or_default().split(':').next().unwrap_or_default().into())
+    }
+
+    #[test]
+    fn client_assertions_are_checked_like_a_federated_credential() {
+        let mut s = ArmState::new("https://127.0.0.1:1".into(), "sub", "tenant-1", "app-1", "secret-1");
+        s.federated_assertion = Some("h.p.s".into());
+        let base = "grant_type=client_credentials&client_id=app-1&scope=x%2F.default";
+        let jwt = "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+        let ok = s.handle(token_request(&format!("{base}&{jwt}&client_assertion=h.p.s")));
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        let cases = [
+            (format!("{base}&{jwt}&client_assertion=h.p.other"), (401, "AADSTS700211")),
+            (format!("{base}&{jwt}&client_assertion=not-a-jwt"), (401, "AADSTS50027")),
+            (format!("{base}&client_assertion_type=bearer&client_assertion=h.p.s"), (400, "AADSTS50027")),
+            (format!("{base}&{jwt}&client_assertion=h.p.s&client_secret=secret-1"), (400, "AADSTS90015")),
+            (base.to_owned(), (400, "AADSTS7000218")),
+        ];
+        for (body, want) in cases {
+            let r = s.handle(token_request(&body));
+            assert_eq!(aadsts(&r), (want.0, want.1.to_owned()), "{body}");
+        }
+        s.federated_assertion = None;
+        let r = s.handle(token_request(&format!("{base}&{jwt}&client_assertion=h.p.s")));
+        assert_eq!(aadsts(&r), (401, "AADSTS700211".to_owned()));
+        assert_eq!(s.tokens_for("x/.default"), ["fake-aad-token-1"]);
     }
 }
