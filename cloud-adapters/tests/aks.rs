@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{clusters_with, next, until};
+use skybridge_api::catalog::SourceSnapshot;
 use skybridge_api::source::ErrorKind;
 use skybridge_cloud_adapters::aks::fake::{FakeArm, FakeCluster};
 use skybridge_cloud_adapters::aks::source;
@@ -47,23 +48,7 @@ fn export(api: &FakeApiServer, name: &str, ip: &str) {
 
 #[tokio::test]
 async fn fleet_members_exports_flow_and_members_leave() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let arm = FakeArm::start().await.unwrap();
-    let (weu, eus) = (k8s().await, k8s().await);
-    let a = arm.put_cluster(member_cluster("aks-weu-1", "westeurope", &weu));
-    let b = arm.put_cluster(member_cluster("aks-eus-1", "eastus", &eus));
-    arm.put_member(RG, FLEET, "weu", &a);
-    arm.put_member(RG, FLEET, "eus", &b);
-    export(&weu, "checkout", "10.20.0.1");
-    export(&eus, "checkout", "10.30.0.1");
-
-    let mut cfg = arm.config(RG, Some(FLEET));
-    cfg.interval = Duration::from_millis(300);
-    let mut src = source::source(cfg).await.unwrap();
-    let s = until(&mut src, "checkout in both members", |s| {
-        clusters_with(s, "prod/checkout") == ["aks-eus-1", "aks-weu-1"]
-    })
-    .await;
+    let (arm, weu, _eus, mut src, s) = synced_pair().await;
     let regions: Vec<(&str, &str)> = s.clusters.iter().map(|c| (c.id.as_str(), c.region.as_str())).collect();
     assert_eq!(regions, [("aks-eus-1", "eastus"), ("aks-weu-1", "westeurope")]);
     let tls = s.services.values().flatten().find(|e| e.cluster.as_str() == "aks-weu-1").unwrap();
@@ -85,8 +70,9 @@ async fn a_missing_fleet_is_not_found() {
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
 }
 
-/// Two members (`aks-weu-1`, `aks-eus-1`) each exporting `checkout`, synced.
-async fn synced_pair() -> (FakeArm, FakeApiServer, FakeApiServer, source::AksFleet) {
+/// Two members (`aks-weu-1`, `aks-eus-1`) each exporting `checkout`, synced, with the
+/// snapshot that showed both.
+async fn synced_pair() -> (FakeArm, FakeApiServer, FakeApiServer, source::AksFleet, SourceSnapshot) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let arm = FakeArm::start().await.unwrap();
     let (weu, eus) = (k8s().await, k8s().await);
@@ -99,9 +85,11 @@ async fn synced_pair() -> (FakeArm, FakeApiServer, FakeApiServer, source::AksFle
     let mut cfg = arm.config(RG, Some(FLEET));
     cfg.interval = Duration::from_millis(300);
     let mut src = source::source(cfg).await.unwrap();
-    until(&mut src, "checkout in both members", |s| clusters_with(s, "prod/checkout") == ["aks-eus-1", "aks-weu-1"])
-        .await;
-    (arm, weu, eus, src)
+    let s = until(&mut src, "checkout in both members", |s| {
+        clusters_with(s, "prod/checkout") == ["aks-eus-1", "aks-weu-1"]
+    })
+    .await;
+    (arm, weu, eus, src, s)
 }
 
 /// The endpoint addresses `cluster` exports for `prod/checkout`.
@@ -119,7 +107,7 @@ fn checkout_endpoints(s: &skybridge_api::catalog::SourceSnapshot, cluster: &str)
 
 #[tokio::test]
 async fn an_endpoint_change_reaches_the_snapshot() {
-    let (_arm, weu, _eus, mut src) = synced_pair().await;
+    let (_arm, weu, _eus, mut src, _) = synced_pair().await;
     let eps = [("10.20.0.1", Some(true), Some("1")), ("10.20.0.2", Some(true), Some("2"))];
     weu.apply(objects::endpoint_slice("prod", "checkout-1", "checkout", &[("https", 8443)], &eps)).unwrap();
     let s = until(&mut src, "two endpoints in westeurope", |s| checkout_endpoints(s, "aks-weu-1").len() == 2).await;
@@ -129,7 +117,7 @@ async fn an_endpoint_change_reaches_the_snapshot() {
 
 #[tokio::test]
 async fn a_member_outage_keeps_its_last_exports_and_lists_it_failing() {
-    let (_arm, _weu, eus, mut src) = synced_pair().await;
+    let (_arm, _weu, eus, mut src, _) = synced_pair().await;
     eus.update(|c| {
         c.inject(Injection::new(Fault::Status(503), u32::MAX));
         c.close_watches();

@@ -12,6 +12,7 @@ use common::{clusters_with, next, until};
 use google_cloud_auth::credentials::{CacheableResource, Credentials, CredentialsProvider, EntityTag};
 use http::{Extensions, HeaderMap, HeaderValue};
 use serde_json::Value;
+use skybridge_api::catalog::SourceSnapshot;
 use skybridge_api::source::ErrorKind;
 use skybridge_cloud_adapters::gke::fake::{FakeHub, membership};
 use skybridge_cloud_adapters::gke::fake_oauth::FakeTokenEndpoint;
@@ -69,28 +70,34 @@ async fn export(k8s: &FakeApiServer, name: &str, ip: &str) {
     .unwrap();
 }
 
-#[tokio::test]
-async fn fleet_members_exports_add_change_remove() {
+/// Two memberships (`gke-east`, `gke-west`) each exporting `payments`, every server requiring
+/// `token-1`; returns them with the source (its token counter at 1) and the snapshot showing both.
+async fn synced_pair() -> (FakeHub, FakeApiServer, FakeApiServer, Arc<AtomicUsize>, gke::GkeFleet, SourceSnapshot) {
     init();
     let token = Arc::new(AtomicUsize::new(1));
     let creds = Credentials::from(Rotating(token.clone()));
     let hub = FakeHub::start().await.unwrap();
     hub.set_token(Some("token-1"));
-    let east = FakeApiServer::start().await.unwrap();
-    let west = FakeApiServer::start().await.unwrap();
-    east.set_token(Some("token-1"));
-    west.set_token(Some("token-1"));
+    let (east, west) = (FakeApiServer::start().await.unwrap(), FakeApiServer::start().await.unwrap());
+    for s in [&east, &west] {
+        s.set_token(Some("token-1"));
+    }
     hub.set_members(vec![
         membership("fleet-prj", "global", "gke-east", "us-east1"),
         membership("fleet-prj", "us-west1", "gke-west", "us-west1"),
     ]);
     export(&east, "payments", "10.0.0.1").await;
     export(&west, "payments", "10.1.0.1").await;
-
     let mut src = gke::source(config(&hub, &[("gke-east", &east), ("gke-west", &west)]), Some(creds)).await.unwrap();
     let s =
         until(&mut src, "payments in both clusters", |s| clusters_with(s, "prod/payments") == ["gke-east", "gke-west"])
             .await;
+    (hub, east, west, token, src, s)
+}
+
+#[tokio::test]
+async fn fleet_members_exports_add_change_remove() {
+    let (hub, east, west, token, mut src, s) = synced_pair().await;
     let regions: Vec<(String, String)> = s.clusters.iter().map(|c| (c.id.to_string(), c.region.clone())).collect();
     assert_eq!(regions, [("gke-east".into(), "us-east1".into()), ("gke-west".into(), "us-west1".into())]);
 
@@ -185,21 +192,7 @@ async fn a_failed_listing_is_retried_on_the_next_call_not_a_rediscover_later() {
 
 #[tokio::test]
 async fn a_member_outage_keeps_its_last_exports_and_lists_it_failing() {
-    init();
-    let creds = Credentials::from(Rotating(Arc::new(AtomicUsize::new(1))));
-    let hub = FakeHub::start().await.unwrap();
-    let (east, west) = (FakeApiServer::start().await.unwrap(), FakeApiServer::start().await.unwrap());
-    for s in [&east, &west] {
-        s.set_token(Some("token-1"));
-    }
-    hub.set_members(vec![
-        membership("fleet-prj", "global", "gke-east", "us-east1"),
-        membership("fleet-prj", "us-west1", "gke-west", "us-west1"),
-    ]);
-    export(&east, "payments", "10.0.0.1").await;
-    export(&west, "payments", "10.1.0.1").await;
-    let mut src = gke::source(config(&hub, &[("gke-east", &east), ("gke-west", &west)]), Some(creds)).await.unwrap();
-    until(&mut src, "payments in both", |s| clusters_with(s, "prod/payments") == ["gke-east", "gke-west"]).await;
+    let (_hub, _east, west, _token, mut src, _) = synced_pair().await;
 
     west.update(|c| {
         c.inject(Injection::new(Fault::Status(503), u32::MAX));

@@ -108,13 +108,28 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn metrics_text(api: SocketAddr) -> String {
+fn http_get(api: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(api).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+fn metrics_text(api: SocketAddr) -> String {
+    http_get(api, "/metrics")
+}
+
+/// Whether the federator has recorded an ACK of `version` (or later) from `n` connected gateways.
+fn all_acked(api: SocketAddr, version: u64, n: usize) -> bool {
+    let text = http_get(api, "/api/v1/gateways");
+    let Some(body) = text.split("\r\n\r\n").nth(1) else { return false };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return false };
+    let acked = v["gateways"].as_array().into_iter().flatten().filter(|g| {
+        g["connected"].as_bool() == Some(true) && g["acked_version"].as_u64().is_some_and(|a| a >= version)
+    });
+    acked.count() >= n
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -263,6 +278,7 @@ async fn main() {
 
     // One service changes per step; time until every gateway applied the new version.
     let mut times = Vec::new();
+    let mut ack_times = Vec::new();
     let mut version = first;
     for step in 1..=changes {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -283,6 +299,12 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         times.push(start.elapsed().as_secs_f64() * 1e3);
+        // The measure: until the federator has every gateway's ACK of the version.
+        while !all_acked(api, version, CLUSTERS.len() + sims) {
+            assert!(start.elapsed() < Duration::from_secs(60), "ACKs of version {version} did not arrive");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        ack_times.push(start.elapsed().as_secs_f64() * 1e3);
         if std::env::var_os("BENCH_DEBUG").is_some() {
             let fed_version = metrics_text(api)
                 .lines()
@@ -295,6 +317,7 @@ async fn main() {
     }
     let in_order = times.clone();
     times.sort_by(f64::total_cmp);
+    ack_times.sort_by(f64::total_cmp);
     let (rss_end, hwm) = rss_kib(fed.child.id());
     let metrics = metrics_text(api);
     let counters: Vec<&str> = metrics
@@ -326,6 +349,11 @@ async fn main() {
     );
     println!("| propagation, source change to all applied, p50 ({changes} changes) | {:.0} ms |", pct(&times, 0.5));
     println!("| propagation p99 | {:.0} ms |", pct(&times, 0.99));
+    println!(
+        "| source change to every ACK recorded by the federator, p50 / p99 | {:.0} / {:.0} ms |",
+        pct(&ack_times, 0.5),
+        pct(&ack_times, 0.99)
+    );
     println!(
         "| federator RSS after sync / at end / peak | {} / {} / {} MB |",
         rss_synced / 1024,

@@ -259,6 +259,14 @@ async fn catalog_flows_to_gateways_and_survives_the_federator() {
     fed.shutdown().await;
     until("aws-1 sees the federator gone", async || a.context().federation.lock().unwrap().state != "connected").await;
     assert!(get(&a, "web.prod").await.ends_with("hello from gcp-1\n"), "static stability");
+    // Operators see it: /status names the federator state and the version still routed on.
+    let status = http_text(a.addrs.admin, "/status").await;
+    let body: serde_json::Value = serde_json::from_str(status.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_ne!(body["federator"]["state"], "connected", "{body}");
+    assert_eq!(body["federator"]["catalog_version"], version, "{body}");
+    let metrics = http_text(a.addrs.admin, "/metrics").await;
+    assert!(metrics.contains("skybridge_gateway_federator_connected 0"), "{metrics}");
+    assert!(metrics.contains(&format!("skybridge_gateway_catalog_version {version}")), "{metrics}");
 
     // Restarted on the same store: same version; gateways resync without a new snapshot.
     let snapshots = |g: &gw_app::Running| {

@@ -35,15 +35,23 @@ pub struct ServicesArgs {
     pub cluster: Option<String>,
 }
 
-/// A source's state as `status` and `check` show it: `ok`, `stale` (failing; its last good
+/// A source's state as `status` and `check` show it: `ok`, `degraded` (syncing, but some
+/// member clusters of a fleet fail and their data is stale), `stale` (failing; its last good
 /// data is still served), `failing` (no good data at all) or `pending` (not tried yet).
 pub fn source_state(s: &SourceStatusDto) -> &'static str {
     match (s.last_attempt, s.consecutive_failures, s.stale_since) {
         (None, ..) => "pending",
         (_, _, Some(_)) => "stale",
+        (_, 0, None) if !s.failing_clusters.is_empty() => "degraded",
         (_, 0, None) => "ok",
         _ => "failing",
     }
+}
+
+/// The failing member clusters of a fleet source, in one line: `gke-2 (unavailable: …); gke-3 (…)`.
+pub fn failing_clusters(s: &SourceStatusDto) -> String {
+    let parts: Vec<String> = s.failing_clusters.iter().map(|(c, f)| format!("{c} ({}: {})", f.kind, f.error)).collect();
+    parts.join("; ")
 }
 
 /// `443/tls,80/http`.
@@ -138,7 +146,11 @@ pub fn status_text(api: &str, o: &Overview, now: u64) -> String {
             state,
             s.last_success.map_or("never".into(), |at| format!("{} ago", age_at(now, at))),
             s.services.to_string(),
-            s.last_error.clone().filter(|_| s.consecutive_failures > 0).unwrap_or_else(|| "-".into()),
+            match s.last_error.clone().filter(|_| s.consecutive_failures > 0) {
+                Some(e) => e,
+                None if !s.failing_clusters.is_empty() => format!("members failing: {}", failing_clusters(s)),
+                None => "-".into(),
+            },
         ]);
     }
     out.push_str(&t.render());

@@ -75,6 +75,7 @@ fn status_summarizes_and_names_source_states() {
         last_error_kind: None,
         stale_since: stale,
         services: 1,
+        failing_clusters: Default::default(),
     };
     let o = Overview {
         clusters: clusters(),

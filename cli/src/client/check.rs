@@ -169,6 +169,14 @@ fn sources(d: &Docs, now: u64, out: &mut Vec<Finding>) {
         out.push(match source_state(s) {
             "ok" => ok("source", format!("{id} ({}) synced {synced}, {} services", s.kind, s.services)),
             "pending" => fail("source", format!("{id} ({}) has not synced yet", s.kind)),
+            "degraded" => fail(
+                "source",
+                format!(
+                    "{id} ({}) syncs, but member clusters fail and their exports are served stale: {}",
+                    s.kind,
+                    super::catalog::failing_clusters(s)
+                ),
+            ),
             "stale" => fail(
                 "source",
                 format!(

@@ -1,6 +1,8 @@
 //! `check`'s logic on hand-made documents: no sockets.
 
-use skybridge_federator::api::dto::{CloudDto, ClusterDto, GatewayCounts, GatewayDto, LatencyPath, SourceStatusDto};
+use skybridge_federator::api::dto::{
+    CloudDto, ClusterDto, ClusterFailureDto, GatewayCounts, GatewayDto, LatencyPath, SourceStatusDto,
+};
 
 use super::*;
 
@@ -47,6 +49,7 @@ fn source(failures: u32, stale_since: Option<u64>) -> SourceStatusDto {
         last_error_kind: (failures > 0).then(|| "not_found".into()),
         stale_since,
         services: 3,
+        failing_clusters: Default::default(),
     }
 }
 
@@ -167,12 +170,24 @@ fn missing_old_and_suspect_paths_fail() {
 fn failing_sources_name_their_error_and_age() {
     let mut f = healthy();
     let d = f.docs.as_mut().unwrap();
+    let mut fleet = source(0, None);
+    fleet.kind = "gke-fleet".into();
+    fleet.failing_clusters.insert(
+        "gke-2".into(),
+        ClusterFailureDto { since: NOW - 5_000, kind: "unavailable".into(), error: "connection refused".into() },
+    );
     d.sources = Ok(SourcesResponse {
-        sources: [("gcp".to_owned(), source(2, Some(NOW - 41_000))), ("new".to_owned(), source(1, None))].into(),
+        sources: [
+            ("fleet".to_owned(), fleet),
+            ("gcp".to_owned(), source(2, Some(NOW - 41_000))),
+            ("new".to_owned(), source(1, None)),
+        ]
+        .into(),
     });
     assert_eq!(
         failures(&f),
         [
+            "fleet (gke-fleet) syncs, but member clusters fail and their exports are served stale: gke-2 (unavailable: connection refused)",
             "gcp (static) is failing (not_found: file missing) since 41s ago; its data is stale: last synced 100s ago",
             "new (static) is failing (not_found: file missing), 1 attempts in a row; last synced 100s ago"
         ]

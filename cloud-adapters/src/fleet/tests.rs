@@ -12,12 +12,11 @@ use tokio::time::Instant;
 use super::{Discovery, Fleet, Member};
 use crate::k8s::fake::objects::{endpoint_slice, service, service_export};
 use crate::k8s::fake::{FakeApiServer, Fault, Injection};
+use crate::k8s::tests::wait_for;
 use crate::k8s::{ApiServer, ExportApi, SharedToken, Tuning};
 
 /// Generous: only a broken implementation gets near it.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-type Outcome = Result<SourceSnapshot, SourceError>;
 
 /// Discovery answering whatever the test last set.
 #[derive(Clone)]
@@ -86,18 +85,6 @@ fn break_server(fake: &FakeApiServer, fault: Fault) {
         c.inject(Injection::new(fault, u32::MAX));
         c.close_watches();
     });
-}
-
-async fn wait_for(src: &mut Fleet<Static>, what: &str, want: impl Fn(&Outcome) -> bool) -> Outcome {
-    let deadline = Instant::now() + PATIENCE;
-    let mut seen = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, src.next()).await {
-            Ok(o) if want(&o) => return o,
-            Ok(o) => seen.push(o),
-            Err(_) => panic!("timed out waiting for {what}; saw {seen:#?}"),
-        }
-    }
 }
 
 async fn snapshot_where(src: &mut Fleet<Static>, what: &str, want: impl Fn(&SourceSnapshot) -> bool) -> SourceSnapshot {

@@ -28,7 +28,7 @@ mod watch;
 #[cfg(feature = "testing")]
 pub mod fake;
 #[cfg(all(test, feature = "testing"))]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt;
 use std::time::Duration;

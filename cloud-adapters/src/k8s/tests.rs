@@ -53,10 +53,11 @@ async fn start() -> (FakeApiServer, SharedToken, ClusterWatch) {
     (fake, token, src)
 }
 
-type Outcome = Result<SourceSnapshot, SourceError>;
+pub(crate) type Outcome = Result<SourceSnapshot, SourceError>;
 
-/// Waits for the next outcome that satisfies `want`, skipping others.
-async fn wait_for(src: &mut ClusterWatch, what: &str, want: impl Fn(&Outcome) -> bool) -> Outcome {
+/// Waits for the next outcome of `src` that satisfies `want`, skipping others (shared with the
+/// fleet's tests).
+pub(crate) async fn wait_for(src: &mut impl CatalogSource, what: &str, want: impl Fn(&Outcome) -> bool) -> Outcome {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut seen = Vec::new();
     loop {
