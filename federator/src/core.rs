@@ -126,23 +126,18 @@ impl Core {
                 st.consecutive_failures = 0;
                 st.stale_since = None;
                 st.services = snapshot.services.len();
-                let failing_clusters: BTreeMap<ClusterId, UnixMillis> = snapshot
-                    .failing
-                    .keys()
-                    .map(|c| (c.clone(), st.failing_clusters.get(c).map_or(u.at, |f| f.since)))
-                    .collect();
+                // A failing cluster keeps the time it was first seen failing.
                 st.failing_clusters = snapshot
                     .failing
                     .iter()
                     .map(|(c, e)| {
-                        let f = ClusterFailure {
-                            since: failing_clusters[c],
-                            kind: e.kind.as_str().to_owned(),
-                            error: e.message.clone(),
-                        };
+                        let since = st.failing_clusters.get(c).map_or(u.at, |f| f.since);
+                        let f = ClusterFailure { since, kind: e.kind.as_str().to_owned(), error: e.message.clone() };
                         (c.clone(), f)
                     })
                     .collect();
+                let failing_clusters: BTreeMap<ClusterId, UnixMillis> =
+                    st.failing_clusters.iter().map(|(c, f)| (c.clone(), f.since)).collect();
                 // A poll that found what the last one did (the common case for polled sources)
                 // changes nothing the merge reads but the sync time: skip the merge. Comparing
                 // is cheap, as unchanged endpoint lists are the same allocation by now.
@@ -151,8 +146,8 @@ impl Core {
                     && *input.snapshot == snapshot
                 {
                     input.synced_at = u.at;
-                    // Failing clusters still age towards their stale timeout.
-                    return if failing_clusters.is_empty() { None } else { self.remerge(u.at) };
+                    // Failing clusters age towards their stale timeout on the merge ticks.
+                    return None;
                 }
                 self.inputs.insert(
                     u.source,
@@ -348,7 +343,7 @@ mod tests {
             core.on_update(SourceUpdate { source: "static".into(), at: 500, result: Ok(degraded.clone()) }).is_none()
         );
         assert_eq!(core.status()["static"].failing_clusters[&member].since, 20);
-        // ...until its stale timeout passes, which heartbeats and ticks both notice.
+        // ...until its stale timeout passes, which the merge tick notices.
         let expired = core.on_tick(20 + 1_001).unwrap();
         assert!(expired.services.is_empty());
         // Recovery brings the exports back, fresh.
