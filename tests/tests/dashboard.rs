@@ -241,12 +241,23 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
     let row = &page.find_all("#services tr[data-service='prod/payments']").await[0];
     let text = page.text(row).await;
     assert!(text.contains("aws-1 2/2") && text.contains("gcp-1 1/1") && text.contains("3/3"), "{text}");
-    let routes = api(base, "/api/v1/latency?service=prod/payments").await;
-    for r in routes["routes"].as_array().unwrap() {
-        let from = r["from"].as_str().unwrap();
-        let sel = format!("#services tr[data-service='prod/payments'] .route[data-from='{from}']");
-        let el = &page.find_all(&sel).await[0];
-        assert_eq!(page.attr(el, "data-preferred").await.unwrap(), r["preferred"].as_str().unwrap_or(""), "{sel}");
+    // Routes follow measured RTTs, which gateways report every few seconds: the page and a
+    // later API read may straddle a report, so compare until both show the same reports.
+    let consistent = until("the page shows the API's preferred routes", 15, async || {
+        let routes = api(base, "/api/v1/latency?service=prod/payments").await;
+        let mut seen = Vec::new();
+        for r in routes["routes"].as_array().unwrap() {
+            let from = r["from"].as_str().unwrap();
+            let sel = format!("#services tr[data-service='prod/payments'] .route[data-from='{from}']");
+            let el = &page.find_all(&sel).await[0];
+            let shown = page.attr(el, "data-preferred").await.unwrap();
+            seen.push((sel, shown, r["preferred"].as_str().unwrap_or("").to_owned()));
+        }
+        seen.iter().all(|(_, shown, want)| shown == want).then_some(seen)
+    })
+    .await;
+    for (sel, shown, want) in consistent {
+        assert_eq!(shown, want, "{sel}");
     }
 
     // Sources and events have content; no error banner.
