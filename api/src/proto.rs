@@ -350,6 +350,17 @@ pub fn policies_from_wire(policies: &[wire::ServicePolicy]) -> Result<BTreeMap<S
     Ok(out)
 }
 
+/// The payload of a gateway's catalog cache file (the file's framing is the gateway's).
+pub fn catalog_cache_to_bytes(c: &wire::CatalogCache) -> Vec<u8> {
+    prost::Message::encode_to_vec(c)
+}
+
+/// Decodes a catalog cache payload; the snapshot in it still needs [`snapshot_from_wire`] and
+/// its digest checked.
+pub fn catalog_cache_from_bytes(bytes: &[u8]) -> Result<wire::CatalogCache, WireError> {
+    <wire::CatalogCache as prost::Message>::decode(bytes).map_err(|e| bad("catalog_cache", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +406,20 @@ mod tests {
         let back = snapshot_from_wire(&wire::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, c);
         assert_eq!(digest(&back), c.digest);
+    }
+
+    #[test]
+    fn catalog_cache_round_trips() {
+        let c = wire::CatalogCache {
+            cluster: "aws-1".into(),
+            trust_domain: "example.org".into(),
+            written_at_unix_ms: 5,
+            snapshot: Some(snapshot_to_wire(&catalog(), vec![], vec![])),
+        };
+        let back = catalog_cache_from_bytes(&catalog_cache_to_bytes(&c)).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(snapshot_from_wire(back.snapshot.as_ref().unwrap()).unwrap(), catalog());
+        assert_eq!(catalog_cache_from_bytes(&[0xff, 0xff]).unwrap_err().field, "catalog_cache");
     }
 
     #[test]

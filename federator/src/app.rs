@@ -1,7 +1,6 @@
 //! Wires one federator top to bottom: certificates, store, merge core, sources, the gateway
 //! control service and the REST API; and the drain sequence. Tests run it on `127.0.0.1:0`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,21 +11,21 @@ use skybridge_api::identity::Role;
 use skybridge_api::proto::wire::control_server::ControlServer;
 use skybridge_api::tls::{CertStore, TlsError, TlsFiles};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::catalog::MergeConfig;
-use crate::config::{Config, SourceConfig};
+use skybridge_api::backoff::Backoff;
+
+use crate::config::{Config, StoreSection};
 use crate::control::{ControlLimits, ControlService, incoming};
-use crate::core::Core;
+use crate::ha::Replica;
+use crate::leader::Leader;
 use crate::metrics::Metrics;
-use crate::sources::{self, Backoff, static_file::StaticFile};
-use crate::state::State;
-use crate::store::{AnyStore, EmbeddedStore, Store, StoreError};
-use skybridge_cloud_adapters::deferred::Deferred;
+use crate::sources::now_millis;
+use crate::state::{Identity, State, StateLimits};
+use crate::store::{AnyStore, EmbeddedStore, EtcdStore, Persisted, Store, StoreError};
 
 /// Why the federator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,15 +63,44 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
 }
 
-/// Starts the federator; returns once both listeners are bound and the store is loaded.
+/// This replica's name: `federator.name`, else `$HOSTNAME` (the pod name), else `federator`.
+fn replica_name(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_owned)
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| crate::config::valid_replica_name(h)))
+        .unwrap_or_else(|| "federator".to_owned())
+}
+
+/// Starts the federator; returns once both listeners are bound (and, with the embedded store,
+/// the store is loaded; a replica on etcd loads in the background and is ready once it has).
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let cfg = Arc::new(cfg);
     let f = &cfg.federator;
     let certs = CertStore::load(TlsFiles::from(&cfg.tls), &f.trust_domain, Role::Federator)?;
-    std::fs::create_dir_all(&f.data_dir)
-        .map_err(|source| StartError::DataDir { path: f.data_dir.display().to_string(), source })?;
-    let store =
-        Arc::new(AnyStore::Embedded(EmbeddedStore::open(&f.data_dir.join("federator.redb"), cfg.limits.max_events)?));
-    let persisted = store.load().await?;
+    let name = replica_name(f.name.as_deref());
+    let (store, persisted) = match &cfg.store {
+        StoreSection::Embedded => {
+            let dir = f.data_dir.clone().unwrap_or_default();
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+            let store = EmbeddedStore::open(&dir.join("federator.redb"), cfg.limits.max_events)?;
+            let persisted = store.load().await?;
+            (Arc::new(AnyStore::Embedded(store)), persisted)
+        }
+        StoreSection::Etcd(e) => {
+            let store = EtcdStore::connect(e, &name, cfg.limits.max_events).await?;
+            // Wrong credentials or a prefix holding something else stop the start; an etcd that
+            // is down does not: the replica serves (not ready) and joins when etcd answers.
+            match store.check_schema().await {
+                Ok(()) => {}
+                Err(e) if e.is_unavailable() => {
+                    tracing::error!(error = %e, "etcd is not reachable yet; retrying in the background")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            (Arc::new(AnyStore::Etcd(Arc::new(store))), Persisted::default())
+        }
+    };
     let token = match &cfg.api.token_file {
         Some(p) => Some(
             std::fs::read_to_string(p).map_err(|source| StartError::Token { path: p.display().to_string(), source })?,
@@ -80,18 +108,23 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         None => None,
     };
 
-    let kinds: BTreeMap<String, String> =
-        cfg.sources.iter().map(|s| (s.id().to_owned(), s.kind().to_owned())).collect();
-    let merge_cfg = MergeConfig { stale_timeout_ms: f.stale_timeout.map(|d| d.as_millis() as u64) };
-    let core = Core::new(persisted.clone(), &kinds, merge_cfg);
+    let identity = Identity {
+        name: name.clone(),
+        started_at: now_millis(),
+        broadcast_local_events: matches!(&*store, AnyStore::Embedded(_)),
+    };
+    let limits = StateLimits {
+        concurrent_snapshots: cfg.limits.concurrent_snapshots,
+        catalog_history: cfg.limits.catalog_history,
+    };
     let state = Arc::new(State::new(
-        core.catalog().clone(),
-        persisted.policies,
-        persisted.gateways,
+        Arc::new(persisted.catalog.clone()),
+        persisted.policies.clone(),
+        persisted.gateways.clone(),
         store.clone(),
-        cfg.limits.concurrent_snapshots,
+        limits,
+        identity,
     ));
-    state.set_sources(core.status().clone());
 
     let control_listener = bind("control (gRPC)", cfg.listen.control).await?;
     let api_listener = bind("REST API", cfg.listen.api).await?;
@@ -107,60 +140,37 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
-    let (tx, rx) = mpsc::channel(cfg.limits.source_queue);
-    tasks.spawn(
-        crate::core::run(core, rx, store, state.clone(), metrics.clone(), f.merge_interval, cancel.clone())
-            .instrument(tracing::info_span!("core")),
-    );
-    for s in &cfg.sources {
-        let span = tracing::info_span!("source", id = s.id(), kind = s.kind());
-        match s.clone() {
-            SourceConfig::Static { id, path, interval, backoff_min, backoff_max } => {
-                let backoff = Backoff { min: backoff_min, max: backoff_max };
-                tasks.spawn(
-                    sources::run(id, StaticFile::new(path, interval), tx.clone(), backoff, cancel.clone())
-                        .instrument(span),
-                );
-            }
-            SourceConfig::AwsCloudmap(c) => {
-                let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };
-                let id = c.id.clone();
-                let (tx, cancel) = (tx.clone(), cancel.clone());
-                // Building the client reads the credential chain's files: do it in the task,
-                // not before the federator is serving.
-                tasks.spawn(
-                    async move {
-                        let source = skybridge_cloud_adapters::aws::CloudMap::new(c).await;
-                        sources::run(id, source, tx, backoff, cancel).await;
-                    }
-                    .instrument(span),
-                );
-            }
-            SourceConfig::GkeFleet(c) => {
-                let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };
-                let id = c.id.clone();
-                let source = Deferred::new("gke-fleet", move || skybridge_cloud_adapters::gke::source(c.clone(), None));
-                tasks.spawn(sources::run(id, source, tx.clone(), backoff, cancel.clone()).instrument(span));
-            }
-            SourceConfig::AksFleet(c) => {
-                let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };
-                let id = c.id.clone();
-                let source =
-                    Deferred::new("aks-fleet", move || skybridge_cloud_adapters::aks::source::source(c.clone()));
-                tasks.spawn(sources::run(id, source, tx.clone(), backoff, cancel.clone()).instrument(span));
-            }
-            SourceConfig::Kubernetes(c) => {
-                let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };
-                let id = c.id.clone();
-                let source = Deferred::new("kubernetes", move || {
-                    let built = skybridge_cloud_adapters::kubernetes::source(&c);
-                    async move { built }
-                });
-                tasks.spawn(sources::run(id, source, tx.clone(), backoff, cancel.clone()).instrument(span));
-            }
+    let leader = Leader {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        state: state.clone(),
+        metrics: metrics.clone(),
+        publish: false,
+    };
+    match &*store {
+        AnyStore::Embedded(_) => {
+            // The only replica: it leads for its whole life and publishes what it merges.
+            metrics.leader.set(1);
+            metrics.store_up.set(1);
+            let leader = Leader { publish: true, ..leader };
+            let stop = cancel.clone();
+            tasks.spawn(async move { leader.run(persisted, stop).await }.instrument(tracing::info_span!("leader")));
+            ready.store(true, Ordering::Release);
+        }
+        AnyStore::Etcd(etcd) => {
+            let StoreSection::Etcd(e) = &cfg.store else { unreachable!("the store follows the config") };
+            let replica = Replica {
+                store: etcd.clone(),
+                state: state.clone(),
+                metrics: metrics.clone(),
+                leader,
+                lease_ttl: e.lease_ttl,
+                backoff: Backoff { min: Duration::from_millis(200), max: e.lease_ttl },
+                ready: ready.clone(),
+            };
+            tasks.spawn(replica.run(cancel.clone()).instrument(tracing::info_span!("replica", %name)));
         }
     }
-    drop(tx);
 
     let conns =
         incoming::accept(control_listener, certs.clone(), cfg.limits.handshake_timeout, cancel.clone(), tasks.clone())?;
@@ -171,8 +181,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         snapshot_ack_timeout: cfg.limits.snapshot_ack_timeout,
     };
     let (keepalive, keepalive_timeout) = (cfg.limits.keepalive_interval, cfg.limits.keepalive_timeout);
-    let control =
-        ControlServer::new(ControlService::new(state.clone(), limits, cancel.clone(), tasks.clone(), metrics));
+    let control = ControlServer::new(
+        ControlService::new(state.clone(), limits, cancel.clone(), tasks.clone(), metrics).serving_when(ready.clone()),
+    );
     let stop = cancel.clone();
     tasks.spawn(
         async move {
@@ -203,8 +214,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         certs.clone().watch(cfg.tls.reload_interval, stop, |_| {}).instrument(tracing::info_span!("cert_reload")),
     );
 
-    ready.store(true, Ordering::Release);
-    tracing::info!(control = %addrs.control, api = %addrs.api, version = state.catalog().version, "federator started");
+    tracing::info!(
+        control = %addrs.control,
+        api = %addrs.api,
+        replica = %name,
+        store = store.backend(),
+        version = state.catalog().version,
+        "federator started"
+    );
     Ok(Running { addrs, state, ready, cancel, tasks, drain_deadline: cfg.limits.drain_deadline })
 }
 

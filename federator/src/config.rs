@@ -27,6 +27,9 @@ pub struct Config {
     pub api: ApiSection,
     #[serde(default)]
     pub limits: Limits,
+    /// Where the catalog, policies, gateways and events are kept (docs/federator.md, "Store").
+    #[serde(default)]
+    pub store: StoreSection,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
 }
@@ -36,8 +39,18 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct FederatorSection {
     pub trust_domain: String,
-    /// Folder for the embedded store (`federator.redb`).
-    pub data_dir: PathBuf,
+    /// Folder for the embedded store (`federator.redb`); required with `store.backend =
+    /// "embedded"`, unused with etcd.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// This replica's name, shown in `/api/v1/federators` and unique among replicas; default
+    /// `$HOSTNAME` (the pod name), else `federator`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A gateway connected to no replica for this long is removed (with an event): rollouts
+    /// leave no records of dead pods behind for peers to dial.
+    #[serde(default = "defaults::gateway_expiry", with = "duration")]
+    pub gateway_expiry: Duration,
     /// How long a failing source's last good data is served; `"never"` keeps it until the
     /// source recovers or is removed from the config.
     #[serde(default = "defaults::stale_timeout", deserialize_with = "duration::or_never::deserialize")]
@@ -45,6 +58,68 @@ pub struct FederatorSection {
     /// How often the catalog is re-merged even without source changes (stale expiry).
     #[serde(default = "defaults::merge_interval", with = "duration")]
     pub merge_interval: Duration,
+}
+
+/// The store backend.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreSection {
+    /// One redb file in `federator.data_dir`: a single federator process.
+    #[default]
+    Embedded,
+    /// An etcd cluster shared by several federator replicas, one of them elected leader.
+    Etcd(Box<EtcdConfig>),
+}
+
+/// `[store] backend = "etcd"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of the etcd members (`http://` or `https://host:port`).
+    pub endpoints: Vec<String>,
+    /// Every key lives under it, so several federations (or other software) can share a cluster.
+    #[serde(default = "defaults::etcd_prefix")]
+    pub prefix: String,
+    /// TTL of the leadership and presence lease (whole seconds): how long a dead leader keeps
+    /// its role, and a dead replica its gateways' presence.
+    #[serde(default = "defaults::lease_ttl", with = "duration")]
+    pub lease_ttl: Duration,
+    /// Client TLS to etcd; without it the endpoints must be `http://`.
+    #[serde(default)]
+    pub tls: Option<EtcdTls>,
+    /// etcd user (with `password_file`) when etcd has authentication enabled.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// How long connecting to an endpoint may take.
+    #[serde(default = "defaults::etcd_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long one etcd request may take before it counts as failed; shorter than
+    /// `lease_ttl`. Default: a third of `lease_ttl`, so a leader notices a lost lease in time.
+    #[serde(default, deserialize_with = "duration::option::deserialize")]
+    pub request_timeout: Option<Duration>,
+    /// Operations per transaction; etcd refuses more than its `--max-txn-ops` (default 128).
+    /// A catalog change larger than this is written in several fenced transactions, the
+    /// catalog head last.
+    #[serde(default = "defaults::etcd_max_txn_ops")]
+    pub max_txn_ops: usize,
+    /// Bytes of values per transaction; etcd refuses requests over its `--max-request-bytes`
+    /// (default 1.5 MiB).
+    #[serde(default = "defaults::etcd_max_txn_bytes")]
+    pub max_txn_bytes: usize,
+}
+
+/// Client TLS to etcd: the CA that signed the etcd servers, and a client certificate when etcd
+/// requires one (`--client-cert-auth`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 /// Listen addresses.
@@ -110,6 +185,10 @@ pub struct Limits {
     /// How long a PING may go unanswered before the connection is closed.
     #[serde(default = "defaults::keepalive_timeout", with = "duration")]
     pub keepalive_timeout: Duration,
+    /// Catalog deltas kept so that a gateway reconnecting with a recent version (from another
+    /// replica, or after a short break) catches up with deltas instead of a snapshot.
+    #[serde(default = "defaults::catalog_history")]
+    pub catalog_history: usize,
 }
 
 impl Default for Limits {
@@ -177,6 +256,24 @@ pub mod defaults {
     pub fn merge_interval() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn gateway_expiry() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn etcd_prefix() -> String {
+        "/skybridge".into()
+    }
+    pub fn lease_ttl() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn etcd_connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn etcd_max_txn_ops() -> usize {
+        128
+    }
+    pub fn etcd_max_txn_bytes() -> usize {
+        1024 * 1024
+    }
     pub fn control() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 15010))
     }
@@ -210,6 +307,9 @@ pub mod defaults {
     pub fn keepalive_timeout() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn catalog_history() -> usize {
+        64
+    }
     pub fn source_queue() -> usize {
         64
     }
@@ -237,7 +337,20 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        rel(&mut cfg.federator.data_dir);
+        if let Some(d) = cfg.federator.data_dir.as_mut() {
+            rel(d);
+        }
+        if let StoreSection::Etcd(e) = &mut cfg.store {
+            if let Some(t) = e.tls.as_mut() {
+                rel(&mut t.ca);
+                for p in t.cert.iter_mut().chain(t.key.iter_mut()) {
+                    rel(p);
+                }
+            }
+            if let Some(p) = e.password_file.as_mut() {
+                rel(p);
+            }
+        }
         cfg.tls.resolve(base);
         if let Some(t) = cfg.api.token_file.as_mut() {
             rel(t);
@@ -283,12 +396,37 @@ impl Config {
         if f.merge_interval.is_zero() {
             return Err(invalid("federator.merge_interval", "0", "must be positive"));
         }
+        if let Some(name) = &f.name
+            && !valid_replica_name(name)
+        {
+            return Err(invalid("federator.name", name, "use 1 to 253 letters, digits, '-', '.' or '_'"));
+        }
+        if f.gateway_expiry < Duration::from_secs(10) || f.gateway_expiry > Duration::from_secs(30 * 86_400) {
+            return Err(invalid(
+                "federator.gateway_expiry",
+                duration::format(f.gateway_expiry),
+                "must be between 10s and 30d",
+            ));
+        }
+        match &self.store {
+            StoreSection::Embedded => {
+                if f.data_dir.is_none() {
+                    return Err(invalid(
+                        "federator.data_dir",
+                        "(missing)",
+                        "the embedded store needs a folder for its file; set data_dir, or use [store] backend = \"etcd\"",
+                    ));
+                }
+            }
+            StoreSection::Etcd(e) => e.validate()?,
+        }
         let l = &self.limits;
         for (key, v, lo, hi) in [
             ("limits.gateway_queue", l.gateway_queue, 2, 100_000),
             ("limits.max_events", l.max_events, 10, 10_000_000),
             ("limits.source_queue", l.source_queue, 1, 100_000),
             ("limits.concurrent_snapshots", l.concurrent_snapshots, 1, 10_000),
+            ("limits.catalog_history", l.catalog_history, 0, 10_000),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(invalid(key, v, format!("must be between {lo} and {hi}")));
@@ -328,6 +466,104 @@ impl Config {
                 SourceConfig::Kubernetes(c) => c.validate(&format!("sources[{i}]"))?,
                 SourceConfig::AksFleet(c) => c.validate(&format!("sources[{i}]"))?,
             }
+        }
+        Ok(())
+    }
+}
+
+/// A replica name: what a pod name may be, so `$HOSTNAME` always qualifies.
+pub fn valid_replica_name(name: &str) -> bool {
+    (1..=253).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
+impl EtcdConfig {
+    /// The request timeout in effect.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or(self.lease_ttl / 3)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.endpoints.is_empty() {
+            return Err(invalid("store.endpoints", "[]", "list at least one etcd client URL"));
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let key = format!("store.endpoints[{i}]");
+            let Some((scheme, rest)) = e.split_once("://") else {
+                return Err(invalid(key, e, "use http://host:port or https://host:port"));
+            };
+            match scheme {
+                "http" | "https" => {}
+                _ => return Err(invalid(key, e, "the scheme must be http or https")),
+            }
+            let port_ok = rest.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok || rest.contains('/') {
+                return Err(invalid(key, e, "give host:port after the scheme, with no path"));
+            }
+            if scheme == "https" && self.tls.is_none() {
+                return Err(invalid(key, e, "https needs [store] tls = { ca = ... } to verify the etcd servers"));
+            }
+            if scheme == "http" && self.tls.is_some() {
+                return Err(invalid(key, e, "store.tls is set: use https:// endpoints"));
+            }
+        }
+        let p = &self.prefix;
+        if !p.starts_with('/')
+            || p.ends_with('/')
+            || p.len() > 256
+            || p.contains("//")
+            || p.bytes().any(|b| b.is_ascii_control())
+        {
+            return Err(invalid(
+                "store.prefix",
+                p,
+                "use an absolute key path such as /skybridge, without a trailing '/'",
+            ));
+        }
+        let ttl = self.lease_ttl;
+        if ttl.subsec_nanos() != 0 || !(2..=300).contains(&ttl.as_secs()) {
+            return Err(invalid(
+                "store.lease_ttl",
+                duration::format(ttl),
+                "etcd leases are whole seconds: use 2s to 300s",
+            ));
+        }
+        let request_timeout = self.request_timeout();
+        for (key, d) in [("store.connect_timeout", self.connect_timeout), ("store.request_timeout", request_timeout)] {
+            if d.is_zero() || d > Duration::from_secs(300) {
+                return Err(invalid(key, duration::format(d), "must be between 1ms and 300s"));
+            }
+        }
+        if request_timeout >= self.lease_ttl {
+            return Err(invalid(
+                "store.request_timeout",
+                duration::format(request_timeout),
+                format!(
+                    "must be shorter than store.lease_ttl ({}), or a leader could not notice a lost lease in time",
+                    duration::format(self.lease_ttl)
+                ),
+            ));
+        }
+        if !(2..=10_000).contains(&self.max_txn_ops) {
+            return Err(invalid("store.max_txn_ops", self.max_txn_ops, "must be between 2 and 10000"));
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.max_txn_bytes) {
+            return Err(invalid("store.max_txn_bytes", self.max_txn_bytes, "must be between 65536 and 67108864"));
+        }
+        if let Some(t) = &self.tls
+            && t.cert.is_some() != t.key.is_some()
+        {
+            return Err(invalid(
+                "store.tls",
+                "cert/key",
+                "give both cert and key for a client certificate, or neither",
+            ));
+        }
+        if self.username.is_some() != self.password_file.is_some() {
+            return Err(invalid(
+                "store.username",
+                self.username.as_deref().unwrap_or(""),
+                "give both username and password_file, or neither",
+            ));
         }
         Ok(())
     }

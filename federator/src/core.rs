@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis};
 use skybridge_api::model::ClusterId;
 use tokio::sync::{mpsc, watch};
@@ -16,10 +16,10 @@ use crate::catalog::{MergeConfig, SourceInput, merge, share_endpoints};
 use crate::metrics::{Metrics, SyncLabels};
 use crate::sources::{SourceError, SourceUpdate, now_millis};
 use crate::state::State;
-use crate::store::{Persisted, Store, StoredSource};
+use crate::store::{Persisted, Store, StoreError, StoredSource};
 
 /// A source's health as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SourceStatus {
     pub kind: String,
     pub last_success: Option<UnixMillis>,
@@ -36,7 +36,7 @@ pub struct SourceStatus {
 }
 
 /// One failing cluster of a multi-cluster source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterFailure {
     /// When the federator first saw it failing; its last good exports are stale since then.
     pub since: UnixMillis,
@@ -192,24 +192,56 @@ impl Core {
     }
 }
 
-/// Runs the core until cancelled: applies updates, re-merges every `tick`, persists and
-/// publishes each new version.
+/// How source health differs in what the API shows beyond the sync clocks, which move with
+/// every poll: only such changes (or the clocks every `STATUS_REFRESH`) are written to a
+/// replicated store.
+fn status_moved(a: &BTreeMap<SourceId, SourceStatus>, b: &BTreeMap<SourceId, SourceStatus>) -> bool {
+    let strip = |m: &BTreeMap<SourceId, SourceStatus>| -> BTreeMap<SourceId, SourceStatus> {
+        m.iter()
+            .map(|(k, s)| (k.clone(), SourceStatus { last_attempt: None, last_success: None, ..s.clone() }))
+            .collect()
+    };
+    strip(a) != strip(b)
+}
+
+/// How often unchanged source health (only its sync clocks moved) is saved for other replicas.
+const STATUS_REFRESH: Duration = Duration::from_secs(10);
+
+/// What the core's I/O shell works with.
+pub struct Shell<S: Store> {
+    pub store: Arc<S>,
+    pub state: Arc<State>,
+    pub metrics: Metrics,
+    /// How often to re-merge without updates (stale expiry).
+    pub tick: Duration,
+    /// Publish each version to the sessions as soon as it is merged (single node). With a
+    /// replicated store every replica, this one too, publishes what the store's watch shows,
+    /// so that what is served is exactly what was written.
+    pub publish: bool,
+}
+
+/// Runs the core until cancelled: applies updates, re-merges every `tick`, persists (and with
+/// `publish`, publishes) each new version. Returns `Err(Fenced)` when the store refused a
+/// write because this replica no longer leads.
 pub async fn run<S: Store>(
     mut core: Core,
     mut updates: mpsc::Receiver<SourceUpdate>,
-    store: Arc<S>,
-    state: Arc<State>,
-    metrics: Metrics,
-    tick: Duration,
+    shell: Shell<S>,
     cancel: CancellationToken,
-) {
-    let (persist, pending) = watch::channel(None);
-    let writer = tokio::spawn(persister(store, pending).instrument(tracing::info_span!("persist")));
+) -> Result<(), StoreError> {
+    let Shell { store, state, metrics, tick, publish } = shell;
+    let (persist, pending) = watch::channel(Pending::default());
+    let fenced = CancellationToken::new();
+    let writer = tokio::spawn(
+        persister(store, pending, fenced.clone(), cancel.clone()).instrument(tracing::info_span!("persist")),
+    );
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut saved_status: Option<(BTreeMap<SourceId, SourceStatus>, tokio::time::Instant)> = None;
     loop {
         let changed = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = fenced.cancelled() => break,
             u = updates.recv() => match u {
                 Some(u) => {
                     let source = u.source.clone();
@@ -238,15 +270,25 @@ pub async fn run<S: Store>(
         };
         metrics.set_sources(core.status());
         state.set_sources(core.status().clone());
+        let due = saved_status.as_ref().is_none_or(|(saved, at)| {
+            status_moved(saved, core.status()) || (saved != core.status() && at.elapsed() >= STATUS_REFRESH)
+        });
+        if due {
+            saved_status = Some((core.status().clone(), tokio::time::Instant::now()));
+            persist.send_modify(|p| p.status = Some(core.status().clone()));
+        }
         if let Some(catalog) = changed {
             metrics.catalog_version.set(catalog.version as i64);
             metrics.catalog_services.set(catalog.services.len() as i64);
-            // Publish first and persist behind: gateways never wait for the disk, and while a
-            // write runs, newer versions replace the pending one (only the latest is written).
-            // A crash loses at most the versions not yet written; digests make gateways
-            // resnapshot if the restarted federator's content differs from what they hold.
-            state.publish(catalog.clone());
-            persist.send_replace(Some((catalog.clone(), core.stored_sources())));
+            // Persist behind: while a write runs, newer versions replace the pending one (only
+            // the latest is written). On a single node the version is published first, so
+            // gateways never wait for the disk; a crash loses at most the versions not yet
+            // written, and digests make gateways resnapshot if the restarted federator's
+            // content differs from what they hold.
+            if publish {
+                state.publish(catalog.clone());
+            }
+            persist.send_modify(|p| p.catalog = Some((catalog.clone(), core.stored_sources())));
             let msg = format!(
                 "catalog version {} ({} services, {} clusters)",
                 catalog.version,
@@ -259,30 +301,86 @@ pub async fn run<S: Store>(
     // Closing the channel lets the writer finish the pending write and stop.
     drop(persist);
     let _ = writer.await;
+    if fenced.is_cancelled() { Err(StoreError::Fenced) } else { Ok(()) }
 }
 
-type Pending = Option<(Arc<GlobalCatalog>, BTreeMap<SourceId, StoredSource>)>;
+/// The latest catalog with its inputs and the latest source health, for the writer.
+#[derive(Default, Clone)]
+struct Pending {
+    catalog: Option<(Arc<GlobalCatalog>, BTreeMap<SourceId, StoredSource>)>,
+    status: Option<BTreeMap<SourceId, SourceStatus>>,
+}
 
-/// Writes the latest published catalog and source inputs, one write at a time; versions
-/// published during a write are coalesced into the next.
-async fn persister<S: Store>(store: Arc<S>, mut pending: watch::Receiver<Pending>) {
-    let mut written = None;
-    while pending.changed().await.is_ok() {
+/// How long a failed write waits before it is tried again (unless a newer one comes first).
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Writes the latest catalog and source health, one write at a time; versions published
+/// during a write are coalesced into the next. A failed write is retried until it lands or a
+/// newer one replaces it; a write refused by the fence stops everything (`fenced`).
+async fn persister<S: Store>(
+    store: Arc<S>,
+    mut pending: watch::Receiver<Pending>,
+    fenced: CancellationToken,
+    cancel: CancellationToken,
+) {
+    let mut written = Written::default();
+    let mut failed = false;
+    loop {
+        if !failed && pending.changed().await.is_err() {
+            break;
+        }
         let next = pending.borrow_and_update().clone();
-        let Some((catalog, sources)) = next else { continue };
-        written = Some(catalog.version);
-        if let Err(e) = store.save_catalog(&catalog, &sources).await {
-            // Keep serving: the catalog is correct in memory, only a restart would lose it.
-            tracing::error!(error = %e, version = catalog.version, "persisting the catalog failed");
+        failed = false;
+        match written.write(&*store, &next).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced) => {
+                tracing::warn!("the store refused a write: this replica no longer leads");
+                fenced.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "persisting the catalog failed; retrying");
+                failed = true;
+                // Retry after a pause, or at once with whatever newer came meanwhile.
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    changed = pending.changed() => if changed.is_err() { break },
+                }
+                if cancel.is_cancelled() {
+                    break;
+                }
+            }
         }
     }
     // The sender is gone (shutdown): write what is still pending.
     let last = pending.borrow_and_update().clone();
-    if let Some((catalog, sources)) = last
-        && written != Some(catalog.version)
-        && let Err(e) = store.save_catalog(&catalog, &sources).await
-    {
+    if let Err(e) = written.write(&*store, &last).await {
         tracing::error!(error = %e, "persisting the catalog at shutdown failed");
+    }
+}
+
+/// What the writer has written, so a pending value is only written where it is new.
+#[derive(Default)]
+struct Written {
+    version: Option<u64>,
+    status: Option<BTreeMap<SourceId, SourceStatus>>,
+}
+
+impl Written {
+    async fn write<S: Store>(&mut self, store: &S, p: &Pending) -> Result<(), StoreError> {
+        if let Some((catalog, sources)) = &p.catalog
+            && self.version != Some(catalog.version)
+        {
+            store.save_catalog(catalog, sources).await?;
+            self.version = Some(catalog.version);
+        }
+        if let Some(status) = &p.status
+            && self.status.as_ref() != Some(status)
+        {
+            store.save_source_status(status).await?;
+            self.status = Some(status.clone());
+        }
+        Ok(())
     }
 }
 

@@ -43,6 +43,11 @@ pub struct Metrics {
     pub gateways_connected: Gauge,
     pub control_messages: Family<KindLabels, Counter>,
     pub gateways_lagging: Counter,
+    pub leader: Gauge,
+    pub leader_changes: Counter,
+    pub store_up: Gauge,
+    pub fenced_writes: Counter,
+    pub gateways_expired: Counter,
 }
 
 impl Metrics {
@@ -63,6 +68,11 @@ impl Metrics {
             gateways_connected: Gauge::default(),
             control_messages: Family::default(),
             gateways_lagging: Counter::default(),
+            leader: Gauge::default(),
+            leader_changes: Counter::default(),
+            store_up: Gauge::default(),
+            fenced_writes: Counter::default(),
+            gateways_expired: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("skybridge_federator");
         r.register("catalog_version", "Version of the global catalog", m.catalog_version.clone());
@@ -97,6 +107,23 @@ impl Metrics {
             "gateways_lagging",
             "Times a gateway's queue was full and it was resnapshotted",
             m.gateways_lagging.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica leads (runs the sources and writes catalog versions)",
+            m.leader.clone(),
+        );
+        r.register("leader_changes", "Times this replica became or stopped being the leader", m.leader_changes.clone());
+        r.register("store_up", "1 while the store answers, 0 while this replica serves read-only", m.store_up.clone());
+        r.register(
+            "fenced_writes",
+            "Leader writes the store refused because another replica leads now",
+            m.fenced_writes.clone(),
+        );
+        r.register(
+            "gateways_expired",
+            "Gateway records removed after gateway_expiry without a session",
+            m.gateways_expired.clone(),
         );
         m
     }

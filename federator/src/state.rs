@@ -1,7 +1,7 @@
 //! What the federator knows right now, shared by the core, the gateway control service and the
 //! REST API. Writers are few (the core, one task per gateway); readers take cheap snapshots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -12,7 +12,42 @@ use tokio::sync::{broadcast, watch};
 
 use crate::core::SourceStatus;
 use crate::sources::now_millis;
+use crate::store::etcd::records::{PeerSample, PresenceRecord, ReplicaRecord, Role};
 use crate::store::{AnyStore, Event, GatewayRecord, Policy, Store};
+
+/// A gateway: (cluster, instance).
+pub type GatewayKey = (ClusterId, String);
+
+/// Shows the newest of other replicas' sessions of a gateway (or none: disconnected).
+fn show_remote(g: &mut GatewayState, sessions: &BTreeMap<String, PresenceRecord>) {
+    match sessions.iter().max_by_key(|(_, p)| p.since) {
+        Some((r, p)) => {
+            g.connected = true;
+            g.replica = Some(r.clone());
+            g.connected_since = Some(p.since);
+            g.cloud = p.cloud.clone();
+            g.region = p.region.clone();
+            g.record.acked_version = p.acked_version;
+            g.nacks = p.nacks;
+            g.last_nack = p.last_nack.clone();
+            g.last_report = p.last_report;
+            g.peers = p.peers.clone();
+        }
+        None => {
+            g.connected = false;
+            g.replica = None;
+        }
+    }
+}
+
+/// Bounds of the shared state.
+#[derive(Debug, Clone, Copy)]
+pub struct StateLimits {
+    /// Snapshots being sent at once.
+    pub concurrent_snapshots: usize,
+    /// Catalog deltas kept for gateways catching up.
+    pub catalog_history: usize,
+}
 
 /// Services per snapshot part: keeps every message (and the encoder buffer tonic keeps per
 /// stream, which with 50 gateways adds up) near 100 KB whatever the catalog's size.
@@ -35,6 +70,11 @@ pub struct GatewayState {
     pub last_report: Option<UnixMillis>,
     pub nacks: u64,
     pub last_nack: Option<String>,
+    /// The federator replica holding its session (when connected).
+    pub replica: Option<String>,
+    /// Its last report's measurements (what other replicas learn through the store).
+    #[serde(skip)]
+    pub peers: Vec<PeerSample>,
 }
 
 impl GatewayState {
@@ -49,6 +89,22 @@ impl GatewayState {
             last_report: None,
             nacks: 0,
             last_nack: None,
+            replica: None,
+            peers: Vec::new(),
+        }
+    }
+
+    /// What other replicas are told of this gateway's session.
+    pub fn presence(&self) -> PresenceRecord {
+        PresenceRecord {
+            since: self.connected_since.unwrap_or_default(),
+            cloud: self.cloud.clone(),
+            region: self.region.clone(),
+            acked_version: self.record.acked_version,
+            nacks: self.nacks,
+            last_nack: self.last_nack.clone(),
+            last_report: self.last_report,
+            peers: self.peers.clone(),
         }
     }
 }
@@ -77,10 +133,74 @@ pub struct PeerReport {
 
 /// A published catalog version, with the delta from the version before it computed once for
 /// every gateway session (sessions at that previous version send it as is).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Published {
     pub catalog: Arc<GlobalCatalog>,
     pub delta_from_previous: Option<Arc<wire::Delta>>,
+    /// The digest of the version the delta starts from.
+    pub previous_digest: u64,
+}
+
+/// The deltas between the last few published versions, so that a gateway reconnecting with
+/// a recent version (from another replica, or after a short break) catches up with deltas
+/// instead of a snapshot. Deltas are small, so keeping a few dozen costs little.
+#[derive(Debug)]
+pub struct History {
+    cap: usize,
+    /// (digest of `from_version`, delta), oldest first, each starting where the previous ends.
+    deltas: VecDeque<(u64, Arc<wire::Delta>)>,
+}
+
+impl History {
+    /// Keeps at most `cap` deltas.
+    pub fn new(cap: usize) -> History {
+        History { cap, deltas: VecDeque::new() }
+    }
+
+    /// Records a published version; a gap (a version published without its delta) starts over.
+    pub fn push(&mut self, p: &Published) {
+        let Some(d) = &p.delta_from_previous else { return self.deltas.clear() };
+        if self.deltas.back().is_some_and(|(_, last)| last.to_version != d.from_version) {
+            self.deltas.clear();
+        }
+        self.deltas.push_back((p.previous_digest, d.clone()));
+        while self.deltas.len() > self.cap {
+            self.deltas.pop_front();
+        }
+    }
+
+    /// The deltas from `(version, digest)` to `current`, when the history reaches back to it.
+    pub fn chain(&self, version: u64, digest: u64, current: &GlobalCatalog) -> Option<Vec<Arc<wire::Delta>>> {
+        // Version 0 is "holds nothing": there is no base to apply a delta to.
+        if version == 0 {
+            return None;
+        }
+        let start =
+            self.deltas.iter().position(|(from_digest, d)| d.from_version == version && *from_digest == digest)?;
+        let chain: Vec<_> = self.deltas.iter().skip(start).map(|(_, d)| d.clone()).collect();
+        let last = chain.last()?;
+        (last.to_version == current.version && last.to_digest == current.digest).then_some(chain)
+    }
+}
+
+/// The store as the API shows it: reachable or not, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreHealth {
+    pub backend: &'static str,
+    /// `ok` or `degraded` (the store cannot be reached: serving the last catalog read-only).
+    pub state: &'static str,
+    pub since: UnixMillis,
+    pub error: Option<String>,
+}
+
+/// Who this process is among the federator replicas.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub started_at: UnixMillis,
+    /// With a single embedded store, events are broadcast where they are written; with etcd
+    /// every replica broadcasts them from its watch, so they are not broadcast twice.
+    pub broadcast_local_events: bool,
 }
 
 /// Shared federator state.
@@ -97,6 +217,19 @@ pub struct State {
     policies: RwLock<BTreeMap<ServiceKey, Policy>>,
     events: broadcast::Sender<Event>,
     store: Arc<AnyStore>,
+    identity: Identity,
+    history: std::sync::Mutex<History>,
+    /// Every replica, as the store lists them (a single one with the embedded store).
+    replicas: RwLock<BTreeMap<String, ReplicaRecord>>,
+    /// This replica's role and since when.
+    role: watch::Sender<(Role, UnixMillis)>,
+    store_health: RwLock<StoreHealth>,
+    /// Keys in the store this federator cannot use: key → why.
+    problems: RwLock<BTreeMap<String, String>>,
+    /// Sessions held by other replicas, per gateway: replica → what it reported.
+    remote: RwLock<BTreeMap<GatewayKey, BTreeMap<String, PresenceRecord>>>,
+    /// Bumped when a session of this replica changes what other replicas should know of it.
+    local_changed: watch::Sender<u64>,
     /// The wire snapshot of the current version, built once for every session that needs it.
     snapshot: std::sync::Mutex<Option<CachedSnapshot>>,
     /// Bounds snapshots in flight (each ~1 KB per service): a permit is held from sending until
@@ -111,14 +244,21 @@ impl State {
         policies: BTreeMap<ServiceKey, Policy>,
         gateways: Vec<GatewayRecord>,
         store: Arc<AnyStore>,
-        concurrent_snapshots: usize,
+        limits: StateLimits,
+        identity: Identity,
     ) -> State {
         let gateways = gateways
             .into_iter()
             .map(|record| ((record.cluster.clone(), record.instance.clone()), GatewayState::known(record)))
             .collect();
+        let health = StoreHealth { backend: store.backend(), state: "ok", since: identity.started_at, error: None };
+        // One replica of its own with the embedded store; etcd lists them all.
+        let role = match &*store {
+            AnyStore::Embedded(_) => Role::Leader,
+            AnyStore::Etcd(_) => Role::Follower,
+        };
         State {
-            catalog: watch::channel(Published { catalog, delta_from_previous: None }).0,
+            catalog: watch::channel(Published { catalog, delta_from_previous: None, previous_digest: 0 }).0,
             gateways_changed: watch::channel(0).0,
             policies_wire: watch::channel(Arc::new(policies_to_wire(&policies))).0,
             sources: RwLock::new(BTreeMap::new()),
@@ -129,8 +269,21 @@ impl State {
             events: broadcast::channel(1024).0,
             store,
             snapshot: std::sync::Mutex::new(None),
-            snapshot_permits: Arc::new(tokio::sync::Semaphore::new(concurrent_snapshots.max(1))),
+            snapshot_permits: Arc::new(tokio::sync::Semaphore::new(limits.concurrent_snapshots.max(1))),
+            history: std::sync::Mutex::new(History::new(limits.catalog_history)),
+            replicas: RwLock::new(BTreeMap::new()),
+            role: watch::channel((role, identity.started_at)).0,
+            store_health: RwLock::new(health),
+            problems: RwLock::new(BTreeMap::new()),
+            remote: RwLock::new(BTreeMap::new()),
+            local_changed: watch::channel(0).0,
+            identity,
         }
+    }
+
+    /// Who this replica is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// The store, for API handlers that read history.
@@ -148,11 +301,22 @@ impl State {
         self.catalog.subscribe()
     }
 
-    /// Installs a new catalog version, computing its delta from the current one once.
+    /// Installs a new catalog version, computing its delta from the current one once. A
+    /// version already served (the same version and digest) is ignored.
     pub fn publish(&self, c: Arc<GlobalCatalog>) {
         let previous = self.catalog();
+        if previous.version == c.version && previous.digest == c.digest {
+            return;
+        }
         let delta = Arc::new(delta_to_wire(&diff(&previous, &c), None, None));
-        self.catalog.send_replace(Published { catalog: c, delta_from_previous: Some(delta) });
+        let published = Published { catalog: c, delta_from_previous: Some(delta), previous_digest: previous.digest };
+        self.history.lock().expect("history lock").push(&published);
+        self.catalog.send_replace(published);
+    }
+
+    /// Runs `f` on the delta history (sessions opening read it).
+    pub fn with_history<T>(&self, f: impl FnOnce(&History) -> T) -> T {
+        f(&self.history.lock().expect("history lock"))
     }
 
     /// The snapshot parts of `catalog` (gateway and policy lists empty: the sender fills them
@@ -222,11 +386,19 @@ impl State {
 
     /// Records one gateway's measurements to its peers.
     pub fn report_latency(&self, from: &ClusterId, by: &str, samples: Vec<PeerReport>) {
-        let now = now_millis();
+        self.report_latency_at(from, by, samples, now_millis());
+    }
+
+    /// Records measurements reported at `at`; an older report than the one held for a path
+    /// (another replica's, arriving late) does not replace it.
+    pub fn report_latency_at(&self, from: &ClusterId, by: &str, samples: Vec<PeerReport>, at: UnixMillis) {
         let mut l = self.latency.write().expect("latency lock");
         for PeerReport { to, rtt_ms, rank_rtt_ms, state } in samples {
-            let sample = LatencySample { rtt_ms, rank_rtt_ms, state, reported_at: now, by: by.to_owned() };
-            l.insert((from.clone(), to), sample);
+            let key = (from.clone(), to);
+            if l.get(&key).is_some_and(|s| s.reported_at > at) {
+                continue;
+            }
+            l.insert(key, LatencySample { rtt_ms, rank_rtt_ms, state, reported_at: at, by: by.to_owned() });
         }
     }
 
@@ -241,9 +413,13 @@ impl State {
     }
 
     /// Sets or deletes a policy (already persisted by the caller); every gateway session then
-    /// pushes the new list.
+    /// pushes the new list. Setting what is already there changes nothing (a replica sees its
+    /// own writes again through the store's watch).
     pub fn set_policy(&self, key: ServiceKey, p: Option<Policy>) {
         let mut all = self.policies.write().expect("policies lock");
+        if all.get(&key) == p.as_ref() {
+            return;
+        }
         match p {
             Some(p) => all.insert(key, p),
             None => all.remove(&key),
@@ -262,14 +438,224 @@ impl State {
         self.events.subscribe()
     }
 
-    /// Logs and broadcasts an event; a store failure is logged, never fatal.
+    /// Logs, records and broadcasts an event; a store failure is logged, never fatal.
     pub async fn event(&self, kind: &str, message: String) {
         tracing::info!(kind, %message, "event");
         match self.store.append_event(now_millis(), kind, &message).await {
-            Ok(e) => {
-                let _ = self.events.send(e);
-            }
+            Ok(e) if self.identity.broadcast_local_events => self.broadcast_event(e),
+            Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "recording an event failed"),
         }
+    }
+
+    /// Sends an event to live subscribers (SSE).
+    pub fn broadcast_event(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    /// This replica's role and since when.
+    pub fn role(&self) -> (Role, UnixMillis) {
+        *self.role.borrow()
+    }
+
+    /// A receiver that sees every role change.
+    pub fn watch_role(&self) -> watch::Receiver<(Role, UnixMillis)> {
+        self.role.subscribe()
+    }
+
+    /// Changes this replica's role (no-op when unchanged).
+    pub fn set_role(&self, role: Role, now: UnixMillis) {
+        self.role.send_if_modified(|r| {
+            let changed = r.0 != role;
+            if changed {
+                *r = (role, now);
+            }
+            changed
+        });
+    }
+
+    /// The store's health.
+    pub fn store_health(&self) -> StoreHealth {
+        self.store_health.read().expect("store health lock").clone()
+    }
+
+    /// Records whether the store answers (`error` None) or not; the time only moves on a change.
+    pub fn set_store_health(&self, error: Option<String>, now: UnixMillis) {
+        let mut h = self.store_health.write().expect("store health lock");
+        let state = if error.is_some() { "degraded" } else { "ok" };
+        if h.state != state {
+            h.since = now;
+        }
+        h.state = state;
+        h.error = error;
+    }
+
+    /// Keys in the store this federator cannot use, with why.
+    pub fn store_problems(&self) -> BTreeMap<String, String> {
+        self.problems.read().expect("problems lock").clone()
+    }
+
+    /// Replaces the list of unusable keys.
+    pub fn set_store_problems(&self, problems: BTreeMap<String, String>) {
+        *self.problems.write().expect("problems lock") = problems;
+    }
+
+    /// Every replica (with the embedded store: this one). This replica's own entry is what it
+    /// knows now, not what it last wrote: during a store outage the two differ.
+    pub fn replicas(&self) -> BTreeMap<String, ReplicaRecord> {
+        let mut all = self.replicas.read().expect("replicas lock").clone();
+        let (role, since) = self.role();
+        let c = self.catalog();
+        let name = self.identity.name.clone();
+        let written = all.get(&name);
+        let me = ReplicaRecord {
+            name: name.clone(),
+            role,
+            role_since: since,
+            catalog_version: c.version,
+            version_since: written.filter(|w| w.catalog_version == c.version).map_or(since, |w| w.version_since),
+            started_at: self.identity.started_at,
+            gateways: self.local_gateways().len(),
+            software: env!("CARGO_PKG_VERSION").into(),
+        };
+        all.insert(name, me);
+        all
+    }
+
+    /// Sets (Some) or removes (None) one replica's record.
+    pub fn set_replica(&self, name: &str, r: Option<ReplicaRecord>) {
+        let mut all = self.replicas.write().expect("replicas lock");
+        match r {
+            Some(r) => drop(all.insert(name.to_owned(), r)),
+            None => drop(all.remove(name)),
+        }
+    }
+
+    /// Forgets every replica record (before a full reload from the store).
+    pub fn clear_replicas(&self) {
+        self.replicas.write().expect("replicas lock").clear();
+    }
+
+    /// A receiver that changes when a local session changes what other replicas should know.
+    pub fn watch_local(&self) -> watch::Receiver<u64> {
+        self.local_changed.subscribe()
+    }
+
+    fn local_changed(&self) {
+        self.local_changed.send_modify(|v| *v += 1);
+    }
+
+    /// The gateways whose sessions this replica holds, as other replicas are told of them.
+    pub fn local_gateways(&self) -> BTreeMap<GatewayKey, PresenceRecord> {
+        let me = &self.identity.name;
+        self.gateways
+            .read()
+            .expect("gateways lock")
+            .iter()
+            .filter(|(_, g)| g.connected && g.replica.as_deref() == Some(me.as_str()))
+            .map(|(k, g)| (k.clone(), g.presence()))
+            .collect()
+    }
+
+    /// A session of this replica started, changed or ended.
+    pub fn update_local(&self, key: GatewayKey, membership: bool, f: impl FnOnce(&mut GatewayState)) {
+        let me = self.identity.name.clone();
+        let remote = self.remote.read().expect("remote lock").get(&key).cloned().unwrap_or_default();
+        self.update_gateway(key, membership, |g| {
+            f(g);
+            if g.connected {
+                g.replica = Some(me);
+            } else {
+                // The gateway may already be connected to another replica.
+                show_remote(g, &remote);
+            }
+        });
+        self.local_changed();
+    }
+
+    /// Another replica's session of `key` appeared, changed (Some) or ended (None).
+    pub fn apply_remote(&self, key: GatewayKey, replica: &str, p: Option<PresenceRecord>) {
+        if replica == self.identity.name {
+            return;
+        }
+        let sessions = {
+            let mut remote = self.remote.write().expect("remote lock");
+            let sessions = remote.entry(key.clone()).or_default();
+            match &p {
+                Some(p) => drop(sessions.insert(replica.to_owned(), p.clone())),
+                None => drop(sessions.remove(replica)),
+            }
+            let now = sessions.clone();
+            if now.is_empty() {
+                remote.remove(&key);
+            }
+            now
+        };
+        if let Some(p) = &p
+            && !p.peers.is_empty()
+        {
+            let samples = p.peers.iter().map(|s| PeerReport {
+                to: s.to.clone(),
+                rtt_ms: s.rtt_ms,
+                rank_rtt_ms: s.rank_rtt_ms,
+                state: s.state.clone(),
+            });
+            self.report_latency_at(&key.0, &key.1, samples.collect(), p.last_report.unwrap_or_else(now_millis));
+        }
+        let known = self.gateways.read().expect("gateways lock").contains_key(&key);
+        if p.is_none() && !known {
+            return;
+        }
+        let me = self.identity.name.clone();
+        self.update_gateway(key, false, |g| {
+            if g.connected && g.replica.as_deref() == Some(me.as_str()) {
+                return; // this replica's own session is the one shown
+            }
+            show_remote(g, &sessions);
+        });
+    }
+
+    /// Drops every other replica's sessions (before a full reload from the store).
+    pub fn clear_remote(&self) {
+        let keys: Vec<(GatewayKey, Vec<String>)> = self
+            .remote
+            .read()
+            .expect("remote lock")
+            .iter()
+            .map(|(k, s)| (k.clone(), s.keys().cloned().collect()))
+            .collect();
+        for (key, replicas) in keys {
+            for r in replicas {
+                self.apply_remote(key.clone(), &r, None);
+            }
+        }
+    }
+
+    /// A gateway record as the store holds it (another replica wrote it, or it is reloaded):
+    /// its record fields change, its session state stays.
+    pub fn apply_record(&self, record: GatewayRecord) {
+        let key = (record.cluster.clone(), record.instance.clone());
+        let changed = self
+            .gateways
+            .read()
+            .expect("gateways lock")
+            .get(&key)
+            .is_none_or(|g| g.record.tunnel_addresses != record.tunnel_addresses);
+        self.update_gateway(key, changed, |g| {
+            let acked = g.record.acked_version.max(record.acked_version);
+            let last_seen = g.record.last_seen.max(record.last_seen);
+            g.record = record;
+            g.record.acked_version = acked;
+            g.record.last_seen = last_seen;
+        });
+    }
+
+    /// Forgets a gateway (its record expired or was removed); peers learn it is gone.
+    pub fn remove_gateway(&self, key: &GatewayKey) -> bool {
+        let removed = self.gateways.write().expect("gateways lock").remove(key).is_some();
+        if removed {
+            self.gateways_changed.send_modify(|v| *v += 1);
+        }
+        removed
     }
 }

@@ -131,6 +131,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         telemetry,
     ));
 
+    // Before any listener accepts: a restarted gateway routes on its cached catalog at once.
+    let restored = match &cfg.federator {
+        Some(f) => Some(crate::federation::restore(&ctx, f).await),
+        None => None,
+    };
+
     let mut listeners = Vec::new();
     let mut addrs = Bound {
         tunnel: endpoint.local_addr().map_err(|source| StartError::Bind {
@@ -204,7 +210,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     background
         .spawn(tunnel::probe::run(ctx.clone(), stop_background.clone()).instrument(tracing::info_span!("prober")));
 
-    if let Some(fed) = cfg.federator.clone() {
+    if let (Some(fed), Some(held)) = (cfg.federator.clone(), restored) {
         let advertised = if fed.tunnel_addresses.is_empty() {
             // Only a concrete address is useful to peers; a wildcard needs explicit addresses.
             if addrs.tunnel.ip().is_unspecified() {
@@ -218,18 +224,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         } else {
             fed.tunnel_addresses.clone()
         };
-        let span = tracing::info_span!("federation", address = %fed.address);
-        background.spawn(
-            crate::federation::run(
-                ctx.clone(),
-                fed,
-                advertised,
-                certs.clone(),
-                ctx.federation.clone(),
-                stop_background.clone(),
-            )
-            .instrument(span),
-        );
+        crate::federation::spawn(&ctx, fed, advertised, certs.clone(), held, &background, &stop_background);
     }
 
     ctx.set_ready();

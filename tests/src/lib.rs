@@ -1,7 +1,9 @@
 //! Harness for end-to-end tests: the real `skybridge` binary as child processes, free loopback
 //! ports, readiness polling. Processes are killed by PID when their guard drops.
 
+pub mod etcd;
 pub mod fleet;
+pub mod ha;
 pub mod webdriver;
 pub use skybridge_cli::demo::wan;
 
@@ -59,6 +61,24 @@ fn unique_port(probe: impl Fn() -> SocketAddr) -> SocketAddr {
 /// `n` distinct free TCP ports on 127.0.0.1.
 pub fn free_tcp(n: usize) -> Vec<SocketAddr> {
     (0..n).map(|_| unique_port(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap())).collect()
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 below the ephemeral range (32768 and up), for
+/// third-party servers: a port there can be taken by any outgoing connection between the
+/// check and the server's bind.
+pub fn free_low_tcp(n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|_| {
+            unique_port(|| {
+                loop {
+                    let port = 20_000 + fastrand::u16(..12_000);
+                    if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                        return l.local_addr().unwrap();
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// `n` distinct free UDP ports on 127.0.0.1.
@@ -146,6 +166,55 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.get(9..12)?.parse().ok()
+}
+
+/// `GET path` on `addr`: the status code and body, or None when the connection fails.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out);
+    let code = text.get(9..12)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    Some((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET path` on `addr` as JSON, or None when it fails or does not answer 200.
+pub fn get_json(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    match http_get(addr, path)? {
+        (200, body) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// Polls `f` every 50 ms until it returns Some, for up to `within`; panics naming `what`.
+pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A real moto server (pip `moto[server]`) standing in for AWS, on a free loopback port; killed

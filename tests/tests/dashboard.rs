@@ -262,6 +262,9 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
 
     // Sources and events have content; no error banner.
     assert_eq!(page.find_all("#sources tr[data-source='demo-file'][data-state='ok']").await.len(), 1);
+    // The single federator on its embedded store is listed as the leader.
+    assert_eq!(page.find_all("#federators tr[data-role='leader']").await.len(), 1);
+    assert_eq!(page.execute("return document.getElementById('store-state').dataset.state").await, json!("ok"));
     until("events are listed", 10, async || {
         let v = page.execute("return document.querySelectorAll('#events li[data-seq]').length").await;
         (v.as_u64() > Some(0)).then_some(())

@@ -37,6 +37,19 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     parse(&s).map_err(de::Error::custom)
 }
 
+/// An optional duration key: absent is `None` (use with `#[serde(default)]`).
+pub mod option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de};
+
+    /// `#[serde(default, deserialize_with = "duration::option::deserialize")]`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse(&s).map(Some).map_err(de::Error::custom)
+    }
+}
+
 /// serde adapter for an optional duration where `"never"` means none.
 pub mod or_never {
     use std::time::Duration;

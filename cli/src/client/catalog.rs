@@ -5,6 +5,7 @@ use skybridge_federator::api::dto::{
     ClustersResponse, EventsResponse, GatewaysResponse, PortDto, ProtocolDto, ServiceDetail, ServicesResponse,
     SourceStatusDto, SourcesResponse,
 };
+use skybridge_federator::api::federation::{FederatorsResponse, StatusResponse};
 use skybridge_federator::api::policy::PolicyDto;
 
 use super::table::{Table, list_or_dash, yes_no};
@@ -72,13 +73,22 @@ pub struct Overview {
     pub gateways: GatewaysResponse,
     pub sources: SourcesResponse,
     pub events: EventsResponse,
+    pub federators: FederatorsResponse,
+    pub health: StatusResponse,
 }
 
 /// `skybridge status`.
 pub fn status(args: &PlainArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.api.api)?;
-    let paths =
-        ["/api/v1/clusters", "/api/v1/services", "/api/v1/gateways", "/api/v1/sources", "/api/v1/events?limit=1000"];
+    let paths = [
+        "/api/v1/clusters",
+        "/api/v1/services",
+        "/api/v1/gateways",
+        "/api/v1/sources",
+        "/api/v1/events?limit=1000",
+        "/api/v1/federators",
+        "/api/v1/status",
+    ];
     let bodies = block_on(async {
         let mut out = Vec::new();
         for p in paths {
@@ -101,6 +111,8 @@ pub fn status(args: &PlainArgs) -> Result<(), ClientError> {
         gateways: decode(paths[2], &bodies[2])?,
         sources: decode(paths[3], &bodies[3])?,
         events: decode(paths[4], &bodies[4])?,
+        federators: decode(paths[5], &bodies[5])?,
+        health: decode(paths[6], &bodies[6])?,
     };
     print!("{}", status_text(&args.api.api, &o, now_ms()));
     Ok(())
@@ -112,6 +124,7 @@ pub fn status_text(api: &str, o: &Overview, now: u64) -> String {
     let connected = o.gateways.gateways.iter().filter(|g| g.connected).count();
     let recent: Vec<_> = o.events.events.iter().filter(|e| now.saturating_sub(e.at) <= RECENT_MS).collect();
     let mut t = Table::new(&["FEDERATOR", api]);
+    t.row(vec!["STATE".into(), o.health.state.clone()]);
     t.row(vec!["CATALOG VERSION".into(), o.clusters.catalog_version.to_string()]);
     t.row(vec!["CLUSTERS".into(), o.clusters.clusters.len().to_string()]);
     t.row(vec![
@@ -128,7 +141,18 @@ pub fn status_text(api: &str, o: &Overview, now: u64) -> String {
         o.events.events.last().map_or(String::new(), |e| format!(" (last {} ago: {})", age_at(now, e.at), e.kind));
     t.row(vec!["EVENTS".into(), format!("{} in the last hour{last}", recent.len())]);
     let mut out = t.render();
+    for p in &o.health.problems {
+        out.push_str(&format!("  ! {p}\n"));
+    }
     out.push('\n');
+    let mut t = Table::new(&["REPLICA", "ROLE", "SERVES VERSION", "ROLE FOR", "GATEWAYS"]);
+    for f in &o.federators.federators {
+        let name = if f.this { format!("{} (answered)", f.name) } else { f.name.clone() };
+        let since = format!("{} (for {})", f.catalog_version, age_at(now, f.version_since));
+        t.row(vec![name, f.role.clone(), since, age_at(now, f.role_since), f.gateways.to_string()]);
+    }
+    out.push_str(&t.render());
+    out.push_str(&format!("store: {} ({})\n\n", o.federators.store.backend, o.federators.store.state));
     if o.sources.sources.is_empty() {
         out.push_str("No catalog sources configured.\n");
         return out;

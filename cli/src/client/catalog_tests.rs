@@ -92,12 +92,35 @@ fn status_summarizes_and_names_source_states() {
         events: EventsResponse {
             events: vec![EventDto { seq: 1, at: 100_000, kind: "policy".into(), message: "m".into() }],
         },
+        federators: serde_json::from_value(serde_json::json!({
+            "leader": "fed-1",
+            "store": {"backend": "etcd", "state": "ok", "since": 0, "error": null, "problems": {}},
+            "federators": [
+                {"name": "fed-0", "role": "follower", "role_since": 61_000, "catalog_version": 7, "version_since": 111_000,
+                 "started_at": 0, "gateways": 2, "software": "0.1.0", "this": true},
+                {"name": "fed-1", "role": "leader", "role_since": 1_000, "catalog_version": 7, "version_since": 111_000,
+                 "started_at": 0, "gateways": 1, "software": "0.1.0", "this": false},
+            ],
+        }))
+        .unwrap(),
+        health: serde_json::from_value(serde_json::json!({
+            "state": "degraded", "problems": ["source b is failing; its last good data is served"],
+            "federator": "fed-0", "role": "follower", "leader": "fed-1",
+            "store": {"backend": "etcd", "state": "ok", "since": 0, "error": null, "problems": {}},
+            "catalog_version": 7, "services": 1, "gateways_known": 0, "gateways_connected": 0, "sources_failing": ["b"],
+        }))
+        .unwrap(),
     };
     let text = status_text("http://fed:8080", &o, 121_000);
     assert!(
-        text.starts_with("FEDERATOR         http://fed:8080\nCATALOG VERSION   7\nCLUSTERS          2\n"),
+        text.starts_with(
+            "FEDERATOR         http://fed:8080\nSTATE             degraded\nCATALOG VERSION   7\nCLUSTERS          2\n"
+        ),
         "{text}"
     );
+    assert!(text.contains("  ! source b is failing"), "{text}");
+    assert!(text.contains("fed-0 (answered)   follower   7 (for 10s)      60s"), "{text}");
+    assert!(text.contains("fed-1              leader     7 (for 10s)      2m"), "{text}");
     assert!(text.contains("SERVICES          1 (0 with conflicts, 1 stale)\n"), "{text}");
     assert!(text.contains("GATEWAYS          0/0 connected\n"), "{text}");
     assert!(text.contains("EVENTS            1 in the last hour (last 21s ago: policy)\n"), "{text}");

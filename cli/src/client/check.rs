@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use skybridge_federator::api::dto::{ClustersResponse, GatewaysResponse, LatencyResponse, SourcesResponse};
+use skybridge_federator::api::federation::FederatorsResponse;
 
 use super::catalog::source_state;
 use super::routes::rtt;
@@ -90,6 +91,7 @@ pub struct Docs {
     pub gateways: Result<GatewaysResponse, String>,
     pub sources: Result<SourcesResponse, String>,
     pub latency: Result<LatencyResponse, String>,
+    pub federators: Result<FederatorsResponse, String>,
 }
 
 /// Everything `check` looks at.
@@ -116,12 +118,40 @@ pub fn evaluate(f: &Fetched) -> Vec<Finding> {
         Err(e) => out.push(fail("federator", format!("{} is not ready: {e}", f.api))),
     }
     if let Some(d) = &f.docs {
+        federators(d, &mut out);
         gateways(d, f.now_ms, &mut out);
         sources(d, f.now_ms, &mut out);
         paths(d, f.now_ms, &mut out);
     }
     admins(f, &mut out);
     out
+}
+
+fn federators(d: &Docs, out: &mut Vec<Finding>) {
+    let f = match &d.federators {
+        Ok(f) => f,
+        Err(e) => return out.push(skip("federator", format!("cannot list the federator replicas: {e}"))),
+    };
+    if f.store.state != "ok" {
+        let why = f.store.error.as_deref().unwrap_or("no error recorded");
+        out.push(fail(
+            "store",
+            format!("{} store is degraded: {why}; the replicas serve their last catalog read-only", f.store.backend),
+        ));
+    }
+    for (key, why) in &f.store.problems {
+        out.push(fail("store", format!("key {key} cannot be used: {why}")));
+    }
+    let replicas: Vec<String> =
+        f.federators.iter().map(|r| format!("{} ({}, version {})", r.name, r.role, r.catalog_version)).collect();
+    match &f.leader {
+        Some(l) => out.push(ok("federator", format!("{l} leads; replicas: {}", replicas.join(", ")))),
+        None if f.store.state == "ok" => out.push(fail(
+            "federator",
+            format!("no replica leads: catalog sources are not running; replicas: {}", replicas.join(", ")),
+        )),
+        None => {}
+    }
 }
 
 fn gateways(d: &Docs, now: u64, out: &mut Vec<Finding>) {
@@ -321,6 +351,7 @@ async fn fetch(api: &Api, args: &CheckArgs) -> Fetched {
             gateways: api.get_json("/api/v1/gateways").await.map_err(text),
             sources: api.get_json("/api/v1/sources").await.map_err(text),
             latency: api.get_json("/api/v1/latency").await.map_err(text),
+            federators: api.get_json("/api/v1/federators").await.map_err(text),
         })
     };
     let mut admins = Vec::new();

@@ -5,6 +5,7 @@ use skybridge_federator::api::dto::{
 };
 
 use super::*;
+use skybridge_federator::api::federation::FederatorsResponse;
 
 const NOW: u64 = 1_000_000;
 
@@ -23,6 +24,7 @@ fn gateway(cluster: &str, connected: bool) -> GatewayDto {
         acked_version: 7,
         nacks: 0,
         last_nack: None,
+        federator: connected.then(|| "fed-0".into()),
     }
 }
 
@@ -63,6 +65,22 @@ fn cluster(id: &str, gateways: usize) -> ClusterDto {
     }
 }
 
+/// Two replicas on etcd, `leader` leading, the store in `state`.
+fn federators(state: &str, leader: Option<&str>) -> FederatorsResponse {
+    let replica = |name: &str| {
+        serde_json::json!({"name": name, "role": if Some(name) == leader { "leader" } else { "follower" },
+            "role_since": 0, "catalog_version": 7, "version_since": 0, "started_at": 0, "gateways": 1,
+            "software": "0.1.0", "this": name == "fed-0"})
+    };
+    serde_json::from_value(serde_json::json!({
+        "leader": leader,
+        "store": {"backend": "etcd", "state": state, "since": 0,
+                  "error": (state != "ok").then_some("etcd at http://e:2379 is unavailable: no leader"), "problems": {}},
+        "federators": [replica("fed-0"), replica("fed-1")],
+    }))
+    .unwrap()
+}
+
 /// A healthy two-cluster deployment.
 fn healthy() -> Fetched {
     Fetched {
@@ -83,6 +101,7 @@ fn healthy() -> Fetched {
                 ],
                 routes: vec![],
             }),
+            federators: Ok(federators("ok", Some("fed-1"))),
         }),
         admins: vec![],
         now_ms: NOW,
@@ -103,6 +122,7 @@ fn a_healthy_deployment_passes_and_says_what_it_checked() {
         text,
         "\
 ok    federator  http://fed:8080 is reachable and ready
+ok    federator  fed-1 leads; replicas: fed-0 (follower, version 7), fed-1 (leader, version 7)
 ok    gateway    aws-1/gw-aws-1 connected for 2m, at catalog version 7
 ok    gateway    gcp-1/gw-gcp-1 connected for 2m, at catalog version 7
 ok    source     static (static) synced 100s ago, 3 services
@@ -110,9 +130,31 @@ ok    path       aws-1 → gcp-1 healthy, RTT 20.2 ms (reported 2s ago by gw-aws
 ok    path       gcp-1 → aws-1 healthy, RTT 19.5 ms (reported 2s ago by gw-gcp-1)
 skip  cert       gateway certificates not checked: the federator does not report their expiry; pass --gateway-admin HOST:PORT for each gateway
 
-all 6 checks passed
+all 7 checks passed
 "
     );
+}
+
+#[test]
+fn a_store_without_quorum_or_a_leader_fails_the_check() {
+    let mut f = healthy();
+    f.docs.as_mut().unwrap().federators = Ok(federators("degraded", None));
+    assert_eq!(
+        failures(&f),
+        [
+            "etcd store is degraded: etcd at http://e:2379 is unavailable: no leader; the replicas serve their last catalog read-only"
+        ]
+    );
+    f.docs.as_mut().unwrap().federators = Ok(federators("ok", None));
+    assert_eq!(
+        failures(&f),
+        [
+            "no replica leads: catalog sources are not running; replicas: fed-0 (follower, version 7), fed-1 (follower, version 7)"
+        ]
+    );
+    // An older federator without the endpoint: not checked, not failed.
+    f.docs.as_mut().unwrap().federators = Err("the server answered 404".into());
+    assert_eq!(failures(&f), Vec::<String>::new());
 }
 
 #[test]

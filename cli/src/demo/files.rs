@@ -176,7 +176,7 @@ mod tests {
         let dir = Path::new("/tmp/with \"quote\" and \\ backslash");
         let fed = federator_toml(dir, l.control, "127.0.0.1:8080".parse().unwrap());
         let cfg = skybridge_federator::config::Config::parse(&fed).unwrap();
-        assert_eq!(cfg.federator.data_dir, dir.join("store"));
+        assert_eq!(cfg.federator.data_dir, Some(dir.join("store")));
         let catalog = catalog_toml(&l.backends);
         let snap = skybridge_federator::sources::static_file::parse(&catalog).unwrap();
         assert_eq!((snap.clusters.len(), snap.services.len()), (3, SERVICES.len()));

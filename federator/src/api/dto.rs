@@ -113,6 +113,9 @@ pub struct GatewayDto {
     /// NACKs received on the current connection.
     pub nacks: u64,
     pub last_nack: Option<String>,
+    /// The federator replica holding its control stream (null while disconnected).
+    #[serde(default)]
+    pub federator: Option<String>,
 }
 
 /// `GET /api/v1/gateways`.

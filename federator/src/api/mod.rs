@@ -8,6 +8,7 @@
 pub mod dto;
 pub mod error;
 mod events;
+pub mod federation;
 mod handlers;
 pub mod policy;
 pub mod routes;
@@ -66,6 +67,8 @@ pub fn router(
         .route("/latency", get(handlers::get_latency))
         .route("/whatif", get(handlers::get_whatif))
         .route("/sources", get(handlers::list_sources))
+        .route("/federators", get(federation::list_federators))
+        .route("/status", get(federation::get_status))
         .route("/events", get(events::list_events))
         .route("/events/stream", get(events::stream_events))
         .route("/policies", get(handlers::list_policies))
@@ -97,6 +100,8 @@ pub fn router(
         handlers::get_latency,
         handlers::get_whatif,
         handlers::list_sources,
+        federation::list_federators,
+        federation::get_status,
         events::list_events,
         events::stream_events,
         handlers::list_policies,

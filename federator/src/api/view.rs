@@ -65,6 +65,7 @@ pub fn gateways(mut all: Vec<GatewayState>) -> GatewaysResponse {
             acked_version: g.record.acked_version,
             nacks: g.nacks,
             last_nack: g.last_nack,
+            federator: g.connected.then_some(g.replica).flatten(),
         })
         .collect();
     GatewaysResponse { gateways }

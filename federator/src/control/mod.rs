@@ -4,6 +4,7 @@
 //! gateway never delays the others.
 
 pub mod incoming;
+pub mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,9 @@ use crate::metrics::{KindLabels, Metrics};
 use crate::sources::now_millis;
 use crate::state::{PeerReport, State};
 use crate::store::Store;
+use crate::store::etcd::records::PeerSample;
 use incoming::PeerCluster;
+use session::{Opening, Pushed, SessionLogic, Update};
 
 /// Limits of the control service.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +51,9 @@ pub struct ControlService {
     /// Sessions are tracked so that shutdown waits until none holds the state (and its store).
     tasks: TaskTracker,
     metrics: Metrics,
+    /// Sessions are refused until it is set: a replica that has not read its store yet has
+    /// nothing to serve, and the gateway should try another replica.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ControlService {
@@ -59,7 +65,14 @@ impl ControlService {
         tasks: TaskTracker,
         metrics: Metrics,
     ) -> Self {
-        ControlService { state, limits, shutdown, tasks, metrics }
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        ControlService { state, limits, shutdown, tasks, metrics, ready }
+    }
+
+    /// Refuses sessions while `ready` is unset.
+    pub fn serving_when(mut self, ready: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.ready = ready;
+        self
     }
 }
 
@@ -165,6 +178,11 @@ impl wire::control_server::Control for ControlService {
             .get::<PeerCluster>()
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no verified gateway certificate"))?;
+        if !self.ready.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Status::unavailable(
+                "this federator replica has not read the catalog from its store yet; try another replica",
+            ));
+        }
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(self.limits.hello_timeout, inbound.message())
             .await
@@ -218,14 +236,10 @@ struct Session {
     limits: ControlLimits,
 }
 
-enum Push {
-    Sent,
-    Full,
-    Closed,
-}
-
 impl Session {
-    fn push(&self, msg: wire::FederatorMessage) -> Push {
+    /// Queues `msg`; full and closed queues are reported, never waited on (a slow gateway
+    /// must not hold the session back from noticing it is slow).
+    fn push(&self, msg: wire::FederatorMessage) -> Pushed {
         let kind = match &msg.msg {
             Some(federator_message::Msg::Snapshot(_)) => "snapshot",
             _ => "delta",
@@ -233,13 +247,14 @@ impl Session {
         match self.tx.try_send(Ok(Outgoing::Message(msg))) {
             Ok(()) => {
                 self.metrics.control_messages.get_or_create(&KindLabels { kind }).inc();
-                Push::Sent
+                Pushed::Sent
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.gateways_lagging.inc();
-                Push::Full
+                tracing::warn!("gateway is not keeping up; it will get a fresh snapshot");
+                Pushed::Full
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
+            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
         }
     }
 
@@ -251,7 +266,7 @@ impl Session {
         let key = (self.cluster.clone(), self.instance.clone());
         let now = now_millis();
         let mut record = None;
-        self.state.update_gateway(key.clone(), true, |g| {
+        self.state.update_local(key.clone(), true, |g| {
             g.record.version = hello.version.clone();
             g.record.tunnel_addresses = hello.tunnel_addresses.clone();
             g.record.last_seen = now;
@@ -274,26 +289,41 @@ impl Session {
         gateways.borrow_and_update();
         let mut policies = self.state.watch_policies();
         policies.borrow_and_update();
-        let mut sent = catalogs.borrow_and_update().catalog.clone();
-        // What the gateway holds: nothing, unless its Hello matches the current catalog.
-        let up_to_date = hello.have_version == sent.version && hello.have_digest == sent.digest && sent.version != 0;
-        // `needs_snapshot`: the next message must be a snapshot (first contact, NACK, lagging).
-        let mut needs_snapshot = !up_to_date;
+        let current = catalogs.borrow_and_update().catalog.clone();
+        let (mut logic, opening) =
+            self.state.with_history(|h| SessionLogic::open(hello.have_version, hello.have_digest, &current, h));
+        let mut open = match opening {
+            // Policies are not in the digest, so they go along whatever the gateway holds.
+            Opening::Confirm => {
+                let lists = (Some(gateways_wire(&self.state)), Some(policies.borrow_and_update().to_vec()));
+                self.push(no_change(&current, lists.0, lists.1)) != Pushed::Closed
+            }
+            Opening::CatchUp(deltas) => {
+                tracing::info!(
+                    from = hello.have_version,
+                    to = current.version,
+                    deltas = deltas.len(),
+                    "gateway catches up with deltas"
+                );
+                let mut ok = true;
+                for d in deltas {
+                    let msg = wire::FederatorMessage { msg: Some(federator_message::Msg::Delta((*d).clone())) };
+                    if !logic.pushed(self.push(msg), None) {
+                        ok = false;
+                        break;
+                    }
+                }
+                // Lists may have changed since those versions.
+                let lists = (Some(gateways_wire(&self.state)), Some(policies.borrow_and_update().to_vec()));
+                ok && logic.pushed(self.push(no_change(&current, lists.0, lists.1)), None)
+            }
+            Opening::Snapshot => true,
+        };
         // Held from sending a snapshot until the gateway ACKs/NACKs it, or the ACK timeout.
         let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
-        let mut ack_deadline = tokio::time::Instant::now();
-        if up_to_date {
-            // Already current (e.g. after a federator restart): confirm with an empty delta.
-            // Policies are not in the digest, so they go along whatever the gateway holds.
-            let current_policies = policies.borrow_and_update().to_vec();
-            if let Push::Closed = self.push(no_change(&sent, Some(gateways_wire(&self.state)), Some(current_policies)))
-            {
-                needs_snapshot = false;
-            }
-        }
-        loop {
-            // A snapshot is due once there is a catalog (version 0 is "nothing yet") and a slot.
-            let snapshot_due = needs_snapshot && permit.is_none() && catalogs.borrow().catalog.version != 0;
+        while open {
+            let snapshot_due = logic.wants_snapshot(catalogs.borrow().catalog.version);
+            let ack_deadline = logic.slot_deadline();
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     let _ = self.tx.try_send(Err(Status::unavailable("federator shutting down")));
@@ -303,93 +333,60 @@ impl Session {
                     let current = catalogs.borrow_and_update().catalog.clone();
                     // Read now, so a change made before the snapshot is not pushed again after it.
                     let current_policies = policies.borrow_and_update().to_vec();
-                    let send = tokio::time::timeout(
-                        self.limits.snapshot_send_timeout,
-                        self.send_snapshot(&current, current_policies),
-                    );
-                    let sent_all = tokio::select! {
-                        _ = self.shutdown.cancelled() => false,
-                        sent = send => match sent {
-                            Ok(ok) => ok,
-                            Err(_) => {
-                                // Half a snapshot cannot be taken back: close the session, and the
-                                // gateway starts over with a new one after it reconnects.
-                                tracing::warn!(
-                                    timeout = ?self.limits.snapshot_send_timeout,
-                                    "gateway did not read its snapshot in time; closing its session"
-                                );
-                                self.metrics.gateways_lagging.inc();
-                                let _ = self.tx.try_send(Err(Status::deadline_exceeded(
-                                    "snapshot not read within limits.snapshot_send_timeout",
-                                )));
-                                false
-                            }
-                        },
-                    };
-                    if !sent_all { break }
+                    if !self.send_snapshot_in_time(&current, current_policies).await {
+                        break;
+                    }
                     self.metrics.control_messages.get_or_create(&KindLabels { kind: "snapshot" }).inc();
-                    sent = current;
-                    needs_snapshot = false;
+                    logic.snapshot_sent(current, tokio::time::Instant::now(), self.limits.snapshot_ack_timeout);
                     permit = Some(slot);
-                    ack_deadline = tokio::time::Instant::now() + self.limits.snapshot_ack_timeout;
                 }
-                _ = tokio::time::sleep_until(ack_deadline), if permit.is_some() => {
-                    // A gateway that never answers must not keep others from their snapshots.
-                    tracing::warn!(
-                        timeout = ?self.limits.snapshot_ack_timeout,
-                        "gateway did not acknowledge its snapshot in time; giving its snapshot slot to others"
-                    );
-                    permit = None;
+                _ = sleep_until(ack_deadline), if ack_deadline.is_some() => {
+                    if logic.on_tick(tokio::time::Instant::now()) {
+                        // A gateway that never answers must not keep others from their snapshots.
+                        tracing::warn!(
+                            timeout = ?self.limits.snapshot_ack_timeout,
+                            "gateway did not acknowledge its snapshot in time; giving its snapshot slot to others"
+                        );
+                        permit = None;
+                    }
                 }
                 changed = catalogs.changed() => {
                     if changed.is_err() { break }
-                    if needs_snapshot { continue }
                     let published = catalogs.borrow_and_update().clone();
-                    let current = published.catalog;
-                    let msg = match published.delta_from_previous {
+                    let msg = match logic.on_catalog(&published) {
+                        None => continue,
                         // The common case: one shared delta, computed once for all sessions.
-                        Some(d) if d.from_version == sent.version => {
-                            wire::FederatorMessage { msg: Some(federator_message::Msg::Delta((*d).clone())) }
-                        }
-                        _ => delta(&sent, &current),
+                        Some(Update::Shared(d)) => wire::FederatorMessage { msg: Some(federator_message::Msg::Delta((*d).clone())) },
+                        Some(Update::Diff { from, to }) => delta(&from, &to),
                     };
-                    match self.push(msg) {
-                        Push::Sent => sent = current,
-                        Push::Full => {
-                            tracing::warn!("gateway is not keeping up; it will get a fresh snapshot");
-                            needs_snapshot = true;
-                        }
-                        Push::Closed => break,
-                    }
+                    open = logic.pushed(self.push(msg), Some(published.catalog));
                 }
                 changed = gateways.changed() => {
                     if changed.is_err() { break }
-                    if needs_snapshot { continue }
-                    match self.push(no_change(&sent, Some(gateways_wire(&self.state)), None)) {
-                        Push::Sent => {}
-                        Push::Full => needs_snapshot = true,
-                        Push::Closed => break,
+                    if logic.wants_lists() {
+                        open = logic.pushed(self.push(no_change(logic.sent(), Some(gateways_wire(&self.state)), None)), None);
                     }
                 }
                 changed = policies.changed() => {
                     if changed.is_err() { break }
                     let current_policies = policies.borrow_and_update().to_vec();
-                    if needs_snapshot { continue }
-                    match self.push(no_change(&sent, None, Some(current_policies))) {
-                        Push::Sent => {}
-                        Push::Full => needs_snapshot = true,
-                        Push::Closed => break,
+                    if logic.wants_lists() {
+                        open = logic.pushed(self.push(no_change(logic.sent(), None, Some(current_policies))), None);
                     }
                 }
                 msg = inbound.next() => match msg {
                     Some(Ok(m)) => {
-                        let answered = matches!(m.msg, Some(gateway_message::Msg::Ack(_) | gateway_message::Msg::Nack(_)));
-                        if answered {
+                        let answer = match &m.msg {
+                            Some(gateway_message::Msg::Ack(_)) => Some(false),
+                            Some(gateway_message::Msg::Nack(_)) => Some(true),
+                            _ => None,
+                        };
+                        if let Some(rejected) = answer
+                            && logic.on_answer(rejected)
+                        {
                             permit = None;
                         }
-                        if self.on_message(m).await {
-                            needs_snapshot = true; // a NACK asks for a snapshot
-                        }
+                        self.on_message(m);
                     }
                     None => break,
                     Some(Err(e)) => {
@@ -401,13 +398,46 @@ impl Session {
         }
         drop(permit);
         self.metrics.gateways_connected.dec();
-        self.state.update_gateway(key, false, |g| {
+        let mut record = None;
+        self.state.update_local(key, false, |g| {
             g.connected = false;
             g.record.last_seen = now_millis();
+            record = Some(g.record.clone());
         });
+        // Its last-seen time is where gateway expiry counts from.
+        if let Some(r) = record
+            && let Err(e) = self.state.store().put_gateway(&r).await
+        {
+            tracing::warn!(error = %e, "recording the gateway's last-seen time failed");
+        }
         self.state
             .event("gateway_disconnected", format!("gateway {}/{} disconnected", self.cluster, self.instance))
             .await;
+    }
+
+    /// Sends a whole snapshot within the send timeout; false (and the session must end) when
+    /// the gateway did not take it in time or the stream is gone.
+    async fn send_snapshot_in_time(&self, c: &GlobalCatalog, policies: Vec<wire::ServicePolicy>) -> bool {
+        let send = tokio::time::timeout(self.limits.snapshot_send_timeout, self.send_snapshot(c, policies));
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            sent = send => match sent {
+                Ok(ok) => ok,
+                Err(_) => {
+                    // Half a snapshot cannot be taken back: close the session, and the gateway
+                    // starts over with a new one after it reconnects.
+                    tracing::warn!(
+                        timeout = ?self.limits.snapshot_send_timeout,
+                        "gateway did not read its snapshot in time; closing its session"
+                    );
+                    self.metrics.gateways_lagging.inc();
+                    let _ = self.tx.try_send(Err(Status::deadline_exceeded(
+                        "snapshot not read within limits.snapshot_send_timeout",
+                    )));
+                    false
+                }
+            },
+        }
     }
 
     /// Sends every part of `c`'s snapshot with `policies`, waiting for queue space (the gateway
@@ -430,27 +460,25 @@ impl Session {
         self.state.snapshot_permit().await
     }
 
-    /// Handles one gateway message; true when the gateway needs a fresh snapshot.
-    async fn on_message(&self, m: wire::GatewayMessage) -> bool {
+    /// Records what one gateway message says (ACK/NACK bookkeeping and measurement reports).
+    fn on_message(&self, m: wire::GatewayMessage) {
         let key = (self.cluster.clone(), self.instance.clone());
         match m.msg {
             Some(gateway_message::Msg::Ack(a)) => {
-                self.state.update_gateway(key, false, |g| {
+                self.state.update_local(key, false, |g| {
                     g.record.acked_version = a.version;
                     g.record.last_seen = now_millis();
                 });
-                false
             }
             Some(gateway_message::Msg::Nack(n)) => {
                 tracing::warn!(version = n.version, reason = %n.reason, "gateway rejected an update");
-                self.state.update_gateway(key, false, |g| {
+                self.state.update_local(key, false, |g| {
                     g.nacks += 1;
                     g.last_nack = Some(n.reason.clone());
                 });
-                true
             }
             Some(gateway_message::Msg::Report(r)) => {
-                let samples = r
+                let samples: Vec<PeerReport> = r
                     .peers
                     .into_iter()
                     .filter_map(|p| {
@@ -464,12 +492,31 @@ impl Session {
                         })
                     })
                     .collect();
+                let peers = samples
+                    .iter()
+                    .map(|s| PeerSample {
+                        to: s.to.clone(),
+                        rtt_ms: s.rtt_ms,
+                        rank_rtt_ms: s.rank_rtt_ms,
+                        state: s.state.clone(),
+                    })
+                    .collect();
                 self.state.report_latency(&self.cluster, &self.instance, samples);
-                self.state.update_gateway(key, false, |g| g.last_report = Some(now_millis()));
-                false
+                self.state.update_local(key, false, |g| {
+                    g.last_report = Some(now_millis());
+                    g.peers = peers;
+                });
             }
-            Some(gateway_message::Msg::Hello(_)) | None => false,
+            Some(gateway_message::Msg::Hello(_)) | None => {}
         }
+    }
+}
+
+/// Sleeps until `at`; never completes without one (the caller guards the branch anyway).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,19 +10,18 @@
 //! The `meta` table holds the schema version, checked on open, and the last event seq, kept
 //! there so that a seq is never reused even when every event has been trimmed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use skybridge_api::catalog::{ClusterInfo, Export, GlobalCatalog, SourceId, SourceSnapshot, UnixMillis};
+use skybridge_api::catalog::{Export, GlobalCatalog, SourceId, SourceSnapshot, UnixMillis};
 use skybridge_api::model::{ClusterId, ServiceKey};
 
+use super::rows::{CatalogHead, Row, RowIndex, RowWrite, SourceHead, encode, row_hash};
 use super::{Event, GatewayRecord, Persisted, Policy, Store, StoreError, StoredSource};
 
 /// The layout version this code writes. Bump it (and migrate in `init`) when the layout or a
@@ -53,56 +52,6 @@ const META_SCHEMA_VERSION: &str = "schema_version";
 const META_LAST_EVENT_SEQ: &str = "last_event_seq";
 /// The catalog head table holds one row: the current catalog (history lives in the event log).
 const CATALOG_CURRENT: &str = "current";
-
-/// The catalog without its services: the `catalog_head` row.
-#[derive(Serialize, Deserialize)]
-struct CatalogHead {
-    version: u64,
-    digest: u64,
-    clusters: BTreeMap<ClusterId, ClusterInfo>,
-}
-
-/// A source without its services: a `source_heads` row.
-#[derive(Serialize, Deserialize)]
-struct SourceHead {
-    clusters: Vec<ClusterInfo>,
-    synced_at: UnixMillis,
-    failing_since: Option<UnixMillis>,
-}
-
-/// Hashes of the service rows as last committed, so that a save can skip unchanged rows.
-/// Keyed by the parsed key so that a save allocates only for the rows it writes.
-#[derive(Default)]
-struct Written {
-    catalog: HashMap<ServiceKey, u64>,
-    sources: HashMap<SourceId, HashMap<ServiceKey, u64>>,
-}
-
-/// One index change, applied once the transaction has committed.
-enum RowChange {
-    Catalog(ServiceKey, Option<u64>),
-    Source(SourceId, ServiceKey, Option<u64>),
-}
-
-impl Written {
-    fn apply(&mut self, changes: Vec<RowChange>) {
-        for c in changes {
-            match c {
-                RowChange::Catalog(k, Some(h)) => drop(self.catalog.insert(k, h)),
-                RowChange::Catalog(k, None) => drop(self.catalog.remove(&k)),
-                RowChange::Source(s, k, Some(h)) => drop(self.sources.entry(s).or_default().insert(k, h)),
-                RowChange::Source(s, k, None) => {
-                    if let Some(rows) = self.sources.get_mut(&s) {
-                        rows.remove(&k);
-                        if rows.is_empty() {
-                            self.sources.remove(&s);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Store operations waiting for the store thread.
 const QUEUE: usize = 64;
@@ -139,7 +88,7 @@ struct Inner {
     path: PathBuf,
     max_events: usize,
     /// Only catalog saves touch it; they hold it for their whole transaction.
-    written: Mutex<Written>,
+    written: Mutex<RowIndex>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -367,22 +316,23 @@ impl Inner {
         Ok(rows)
     }
 
-    /// Hashes what the service tables hold, so the first save after opening writes only what
+    /// Hashes what the row tables hold, so the first save after opening writes only what
     /// differs from the file.
     fn index_written(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let mut written = Written::default();
-        let table = txn.open_table(CATALOG_SERVICES).map_err(|e| self.io(e))?;
-        for row in table.iter().map_err(|e| self.io(e))? {
-            let (k, v) = row.map_err(|e| self.io(e))?;
-            written.catalog.insert(self.service_key("catalog_services", k.value())?, row_hash(v.value()));
+        let mut written = RowIndex::default();
+        for (key, value) in self.rows(&txn, CATALOG_SERVICES)? {
+            written.set(Row::CatalogService(self.service_key("catalog_services", &key)?), Some(row_hash(&value)));
+        }
+        for (id, value) in self.rows(&txn, SOURCE_HEADS)? {
+            written.set(Row::SourceHead(id), Some(row_hash(&value)));
         }
         let table = txn.open_table(SOURCE_SERVICES).map_err(|e| self.io(e))?;
         for row in table.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
             let (source, key) = k.value();
             let key = self.service_key("source_services", key)?;
-            written.sources.entry(source.to_owned()).or_default().insert(key, row_hash(v.value()));
+            written.set(Row::SourceService(source.to_owned(), key), Some(row_hash(v.value())));
         }
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) = written;
         Ok(())
@@ -412,12 +362,12 @@ impl Inner {
         txn.delete_table(V1_CATALOG).map_err(|e| self.io(e))?;
         txn.delete_table(V1_SOURCES).map_err(|e| self.io(e))?;
         if let Some(catalog) = catalog {
-            self.write_catalog(txn, &catalog, &sources, &Written::default())?;
+            self.write_catalog(txn, &catalog, &sources, &RowIndex::default())?;
         }
         Ok(())
     }
 
-    /// Saves the catalog and sources in one transaction; returns the service rows changed.
+    /// Saves the catalog and sources in one transaction; returns the rows changed.
     fn save_catalog(
         &self,
         catalog: &GlobalCatalog,
@@ -434,64 +384,52 @@ impl Inner {
         Ok(changed)
     }
 
-    /// Writes the catalog and its sources into `txn`: the heads, every service row whose bytes
-    /// differ from `written`, and deletions of rows no longer present. Returns the row changes
-    /// for the index.
+    /// Writes the catalog head and every row that differs from `written` into `txn`; returns
+    /// the index changes to apply once it commits.
     fn write_catalog(
         &self,
         txn: &redb::WriteTransaction,
         catalog: &GlobalCatalog,
         sources: &BTreeMap<SourceId, StoredSource>,
-        written: &Written,
-    ) -> Result<Vec<RowChange>, StoreError> {
-        let mut changes = Vec::new();
-        let mut buf = Vec::new();
-        let head = CatalogHead { version: catalog.version, digest: catalog.digest, clusters: catalog.clusters.clone() };
+        written: &RowIndex,
+    ) -> Result<Vec<(Row, Option<u64>)>, StoreError> {
+        let head = CatalogHead {
+            version: catalog.version,
+            digest: catalog.digest,
+            clusters: catalog.clusters.clone(),
+            term: 0,
+            leader: String::new(),
+        };
         let mut table = txn.open_table(CATALOG_HEAD).map_err(|e| self.io(e))?;
         table.insert(CATALOG_CURRENT, encode(&head)?.as_slice()).map_err(|e| self.io(e))?;
-
-        let mut table = txn.open_table(CATALOG_SERVICES).map_err(|e| self.io(e))?;
-        for (key, service) in &catalog.services {
-            encode_into(&mut buf, service)?;
-            let hash = row_hash(&buf);
-            if written.catalog.get(key) != Some(&hash) {
-                table.insert(key.to_string().as_str(), buf.as_slice()).map_err(|e| self.io(e))?;
-                changes.push(RowChange::Catalog(key.clone(), Some(hash)));
-            }
-        }
-        for key in written.catalog.keys().filter(|k| !catalog.services.contains_key(*k)) {
-            table.remove(key.to_string().as_str()).map_err(|e| self.io(e))?;
-            changes.push(RowChange::Catalog(key.clone(), None));
-        }
-
-        // The map is the complete set of sources the catalog was merged from: a source no
-        // longer in it (removed from the configuration) must not come back after a restart.
-        let mut table = txn.open_table(SOURCE_HEADS).map_err(|e| self.io(e))?;
-        table.retain(|id, _| sources.contains_key(id)).map_err(|e| self.io(e))?;
-        for (id, s) in sources {
-            let head = SourceHead {
-                clusters: s.snapshot.clusters.clone(),
-                synced_at: s.synced_at,
-                failing_since: s.failing_since,
-            };
-            table.insert(id.as_str(), encode(&head)?.as_slice()).map_err(|e| self.io(e))?;
-        }
-        let mut table = txn.open_table(SOURCE_SERVICES).map_err(|e| self.io(e))?;
-        for (id, s) in sources {
-            for (key, exports) in &s.snapshot.services {
-                encode_into(&mut buf, exports)?;
-                let hash = row_hash(&buf);
-                if written.sources.get(id).and_then(|rows| rows.get(key)) != Some(&hash) {
-                    table.insert((id.as_str(), key.to_string().as_str()), buf.as_slice()).map_err(|e| self.io(e))?;
-                    changes.push(RowChange::Source(id.clone(), key.clone(), Some(hash)));
+        let mut services = txn.open_table(CATALOG_SERVICES).map_err(|e| self.io(e))?;
+        let mut heads = txn.open_table(SOURCE_HEADS).map_err(|e| self.io(e))?;
+        let mut source_services = txn.open_table(SOURCE_SERVICES).map_err(|e| self.io(e))?;
+        let mut changes = Vec::new();
+        for write in written.changes(catalog, sources) {
+            let write: RowWrite = write?;
+            let value = write.value.as_deref();
+            match &write.row {
+                Row::CatalogService(key) => {
+                    let key = key.to_string();
+                    match value {
+                        Some(v) => drop(services.insert(key.as_str(), v).map_err(|e| self.io(e))?),
+                        None => drop(services.remove(key.as_str()).map_err(|e| self.io(e))?),
+                    }
+                }
+                Row::SourceHead(id) => match value {
+                    Some(v) => drop(heads.insert(id.as_str(), v).map_err(|e| self.io(e))?),
+                    None => drop(heads.remove(id.as_str()).map_err(|e| self.io(e))?),
+                },
+                Row::SourceService(id, key) => {
+                    let key = (id.as_str(), key.to_string());
+                    match value {
+                        Some(v) => drop(source_services.insert((key.0, key.1.as_str()), v).map_err(|e| self.io(e))?),
+                        None => drop(source_services.remove((key.0, key.1.as_str())).map_err(|e| self.io(e))?),
+                    }
                 }
             }
-        }
-        let gone = written.sources.iter().flat_map(|(id, rows)| rows.keys().map(move |key| (id, key)));
-        let gone = gone.filter(|(id, key)| !sources.get(*id).is_some_and(|s| s.snapshot.services.contains_key(*key)));
-        for (id, key) in gone {
-            table.remove((id.as_str(), key.to_string().as_str())).map_err(|e| self.io(e))?;
-            changes.push(RowChange::Source(id.clone(), key.clone(), None));
+            changes.push(write.indexed());
         }
         Ok(changes)
     }
@@ -548,26 +486,6 @@ impl Inner {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    // Only fails for maps with non-string keys, which no stored type has; kept as an error
-    // rather than a panic in case one ever does.
-    serde_json::to_vec(value).map_err(|e| StoreError::Io(format!("cannot encode a value for the store: {e}")))
-}
-
-fn encode_into<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<(), StoreError> {
-    buf.clear();
-    serde_json::to_writer(&mut *buf, value)
-        .map_err(|e| StoreError::Io(format!("cannot encode a value for the store: {e}")))
-}
-
-/// Change detection only: equal bytes give equal hashes, and the fixed-key SipHash makes the
-/// index built from the file at open agree with the one kept while running.
-fn row_hash(bytes: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
 fn gateway_key(g: &GatewayRecord) -> String {
     // Cluster ids are DNS labels, so the first `/` always separates cluster from instance.
     format!("{}/{}", g.cluster, g.instance)
@@ -598,6 +516,17 @@ impl Store for EmbeddedStore {
         let key = gateway_key(g);
         let value = encode(g)?;
         self.run(move |s| s.put(GATEWAYS, &key, Some(&value))).await
+    }
+
+    async fn delete_gateway(&self, cluster: &ClusterId, instance: &str) -> Result<bool, StoreError> {
+        // One process holds every session, so the caller's view of "connected" is the truth.
+        let key = format!("{cluster}/{instance}");
+        self.run(move |s| s.put(GATEWAYS, &key, None)).await.map(|()| true)
+    }
+
+    async fn save_source_status(&self, _: &BTreeMap<SourceId, crate::core::SourceStatus>) -> Result<(), StoreError> {
+        // The only replica keeps source health in memory; a restart re-learns it from the sources.
+        Ok(())
     }
 
     async fn append_event(&self, at: UnixMillis, kind: &str, message: &str) -> Result<Event, StoreError> {

@@ -1,11 +1,16 @@
 //! Persistence of the federator's state. Callers use [`Store`] only, so the embedded backend
-//! (single node, a redb file) and an etcd backend (replicated: watch, lease, transactions) are
-//! interchangeable. Every method is async-shaped even where the backend is synchronous, and
-//! every write is one transaction: a crash never leaves half a catalog.
+//! (single node, a redb file) and the etcd backend (replicated: several federators, one leader)
+//! are interchangeable for reads and writes; what only etcd has (leases, election, watch) is on
+//! [`EtcdStore`] and driven by `crate::ha`. Every method is async-shaped even where the backend
+//! is synchronous. Writes that only the leader may make (the catalog, source health, removing
+//! gateways) are fenced in etcd: a deposed leader's write fails with [`StoreError::Fenced`].
 
 pub mod embedded;
+pub mod etcd;
+pub mod rows;
 
 pub use embedded::EmbeddedStore;
+pub use etcd::EtcdStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -22,6 +27,26 @@ pub enum StoreError {
     Io(String),
     #[error("store holds data this version cannot read ({0}); was it written by a newer federator?")]
     Corrupt(String),
+    /// etcd did not answer (no quorum, no route, timeout).
+    #[error(
+        "etcd at {endpoints} is unavailable: {reason}; check that the endpoints are right and that a majority of the etcd members is up"
+    )]
+    Unavailable { endpoints: String, reason: String },
+    /// etcd refused the credentials or the permission.
+    #[error(
+        "etcd at {endpoints} refused the request: {reason}; check store.username / store.password_file and that the user's role may read and write the prefix"
+    )]
+    Denied { endpoints: String, reason: String },
+    /// A leader-only write from a replica that is no longer the leader.
+    #[error("this replica is no longer the leader: the write was refused by the leadership fence")]
+    Fenced,
+}
+
+impl StoreError {
+    /// Whether the store could not be reached (as opposed to refusing or not understanding).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 /// A source's last good snapshot, kept so that a restarted federator whose sources are down
@@ -84,6 +109,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records a gateway (keyed by cluster and instance).
     fn put_gateway(&self, g: &GatewayRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes a gateway's record unless it is connected to a replica right now (leader only);
+    /// true when removed.
+    fn delete_gateway(
+        &self,
+        cluster: &ClusterId,
+        instance: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Saves the source health the API shows, for replicas that do not run the sources
+    /// (leader only; nothing to do with a single node).
+    fn save_source_status(
+        &self,
+        status: &BTreeMap<SourceId, crate::core::SourceStatus>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Appends an event, assigning its `seq`; keeps at most the store's configured number.
     fn append_event(
         &self,
@@ -100,45 +138,64 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// The configured backend. An enum rather than `dyn Store` so that the async methods need no
-/// boxing; an etcd variant joins here without changing callers.
+/// boxing.
 pub enum AnyStore {
     /// A redb file on local disk (single node).
     Embedded(embedded::EmbeddedStore),
+    /// An etcd cluster shared by the replicas.
+    Etcd(Arc<etcd::EtcdStore>),
+}
+
+impl AnyStore {
+    /// `embedded` or `etcd`, as configured.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            AnyStore::Embedded(_) => "embedded",
+            AnyStore::Etcd(_) => "etcd",
+        }
+    }
+}
+
+/// Calls the same method on whichever backend is configured.
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Embedded($s) => $call,
+            AnyStore::Etcd($s) => $call,
+        }
+    };
 }
 
 impl Store for AnyStore {
     async fn load(&self) -> Result<Persisted, StoreError> {
-        match self {
-            AnyStore::Embedded(s) => s.load().await,
-        }
+        each!(self, s => s.load().await)
     }
     async fn save_catalog(
         &self,
         c: &Arc<GlobalCatalog>,
         src: &BTreeMap<SourceId, StoredSource>,
     ) -> Result<(), StoreError> {
-        match self {
-            AnyStore::Embedded(s) => s.save_catalog(c, src).await,
-        }
+        each!(self, s => s.save_catalog(c, src).await)
     }
     async fn put_policy(&self, key: &ServiceKey, policy: Option<&Policy>) -> Result<(), StoreError> {
-        match self {
-            AnyStore::Embedded(s) => s.put_policy(key, policy).await,
-        }
+        each!(self, s => s.put_policy(key, policy).await)
     }
     async fn put_gateway(&self, g: &GatewayRecord) -> Result<(), StoreError> {
-        match self {
-            AnyStore::Embedded(s) => s.put_gateway(g).await,
-        }
+        each!(self, s => s.put_gateway(g).await)
+    }
+    async fn delete_gateway(&self, cluster: &ClusterId, instance: &str) -> Result<bool, StoreError> {
+        each!(self, s => s.delete_gateway(cluster, instance).await)
+    }
+    async fn save_source_status(
+        &self,
+        status: &BTreeMap<SourceId, crate::core::SourceStatus>,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.save_source_status(status).await)
     }
     async fn append_event(&self, at: UnixMillis, kind: &str, message: &str) -> Result<Event, StoreError> {
-        match self {
-            AnyStore::Embedded(s) => s.append_event(at, kind, message).await,
-        }
+        each!(self, s => s.append_event(at, kind, message).await)
     }
     async fn events(&self, after_seq: Option<u64>, limit: usize) -> Result<Vec<Event>, StoreError> {
-        match self {
-            AnyStore::Embedded(s) => s.events(after_seq, limit).await,
-        }
+        each!(self, s => s.events(after_seq, limit).await)
     }
 }

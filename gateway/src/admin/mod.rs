@@ -103,6 +103,8 @@ async fn status(State(s): State<AdminState>) -> Response {
             })
         })
         .collect();
+    let now_ms = crate::federation::cache::unix_ms(SystemTime::now());
+    let federation = ctx.federation.lock().ok().filter(|f| !f.state.is_empty()).map(|f| f.clone());
     let cert = ctx.certs.current();
     let expires_in = cert.not_after.duration_since(SystemTime::now()).map(|d| d.as_secs()).unwrap_or(0);
     Json(json!({
@@ -111,7 +113,10 @@ async fn status(State(s): State<AdminState>) -> Response {
         "ready": ctx.is_ready(),
         "draining": ctx.draining.is_cancelled(),
         "config_version": catalog.version,
-        "federator": ctx.federation.lock().map(|f| f.clone()).ok().filter(|f| !f.state.is_empty()),
+        // `static` without a federator; else `none (…)`, `cached (version N, age 3m12s)` or
+        // `federator (version N)`, with the details under `federator`.
+        "catalog": federation.as_ref().map_or_else(|| "static".to_owned(), |f| f.catalog_summary(now_ms)),
+        "federator": federation.map(|f| f.view(now_ms)),
         "certificate_expires_in_seconds": expires_in,
         "peers": peers,
         "services": services,

@@ -6,7 +6,7 @@ mod telemetry;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use routing::RoutingSection;
@@ -58,8 +58,17 @@ pub struct GatewaySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederatorSection {
-    /// `host:port` of the federator's control listener.
-    pub address: String,
+    /// `host:port` of the federator's control listener; a DNS name may resolve to one record
+    /// per replica (a headless Service). Exactly one of `address` and `addresses` is given.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `host:port` of each federator replica, listed explicitly.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Where the last verified catalog is kept, so a restart routes before the federator
+    /// answers.
+    #[serde(default)]
+    pub catalog_cache: CatalogCache,
     /// This replica's name (pod name); default from `$HOSTNAME`, else `default`.
     #[serde(default)]
     pub instance: Option<String>,
@@ -83,6 +92,126 @@ pub struct FederatorSection {
     /// in 3 clusters is about 10 MB.
     #[serde(default = "defaults::max_control_message")]
     pub max_message_size: usize,
+}
+
+/// The catalog cache file setting (`[federator] catalog_cache`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CatalogCache {
+    /// Not set: [`CatalogCache::DEFAULT_FILE`] in the config file's folder. A config parsed from
+    /// text has no folder, so there it means no cache.
+    #[default]
+    Default,
+    /// `"off"`: no cache is read or written.
+    Off,
+    /// This file (relative paths follow the config file's folder).
+    Path(PathBuf),
+}
+
+impl CatalogCache {
+    /// The file name used when `catalog_cache` is not set.
+    pub const DEFAULT_FILE: &str = "catalog-cache.pb";
+
+    /// The file to read and write, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            CatalogCache::Path(p) => Some(p),
+            CatalogCache::Default | CatalogCache::Off => None,
+        }
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        match self {
+            CatalogCache::Default => *self = CatalogCache::Path(base.join(Self::DEFAULT_FILE)),
+            CatalogCache::Path(p) if p.is_relative() => *p = base.join(&*p),
+            CatalogCache::Path(_) | CatalogCache::Off => {}
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CatalogCache {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "off" { CatalogCache::Off } else { CatalogCache::Path(PathBuf::from(s)) })
+    }
+}
+
+impl FederatorSection {
+    /// The configured replica addresses (`address` or `addresses`), `host:port` each.
+    pub fn targets(&self) -> Vec<String> {
+        match &self.address {
+            Some(a) => vec![a.clone()],
+            None => self.addresses.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.address, self.addresses.is_empty()) {
+            (Some(a), false) => {
+                return Err(invalid(
+                    "federator.addresses",
+                    format!("{:?}", self.addresses),
+                    format!("federator.address ({a:?}) is set too: give one of the two"),
+                ));
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "federator.address",
+                    "",
+                    "missing: set federator.address (host:port; a DNS name may resolve to every replica) \
+                     or federator.addresses (a list of host:port)",
+                ));
+            }
+            (Some(a), true) => host_port("federator.address", a)?,
+            (None, false) => {
+                let mut seen = BTreeSet::new();
+                for (i, a) in self.addresses.iter().enumerate() {
+                    host_port(&format!("federator.addresses[{i}]"), a)?;
+                    if !seen.insert(a) {
+                        return Err(invalid(format!("federator.addresses[{i}]"), a, "listed twice"));
+                    }
+                }
+            }
+        }
+        if let CatalogCache::Path(p) = &self.catalog_cache
+            && p.as_os_str().is_empty()
+        {
+            return Err(invalid("federator.catalog_cache", "", "expected a file path, or \"off\" to keep no cache"));
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return Err(invalid(
+                "federator.reconnect_min",
+                duration::format(self.reconnect_min),
+                "must be positive and at most federator.reconnect_max",
+            ));
+        }
+        if self.report_interval.is_zero() {
+            return Err(invalid("federator.report_interval", "0", "must be positive"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(invalid("federator.connect_timeout", "0", "must be positive"));
+        }
+        for (c, a) in &self.peer_addresses {
+            if !a.contains(':') {
+                return Err(invalid(format!("federator.peer_addresses.{c}"), a, "expected host:port"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks `host:port` (`[v6]:port` for IPv6 literals) without resolving the host.
+fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| invalid(key, value, format!("expected host:port (e.g. federator.example.com:15010): {why}"));
+    let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => {}
+        _ => return Err(bad("the port must be a number from 1 to 65535")),
+    }
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() || host.contains(char::is_whitespace) || (host.contains(':') && !value.starts_with('[')) {
+        return Err(bad("the host is empty or malformed (write IPv6 addresses as [addr]:port)"));
+    }
+    Ok(())
 }
 
 /// Listen addresses. An egress listener set to `"off"` is not started.
@@ -330,9 +459,12 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Makes TLS paths relative to the config file's folder, as operators expect.
+    /// Makes TLS and cache paths relative to the config file's folder, as operators expect.
     fn resolve_paths(&mut self, base: &Path) {
         self.tls.resolve(base);
+        if let Some(f) = &mut self.federator {
+            f.catalog_cache.resolve(base);
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -353,24 +485,7 @@ impl Config {
             }
         }
         if let Some(f) = &self.federator {
-            if !f.address.contains(':') {
-                return Err(invalid("federator.address", &f.address, "expected host:port"));
-            }
-            if f.reconnect_min.is_zero() || f.reconnect_max < f.reconnect_min {
-                return Err(invalid(
-                    "federator.reconnect_min",
-                    duration::format(f.reconnect_min),
-                    "must be positive and at most federator.reconnect_max",
-                ));
-            }
-            if f.report_interval.is_zero() {
-                return Err(invalid("federator.report_interval", "0", "must be positive"));
-            }
-            for (c, a) in &f.peer_addresses {
-                if !a.contains(':') {
-                    return Err(invalid(format!("federator.peer_addresses.{c}"), a, "expected host:port"));
-                }
-            }
+            f.validate()?;
         }
         listen_addr("listen.sni", &self.listen.sni)?;
         listen_addr("listen.http", &self.listen.http)?;

@@ -119,3 +119,62 @@ fn relative_tls_paths_follow_config_file() {
     let c = Config::load(&path).unwrap();
     assert_eq!(c.tls.cert, dir.path().join("c.pem"));
 }
+
+const FEDERATED: &str = r#"
+[gateway]
+cluster = "aws-1"
+cloud = "aws"
+region = "us-east-1"
+trust_domain = "example.org"
+
+[tls]
+cert = "c.pem"
+key = "k.pem"
+trust_bundle = "ca.pem"
+
+[federator]
+"#;
+
+#[test]
+fn federator_address_or_addresses() {
+    let one = Config::parse(&format!("{FEDERATED}address = \"federator.skybridge.svc:15010\"\n")).unwrap();
+    let f = one.federator.unwrap();
+    assert_eq!(f.targets(), vec!["federator.skybridge.svc:15010"]);
+    let many = Config::parse(&format!("{FEDERATED}addresses = [\"10.0.0.1:15010\", \"[fd00::2]:15010\"]\n")).unwrap();
+    assert_eq!(many.federator.unwrap().targets(), vec!["10.0.0.1:15010", "[fd00::2]:15010"]);
+
+    for (body, key, why) in [
+        ("", "federator.address", "missing"),
+        ("address = \"a:1\"\naddresses = [\"b:1\"]", "federator.addresses", "give one of the two"),
+        ("address = \"federator\"", "federator.address", "no port"),
+        ("address = \"federator:0\"", "federator.address", "1 to 65535"),
+        ("address = \"federator:http\"", "federator.address", "1 to 65535"),
+        ("address = \":15010\"", "federator.address", "host is empty"),
+        ("address = \"fd00::2:15010\"", "federator.address", "[addr]:port"),
+        ("addresses = [\"a:1\", \"b\"]", "federator.addresses[1]", "no port"),
+        ("addresses = [\"a:1\", \"a:1\"]", "federator.addresses[1]", "listed twice"),
+        ("address = \"a:1\"\ncatalog_cache = \"\"", "federator.catalog_cache", "\"off\""),
+        ("address = \"a:1\"\nconnect_timeout = \"0s\"", "federator.connect_timeout", "positive"),
+    ] {
+        let e = err(&format!("{FEDERATED}{body}\n"));
+        assert!(e.contains(&format!("`{key}`")) && e.contains(why), "{body:?}: {e}");
+    }
+}
+
+#[test]
+fn catalog_cache_defaults_next_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    let load = |extra: &str| {
+        std::fs::write(&path, format!("{FEDERATED}address = \"a:1\"\n{extra}")).unwrap();
+        Config::load(&path).unwrap().federator.unwrap().catalog_cache
+    };
+    assert_eq!(load(""), CatalogCache::Path(dir.path().join("catalog-cache.pb")));
+    assert_eq!(load("catalog_cache = \"state/c.pb\"\n"), CatalogCache::Path(dir.path().join("state/c.pb")));
+    assert_eq!(load("catalog_cache = \"/var/cache/c.pb\"\n"), CatalogCache::Path("/var/cache/c.pb".into()));
+    assert_eq!(load("catalog_cache = \"off\"\n"), CatalogCache::Off);
+    assert_eq!(CatalogCache::Off.path(), None);
+    // Text parsed without a file has no folder for the default: no cache unless a path is given.
+    let parsed = Config::parse(&format!("{FEDERATED}address = \"a:1\"\n")).unwrap();
+    assert_eq!(parsed.federator.unwrap().catalog_cache.path(), None);
+}

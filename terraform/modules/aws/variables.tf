@@ -170,7 +170,7 @@ variable "otlp_endpoint" {
 # ---------------------------------------------------------------------------------------------
 
 variable "federator" {
-  description = "Also deploy the federator in this cluster, with an IRSA role that can read Cloud Map. null: gateway only (no IAM role is created). extra_sources_toml: further [[sources]] tables (other clouds, other accounts) appended after the module's aws-cloudmap source."
+  description = "Also deploy the federator in this cluster, with an IRSA role that can read Cloud Map. null: gateway only (no IAM role is created). extra_sources_toml: further [[sources]] tables (other clouds, other accounts) appended after the module's aws-cloudmap source. etcd: run it replicated (replicas, default 3) on etcd; fields and defaults as in ../gateway-manifests (endpoints null: the bundled etcd of var.etcd)."
   type = object({
     cloudmap_source             = optional(bool, true)
     cloudmap_source_id          = optional(string)
@@ -192,6 +192,16 @@ variable "federator" {
     iam_role_name               = optional(string)
     iam_permissions_boundary    = optional(string)
     service_account_annotations = optional(map(string), {})
+    replicas                    = optional(number)
+    etcd = optional(object({
+      endpoints            = optional(list(string))
+      prefix               = optional(string)
+      lease_ttl            = optional(string)
+      tls_secret_name      = optional(string)
+      tls_client_cert      = optional(bool)
+      username             = optional(string)
+      password_secret_name = optional(string)
+    }))
   })
   default = null
 
@@ -223,6 +233,23 @@ variable "federator" {
     condition     = var.federator == null || try(!contains(keys(var.federator.service_account_annotations), "eks.amazonaws.com/role-arn"), false)
     error_message = "federator.service_account_annotations must not set eks.amazonaws.com/role-arn: the module sets it to the role it creates."
   }
+}
+
+variable "etcd" {
+  description = "A bundled etcd (a StatefulSet of 3 members) for the replicated federator, rendered by ../gateway-manifests (its README lists the fields and their defaults: image, members, tls_secret_name, storage_size, storage_class, CPU/memory requests and limits, extra_args). Use with federator.etcd = {} (endpoints null). null: none; give federator.etcd.endpoints of an existing etcd instead. The clouds offer no managed etcd."
+  type = object({
+    image           = optional(string)
+    members         = optional(number)
+    tls_secret_name = optional(string)
+    storage_size    = optional(string)
+    storage_class   = optional(string)
+    cpu_request     = optional(string)
+    cpu_limit       = optional(string)
+    memory_request  = optional(string)
+    memory_limit    = optional(string)
+    extra_args      = optional(list(string))
+  })
+  default = null
 }
 
 variable "oidc_provider_arn" {

@@ -223,7 +223,11 @@ module "manifests" {
     storage_size                = var.federator.storage_size
     storage_class               = var.federator.storage_class
     extra_config                = var.federator.extra_config
+    replicas                    = var.federator.replicas
+    etcd                        = var.federator.etcd
   } : null
+
+  etcd = var.etcd
 }
 
 resource "kubernetes_manifest" "namespace" {

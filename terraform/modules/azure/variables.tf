@@ -255,6 +255,18 @@ variable "federator" {
     storage_size          = optional(string, "1Gi")
     storage_class         = optional(string)
     extra_config          = optional(string, "")
+    # Replicated on etcd (a Deployment, default 3 replicas); fields and defaults as in
+    # ../gateway-manifests (endpoints null: the bundled etcd of var.etcd).
+    replicas = optional(number)
+    etcd = optional(object({
+      endpoints            = optional(list(string))
+      prefix               = optional(string)
+      lease_ttl            = optional(string)
+      tls_secret_name      = optional(string)
+      tls_client_cert      = optional(bool)
+      username             = optional(string)
+      password_secret_name = optional(string)
+    }))
   })
   default = null
 
@@ -286,4 +298,21 @@ variable "federator" {
     condition     = var.federator == null ? true : alltrue([for c in var.federator.load_balancer_source_ranges : can(cidrhost(c, 0))])
     error_message = "federator.load_balancer_source_ranges must be CIDRs (the gateways' egress addresses)."
   }
+}
+
+variable "etcd" {
+  description = "A bundled etcd (a StatefulSet of 3 members) for the replicated federator, rendered by ../gateway-manifests (its README lists the fields and their defaults: image, members, tls_secret_name, storage_size, storage_class, CPU/memory requests and limits, extra_args). Use with federator.etcd = {} (endpoints null). null: none; give federator.etcd.endpoints of an existing etcd instead. The clouds offer no managed etcd."
+  type = object({
+    image           = optional(string)
+    members         = optional(number)
+    tls_secret_name = optional(string)
+    storage_size    = optional(string)
+    storage_class   = optional(string)
+    cpu_request     = optional(string)
+    cpu_limit       = optional(string)
+    memory_request  = optional(string)
+    memory_limit    = optional(string)
+    extra_args      = optional(list(string))
+  })
+  default = null
 }

@@ -99,6 +99,7 @@ locals {
                 { name = "config", mountPath = local.config_dir, readOnly = true },
                 { name = "tls", mountPath = var.tls_mount_path, readOnly = true },
                 { name = "tmp", mountPath = "/tmp" },
+                { name = "catalog-cache", mountPath = local.cache_dir },
               ]
             })]
             volumes = [
@@ -106,6 +107,9 @@ locals {
               # Re-read every tls.reload_interval: rotating the Secret rotates the certificate.
               { name = "tls", secret = { secretName = var.tls_secret_name, defaultMode = 288 } }, # 0440
               { name = "tmp", emptyDir = { sizeLimit = "16Mi" } },
+              # federator.catalog_cache: kept across container restarts, gone with the pod. Room
+              # for a catalog far larger than real ones (10,000 services are about 10 MB).
+              { name = "catalog-cache", emptyDir = { sizeLimit = "64Mi" } },
             ]
           }
         }

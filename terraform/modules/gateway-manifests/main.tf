@@ -18,6 +18,28 @@ locals {
   grace       = var.drain_deadline_seconds + 15
   fed_enabled = var.federator != null
 
+  # The gateway keeps the last verified catalog here, so that a gateway restarted while no
+  # federator answers still routes. The config folder is a read-only ConfigMap mount: the cache
+  # lives on an emptyDir, which survives container restarts (the case that matters) but not the
+  # pod.
+  cache_dir     = "/var/cache/skybridge"
+  catalog_cache = "${local.cache_dir}/catalog-cache.pb"
+
+  # ---- Replicated federator on etcd (federator.etcd) -------------------------------------------
+  ha             = local.fed_enabled && try(var.federator.etcd, null) != null
+  fed_etcd       = local.ha ? var.federator.etcd : null
+  fed_replicas   = local.ha ? coalesce(var.federator.replicas, 3) : 1
+  etcd_tls_dir   = "/etc/skybridge/etcd"
+  etcd_auth_dir  = "/etc/skybridge/etcd-auth"
+  etcd_tls       = local.ha && try(local.fed_etcd.tls_secret_name, null) != null
+  etcd_auth      = local.ha && try(local.fed_etcd.password_secret_name, null) != null
+  etcd_endpoints = !local.ha ? [] : local.fed_etcd.endpoints != null ? local.fed_etcd.endpoints : local.bundled_etcd_endpoints
+  # Gateways in this cluster dial the replicas directly through a headless Service: DNS answers
+  # every ready replica, and a gateway whose stream breaks reconnects to another one. Gateways
+  # in other clusters keep dialling the LoadBalancer (their federator_address).
+  federator_control_headless = "skybridge-federator-control"
+  gateway_federator_address  = local.ha ? "${local.federator_control_headless}.${var.namespace}.svc.${var.cluster_domain}:15010" : var.federator_address
+
   # TOML basic strings share JSON's escapes, so jsonencode quotes any value safely.
   q = { for k, v in {
     cluster      = var.cluster_id
@@ -27,7 +49,8 @@ locals {
     cert         = "${var.tls_mount_path}/cert.pem"
     key          = "${var.tls_mount_path}/key.pem"
     bundle       = "${var.tls_mount_path}/ca.pem"
-    federator    = var.federator_address
+    federator    = local.gateway_federator_address
+    cache        = local.catalog_cache
   } : k => jsonencode(v) }
 
   gateway_config = join("\n", [for l in [
@@ -55,6 +78,7 @@ locals {
     "[federator]",
     "address = ${local.q.federator}",
     "tunnel_addresses = ${jsonencode(var.advertised_addresses)}",
+    "catalog_cache = ${local.q.cache}",
     var.otlp_endpoint == null ? null : "\n[telemetry]\notlp_endpoint = ${jsonencode(var.otlp_endpoint)}",
     var.extra_gateway_config,
   ] : l if l != null])
@@ -63,7 +87,10 @@ locals {
     "# Rendered by terraform/modules/gateway-manifests; reference: docs/federator.md.",
     "[federator]",
     "trust_domain = ${local.q.trust_domain}",
-    "data_dir = ${jsonencode(local.data_dir)}",
+    # No data_dir with etcd: the state is there. Each replica's name defaults to its pod name.
+    local.ha ? null : "data_dir = ${jsonencode(local.data_dir)}",
+    local.f.gateway_expiry == null ? null : "gateway_expiry = ${jsonencode(local.f.gateway_expiry)}",
+    local.ha ? local.store_config : null,
     "",
     "[tls]",
     "cert = ${local.q.cert}",
@@ -78,6 +105,21 @@ locals {
     local.f.sources_toml,
     local.f.extra_config,
   ] : l if l != null]) : null
+
+  store_config = !local.ha ? null : join("\n", [for l in [
+    "",
+    "[store]",
+    "backend = \"etcd\"",
+    "endpoints = [\n${join("", [for e in local.etcd_endpoints : "  ${jsonencode(e)},\n"])}]",
+    "prefix = ${jsonencode(local.fed_etcd.prefix)}",
+    "lease_ttl = ${jsonencode(local.fed_etcd.lease_ttl)}",
+    !local.etcd_tls ? null : (local.fed_etcd.tls_client_cert
+      ? "tls = { ca = ${jsonencode("${local.etcd_tls_dir}/ca.pem")}, cert = ${jsonencode("${local.etcd_tls_dir}/cert.pem")}, key = ${jsonencode("${local.etcd_tls_dir}/key.pem")} }"
+      : "tls = { ca = ${jsonencode("${local.etcd_tls_dir}/ca.pem")} }"
+    ),
+    !local.etcd_auth ? null : "username = ${jsonencode(local.fed_etcd.username)}",
+    !local.etcd_auth ? null : "password_file = ${jsonencode("${local.etcd_auth_dir}/password")}",
+  ] : l if l != null])
 
   # What every skybridge container gets: no privileges, nothing writable but /tmp and data.
   container_security = {

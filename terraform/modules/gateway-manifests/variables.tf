@@ -64,7 +64,7 @@ variable "replicas" {
 }
 
 variable "federator_address" {
-  description = "host:port of the federator's gRPC control listener that gateways dial (mTLS), e.g. federator.example.com:15010."
+  description = "host:port of the federator's gRPC control listener that gateways dial (mTLS), e.g. federator.example.com:15010. When this module also renders the federator with federator.etcd, this cluster's gateways dial its headless Service (every replica) instead; gateways elsewhere use this address."
   type        = string
   validation {
     condition     = can(regex("^[^:/ ]+:[0-9]{1,5}$", var.federator_address))
@@ -180,7 +180,7 @@ variable "extra_gateway_config" {
 }
 
 variable "federator" {
-  description = "Also render the federator (one per federation): its catalog sources as TOML [[sources]] tables, its identity secret, and how its control port is exposed to gateways in other clouds. null: gateway only."
+  description = "Also render the federator (one per federation): its catalog sources as TOML [[sources]] tables, its identity secret, and how its control port is exposed to gateways in other clouds. null: gateway only. With etcd set, the federator runs replicated (a Deployment of `replicas` pods, default 3) on that etcd instead of as one pod with the embedded store; etcd.endpoints null means the bundled etcd of var.etcd."
   type = object({
     sources_toml                = string
     tls_secret_name             = optional(string, "skybridge-federator-tls")
@@ -197,6 +197,96 @@ variable "federator" {
     memory_request              = optional(string, "256Mi")
     memory_limit                = optional(string, "1Gi")
     extra_config                = optional(string, "")
+    gateway_expiry              = optional(string)
+    replicas                    = optional(number)
+    etcd = optional(object({
+      endpoints            = optional(list(string))
+      prefix               = optional(string, "/skybridge")
+      lease_ttl            = optional(string, "5s")
+      tls_secret_name      = optional(string)
+      tls_client_cert      = optional(bool, true)
+      username             = optional(string)
+      password_secret_name = optional(string)
+    }))
   })
   default = null
+
+  validation {
+    condition     = var.federator == null ? true : var.federator.gateway_expiry == null ? true : can(regex("^[0-9]+(s|m|h|d)$", var.federator.gateway_expiry))
+    error_message = "federator.gateway_expiry must be a duration such as 10m or 1h (the federator accepts 10s to 30d)."
+  }
+  validation {
+    condition = var.federator == null ? true : var.federator.replicas == null ? true : (
+      floor(var.federator.replicas) == var.federator.replicas &&
+      (var.federator.etcd == null ? var.federator.replicas == 1 : var.federator.replicas >= 2)
+    )
+    error_message = "federator.replicas must be 1 with the embedded store (one process may open its file) and a whole number of at least 2 with etcd (default 3)."
+  }
+  validation {
+    condition = var.federator == null ? true : var.federator.etcd == null ? true : var.federator.etcd.endpoints == null ? true : (
+      length(var.federator.etcd.endpoints) > 0 &&
+      alltrue([for e in var.federator.etcd.endpoints : can(regex("^https?://[^/ :]+:[0-9]{1,5}$", e))])
+    )
+    error_message = "federator.etcd.endpoints must list etcd client URLs such as https://etcd-0.etcd:2379 (scheme, host and port, no path), or be null for the bundled etcd (var.etcd)."
+  }
+  validation {
+    condition = var.federator == null ? true : var.federator.etcd == null ? true : var.federator.etcd.endpoints == null ? true : alltrue([
+      for e in var.federator.etcd.endpoints : startswith(e, var.federator.etcd.tls_secret_name == null ? "http://" : "https://")
+    ])
+    error_message = "federator.etcd.endpoints must all be https:// when federator.etcd.tls_secret_name is set, and all http:// when it is not."
+  }
+  validation {
+    condition     = var.federator == null ? true : var.federator.etcd == null ? true : can(regex("^(/[A-Za-z0-9._-]+)+$", var.federator.etcd.prefix)) && length(var.federator.etcd.prefix) <= 256
+    error_message = "federator.etcd.prefix must be an absolute key path such as /skybridge, without a trailing '/'."
+  }
+  validation {
+    condition = var.federator == null ? true : var.federator.etcd == null ? true : (
+      can(regex("^[0-9]+s$", var.federator.etcd.lease_ttl)) && try(tonumber(trimsuffix(var.federator.etcd.lease_ttl, "s")) >= 2 && tonumber(trimsuffix(var.federator.etcd.lease_ttl, "s")) <= 300, false)
+    )
+    error_message = "federator.etcd.lease_ttl must be whole seconds from 2s to 300s (etcd leases are whole seconds)."
+  }
+  validation {
+    condition     = var.federator == null ? true : var.federator.etcd == null ? true : (var.federator.etcd.username == null) == (var.federator.etcd.password_secret_name == null)
+    error_message = "federator.etcd.username and federator.etcd.password_secret_name go together: give both (etcd authentication) or neither."
+  }
+}
+
+variable "etcd" {
+  description = "Also render a bundled etcd for the replicated federator: a StatefulSet of `members` (3 or 5) with a volume each, headless and client Services, a PodDisruptionBudget and a NetworkPolicy that admits only the federator pods to the client port. Use it with federator.etcd.endpoints = null. tls_secret_name: Secret with ca.pem, cert.pem, key.pem for the members (server and peer TLS, client certificates required); null: plain HTTP inside the namespace, guarded by the NetworkPolicy only (docs/deploy/kubernetes.md). null: no etcd here."
+  type = object({
+    image           = optional(string, "registry.k8s.io/etcd:3.5.16-0")
+    members         = optional(number, 3)
+    tls_secret_name = optional(string)
+    storage_size    = optional(string, "8Gi")
+    storage_class   = optional(string)
+    cpu_request     = optional(string, "100m")
+    cpu_limit       = optional(string, "1")
+    memory_request  = optional(string, "256Mi")
+    memory_limit    = optional(string, "1Gi")
+    extra_args      = optional(list(string), [])
+  })
+  default = null
+
+  validation {
+    condition     = var.etcd == null ? true : contains([3, 5], var.etcd.members)
+    error_message = "etcd.members must be 3 or 5 (an odd quorum that survives one, or two, lost members)."
+  }
+  validation {
+    condition     = var.etcd == null ? true : length(regexall(":latest$", var.etcd.image)) == 0 && can(regex("[:@]", var.etcd.image))
+    error_message = "etcd.image must be pinned to a tag or digest other than latest."
+  }
+  validation {
+    condition     = var.etcd == null ? true : alltrue([for a in var.etcd.extra_args : startswith(a, "--")])
+    error_message = "etcd.extra_args must be etcd flags such as --quota-backend-bytes=4294967296."
+  }
+}
+
+variable "cluster_domain" {
+  description = "The cluster's DNS domain: the names of the federator's headless Service and of the bundled etcd members end in svc.<cluster_domain>."
+  type        = string
+  default     = "cluster.local"
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", var.cluster_domain))
+    error_message = "cluster_domain must be a DNS name such as cluster.local."
+  }
 }

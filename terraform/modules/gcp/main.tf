@@ -265,7 +265,11 @@ module "manifests" {
     memory_request              = var.federator.memory_request
     memory_limit                = var.federator.memory_limit
     extra_config                = var.federator.extra_config
+    replicas                    = var.federator.replicas
+    etcd                        = var.federator.etcd
   }
+
+  etcd = var.etcd
 }
 
 resource "kubernetes_manifest" "namespace" {

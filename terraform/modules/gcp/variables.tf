@@ -281,6 +281,8 @@ variable "federator" {
       google_service_account_id  account id of the federator's Google service account
       tls_secret_name, api_token_secret_name, storage_size, storage_class, pod_labels,
       resources (cpu/memory), extra_config: passed to the gateway-manifests module
+      replicas, etcd         run it replicated on etcd (a Deployment, default 3 replicas); fields
+                             and defaults as in ../gateway-manifests (endpoints null: var.etcd)
   EOT
   type = object({
     control_source_ranges = list(string)
@@ -307,6 +309,16 @@ variable "federator" {
     memory_request            = optional(string, "256Mi")
     memory_limit              = optional(string, "1Gi")
     extra_config              = optional(string, "")
+    replicas                  = optional(number)
+    etcd = optional(object({
+      endpoints            = optional(list(string))
+      prefix               = optional(string)
+      lease_ttl            = optional(string)
+      tls_secret_name      = optional(string)
+      tls_client_cert      = optional(bool)
+      username             = optional(string)
+      password_secret_name = optional(string)
+    }))
   })
   default = null
 
@@ -344,4 +356,21 @@ variable "federator" {
     ])
     error_message = "federator.clusters: membership must be a DNS label and server an https:// URL."
   }
+}
+
+variable "etcd" {
+  description = "A bundled etcd (a StatefulSet of 3 members) for the replicated federator, rendered by ../gateway-manifests (its README lists the fields and their defaults: image, members, tls_secret_name, storage_size, storage_class, CPU/memory requests and limits, extra_args). Use with federator.etcd = {} (endpoints null). null: none; give federator.etcd.endpoints of an existing etcd instead. The clouds offer no managed etcd."
+  type = object({
+    image           = optional(string)
+    members         = optional(number)
+    tls_secret_name = optional(string)
+    storage_size    = optional(string)
+    storage_class   = optional(string)
+    cpu_request     = optional(string)
+    cpu_limit       = optional(string)
+    memory_request  = optional(string)
+    memory_limit    = optional(string)
+    extra_args      = optional(list(string))
+  })
+  default = null
 }

@@ -150,10 +150,16 @@ pub(super) fn fixture(token: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("store.redb"), 100).unwrap();
     let gateways = vec![gateway("aws-1", "gw-a"), gateway("aws-1", "gw-b"), gateway("gcp-1", "gw-c")];
-    let state =
-        Arc::new(State::new(Arc::new(catalog()), BTreeMap::new(), gateways, Arc::new(AnyStore::Embedded(store)), 4));
+    let state = Arc::new(State::new(
+        Arc::new(catalog()),
+        BTreeMap::new(),
+        gateways,
+        Arc::new(AnyStore::Embedded(store)),
+        crate::state::StateLimits { concurrent_snapshots: 4, catalog_history: 8 },
+        crate::state::Identity { name: "fed-0".into(), started_at: 1_000, broadcast_local_events: true },
+    ));
     for (c, i) in [("aws-1", "gw-a"), ("gcp-1", "gw-c")] {
-        state.update_gateway((cluster(c), i.into()), false, |g| {
+        state.update_local((cluster(c), i.into()), false, |g| {
             g.connected = true;
             g.connected_since = Some(8_000);
             g.cloud = if c == "aws-1" { "aws" } else { "gcp" }.into();

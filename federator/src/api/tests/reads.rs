@@ -63,7 +63,7 @@ async fn gateways_list_every_replica() {
             "cluster": "gcp-1", "instance": "gw-c", "cloud": "gcp", "region": "", "version": "0.1.0",
             "tunnel_addresses": ["gw-c.example:4433"], "connected": true, "connected_since": 8000,
             "last_report": 8500, "last_seen": 9000, "acked_version": 7, "nacks": 1,
-            "last_nack": "version 6: bad route",
+            "last_nack": "version 6: bad route", "federator": "fed-0",
         })
     );
     assert_eq!(gws[1]["connected"], false);
@@ -258,6 +258,8 @@ async fn openapi_document_matches_the_router() {
         "GET /api/v1/latency",
         "GET /api/v1/whatif",
         "GET /api/v1/sources",
+        "GET /api/v1/federators",
+        "GET /api/v1/status",
         "GET /api/v1/events",
         "GET /api/v1/events/stream",
         "GET /api/v1/policies",

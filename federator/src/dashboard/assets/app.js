@@ -175,6 +175,23 @@ function renderSources(sources) {
   }));
 }
 
+// ---- federator replicas ------------------------------------------------------------------
+
+function renderFederators(fed, status) {
+  const tbody = $("federators").tBodies[0];
+  put(tbody, fed.federators.map((f) =>
+    el("tr", { "data-replica": f.name, "data-role": f.role },
+      el("td", {}, f.name, f.this ? el("span", { class: "muted small" }, " (this page)") : null),
+      el("td", {}, el("span", { class: `badge ${f.role === "leader" ? "ok" : f.role === "degraded" ? "bad" : ""}` }, f.role)),
+      el("td", { class: "num" }, `${f.catalog_version} (for ${ago(f.version_since)})`),
+      el("td", {}, ago(f.role_since)),
+      el("td", { class: "num" }, f.gateways))));
+  $("store-state").textContent = `store: ${fed.store.backend}, ${fed.store.state}`;
+  $("store-state").dataset.state = fed.store.state;
+  put($("problems"), status.problems.map((p) => el("li", {}, p)));
+  document.body.dataset.state = status.state;
+}
+
 // ---- what-if -----------------------------------------------------------------------------
 
 function renderWhatifChoices(ids) {
@@ -279,17 +296,18 @@ async function refresh() {
   again = false;
   clearTimeout(timer);
   try {
-    const [cl, gw, sv, lat, src] = await Promise.all([
-      api("clusters"), api("gateways"), api("services"), api("latency"), api("sources"),
+    const [cl, gw, sv, lat, src, fed, st] = await Promise.all([
+      api("clusters"), api("gateways"), api("services"), api("latency"), api("sources"), api("federators"), api("status"),
     ]);
     banner(null);
     renderTopology(cl.clusters, gw.gateways);
     renderHeatmap(lat);
     renderServices(sv.services, lat.routes);
     renderSources(src.sources);
+    renderFederators(fed, st);
     renderWhatifChoices([...new Set([...cl.clusters.map((c) => c.id), ...lat.clusters])].sort());
     const up = gw.gateways.filter((g) => g.connected).length;
-    $("summary").textContent = `catalog v${sv.catalog_version} · ${cl.clusters.length} clusters · `
+    $("summary").textContent = `${st.state} · catalog v${sv.catalog_version} · ${cl.clusters.length} clusters · `
       + `${up}/${gw.gateways.length} gateways connected · ${sv.services.length} services`;
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.catalogVersion = sv.catalog_version;

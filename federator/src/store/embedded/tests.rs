@@ -226,8 +226,8 @@ async fn a_save_writes_only_the_rows_that_changed() {
     let inner = Arc::clone(&store.inner);
     let mut c = catalog(1);
     let mut src = sources();
-    // 2 catalog services + one service in each of 2 sources.
-    assert_eq!(inner.save_catalog(&c, &src).unwrap(), 4);
+    // 2 catalog services + one service and one head in each of 2 sources.
+    assert_eq!(inner.save_catalog(&c, &src).unwrap(), 6);
     assert_eq!(inner.save_catalog(&c, &src).unwrap(), 0, "nothing changed, nothing written");
 
     c.version = 2;
@@ -235,7 +235,7 @@ async fn a_save_writes_only_the_rows_that_changed() {
     c.services.get_mut(&svc("web", "frontend")).unwrap().ports[0].port = 8080;
     c.services.remove(&svc("prod", "payments"));
     src.remove("gke-fleet");
-    assert_eq!(inner.save_catalog(&c, &src).unwrap(), 3, "one changed, one removed, one source's row removed");
+    assert_eq!(inner.save_catalog(&c, &src).unwrap(), 4, "one changed, one removed, one source's rows removed");
     drop((inner, store));
 
     // Reopened: the index is rebuilt from the file, so an unchanged save still writes nothing.

@@ -70,8 +70,20 @@ run "gateway_objects" {
     error_message = "the gateway must advertise the load balancer's address"
   }
   assert {
-    condition     = output.federator_yaml == null && output.federator_config == null
-    error_message = "no federator unless asked for"
+    condition     = output.federator_yaml == null && output.federator_config == null && output.etcd_yaml == null
+    error_message = "no federator (and no etcd) unless asked for"
+  }
+  assert {
+    condition = (
+      strcontains(output.gateway_config, "catalog_cache = \"/var/cache/skybridge/catalog-cache.pb\"") &&
+      contains([for m in yamldecode(output.manifests["Deployment/skybridge-gateway"]).spec.template.spec.containers[0].volumeMounts : m.name if m.mountPath == "/var/cache/skybridge"], "catalog-cache") &&
+      contains([for v in yamldecode(output.manifests["Deployment/skybridge-gateway"]).spec.template.spec.volumes : v.name if can(v.emptyDir)], "catalog-cache")
+    )
+    error_message = "the gateway must keep its catalog cache on a writable emptyDir (the config folder is a read-only ConfigMap) and its config must name it"
+  }
+  assert {
+    condition     = strcontains(output.gateway_config, "address = \"federator.corp.example:15010\"")
+    error_message = "without a replicated federator here, gateways dial federator_address"
   }
 }
 
@@ -129,6 +141,253 @@ run "federator_objects" {
     condition     = yamldecode(output.manifests["StatefulSet/skybridge-federator"]).spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem
     error_message = "the federator must run with a read-only root filesystem"
   }
+  assert {
+    condition = (
+      !contains(keys(output.manifests), "Deployment/skybridge-federator") &&
+      !contains(keys(output.manifests), "PodDisruptionBudget/skybridge-federator") &&
+      !contains(keys(output.manifests), "Service/skybridge-federator-control") &&
+      length(yamldecode(output.manifests["StatefulSet/skybridge-federator"]).spec.volumeClaimTemplates) == 1 &&
+      strcontains(output.federator_config, "data_dir = \"/var/lib/skybridge\"") && !strcontains(output.federator_config, "[store]") &&
+      output.federator_replicas == 1 && output.etcd_yaml == null
+    )
+    error_message = "without etcd the federator stays the embedded-store StatefulSet of one pod with its volume"
+  }
+}
+
+run "federator_on_an_existing_etcd" {
+  command = plan
+  variables {
+    federator = {
+      sources_toml          = "[[sources]]\ntype = \"static\"\nid = \"file\"\npath = \"/etc/skybridge/catalog.toml\"\n"
+      api_token_secret_name = "skybridge-api-token"
+      gateway_expiry        = "15m"
+      etcd = {
+        endpoints            = ["https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379", "https://etcd-2.etcd:2379"]
+        prefix               = "/federations/prod"
+        lease_ttl            = "6s"
+        tls_secret_name      = "etcd-client-tls"
+        username             = "skybridge"
+        password_secret_name = "etcd-skybridge-password"
+      }
+    }
+  }
+  assert {
+    condition = (
+      yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.replicas == 3 &&
+      !contains(keys(output.manifests), "StatefulSet/skybridge-federator") && output.federator_replicas == 3
+    )
+    error_message = "with etcd the federator is a Deployment of 3 replicas instead of the StatefulSet"
+  }
+  assert {
+    condition     = yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey == "kubernetes.io/hostname" && yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.topologySpreadConstraints[0].topologyKey == "topology.kubernetes.io/zone"
+    error_message = "federator replicas must spread over nodes and zones"
+  }
+  assert {
+    condition     = yamldecode(output.manifests["PodDisruptionBudget/skybridge-federator"]).spec.maxUnavailable == 1 && yamldecode(output.manifests["PodDisruptionBudget/skybridge-federator"]).spec.selector.matchLabels["app.kubernetes.io/component"] == "federator"
+    error_message = "a PodDisruptionBudget must keep all but one replica through drains"
+  }
+  assert {
+    condition = (
+      !can(yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.volumeClaimTemplates) &&
+      length([for v in yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.volumes : v if can(v.persistentVolumeClaim)]) == 0 &&
+      !contains([for m in yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.containers[0].volumeMounts : m.name], "data") &&
+      !strcontains(output.federator_config, "data_dir")
+    )
+    error_message = "no volume and no data_dir with etcd: the state is in etcd"
+  }
+  assert {
+    condition     = yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.containers[0].readinessProbe.httpGet.path == "/readyz" && yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.containers[0].readinessProbe.httpGet.port == 8080
+    error_message = "replicas are ready on /readyz (catalog loaded)"
+  }
+  assert {
+    condition = strcontains(output.federator_config, join("\n", [
+      "[store]",
+      "backend = \"etcd\"",
+      "endpoints = [",
+      "  \"https://etcd-0.etcd:2379\",",
+      "  \"https://etcd-1.etcd:2379\",",
+      "  \"https://etcd-2.etcd:2379\",",
+      "]",
+      "prefix = \"/federations/prod\"",
+      "lease_ttl = \"6s\"",
+      "tls = { ca = \"/etc/skybridge/etcd/ca.pem\", cert = \"/etc/skybridge/etcd/cert.pem\", key = \"/etc/skybridge/etcd/key.pem\" }",
+      "username = \"skybridge\"",
+      "password_file = \"/etc/skybridge/etcd-auth/password\"",
+    ]))
+    error_message = "the federator config must carry the [store] section: ${output.federator_config}"
+  }
+  assert {
+    condition     = strcontains(output.federator_config, "gateway_expiry = \"15m\"")
+    error_message = "gateway_expiry must reach the [federator] table"
+  }
+  assert {
+    condition = (
+      contains([for v in yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.volumes : v.secret.secretName if can(v.secret)], "etcd-client-tls") &&
+      contains([for v in yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.volumes : v.secret.secretName if can(v.secret)], "etcd-skybridge-password") &&
+      toset([for m in yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.template.spec.containers[0].volumeMounts : m.mountPath if try(m.readOnly, false)]) == toset(["/etc/skybridge/config", "/etc/skybridge/tls", "/etc/skybridge/api-token", "/etc/skybridge/etcd", "/etc/skybridge/etcd-auth"])
+    )
+    error_message = "the etcd client TLS and password secrets must be mounted read-only where the config points"
+  }
+  assert {
+    condition = (
+      yamldecode(output.manifests["Service/skybridge-federator-control"]).spec.clusterIP == "None" &&
+      strcontains(output.gateway_config, "address = \"skybridge-federator-control.skybridge-system.svc.cluster.local:15010\"") &&
+      yamldecode(output.manifests["Service/skybridge-federator"]).spec.type == "LoadBalancer"
+    )
+    error_message = "gateways here dial every replica through the headless Service; other clusters keep the LoadBalancer"
+  }
+  assert {
+    condition     = output.etcd_yaml == null && !contains(keys(output.manifests), "StatefulSet/skybridge-etcd")
+    error_message = "no bundled etcd when the federator is given endpoints"
+  }
+}
+
+run "federator_with_the_bundled_etcd" {
+  command = plan
+  variables {
+    federator = {
+      sources_toml = "# none"
+      replicas     = 4
+      etcd         = { tls_secret_name = "skybridge-etcd-client-tls" }
+    }
+    etcd = {
+      tls_secret_name = "skybridge-etcd-tls"
+      storage_class   = "fast-ssd"
+    }
+  }
+  assert {
+    condition     = yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.replicas == 3 && yamldecode(output.manifests["Deployment/skybridge-federator"]).spec.replicas == 4
+    error_message = "three etcd members; federator.replicas sets the federator's"
+  }
+  assert {
+    condition = alltrue([for m in ["skybridge-etcd-0", "skybridge-etcd-1", "skybridge-etcd-2"] : contains(
+      split(",", trimprefix([for a in yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].command : a if startswith(a, "--initial-cluster=")][0], "--initial-cluster=")),
+      "${m}=https://${m}.skybridge-etcd.skybridge-system.svc.cluster.local:2380"
+    )])
+    error_message = "--initial-cluster must name every member by its pod DNS name"
+  }
+  assert {
+    condition = (
+      contains(yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].command, "--initial-cluster-state=new") &&
+      contains(yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].command, "--client-cert-auth=true") &&
+      contains(yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].command, "--peer-client-cert-auth=true") &&
+      yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.podManagementPolicy == "Parallel"
+    )
+    error_message = "a new cluster, with TLS and client certificates, members started together"
+  }
+  assert {
+    condition = (
+      yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.volumeClaimTemplates[0].spec.storageClassName == "fast-ssd" &&
+      contains([for m in yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].volumeMounts : m.mountPath if m.name == "data"], "/var/lib/etcd") &&
+      yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].readinessProbe.httpGet.path == "/readyz" &&
+      yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].resources.limits.memory == "1Gi" &&
+      yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem &&
+      yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.securityContext.runAsNonRoot
+    )
+    error_message = "etcd data on a claimed volume, readiness on /readyz, limits, the module's security context"
+  }
+  assert {
+    condition     = yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey == "kubernetes.io/hostname" && yamldecode(output.manifests["PodDisruptionBudget/skybridge-etcd"]).spec.maxUnavailable == 1
+    error_message = "etcd members on distinct nodes, one disrupted at a time"
+  }
+  assert {
+    condition = (
+      yamldecode(output.manifests["Service/skybridge-etcd"]).spec.clusterIP == "None" && yamldecode(output.manifests["Service/skybridge-etcd"]).spec.publishNotReadyAddresses &&
+      yamldecode(output.manifests["Service/skybridge-etcd-client"]).spec.type == "ClusterIP"
+    )
+    error_message = "a headless Service for the members' names (published before they are ready) and a client Service"
+  }
+  assert {
+    condition = (
+      [for r in yamldecode(output.manifests["NetworkPolicy/skybridge-etcd"]).spec.ingress : r.from[0].podSelector.matchLabels["app.kubernetes.io/component"] if r.ports[0].port == 2379] == ["federator"] &&
+      [for r in yamldecode(output.manifests["NetworkPolicy/skybridge-etcd"]).spec.ingress : r.from[0].podSelector.matchLabels["app.kubernetes.io/component"] if r.ports[0].port == 2380] == ["etcd"]
+    )
+    error_message = "only the federator reaches the client port and only members the peer port"
+  }
+  assert {
+    condition = strcontains(output.federator_config, join("\n", [
+      "endpoints = [",
+      "  \"https://skybridge-etcd-0.skybridge-etcd.skybridge-system.svc.cluster.local:2379\",",
+      "  \"https://skybridge-etcd-1.skybridge-etcd.skybridge-system.svc.cluster.local:2379\",",
+      "  \"https://skybridge-etcd-2.skybridge-etcd.skybridge-system.svc.cluster.local:2379\",",
+      "]",
+    ])) && output.etcd_endpoints[0] == "https://skybridge-etcd-0.skybridge-etcd.skybridge-system.svc.cluster.local:2379"
+    error_message = "the federator must dial every bundled member by name"
+  }
+  assert {
+    condition     = !can(yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).metadata.annotations["checkov.io/skip2"])
+    error_message = "with TLS no etcd check is skipped"
+  }
+}
+
+run "bundled_etcd_without_tls" {
+  command = plan
+  variables {
+    federator = {
+      sources_toml = "# none"
+      etcd         = {}
+    }
+    etcd = {}
+  }
+  assert {
+    condition = (
+      strcontains(output.federator_config, "\"http://skybridge-etcd-2.skybridge-etcd.skybridge-system.svc.cluster.local:2379\"") && !strcontains(output.federator_config, "tls = {") &&
+      !contains(yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).spec.template.spec.containers[0].command, "--client-cert-auth=true") &&
+      strcontains(yamldecode(output.manifests["StatefulSet/skybridge-etcd"]).metadata.annotations["checkov.io/skip2"], "NetworkPolicy")
+    )
+    error_message = "without TLS: http:// endpoints, no TLS flags, and the skipped checks say why"
+  }
+}
+
+run "etcd_inputs_are_validated" {
+  command = plan
+  variables {
+    federator = {
+      sources_toml = "# none"
+      replicas     = 1
+      etcd = {
+        endpoints       = ["http://etcd-0.etcd:2379"]
+        tls_secret_name = "etcd-client-tls"
+        lease_ttl       = "1500ms"
+        prefix          = "/skybridge/"
+        username        = "skybridge"
+      }
+    }
+    etcd = { members = 4, image = "registry.k8s.io/etcd:latest" }
+  }
+  expect_failures = [var.federator, var.etcd]
+}
+
+run "embedded_store_allows_one_replica" {
+  command = plan
+  variables {
+    federator = {
+      sources_toml = "# none"
+      replicas     = 3
+    }
+  }
+  expect_failures = [var.federator]
+}
+
+run "bundled_etcd_needs_the_federator_to_use_it" {
+  command = plan
+  variables {
+    federator = { sources_toml = "# none" }
+    etcd      = {}
+  }
+  expect_failures = [output.manifests, output.federator_yaml, output.etcd_yaml, output.federator_config]
+}
+
+run "bundled_etcd_with_tls_needs_a_client_certificate" {
+  command = plan
+  variables {
+    federator = {
+      sources_toml = "# none"
+      etcd         = {}
+    }
+    etcd = { tls_secret_name = "skybridge-etcd-tls" }
+  }
+  expect_failures = [output.manifests, output.federator_yaml, output.etcd_yaml, output.federator_config]
 }
 
 run "bad_inputs_are_rejected" {
