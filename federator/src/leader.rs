@@ -71,8 +71,14 @@ impl Leader {
         };
         let core = tasks.spawn(core::run(core, rx, shell, stop.clone()).instrument(tracing::info_span!("core")));
         let expiry = tasks.spawn(
-            expire_gateways(self.store.clone(), self.state.clone(), f.gateway_expiry, stop.clone())
-                .instrument(tracing::info_span!("gateway_expiry")),
+            expire_gateways(
+                self.store.clone(),
+                self.state.clone(),
+                self.metrics.clone(),
+                f.gateway_expiry,
+                stop.clone(),
+            )
+            .instrument(tracing::info_span!("gateway_expiry")),
         );
         tasks.close();
         let fenced = |r: Result<Result<(), StoreError>, _>| matches!(r, Ok(Err(StoreError::Fenced)));
@@ -146,6 +152,7 @@ fn check_interval(expiry: Duration) -> Duration {
 async fn expire_gateways(
     store: Arc<AnyStore>,
     state: Arc<State>,
+    metrics: Metrics,
     expiry: Duration,
     cancel: CancellationToken,
 ) -> Result<(), StoreError> {
@@ -169,6 +176,7 @@ async fn expire_gateways(
         for (cluster, instance) in tracker.due(&seen, now_millis(), expiry) {
             match store.delete_gateway(&cluster, &instance).await {
                 Ok(true) => {
+                    metrics.gateways_expired.inc();
                     state.remove_gateway(&(cluster.clone(), instance.clone()));
                     let msg = format!(
                         "gateway {cluster}/{instance} expired: connected to no federator for {}",

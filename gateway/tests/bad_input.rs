@@ -157,9 +157,11 @@ async fn client_hello_trickling_slower_than_peek_timeout_is_cut() {
     }
     let after = closed_after.expect("the gateway closed the connection");
     // The whole ClientHello would take over 20 s at this pace; the upper bound leaves room for
-    // a loaded 2-core machine to notice the close late.
+    // a loaded 2-core machine to notice the close late. The gateway's clock starts at accept,
+    // a moment before this side's `start`, so the close may be seen a hair early (seen: 399.96
+    // ms of 400).
     assert!(
-        after >= Duration::from_millis(PEEK_TIMEOUT_MS) && after < Duration::from_millis(PEEK_TIMEOUT_MS + 4000),
+        after >= Duration::from_millis(PEEK_TIMEOUT_MS - 20) && after < Duration::from_millis(PEEK_TIMEOUT_MS + 4000),
         "{after:?}"
     );
     assert_eq!(f.refusals("sni", "peek_timeout").await, 1.0);

@@ -4,7 +4,9 @@
 //!
 //! Run: `bench/control-plane.sh` (builds the release binary, then
 //! `SKYBRIDGE_BIN=target/release/skybridge cargo bench -p skybridge-tests --bench propagation`).
-//! Env: BENCH_SERVICES (10000), BENCH_CHANGES (20), BENCH_SIMULATED (50).
+//! Env: BENCH_SERVICES (10000), BENCH_CHANGES (20), BENCH_SIMULATED (50), BENCH_STORE
+//! (`embedded`, or `etcd`: 3 replicas on a real 3-member etcd, gateways spread over them, and
+//! the etcd bytes written per change).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -24,7 +26,8 @@ use skybridge_federator::catalog::{MergeConfig, SourceInput, merge};
 use skybridge_federator::sources::static_file;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::{Config as GwConfig, FederatorSection};
-use skybridge_tests::{federated_gateway_toml, free_tcp, spawn_federator, write_identity};
+use skybridge_tests::etcd::Etcd;
+use skybridge_tests::{Proc, federated_gateway_toml, free_tcp, wait_ready, write_identity};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -121,15 +124,42 @@ fn metrics_text(api: SocketAddr) -> String {
     http_get(api, "/metrics")
 }
 
-/// Whether the federator has recorded an ACK of `version` (or later) from `n` connected gateways.
-fn all_acked(api: SocketAddr, version: u64, n: usize) -> bool {
-    let text = http_get(api, "/api/v1/gateways");
-    let Some(body) = text.split("\r\n\r\n").nth(1) else { return false };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return false };
-    let acked = v["gateways"].as_array().into_iter().flatten().filter(|g| {
-        g["connected"].as_bool() == Some(true) && g["acked_version"].as_u64().is_some_and(|a| a >= version)
-    });
-    acked.count() >= n
+/// Whether the replicas have recorded an ACK of `version` (or later) from `n` connected
+/// gateways, each counted by the replica holding its session.
+fn all_acked(feds: &[Fed], version: u64, n: usize) -> bool {
+    let mut acked = 0;
+    for f in feds {
+        let text = http_get(f.api, "/api/v1/gateways");
+        let Some(body) = text.split("\r\n\r\n").nth(1) else { return false };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return false };
+        acked += v["gateways"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| {
+                g["connected"].as_bool() == Some(true)
+                    && g["federator"].as_str().is_none_or(|r| r == f.name)
+                    && g["acked_version"].as_u64().is_some_and(|a| a >= version)
+            })
+            .count();
+    }
+    acked >= n
+}
+
+/// One federator replica process.
+struct Fed {
+    name: String,
+    control: SocketAddr,
+    api: SocketAddr,
+    proc: Proc,
+}
+
+/// A counter or gauge from a Prometheus text page (the sum over its label sets).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -227,31 +257,51 @@ async fn main() {
     let snapshot_bytes = snapshot_to_wire(&c2, vec![], vec![]).encoded_len();
     let delta_bytes = delta_to_wire(&diff(&c1, &c2), None, None).encoded_len();
 
-    // The federator as its own process.
+    // The federator as its own process, or three replicas on a real etcd.
     std::fs::write(d.join(file_name), &text).unwrap();
-    let (control, api) = {
-        let p = free_tcp(2);
-        (p[0], p[1])
+    let replicated = std::env::var("BENCH_STORE").is_ok_and(|s| s == "etcd");
+    let etcd = replicated.then(|| Etcd::start(3));
+    let store = match &etcd {
+        Some(e) => format!("[store]\nbackend = \"etcd\"\nendpoints = {}\nlease_ttl = \"5s\"\n", e.endpoints_toml()),
+        None => format!("[federator]\ndata_dir = \"{}/data\"\n", d.display()),
     };
-    let fed_cfg = format!(
-        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{0}/data\"\nmerge_interval = \"1s\"\n\
-         [tls]\ncert = \"{0}/fed/cert.pem\"\nkey = \"{0}/fed/key.pem\"\ntrust_bundle = \"{0}/fed/ca.pem\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[limits]\nconcurrent_snapshots = {snapshots}\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{0}/{file_name}\"\ninterval = \"20ms\"\n",
-        d.display(),
-    );
-    let mut fed = spawn_federator(d, api, &fed_cfg, &[]);
+    let mut feds: Vec<Fed> = Vec::new();
+    for i in 0..if replicated { 3 } else { 1 } {
+        let (control, api) = {
+            let p = free_tcp(2);
+            (p[0], p[1])
+        };
+        let name = format!("fed-{i}");
+        // `[federator]` may appear once: the embedded store's data_dir joins it from `store`.
+        let (fed_extra, store_section) = match store.strip_prefix("[federator]\n") {
+            Some(data_dir) => (data_dir.to_owned(), String::new()),
+            None => (String::new(), store.clone()),
+        };
+        let fed_cfg = format!(
+            "[federator]\ntrust_domain = \"{TD}\"\nname = \"{name}\"\nmerge_interval = \"1s\"\n{fed_extra}\
+             [tls]\ncert = \"{0}/fed/cert.pem\"\nkey = \"{0}/fed/key.pem\"\ntrust_bundle = \"{0}/fed/ca.pem\"\n\
+             [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[limits]\nconcurrent_snapshots = {snapshots}\n{store_section}\
+             [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{0}/{file_name}\"\ninterval = \"20ms\"\n",
+            d.display(),
+        );
+        let path = d.join(format!("{name}.toml"));
+        std::fs::write(&path, fed_cfg).unwrap();
+        let proc = Proc::spawn(&["federator", "--config", path.to_str().unwrap()], d.join(format!("{name}.log")));
+        assert!(wait_ready(api, Duration::from_secs(60)), "{name} not ready:\n{}", proc.log_text());
+        feds.push(Fed { name, control, api, proc });
+    }
+    let api = feds[0].api;
 
-    // Three real gateways and the simulated clients.
+    // Three real gateways and the simulated clients, spread over the replicas.
     let mut gateways = Vec::new();
-    for c in CLUSTERS {
-        let text = federated_gateway_toml(d, TD, c, control, false);
+    for (i, c) in CLUSTERS.iter().enumerate() {
+        let text = federated_gateway_toml(d, TD, c, feds[i % feds.len()].control, false);
         gateways.push(gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap());
     }
     let applied: Vec<Arc<AtomicU64>> = (0..sims).map(|_| Arc::new(AtomicU64::new(0))).collect();
     for (i, a) in applied.iter().enumerate() {
         let name = format!("sim-{i}");
-        tokio::spawn(simulated(control, d.join(&name), name, a.clone()));
+        tokio::spawn(simulated(feds[(i + CLUSTERS.len()) % feds.len()].control, d.join(&name), name, a.clone()));
     }
     let all_at = |v: u64| {
         gateways.iter().all(|g| gateway_version(g) >= v) && applied.iter().all(|a| a.load(Ordering::Acquire) >= v)
@@ -274,7 +324,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let initial_s = t.elapsed().as_secs_f64();
-    let (rss_synced, _) = rss_kib(fed.child.id());
+    let rss_synced: Vec<u64> = feds.iter().map(|f| rss_kib(f.proc.child.id()).0).collect();
+    let etcd_before = etcd.as_ref().map(|e| http_get(e.members[0].client, "/metrics"));
 
     // One service changes per step; time until every gateway applied the new version.
     let mut times = Vec::new();
@@ -293,14 +344,14 @@ async fn main() {
                 let sims: Vec<u64> = applied.iter().map(|a| a.load(Ordering::Acquire)).collect();
                 panic!(
                     "change {step} (to version {version}) did not propagate: gateways at {versions:?}, simulated at {sims:?}\nfederator log:\n{}",
-                    fed.log_text()
+                    feds[0].proc.log_text()
                 );
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         times.push(start.elapsed().as_secs_f64() * 1e3);
         // The issue's measure: until the federator has every gateway's ACK of the version.
-        while !all_acked(api, version, CLUSTERS.len() + sims) {
+        while !all_acked(&feds, version, CLUSTERS.len() + sims) {
             assert!(start.elapsed() < Duration::from_secs(60), "ACKs of version {version} did not arrive");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -318,7 +369,8 @@ async fn main() {
     let in_order = times.clone();
     times.sort_by(f64::total_cmp);
     ack_times.sort_by(f64::total_cmp);
-    let (rss_end, hwm) = rss_kib(fed.child.id());
+    let rss: Vec<(u64, u64)> = feds.iter().map(|f| rss_kib(f.proc.child.id())).collect();
+    let etcd_after = etcd.as_ref().map(|e| http_get(e.members[0].client, "/metrics"));
     let metrics = metrics_text(api);
     let counters: Vec<&str> = metrics
         .lines()
@@ -329,10 +381,16 @@ async fn main() {
                 || l.starts_with("skybridge_federator_merge_seconds_count")
         })
         .collect();
-    fed.terminate();
-    let _ = fed.wait_exit(Duration::from_secs(10));
+    for f in &mut feds {
+        f.proc.terminate();
+        let _ = f.proc.wait_exit(Duration::from_secs(10));
+    }
 
-    println!("control-plane benchmark: {services} services x 10 endpoints x {} clusters", CLUSTERS.len());
+    let store_name = if replicated { "etcd, 3 replicas" } else { "embedded, 1 federator" };
+    println!(
+        "control-plane benchmark: {services} services x 10 endpoints x {} clusters, store: {store_name}",
+        CLUSTERS.len()
+    );
     println!("| measure | value |\n|---|---:|");
     println!(
         "| static file parse: {:.1} MB TOML / JSON | {parse_ms:.0} / {json_parse_ms:.0} ms |",
@@ -354,12 +412,24 @@ async fn main() {
         pct(&ack_times, 0.5),
         pct(&ack_times, 0.99)
     );
-    println!(
-        "| federator RSS after sync / at end / peak | {} / {} / {} MB |",
-        rss_synced / 1024,
-        rss_end / 1024,
-        hwm / 1024
-    );
+    for (i, f) in feds.iter().enumerate() {
+        println!(
+            "| {} RSS after sync / at end / peak | {} / {} / {} MB |",
+            f.name,
+            rss_synced[i] / 1024,
+            rss[i].0 / 1024,
+            rss[i].1 / 1024
+        );
+    }
+    if let (Some(before), Some(after)) = (&etcd_before, &etcd_after) {
+        let per = |name: &str| (metric(after, name) - metric(before, name)) / changes as f64;
+        println!(
+            "| etcd per one-service change (member 0, all writes incl. presence and events): puts / put bytes / WAL bytes | {:.1} / {:.0} / {:.0} |",
+            per("etcd_mvcc_put_total"),
+            per("etcd_debugging_mvcc_total_put_size_in_bytes"),
+            per("etcd_disk_wal_write_bytes_total")
+        );
+    }
     println!("(the static source is polled every 20 ms: that detection delay is included)");
     println!("per-change times (ms): {:?}", in_order.iter().map(|t| *t as u64).collect::<Vec<_>>());
     println!("federator counters: {counters:?}");

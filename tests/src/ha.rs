@@ -20,12 +20,15 @@ use crate::{Proc, eventually, free_tcp, free_udp, get_json, wait_ready, write_id
 /// The trust domain of these federations.
 pub const TD: &str = "ha.test";
 
+/// The API write token of every replica.
+pub const API_TOKEN: &str = "ha-test-token";
+
 /// How a federation is set up.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub etcd_members: usize,
     pub replicas: usize,
-    pub lease_ttl: &'static str,
+    pub lease_ttl: String,
     pub gateway_expiry: &'static str,
     /// How often the static source re-reads its file.
     pub source_interval: &'static str,
@@ -33,7 +36,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { etcd_members: 3, replicas: 3, lease_ttl: "2s", gateway_expiry: "10m", source_interval: "100ms" }
+        Options {
+            etcd_members: 3,
+            replicas: 3,
+            lease_ttl: "2s".into(),
+            gateway_expiry: "10m",
+            source_interval: "100ms",
+        }
     }
 }
 
@@ -80,6 +89,7 @@ impl Federation {
             let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
             write_identity(&dir.path().join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
         }
+        std::fs::write(dir.path().join("token"), API_TOKEN).unwrap();
         let etcd = Etcd::start(opts.etcd_members);
         let mut f = Federation { dir, etcd, feds: Vec::new(), opts };
         f.write_catalog(clusters, &[]);
@@ -107,7 +117,7 @@ impl Federation {
         format!(
             "[federator]\ntrust_domain = \"{TD}\"\nname = \"{name}\"\nmerge_interval = \"100ms\"\ngateway_expiry = \"{}\"\n\
              [tls]\ncert = \"{d}/fed/cert.pem\"\nkey = \"{d}/fed/key.pem\"\ntrust_bundle = \"{d}/fed/ca.pem\"\n\
-             [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n\
+             [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[api]\ntoken_file = \"{d}/token\"\n\
              [store]\nbackend = \"etcd\"\nendpoints = {}\nprefix = \"/skybridge\"\nlease_ttl = \"{}\"\n\
              [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{d}/catalog.toml\"\ninterval = \"{}\"\n\
              backoff_min = \"100ms\"\nbackoff_max = \"500ms\"\n",
@@ -154,9 +164,30 @@ impl Federation {
         among.iter().find_map(|i| self.api(*i, "/api/v1/federators")?["leader"].as_str().map(str::to_owned))
     }
 
+    /// `PUT path` with `body` and the write token on replica `i`'s API: the status code.
+    pub fn put(&self, i: usize, path: &str, body: &str) -> Option<u16> {
+        let mut s = TcpStream::connect_timeout(&self.feds[i].api, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let req = format!(
+            "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.get(9..12)?.parse().ok()
+    }
+
     /// Index of the replica named `name`.
     pub fn index(&self, name: &str) -> usize {
         self.feds.iter().position(|f| f.name == name).unwrap()
+    }
+
+    /// The catalog head as etcd holds it (`null` before the first version).
+    pub fn head(&self) -> Value {
+        let text = self.etcd.ctl(&["get", "/skybridge/catalog/head", "--print-value-only"]);
+        serde_json::from_str(text.trim()).unwrap_or_default()
     }
 
     /// Rewrites the static source: `clusters` and `services` as `(name, exporting cluster,

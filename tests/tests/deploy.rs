@@ -110,8 +110,24 @@ module "fed" {
     TOML
   }
 }
+module "ha" {
+  source            = "MODULE"
+  cluster_id        = "aws-prod-use1"
+  cloud             = "aws"
+  region            = "us-east-1"
+  trust_domain      = "deploy.test"
+  image             = "registry.example.com/skybridge:0.1.0"
+  federator_address = "federator.deploy.test:15010"
+  tls_mount_path    = "DIR/fed"
+  federator = {
+    sources_toml = "[[sources]]\ntype = \"static\"\nid = \"extra\"\npath = \"DIR/catalog.toml\"\n"
+    etcd         = { endpoints = ["http://127.0.0.1:2379"] }
+  }
+}
 output "gateway" { value = module.gw.gateway_config }
 output "federator" { value = module.fed.federator_config }
+output "federator_ha" { value = module.ha.federator_config }
+output "gateway_ha" { value = module.ha.gateway_config }
 "#;
 
 #[test]
@@ -141,9 +157,17 @@ fn rendered_configs_pass_the_binarys_check_config() {
     let tf = |args: &[&str]| terraform().args(args).current_dir(&work).output().unwrap();
     ok("terraform init", tf(&["init", "-input=false"]));
     ok("terraform apply", tf(&["apply", "-input=false", "-auto-approve"]));
-    for (role, output) in [("gateway", "gateway"), ("federator", "federator")] {
-        let config = ok("terraform output", tf(&["output", "-raw", output]));
-        let path = d.join(format!("{role}.toml"));
+    // The replicated federator (etcd) and its same-cluster gateway too: `--check-config` reads
+    // no store, so no etcd is needed.
+    for (role, output) in
+        [("gateway", "gateway"), ("federator", "federator"), ("federator", "federator_ha"), ("gateway", "gateway_ha")]
+    {
+        let mut config = ok("terraform output", tf(&["output", "-raw", output]));
+        if output == "gateway_ha" {
+            // The module mounts one certificate path for both; this gateway is aws-prod-use1's.
+            config = config.replace(&format!("{}/fed/", d.display()), &format!("{}/gw/", d.display()));
+        }
+        let path = d.join(format!("{output}.toml"));
         std::fs::write(&path, &config).unwrap();
         let out = run(&[role, "--config", &s(&path), "--check-config"]);
         assert!(

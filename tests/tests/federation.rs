@@ -66,6 +66,11 @@ impl World {
     }
 
     async fn federator_with(&self, limits: &str) -> fed_app::Running {
+        self.federator_with_section("", limits).await
+    }
+
+    /// A federator with extra `[federator]` keys and `[limits]` lines.
+    async fn federator_with_section(&self, section: &str, limits: &str) -> fed_app::Running {
         let d = self.dir.path().display();
         let text = format!(
             r#"
@@ -73,6 +78,7 @@ impl World {
 trust_domain = "{TD}"
 data_dir = "{d}/data"
 merge_interval = "100ms"
+{section}
 [tls]
 cert = "{d}/fed/cert.pem"
 key = "{d}/fed/key.pem"
@@ -97,9 +103,13 @@ backoff_max = "200ms"
     }
 
     async fn gateway(&self, cluster: &str, extra: &str) -> gw_app::Running {
+        self.gateway_named(cluster, &format!("{cluster}-gw-0"), extra).await
+    }
+
+    async fn gateway_named(&self, cluster: &str, instance: &str, extra: &str) -> gw_app::Running {
         // The harness's text ends in the [federator] table: the first lines extend it.
         let text = federated_gateway_toml(self.dir.path(), TD, cluster, self.control, true)
-            + &format!("instance = \"{cluster}-gw-0\"\nreport_interval = \"200ms\"\n{extra}");
+            + &format!("instance = \"{instance}\"\nreport_interval = \"200ms\"\n{extra}");
         gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap()
     }
 }
@@ -524,5 +534,40 @@ async fn a_nack_is_answered_with_a_fresh_snapshot() {
     assert_eq!(next_whole_snapshot().await, v, "the NACK is answered with a fresh snapshot of the current version");
     let g = fed.state().gateways().into_iter().find(|g| g.record.instance == "nacker").unwrap();
     assert_eq!((g.nacks, g.last_nack.as_deref()), (1, Some("digest mismatch (test)")));
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_gone_for_the_expiry_is_removed_from_the_embedded_store_too() {
+    let w = World::new();
+    let fed = w.federator_with_section("gateway_expiry = \"10s\"", "").await;
+    let old = w.gateway_named("aws-1", "old-pod", "").await;
+    until("old-pod connected", async || fed.state().gateways().iter().any(|g| g.connected)).await;
+    old.shutdown().await;
+    let new = w.gateway_named("aws-1", "new-pod", "").await;
+    let names =
+        |f: &fed_app::Running| -> Vec<String> { f.state().gateways().into_iter().map(|g| g.record.instance).collect() };
+    until("new-pod connected", async || {
+        fed.state().gateways().iter().any(|g| g.connected && g.record.instance == "new-pod")
+    })
+    .await;
+    let gone = std::time::Instant::now();
+    for _ in 0..300 {
+        if !names(&fed).contains(&"old-pod".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names(&fed), ["new-pod"], "the old pod's record expired");
+    assert!(gone.elapsed() >= Duration::from_secs(8), "not before the expiry: {:?}", gone.elapsed());
+    let events = http_text(fed.addrs.api, "/api/v1/events?limit=100").await;
+    assert!(events.contains("gateway aws-1/old-pod expired"), "{events}");
+    let metrics = http_text(fed.addrs.api, "/metrics").await;
+    assert!(metrics.contains("skybridge_federator_gateways_expired_total 1"), "{metrics}");
+    // Removed from the store as well: a restart does not bring it back.
+    new.shutdown().await;
+    fed.shutdown().await;
+    let fed = w.federator_with_section("gateway_expiry = \"10s\"", "").await;
+    assert_eq!(names(&fed), ["new-pod"]);
     fed.shutdown().await;
 }

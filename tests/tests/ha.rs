@@ -24,16 +24,31 @@ fn services(n: usize, web: std::net::SocketAddr) -> Vec<(String, String, Vec<std
     v
 }
 
-/// The catalog head as etcd holds it.
 fn head(f: &Federation) -> serde_json::Value {
-    let text = f.etcd.ctl(&["get", "/skybridge/catalog/head", "--print-value-only"]);
-    serde_json::from_str(text.trim()).unwrap_or_default()
+    f.head()
 }
 
 /// The replica a gateway's control stream is on.
 fn replica_of(f: &Federation, g: &Gw) -> Option<usize> {
     let addr = g.status()?["federator"]["address"].as_str()?.to_owned();
     f.feds.iter().position(|r| r.control.to_string() == addr)
+}
+
+/// Waits up to 30 s for `ok`; on timeout prints every replica's status and log tail, then fails.
+fn wait_or_dump(f: &Federation, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        if Instant::now() > deadline {
+            for i in 0..f.feds.len() {
+                let log = f.fed_log(i);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- {}: {:?}", f.feds[i].name, f.api(i, "/api/v1/status"));
+                eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 const SNAPSHOTS: &str = "skybridge_gateway_catalog_updates_total{kind=\"snapshot\"}";
@@ -199,10 +214,20 @@ fn losing_etcd_members_stops_nothing_until_quorum_goes_and_then_only_writes() {
     let server = f.spawn_gateway("gcp-1", "gw-0");
     let v1 = converged(&[&client, &server], 1, Duration::from_secs(30));
     assert_eq!(eventually("a request", Duration::from_secs(15), || client.get("web").ok()), "hello from gcp-1\n");
+    // A policy written through either replica is served by both (and reaches the gateways).
+    let leader = f.index(&f.leader(&[0, 1]).unwrap());
+    let follower = 1 - leader;
+    assert_eq!(f.put(follower, "/api/v1/policies/prod/web", r#"{"avoid": ["aws-1"]}"#), Some(200));
+    eventually("the policy on the leader", Duration::from_secs(10), || {
+        (f.api(leader, "/api/v1/policies/prod/web")?["policy"]["avoid"][0] == "aws-1").then_some(())
+    });
 
     // One member down: changes still flow.
     f.etcd.kill(0);
     f.write_catalog(&CLUSTERS, &services(2, web));
+    wait_or_dump(&f, "the change to reach the gateways with one etcd member down", || {
+        client.version() > v1 && server.version() > v1
+    });
     let v2 = converged(&[&client, &server], v1 + 1, Duration::from_secs(20));
     eventually("both replicas to serve it", Duration::from_secs(20), || {
         (0..2)
@@ -232,6 +257,7 @@ fn losing_etcd_members_stops_nothing_until_quorum_goes_and_then_only_writes() {
     f.write_catalog(&CLUSTERS, &services(3, web));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(client.version(), v2, "nothing is written without quorum");
+    assert_eq!(f.put(0, "/api/v1/policies/prod/web", "{}"), Some(500), "a policy write fails rather than vanish");
     assert_eq!(client.get("web").unwrap(), "hello from gcp-1\n");
     let api = format!("http://{}", f.feds[0].api);
     let out = run(&["check", "--api", &api]);

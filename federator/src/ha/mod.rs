@@ -116,6 +116,21 @@ impl Replica {
         let (mut election, first) = Election::new(self.lease_ttl);
         self.spawn_load(&shell);
         self.perform(&mut shell, first);
+        // Members that refuse connections leave the client's rotation until they accept again.
+        let (store, stop, every) = (self.store.clone(), cancel.clone(), election.keepalive_interval());
+        shell.tasks.spawn(
+            async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => store.check_members(every).await,
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("etcd_members")),
+        );
         let mut local = self.state.watch_local();
         let mut tick = tokio::time::interval(election.keepalive_interval().min(Duration::from_millis(500)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -296,6 +311,7 @@ impl Replica {
                 });
             }
             Outcome::Watching(Ok(w)) => {
+                tracing::debug!(from = view.revision() + 1, "watching etcd");
                 shell.watch_starting = false;
                 shell.watch = Some(w);
             }
@@ -357,8 +373,9 @@ impl Replica {
             Ok(Some(resp)) => {
                 shell.watch_failures = 0;
                 self.answered(shell);
-                let revision = resp.header().map_or(view.revision(), |h| h.revision());
                 let changes: Vec<Change> = resp.events().iter().filter_map(Change::from_event).collect();
+                let header = resp.header().map(|h| h.revision());
+                let revision = view::reached(view.revision(), resp.created(), header, &changes);
                 let effects = view.apply(revision, &changes);
                 self.apply(shell, election, effects);
                 self.state.set_store_problems(view.invalid().clone());

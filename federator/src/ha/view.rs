@@ -48,6 +48,19 @@ pub enum Effect {
     },
 }
 
+/// How far a watch response brings the view. Not the header's revision when the response
+/// carries events or announces a new watch: that is the store's revision when the response was
+/// made, and older events may still be on their way (a watch that breaks before they arrive
+/// must resume after the last one seen, or they are lost). A progress notice (no events, not a
+/// creation) does promise every event up to its revision.
+pub fn reached(current: i64, created: bool, header: Option<i64>, changes: &[Change]) -> i64 {
+    match changes.iter().map(|c| c.mod_revision).max() {
+        Some(last) => current.max(last),
+        None if created => current,
+        None => current.max(header.unwrap_or(current)),
+    }
+}
+
 /// The replicated view.
 #[derive(Debug)]
 pub struct View {
@@ -426,6 +439,16 @@ mod tests {
         let effects = v.apply(6, &[put(k.event(2, "a", 1), event, 6)]);
         assert!(matches!(&effects[..], [Effect::Event(e)] if e.seq == 6), "{effects:?}");
         assert_eq!(v.reset(7, &[]), [Effect::Policy(svc_key, None)]);
+    }
+
+    #[test]
+    fn a_watch_resumes_after_the_last_event_it_delivered() {
+        let c = |rev| put("/sb/policies/prod/a".into(), b"{}".to_vec(), rev);
+        // Created at store revision 16, events from 8 still to come: nothing is reached yet.
+        assert_eq!(reached(7, true, Some(16), &[]), 7);
+        assert_eq!(reached(7, false, Some(16), &[c(8), c(9)]), 9, "not the header's 16");
+        assert_eq!(reached(9, false, Some(20), &[]), 20, "a progress notice");
+        assert_eq!(reached(20, false, Some(12), &[]), 20, "never backwards");
     }
 
     #[test]

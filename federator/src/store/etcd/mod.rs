@@ -99,6 +99,9 @@ pub struct EtcdStore {
     index: tokio::sync::Mutex<RowIndex>,
     /// The term this replica leads in, if it does.
     fence: Mutex<Option<i64>>,
+    /// The member URLs, and those taken out of the client's rotation.
+    members: Vec<String>,
+    ejected: Mutex<std::collections::BTreeSet<String>>,
     /// Events this replica appended (part of their keys; trims every `TRIM_EVERY`).
     appended: std::sync::atomic::AtomicU64,
 }
@@ -164,6 +167,8 @@ impl EtcdStore {
             request_timeout: cfg.request_timeout(),
             index: tokio::sync::Mutex::new(RowIndex::default()),
             fence: Mutex::new(None),
+            members: cfg.endpoints.clone(),
+            ejected: Mutex::new(std::collections::BTreeSet::new()),
             appended: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -186,6 +191,63 @@ impl EtcdStore {
         StoreError::Corrupt(format!("etcd at {}: {reason}", self.endpoints))
     }
 
+    /// Runs `op`, again (up to twice more) when it failed before reaching any member: the
+    /// client balances over the members, and a dead one fails a request at connect time until
+    /// [`EtcdStore::check_members`] takes it out.
+    async fn retrying<T, F: Future<Output = Result<T, etcd_client::Error>>>(
+        &self,
+        mut op: impl FnMut() -> F,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < 2 && never_sent(&e) => attempt += 1,
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        self.retrying(|| {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
+    async fn get(&self, key: Vec<u8>, opts: Option<GetOptions>) -> Result<etcd_client::GetResponse, StoreError> {
+        self.retrying(|| {
+            let mut kv = self.client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { kv.get(key, opts).await }
+        })
+        .await
+    }
+
+    /// Takes members that do not accept connections out of the client's rotation, and puts
+    /// them back once they do; never takes out the last one (with none, every request would
+    /// wait for its timeout instead of failing with the reason).
+    pub async fn check_members(&self, timeout: Duration) {
+        let probes = self.members.iter().map(|m| async move {
+            let addr = m.split_once("://").map_or(m.as_str(), |(_, a)| a);
+            let up = matches!(tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)));
+            (m.clone(), up)
+        });
+        let results = futures_util::future::join_all(probes).await;
+        let healthy = results.iter().filter(|(_, up)| *up).count();
+        for (m, up) in results {
+            let ejected = self.ejected.lock().unwrap_or_else(|e| e.into_inner()).contains(&m);
+            if up && ejected && self.client.add_endpoint(&m).await.is_ok() {
+                self.ejected.lock().unwrap_or_else(|e| e.into_inner()).remove(&m);
+                tracing::info!(member = %m, "etcd member accepts connections again; back in rotation");
+            } else if !up && !ejected && healthy > 0 && self.client.remove_endpoint(&m).await.is_ok() {
+                self.ejected.lock().unwrap_or_else(|e| e.into_inner()).insert(m.clone());
+                tracing::warn!(member = %m, "etcd member does not accept connections; out of rotation until it does");
+            }
+        }
+    }
+
     /// The current term, or `Fenced` when this replica does not lead.
     fn term(&self) -> Result<i64, StoreError> {
         self.fence.lock().unwrap_or_else(|e| e.into_inner()).ok_or(StoreError::Fenced)
@@ -204,7 +266,7 @@ impl EtcdStore {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([put])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             return Ok(());
         }
@@ -224,7 +286,6 @@ impl EtcdStore {
     pub async fn range_all(&self) -> Result<(i64, Vec<Change>), StoreError> {
         let root = self.keys.root().as_bytes().to_vec();
         let end = prefix_end(&root);
-        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_MESSAGE);
         let mut start = root;
         let mut revision = 0;
         let mut out = Vec::new();
@@ -233,7 +294,7 @@ impl EtcdStore {
             if revision != 0 {
                 opts = opts.with_revision(revision);
             }
-            let resp = kv.get(start.clone(), Some(opts)).await.map_err(|e| self.err(e))?;
+            let resp = self.get(start.clone(), Some(opts)).await?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
@@ -248,36 +309,51 @@ impl EtcdStore {
         }
     }
 
-    /// Watches every key under the prefix from `revision` on.
+    /// Watches every key under the prefix from `revision` on. Opening is bounded by the
+    /// request timeout: a member that accepted the connection and then stopped answering must
+    /// not hold the replica without a watch.
     pub async fn watch(&self, revision: i64) -> Result<WatchStream, StoreError> {
         let opts = WatchOptions::new().with_prefix().with_start_revision(revision).with_progress_notify();
-        self.client
-            .watch_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-            .watch(self.keys.root(), Some(opts))
-            .await
-            .map_err(|e| self.err(e))
+        let open = self.retrying(|| {
+            let mut w = self.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+            let (root, opts) = (self.keys.root().to_owned(), opts.clone());
+            async move { w.watch(root, Some(opts)).await }
+        });
+        tokio::time::timeout(self.request_timeout, open).await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable {
+                endpoints: self.endpoints.clone(),
+                reason: "opening the watch timed out".into(),
+            })
+        })
     }
 
     /// Grants a lease of `ttl`.
     pub async fn grant(&self, ttl: Duration) -> Result<i64, StoreError> {
-        let resp = self.client.lease_client().grant(ttl.as_secs() as i64, None).await.map_err(|e| self.err(e))?;
+        let resp = self
+            .retrying(|| {
+                let mut lease = self.client.lease_client();
+                async move { lease.grant(ttl.as_secs() as i64, None).await }
+            })
+            .await?;
         Ok(resp.id())
     }
 
     /// Refreshes a lease once; the TTL left (0: the lease has expired and is gone).
     pub async fn keep_alive(&self, lease: i64) -> Result<i64, StoreError> {
-        let once = async {
-            let (mut keeper, mut stream) = self.client.lease_client().keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            stream.message().await
-        };
+        let once = self.retrying(|| {
+            let mut client = self.client.lease_client();
+            async move {
+                let (mut keeper, mut stream) = client.keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                stream.message().await
+            }
+        });
         match tokio::time::timeout(self.request_timeout, once).await {
             Err(_) => Err(StoreError::Unavailable {
                 endpoints: self.endpoints.clone(),
                 reason: "lease keep-alive timed out".into(),
             }),
-            Ok(Err(e)) => Err(self.err(e)),
+            Ok(Err(e)) => Err(e),
             Ok(Ok(None)) => Err(StoreError::Unavailable {
                 endpoints: self.endpoints.clone(),
                 reason: "lease keep-alive stream closed".into(),
@@ -289,7 +365,12 @@ impl EtcdStore {
     /// Revokes a lease: everything attached to it (leader key, replica record, presence) goes at
     /// once, so a replica shutting down hands over without waiting for its TTL.
     pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
-        self.client.lease_client().revoke(lease).await.map(drop).map_err(|e| self.err(e))
+        self.retrying(|| {
+            let mut l = self.client.lease_client();
+            async move { l.revoke(lease).await }
+        })
+        .await
+        .map(drop)
     }
 
     /// Tries to become the leader with `lease`.
@@ -300,7 +381,7 @@ impl EtcdStore {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), record, Some(PutOptions::new().with_lease(lease)))])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             let term = resp.header().map_or(0, |h| h.revision());
             return Ok(Campaign::Won { term });
@@ -323,7 +404,7 @@ impl EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, term)])
             .and_then([TxnOp::delete(key, None)]);
-        self.client.kv_client().txn(txn).await.map(drop).map_err(|e| self.err(e))
+        self.txn(txn).await.map(drop)
     }
 
     /// Puts and deletes in transactions of at most `max_txn_ops` operations, not fenced (any
@@ -343,7 +424,7 @@ impl EtcdStore {
         let mut ops = ops.into_iter().peekable();
         while ops.peek().is_some() {
             let chunk: Vec<TxnOp> = ops.by_ref().take(self.max_txn_ops).collect();
-            self.client.kv_client().txn(Txn::new().and_then(chunk)).await.map_err(|e| self.err(e))?;
+            self.txn(Txn::new().and_then(chunk)).await?;
         }
         Ok(())
     }
@@ -351,7 +432,7 @@ impl EtcdStore {
     /// Runs `ops` only while this replica leads in `term`.
     async fn fenced(&self, term: i64, ops: Vec<TxnOp>) -> Result<(), StoreError> {
         let txn = Txn::new().when([Compare::create_revision(self.keys.leader(), CompareOp::Equal, term)]).and_then(ops);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             Ok(())
         } else {
@@ -480,28 +561,40 @@ impl EtcdStore {
     async fn trim_events(&self) -> Result<(), StoreError> {
         use etcd_client::{SortOrder, SortTarget};
         let prefix = self.keys.events();
-        let mut kv = self.client.kv_client();
-        let count = kv
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_count_only()))
-            .await
-            .map_err(|e| self.err(e))?
-            .count();
-        let excess = count - i64::try_from(self.max_events).unwrap_or(i64::MAX);
+        let counted =
+            self.get(prefix.clone().into_bytes(), Some(GetOptions::new().with_prefix().with_count_only())).await?;
+        let excess = counted.count() - i64::try_from(self.max_events).unwrap_or(i64::MAX);
         if excess <= 0 {
             return Ok(());
         }
+        // The oldest keys *at the revision counted*: replicas trimming at the same time then
+        // delete the same keys, never more than the excess between them.
+        let at = counted.header().map_or(0, |h| h.revision());
         let opts = GetOptions::new()
             .with_prefix()
             .with_keys_only()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_revision(at)
             .with_limit(excess);
-        let old = kv.get(prefix, Some(opts)).await.map_err(|e| self.err(e))?;
+        let old = self.get(prefix.into_bytes(), Some(opts)).await?;
         let deletes: Vec<String> = old.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect();
         for chunk in deletes.chunks(self.max_txn_ops) {
             let ops: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
-            kv.txn(Txn::new().and_then(ops)).await.map_err(|e| self.err(e))?;
+            self.txn(Txn::new().and_then(ops)).await?;
         }
         Ok(())
+    }
+}
+
+/// Whether a request failed before any member received it (so sending it again is safe).
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable
+                && (s.message().contains("connect") || s.message().contains("connection refused"))
+        }
+        _ => false,
     }
 }
 
@@ -580,17 +673,17 @@ impl Store for EtcdStore {
 
     async fn put_policy(&self, key: &ServiceKey, policy: Option<&Policy>) -> Result<(), StoreError> {
         let k = self.keys.policy(key);
-        let mut kv = self.client.kv_client();
-        match policy {
-            Some(p) => kv.put(k, encode(p)?, None).await.map(drop),
-            None => kv.delete(k, None).await.map(drop),
-        }
-        .map_err(|e| self.err(e))
+        let op = match policy {
+            Some(p) => TxnOp::put(k, encode(p)?, None),
+            None => TxnOp::delete(k, None),
+        };
+        self.txn(Txn::new().and_then([op])).await.map(drop)
     }
 
     async fn put_gateway(&self, g: &GatewayRecord) -> Result<(), StoreError> {
         let k = self.keys.gateway(&g.cluster, &g.instance);
-        self.client.kv_client().put(k, encode(g)?, None).await.map(drop).map_err(|e| self.err(e))
+        let v = encode(g)?;
+        self.txn(Txn::new().and_then([TxnOp::put(k, v, None)])).await.map(drop)
     }
 
     async fn delete_gateway(&self, cluster: &ClusterId, instance: &str) -> Result<bool, StoreError> {
@@ -604,7 +697,7 @@ impl Store for EtcdStore {
             .when([Compare::create_revision(leader.clone(), CompareOp::Equal, term), absent])
             .and_then([TxnOp::delete(self.keys.gateway(cluster, instance), None)])
             .or_else([TxnOp::get(leader, None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             return Ok(true);
         }
@@ -630,7 +723,7 @@ impl Store for EtcdStore {
         let n = self.appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = self.keys.event(at, &self.name, n);
         let mut event = Event { seq: 0, at, kind: kind.to_owned(), message: message.to_owned() };
-        let resp = self.client.kv_client().put(key, encode(&event)?, None).await.map_err(|e| self.err(e))?;
+        let resp = self.txn(Txn::new().and_then([TxnOp::put(key, encode(&event)?, None)])).await?;
         event.seq = resp.header().map_or(0, |h| u64::try_from(h.revision()).unwrap_or_default());
         if n % TRIM_EVERY == TRIM_EVERY - 1
             && let Err(e) = self.trim_events().await
@@ -649,13 +742,7 @@ impl Store for EtcdStore {
             .with_sort(SortTarget::Create, SortOrder::Descend)
             .with_min_create_revision(after + 1)
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let resp = self
-            .client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-            .get(self.keys.events(), Some(opts))
-            .await
-            .map_err(|e| self.err(e))?;
+        let resp = self.get(self.keys.events().into_bytes(), Some(opts)).await?;
         let mut out = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs().iter().rev() {
             let mut e: Event = self.decode(&String::from_utf8_lossy(kv.key()), kv.value())?;
