@@ -111,7 +111,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let identity = Identity {
         name: name.clone(),
         started_at: now_millis(),
-        broadcast_local_events: matches!(&*store, AnyStore::Embedded(_)),
+        single_node: matches!(&*store, AnyStore::Embedded(_)),
     };
     let limits = StateLimits {
         concurrent_snapshots: cfg.limits.concurrent_snapshots,

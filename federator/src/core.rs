@@ -17,6 +17,7 @@ use crate::metrics::{Metrics, SyncLabels};
 use crate::sources::{SourceError, SourceUpdate, now_millis};
 use crate::state::State;
 use crate::store::{Persisted, Store, StoreError, StoredSource};
+use skybridge_api::backoff::Backoff;
 
 /// A source's health as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -174,6 +175,11 @@ impl Core {
         self.remerge(u.at)
     }
 
+    /// Merges now whatever changed (a torn catalog read from the store must be rewritten).
+    pub fn merge_now(&mut self, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
+        self.remerge(now)
+    }
+
     /// Re-merges at `now` (stale timeouts expire with time alone). Only failing sources and
     /// clusters can expire, so with none there is nothing to do.
     pub fn on_tick(&mut self, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
@@ -221,28 +227,36 @@ pub struct Shell<S: Store> {
 }
 
 /// Runs the core until cancelled: applies updates, re-merges every `tick`, persists (and with
-/// `publish`, publishes) each new version. Returns `Err(Fenced)` when the store refused a
+/// `publish`, publishes) each new version; with `repair`, merges (and writes) at once. Returns `Err(Fenced)` when the store refused a
 /// write because this replica no longer leads.
 pub async fn run<S: Store>(
     mut core: Core,
     mut updates: mpsc::Receiver<SourceUpdate>,
     shell: Shell<S>,
+    repair: bool,
     cancel: CancellationToken,
 ) -> Result<(), StoreError> {
     let Shell { store, state, metrics, tick, publish } = shell;
     let (persist, pending) = watch::channel(Pending::default());
     let fenced = CancellationToken::new();
     let writer = tokio::spawn(
-        persister(store, pending, fenced.clone(), cancel.clone()).instrument(tracing::info_span!("persist")),
+        persister(store, state.clone(), pending, fenced.clone(), cancel.clone())
+            .instrument(tracing::info_span!("persist")),
     );
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut saved_status: Option<(BTreeMap<SourceId, SourceStatus>, tokio::time::Instant)> = None;
+    let mut sources_done = false;
+    let mut repair = repair;
     loop {
         let changed = tokio::select! {
             _ = cancel.cancelled() => break,
+            () = std::future::ready(()), if repair => {
+                repair = false;
+                core.merge_now(now_millis())
+            }
             _ = fenced.cancelled() => break,
-            u = updates.recv() => match u {
+            u = updates.recv(), if !sources_done => match u {
                 Some(u) => {
                     let source = u.source.clone();
                     let result = u.result.as_ref().map_or_else(|e| e.kind.as_str().to_owned(), |_| "ok".to_owned());
@@ -264,7 +278,12 @@ pub async fn run<S: Store>(
                     }
                     changed
                 }
-                None => break,
+                // No (more) sources: the catalog stays served and ticks still expire stale
+                // data; only cancellation ends the core.
+                None => {
+                    sources_done = true;
+                    None
+                }
             },
             _ = interval.tick() => core.on_tick(now_millis()),
         };
@@ -311,39 +330,55 @@ struct Pending {
     status: Option<BTreeMap<SourceId, SourceStatus>>,
 }
 
-/// How long a failed write waits before it is tried again (unless a newer one comes first).
-const RETRY: Duration = Duration::from_secs(1);
+/// Retry pacing of failed writes (unless a newer version comes first), and how often a write
+/// that keeps failing is logged again.
+const RETRY: Backoff = Backoff { min: Duration::from_secs(1), max: Duration::from_secs(30) };
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Writes the latest catalog and source health, one write at a time; versions published
-/// during a write are coalesced into the next. A failed write is retried until it lands or a
-/// newer one replaces it; a write refused by the fence stops everything (`fenced`).
+/// during a write are coalesced into the next. A failed write is retried (backing off) until it
+/// lands or a newer one replaces it, and shown in the status meanwhile; a write refused by the
+/// fence stops everything (`fenced`).
 async fn persister<S: Store>(
     store: Arc<S>,
+    state: Arc<State>,
     mut pending: watch::Receiver<Pending>,
     fenced: CancellationToken,
     cancel: CancellationToken,
 ) {
     let mut written = Written::default();
-    let mut failed = false;
+    let mut failures = 0u32;
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
-        if !failed && pending.changed().await.is_err() {
+        if failures == 0 && pending.changed().await.is_err() {
             break;
         }
         let next = pending.borrow_and_update().clone();
-        failed = false;
         match written.write(&*store, &next).await {
-            Ok(()) => {}
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(failures, "persisting the catalog works again");
+                    state.set_write_error(None);
+                }
+                failures = 0;
+                warned = None;
+            }
             Err(StoreError::Fenced) => {
                 tracing::warn!("the store refused a write: this replica no longer leads");
+                state.set_write_error(None);
                 fenced.cancel();
                 return;
             }
             Err(e) => {
-                tracing::error!(error = %e, "persisting the catalog failed; retrying");
-                failed = true;
+                failures += 1;
+                if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::error!(error = %e, failures, "persisting the catalog failed; retrying");
+                    warned = Some(tokio::time::Instant::now());
+                }
+                state.set_write_error(Some(e.to_string()));
                 // Retry after a pause, or at once with whatever newer came meanwhile.
                 tokio::select! {
-                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = tokio::time::sleep(RETRY.jittered(failures, fastrand::f64())) => {}
                     changed = pending.changed() => if changed.is_err() { break },
                 }
                 if cancel.is_cancelled() {
@@ -357,6 +392,7 @@ async fn persister<S: Store>(
     if let Err(e) = written.write(&*store, &last).await {
         tracing::error!(error = %e, "persisting the catalog at shutdown failed");
     }
+    state.set_write_error(None);
 }
 
 /// What the writer has written, so a pending value is only written where it is new.
@@ -464,6 +500,18 @@ mod tests {
         let fresh = core.on_update(SourceUpdate { source: "static".into(), at: 50, result: Ok(snap()) }).unwrap();
         assert_eq!((stale.version, fresh.version), (2, 3), "the same data, no longer stale, is a change");
         assert_eq!(core.status()["static"].stale_since, None);
+    }
+
+    #[test]
+    fn a_torn_catalog_is_rewritten_whatever_the_sources_say() {
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let cat = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
+        // The store found rows that do not match the head: its digest matches nothing.
+        let torn = GlobalCatalog { digest: 0, ..(*cat).clone() };
+        let persisted = Persisted { catalog: torn, sources: core.stored_sources(), torn: true, ..Persisted::default() };
+        let mut leader = Core::new(persisted, &kinds(), CFG);
+        let repaired = leader.merge_now(20).expect("a new version");
+        assert_eq!((repaired.version, repaired.digest), (cat.version + 1, cat.digest));
     }
 
     #[test]

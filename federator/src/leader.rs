@@ -50,6 +50,7 @@ impl Leader {
         let kinds: BTreeMap<String, String> =
             cfg.sources.iter().map(|s| (s.id().to_owned(), s.kind().to_owned())).collect();
         let merge_cfg = MergeConfig { stale_timeout_ms: f.stale_timeout.map(|d| d.as_millis() as u64) };
+        let repair = persisted.torn;
         let core = Core::new(persisted, &kinds, merge_cfg);
         self.state.set_sources(core.status().clone());
 
@@ -69,7 +70,8 @@ impl Leader {
             tick: f.merge_interval,
             publish: self.publish,
         };
-        let core = tasks.spawn(core::run(core, rx, shell, stop.clone()).instrument(tracing::info_span!("core")));
+        let core =
+            tasks.spawn(core::run(core, rx, shell, repair, stop.clone()).instrument(tracing::info_span!("core")));
         let expiry = tasks.spawn(
             expire_gateways(
                 self.store.clone(),
@@ -173,8 +175,10 @@ async fn expire_gateways(
                 last_seen: g.record.last_seen,
             })
             .collect();
+        let last_seen: std::collections::HashMap<_, _> = seen.iter().map(|s| (s.key.clone(), s.last_seen)).collect();
         for (cluster, instance) in tracker.due(&seen, now_millis(), expiry) {
-            match store.delete_gateway(&cluster, &instance).await {
+            let seen_at = last_seen.get(&(cluster.clone(), instance.clone())).copied().unwrap_or_default();
+            match store.delete_gateway(&cluster, &instance, seen_at).await {
                 Ok(true) => {
                     metrics.gateways_expired.inc();
                     state.remove_gateway(&(cluster.clone(), instance.clone()));

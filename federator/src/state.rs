@@ -72,6 +72,10 @@ pub struct GatewayState {
     pub last_nack: Option<String>,
     /// The federator replica holding its session (when connected).
     pub replica: Option<String>,
+    /// This replica's session of it (0: none): only that session may change or end it, not an
+    /// older one of the same gateway that is still winding down.
+    #[serde(skip)]
+    pub session: u64,
     /// Its last report's measurements (what other replicas learn through the store).
     #[serde(skip)]
     pub peers: Vec<PeerSample>,
@@ -90,6 +94,7 @@ impl GatewayState {
             nacks: 0,
             last_nack: None,
             replica: None,
+            session: 0,
             peers: Vec::new(),
         }
     }
@@ -198,9 +203,10 @@ pub struct StoreHealth {
 pub struct Identity {
     pub name: String,
     pub started_at: UnixMillis,
-    /// With a single embedded store, events are broadcast where they are written; with etcd
-    /// every replica broadcasts them from its watch, so they are not broadcast twice.
-    pub broadcast_local_events: bool,
+    /// The only replica (embedded store): what it writes is in effect at once. With etcd every
+    /// replica applies writes (events, policies) from its watch, in the store's order, so that
+    /// they are neither applied twice nor out of order.
+    pub single_node: bool,
 }
 
 /// Shared federator state.
@@ -226,6 +232,8 @@ pub struct State {
     store_health: RwLock<StoreHealth>,
     /// Keys in the store this federator cannot use: key → why.
     problems: RwLock<BTreeMap<String, String>>,
+    /// Why the leader's last catalog write failed, while it keeps failing.
+    write_error: RwLock<Option<String>>,
     /// Sessions held by other replicas, per gateway: replica → what it reported.
     remote: RwLock<BTreeMap<GatewayKey, BTreeMap<String, PresenceRecord>>>,
     /// Bumped when a session of this replica changes what other replicas should know of it.
@@ -275,6 +283,7 @@ impl State {
             role: watch::channel((role, identity.started_at)).0,
             store_health: RwLock::new(health),
             problems: RwLock::new(BTreeMap::new()),
+            write_error: RwLock::new(None),
             remote: RwLock::new(BTreeMap::new()),
             local_changed: watch::channel(0).0,
             identity,
@@ -442,7 +451,7 @@ impl State {
     pub async fn event(&self, kind: &str, message: String) {
         tracing::info!(kind, %message, "event");
         match self.store.append_event(now_millis(), kind, &message).await {
-            Ok(e) if self.identity.broadcast_local_events => self.broadcast_event(e),
+            Ok(e) if self.identity.single_node => self.broadcast_event(e),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "recording an event failed"),
         }
@@ -493,6 +502,16 @@ impl State {
     /// Keys in the store this federator cannot use, with why.
     pub fn store_problems(&self) -> BTreeMap<String, String> {
         self.problems.read().expect("problems lock").clone()
+    }
+
+    /// Why this (leading) replica cannot write catalog versions, while it cannot.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error.read().expect("write error lock").clone()
+    }
+
+    /// Records (Some) or clears (None) a failing catalog write.
+    pub fn set_write_error(&self, e: Option<String>) {
+        *self.write_error.write().expect("write error lock") = e;
     }
 
     /// Replaces the list of unusable keys.
@@ -560,17 +579,36 @@ impl State {
     /// A session of this replica started, changed or ended.
     pub fn update_local(&self, key: GatewayKey, membership: bool, f: impl FnOnce(&mut GatewayState)) {
         let me = self.identity.name.clone();
-        let remote = self.remote.read().expect("remote lock").get(&key).cloned().unwrap_or_default();
+        let k = key.clone();
         self.update_gateway(key, membership, |g| {
             f(g);
             if g.connected {
                 g.replica = Some(me);
             } else {
-                // The gateway may already be connected to another replica.
-                show_remote(g, &remote);
+                // The gateway may already be connected to another replica. Read here, under
+                // the gateways lock, so a session another replica reports meanwhile is seen.
+                let remote = self.remote.read().expect("remote lock");
+                show_remote(g, remote.get(&k).unwrap_or(&BTreeMap::new()));
             }
         });
         self.local_changed();
+    }
+
+    /// Forgets a gateway whose record the store removed, unless a session of this replica
+    /// holds it: then the record is returned, to be written again.
+    pub fn remove_unless_local(&self, key: &GatewayKey) -> Option<GatewayRecord> {
+        let me = self.identity.name.as_str();
+        let kept = self
+            .gateways
+            .read()
+            .expect("gateways lock")
+            .get(key)
+            .filter(|g| g.connected && g.replica.as_deref() == Some(me))
+            .map(|g| g.record.clone());
+        if kept.is_none() {
+            self.remove_gateway(key);
+        }
+        kept
     }
 
     /// Another replica's session of `key` appeared, changed (Some) or ended (None).

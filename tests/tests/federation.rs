@@ -571,3 +571,31 @@ async fn a_gateway_gone_for_the_expiry_is_removed_from_the_embedded_store_too() 
     assert_eq!(names(&fed), ["new-pod"]);
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_session_ending_does_not_disconnect_the_gateways_new_one() {
+    use skybridge_api::proto::wire;
+    let w = World::new();
+    let fed = w.federator().await;
+    let connected = |f: &fed_app::Running| f.state().gateways().iter().filter(|g| g.connected).count();
+    // The gateway reconnects while its first stream is still open (a network blip the
+    // federator has not noticed yet: it would wait for the HTTP/2 keepalive).
+    let (old_tx, old_rx) = tokio::sync::mpsc::channel::<wire::GatewayMessage>(4);
+    old_tx.send(hello_message("aws-1", "gw-0")).await.unwrap();
+    let mut old_client = control_client(&w, "aws-1").await;
+    let old = old_client.session(tokio_stream::wrappers::ReceiverStream::new(old_rx)).await.unwrap();
+    until("the first session", async || connected(&fed) == 1).await;
+    let (new_tx, new_rx) = tokio::sync::mpsc::channel::<wire::GatewayMessage>(4);
+    new_tx.send(hello_message("aws-1", "gw-0")).await.unwrap();
+    let mut new_client = control_client(&w, "aws-1").await;
+    let _new = new_client.session(tokio_stream::wrappers::ReceiverStream::new(new_rx)).await.unwrap();
+    // The old stream ends now.
+    drop((old_tx, old));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(connected(&fed), 1, "the gateway is still connected through its new session");
+    let disconnected = http_text(fed.addrs.api, "/api/v1/events?limit=100").await;
+    assert!(disconnected.contains("gateway aws-1/gw-0 disconnected"), "the old session's end is still an event");
+    drop(new_tx);
+    until("the new session's end", async || connected(&fed) == 0).await;
+    fed.shutdown().await;
+}

@@ -195,6 +195,13 @@ async fn a_version_larger_than_one_transaction_is_written_in_several_with_the_he
     assert_eq!(keys.len(), 102);
     assert_eq!(keys.last().unwrap(), "/big/catalog/head");
     assert_eq!(keys.iter().filter(|k| k.contains("/catalog/services/")).count(), 50);
+    // A row newer than its head (a leader that died between the transactions of a version):
+    // the next leader is told to write a complete version at once.
+    assert!(!reader.load().await.unwrap().torn);
+    let row = etcd.ctl(&["get", "/big/catalog/services/prod/svc-3", "--print-value-only"]);
+    etcd.ctl(&["put", "/big/catalog/services/prod/svc-3", &row.trim().replace("\"port\":80", "\"port\":81")]);
+    let torn = reader.load().await.unwrap();
+    assert!(torn.torn && torn.catalog.digest == 0, "torn: {}", torn.torn);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +215,8 @@ async fn a_deposed_leader_cannot_write() {
 
     // B cannot lead while A holds the key.
     let lease_b = b.grant(Duration::from_secs(2)).await.unwrap();
-    assert_eq!(b.campaign(lease_b, 2).await.unwrap(), Campaign::Held { by: "fed-a".into(), term: term_a });
+    let Campaign::Held { by, term, lease, .. } = b.campaign(lease_b, 2).await.unwrap() else { panic!("a leads") };
+    assert_eq!((by.as_str(), term, lease), ("fed-a", term_a, lease_a));
     // A's lease ends (as when A is paused past its TTL); B takes over.
     a.revoke(lease_a).await.unwrap();
     let Campaign::Won { term: term_b } = b.campaign(lease_b, 3).await.unwrap() else { panic!("the key is free") };
@@ -220,7 +228,16 @@ async fn a_deposed_leader_cannot_write() {
     let e = a.save_catalog(&c2, &src).await.unwrap_err();
     assert!(matches!(e, StoreError::Fenced), "{e}");
     a.set_term(Some(term_a));
-    let e = a.delete_gateway(&cluster("aws-1"), "gw-0").await.unwrap_err();
+    let gw = GatewayRecord {
+        cluster: cluster("aws-1"),
+        instance: "gw-0".into(),
+        version: String::new(),
+        tunnel_addresses: vec![],
+        last_seen: 1,
+        acked_version: 0,
+    };
+    b.put_gateway(&gw).await.unwrap();
+    let e = a.delete_gateway(&cluster("aws-1"), "gw-0", u64::MAX).await.unwrap_err();
     assert!(matches!(e, StoreError::Fenced), "{e}");
     a.set_term(Some(term_a));
     assert!(matches!(a.save_source_status(&BTreeMap::new()).await.unwrap_err(), StoreError::Fenced));
@@ -255,9 +272,11 @@ async fn gateways_connected_anywhere_are_not_removed_and_events_are_shared_and_t
     let lease_b = b.grant(Duration::from_secs(5)).await.unwrap();
     let presence = a.keys().presence(&gw.cluster, &gw.instance, "fed-b");
     b.write_own(lease_b, vec![(presence.clone(), b"{}".to_vec())], vec![]).await.unwrap();
-    assert!(!a.delete_gateway(&gw.cluster, &gw.instance).await.unwrap());
+    assert!(!a.delete_gateway(&gw.cluster, &gw.instance, 1).await.unwrap());
     b.write_own(lease_b, vec![], vec![presence]).await.unwrap();
-    assert!(a.delete_gateway(&gw.cluster, &gw.instance).await.unwrap());
+    // Seen again since the leader decided (a reconnect it has not heard of): kept.
+    assert!(!a.delete_gateway(&gw.cluster, &gw.instance, 0).await.unwrap());
+    assert!(a.delete_gateway(&gw.cluster, &gw.instance, 1).await.unwrap());
     assert!(b.load().await.unwrap().gateways.is_empty());
     let _ = lease_a;
 

@@ -122,6 +122,8 @@ pub struct StatusInput {
     pub services: usize,
     pub gateways: Vec<GatewayState>,
     pub sources: BTreeMap<String, SourceStatus>,
+    /// Why this replica, leading, cannot write catalog versions.
+    pub write_error: Option<String>,
 }
 
 /// The verdict: degraded when the store cannot be reached, holds unusable keys, has no
@@ -135,6 +137,9 @@ pub fn status(i: StatusInput) -> StatusResponse {
     }
     for (key, why) in &f.store.problems {
         problems.push(format!("store key {key}: {why}"));
+    }
+    if let Some(e) = &i.write_error {
+        problems.push(format!("the leader cannot write catalog versions ({e}); the last written one is served"));
     }
     if f.store.state == "ok" && f.leader.is_none() {
         problems.push("no federator replica leads: catalog sources are not running".into());
@@ -191,6 +196,7 @@ pub(super) async fn get_status(State(ctx): State<Ctx>) -> Json<StatusResponse> {
         services: catalog.services.len(),
         gateways: s.gateways(),
         sources: s.sources(),
+        write_error: s.write_error(),
     }))
 }
 
@@ -222,6 +228,7 @@ mod tests {
             services: 2,
             gateways: Vec::new(),
             sources: BTreeMap::new(),
+            write_error: None,
         }
     }
 

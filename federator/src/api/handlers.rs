@@ -221,7 +221,10 @@ pub(super) async fn put_policy(
     // One writer at a time, so the store and the in-memory state end in the same order.
     let _guard = ctx.policy_writes.lock().await;
     ctx.state.store().put_policy(&key, Some(&new)).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    ctx.state.set_policy(key.clone(), Some(new.clone()));
+    // Replicas apply policies from the store's watch, in the store's order.
+    if ctx.state.identity().single_node {
+        ctx.state.set_policy(key.clone(), Some(new.clone()));
+    }
     let shown = serde_json::to_string(&PolicyDto::from(&new)).unwrap_or_default();
     ctx.state.event("policy", format!("policy for {key} set: {shown}")).await;
     Ok(Json(policy_response(&ctx, &key, &new)))
@@ -255,7 +258,9 @@ pub(super) async fn delete_policy(
         return Err(ApiError::not_found(format!("no policy for {key}")));
     }
     ctx.state.store().put_policy(&key, None).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    ctx.state.set_policy(key.clone(), None);
+    if ctx.state.identity().single_node {
+        ctx.state.set_policy(key.clone(), None);
+    }
     ctx.state.event("policy", format!("policy for {key} deleted")).await;
     Ok(StatusCode::NO_CONTENT)
 }

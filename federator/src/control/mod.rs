@@ -211,6 +211,7 @@ impl ControlService {
         let (tx, rx) = mpsc::channel(self.limits.queue);
         let span = tracing::info_span!("gateway_session", %cluster, %instance);
         let session = Session {
+            id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state: self.state.clone(),
             cluster,
             instance,
@@ -225,7 +226,13 @@ impl ControlService {
     }
 }
 
+/// Session ids, unique within the process (0 is "none").
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 struct Session {
+    /// Only this session may change or end the gateway's entry: an older session of the same
+    /// gateway may still be winding down (waiting for its keepalive) when it reconnects.
+    id: u64,
     state: Arc<State>,
     cluster: ClusterId,
     instance: String,
@@ -267,6 +274,10 @@ impl Session {
         let now = now_millis();
         let mut record = None;
         self.state.update_local(key.clone(), true, |g| {
+            g.session = self.id;
+            // NACKs are counted per connection.
+            g.nacks = 0;
+            g.last_nack = None;
             g.record.version = hello.version.clone();
             g.record.tunnel_addresses = hello.tunnel_addresses.clone();
             g.record.last_seen = now;
@@ -290,8 +301,11 @@ impl Session {
         let mut policies = self.state.watch_policies();
         policies.borrow_and_update();
         let current = catalogs.borrow_and_update().catalog.clone();
-        let (mut logic, opening) =
-            self.state.with_history(|h| SessionLogic::open(hello.have_version, hello.have_digest, &current, h));
+        // Catch-up deltas must fit the queue with the confirmation after them.
+        let max_deltas = self.limits.queue.saturating_sub(1);
+        let (mut logic, opening) = self
+            .state
+            .with_history(|h| SessionLogic::open(hello.have_version, hello.have_digest, &current, h, max_deltas));
         let mut open = match opening {
             // Policies are not in the digest, so they go along whatever the gateway holds.
             Opening::Confirm => {
@@ -305,17 +319,20 @@ impl Session {
                     deltas = deltas.len(),
                     "gateway catches up with deltas"
                 );
-                let mut ok = true;
+                let mut pushed = Pushed::Sent;
                 for d in deltas {
-                    let msg = wire::FederatorMessage { msg: Some(federator_message::Msg::Delta((*d).clone())) };
-                    if !logic.pushed(self.push(msg), None) {
-                        ok = false;
-                        break;
+                    pushed =
+                        self.push(wire::FederatorMessage { msg: Some(federator_message::Msg::Delta((*d).clone())) });
+                    if pushed != Pushed::Sent {
+                        break; // the rest cannot be applied after a gap: a snapshot follows
                     }
                 }
-                // Lists may have changed since those versions.
-                let lists = (Some(gateways_wire(&self.state)), Some(policies.borrow_and_update().to_vec()));
-                ok && logic.pushed(self.push(no_change(&current, lists.0, lists.1)), None)
+                if pushed == Pushed::Sent {
+                    // Lists may have changed since those versions.
+                    let lists = (Some(gateways_wire(&self.state)), Some(policies.borrow_and_update().to_vec()));
+                    pushed = self.push(no_change(&current, lists.0, lists.1));
+                }
+                logic.pushed(pushed, None)
             }
             Opening::Snapshot => true,
         };
@@ -400,6 +417,10 @@ impl Session {
         self.metrics.gateways_connected.dec();
         let mut record = None;
         self.state.update_local(key, false, |g| {
+            if g.session != self.id {
+                return; // the gateway has a newer session: it stays connected
+            }
+            g.session = 0;
             g.connected = false;
             g.record.last_seen = now_millis();
             record = Some(g.record.clone());
@@ -466,15 +487,19 @@ impl Session {
         match m.msg {
             Some(gateway_message::Msg::Ack(a)) => {
                 self.state.update_local(key, false, |g| {
-                    g.record.acked_version = a.version;
-                    g.record.last_seen = now_millis();
+                    if g.session == self.id {
+                        g.record.acked_version = a.version;
+                        g.record.last_seen = now_millis();
+                    }
                 });
             }
             Some(gateway_message::Msg::Nack(n)) => {
                 tracing::warn!(version = n.version, reason = %n.reason, "gateway rejected an update");
                 self.state.update_local(key, false, |g| {
-                    g.nacks += 1;
-                    g.last_nack = Some(n.reason.clone());
+                    if g.session == self.id {
+                        g.nacks += 1;
+                        g.last_nack = Some(n.reason.clone());
+                    }
                 });
             }
             Some(gateway_message::Msg::Report(r)) => {
@@ -503,8 +528,10 @@ impl Session {
                     .collect();
                 self.state.report_latency(&self.cluster, &self.instance, samples);
                 self.state.update_local(key, false, |g| {
-                    g.last_report = Some(now_millis());
-                    g.peers = peers;
+                    if g.session == self.id {
+                        g.last_report = Some(now_millis());
+                        g.peers = peers;
+                    }
                 });
             }
             Some(gateway_message::Msg::Hello(_)) | None => {}

@@ -57,12 +57,14 @@ pub struct SessionLogic {
 
 impl SessionLogic {
     /// Opens a session for a gateway holding `(have_version, have_digest)` while `current` is
-    /// served and `history` holds the recent deltas.
+    /// served and `history` holds the recent deltas; a catch-up longer than `max_deltas` (what
+    /// the queue takes at once) is a snapshot instead.
     pub fn open(
         have_version: u64,
         have_digest: u64,
         current: &Arc<GlobalCatalog>,
         history: &History,
+        max_deltas: usize,
     ) -> (Self, Opening) {
         let mut logic = SessionLogic { sent: current.clone(), needs_snapshot: false, slot_until: None };
         if current.version == 0 {
@@ -74,7 +76,7 @@ impl SessionLogic {
             return (logic, Opening::Confirm);
         }
         match history.chain(have_version, have_digest, current) {
-            Some(deltas) if !deltas.is_empty() => (logic, Opening::CatchUp(deltas)),
+            Some(deltas) if !deltas.is_empty() && deltas.len() <= max_deltas => (logic, Opening::CatchUp(deltas)),
             _ => {
                 logic.needs_snapshot = true;
                 (logic, Opening::Snapshot)
@@ -196,16 +198,16 @@ mod tests {
     #[test]
     fn an_up_to_date_gateway_is_confirmed_and_a_new_one_snapshotted() {
         let v3 = cat(3, 33);
-        let (s, o) = SessionLogic::open(3, 33, &v3, &History::new(8));
+        let (s, o) = SessionLogic::open(3, 33, &v3, &History::new(8), 63);
         assert_eq!(o, Opening::Confirm);
         assert!(!s.wants_snapshot(3));
-        let (s, o) = SessionLogic::open(0, 0, &v3, &History::new(8));
+        let (s, o) = SessionLogic::open(0, 0, &v3, &History::new(8), 63);
         assert_eq!(o, Opening::Snapshot);
         assert!(s.wants_snapshot(3));
         // Same version, other content (another federation, or a lost write): snapshot.
-        assert_eq!(SessionLogic::open(3, 99, &v3, &History::new(8)).1, Opening::Snapshot);
+        assert_eq!(SessionLogic::open(3, 99, &v3, &History::new(8), 63).1, Opening::Snapshot);
         // Nothing to serve yet: wait.
-        let (s, _) = SessionLogic::open(0, 0, &cat(0, 0), &History::new(8));
+        let (s, _) = SessionLogic::open(0, 0, &cat(0, 0), &History::new(8), 63);
         assert!(!s.wants_snapshot(0) && s.wants_snapshot(1));
     }
 
@@ -213,30 +215,31 @@ mod tests {
     fn a_gateway_from_another_replica_catches_up_with_deltas() {
         let cats = [cat(1, 11), cat(2, 22), cat(3, 33)];
         let h = history(&cats);
-        let (s, o) = SessionLogic::open(1, 11, &cats[2], &h);
+        let (s, o) = SessionLogic::open(1, 11, &cats[2], &h, 63);
         let Opening::CatchUp(deltas) = o else { panic!("{o:?}") };
         assert_eq!(deltas.iter().map(|d| (d.from_version, d.to_version)).collect::<Vec<_>>(), [(1, 2), (2, 3)]);
         assert!(!s.wants_snapshot(3));
         assert_eq!(s.sent().version, 3);
         // Its version with another digest, or one older than the history: snapshot.
-        assert_eq!(SessionLogic::open(1, 12, &cats[2], &h).1, Opening::Snapshot);
-        assert_eq!(SessionLogic::open(0, 0, &cats[2], &h).1, Opening::Snapshot);
+        assert_eq!(SessionLogic::open(1, 12, &cats[2], &h, 63).1, Opening::Snapshot);
+        assert_eq!(SessionLogic::open(1, 11, &cats[2], &h, 1).1, Opening::Snapshot, "more deltas than the queue takes");
+        assert_eq!(SessionLogic::open(0, 0, &cats[2], &h, 63).1, Opening::Snapshot);
         // A gateway holding nothing never gets deltas, even from a history starting at nothing.
         let from_nothing = history(&[cat(0, 0), cats[0].clone(), cats[1].clone()]);
-        assert_eq!(SessionLogic::open(0, 0, &cats[1], &from_nothing).1, Opening::Snapshot);
+        assert_eq!(SessionLogic::open(0, 0, &cats[1], &from_nothing, 63).1, Opening::Snapshot);
     }
 
     #[test]
     fn deltas_follow_the_shared_path_or_are_diffed() {
         let (v1, v2, v3) = (cat(1, 11), cat(2, 22), cat(3, 33));
-        let (mut s, _) = SessionLogic::open(1, 11, &v1, &History::new(8));
+        let (mut s, _) = SessionLogic::open(1, 11, &v1, &History::new(8), 63);
         let Some(Update::Shared(d)) = s.on_catalog(&published(&v1, &v2)) else { panic!() };
         assert_eq!((d.from_version, d.to_version), (1, 2));
         assert!(s.pushed(Pushed::Sent, Some(v2.clone())));
         // A published version this session skipped: it diffs from what it holds.
         let mut skipped = published(&v1, &v3);
         skipped.previous_digest = 11;
-        let (s2, _) = SessionLogic::open(2, 22, &v2, &History::new(8));
+        let (s2, _) = SessionLogic::open(2, 22, &v2, &History::new(8), 63);
         assert!(matches!(s2.on_catalog(&skipped), Some(Update::Diff { .. })));
         assert!(s.on_catalog(&published(&v1, &v2)).is_none(), "already holds it");
     }
@@ -244,7 +247,7 @@ mod tests {
     #[test]
     fn a_full_queue_and_a_nack_lead_to_a_snapshot_and_a_closed_stream_ends() {
         let (v1, v2) = (cat(1, 11), cat(2, 22));
-        let (mut s, _) = SessionLogic::open(1, 11, &v1, &History::new(8));
+        let (mut s, _) = SessionLogic::open(1, 11, &v1, &History::new(8), 63);
         assert!(s.pushed(Pushed::Full, Some(v2.clone())));
         assert!(s.wants_snapshot(2));
         assert!(s.on_catalog(&published(&v1, &v2)).is_none(), "the snapshot will carry it");
@@ -260,7 +263,7 @@ mod tests {
     #[test]
     fn an_unanswered_snapshot_gives_its_slot_back_after_the_ack_timeout() {
         let v1 = cat(1, 11);
-        let (mut s, _) = SessionLogic::open(0, 0, &v1, &History::new(8));
+        let (mut s, _) = SessionLogic::open(0, 0, &v1, &History::new(8), 63);
         let t0 = Instant::now();
         s.snapshot_sent(v1.clone(), t0, Duration::from_secs(30));
         assert_eq!(s.slot_deadline(), Some(t0 + Duration::from_secs(30)));

@@ -31,7 +31,7 @@ use crate::state::State;
 use crate::store::etcd::records::{ReplicaRecord, Role};
 use crate::store::etcd::{Campaign, Change, EtcdStore};
 use crate::store::{Persisted, Store, StoreError};
-use election::{Action, Election};
+use election::{Action, Election, Holder};
 use own::{OwnKeys, Owned, Plan};
 use view::{Effect, View};
 
@@ -42,7 +42,7 @@ enum Outcome {
     Campaigned(i64, Result<Campaign, StoreError>),
     Loaded(Result<(i64, Vec<Change>), StoreError>),
     Watching(Result<etcd_client::WatchStream, StoreError>),
-    Wrote(Result<Plan, StoreError>),
+    Wrote(i64, Result<Plan, StoreError>),
     LeaderLoaded(i64, Result<Persisted, StoreError>),
     LeaderEnded(i64, Ended),
 }
@@ -74,15 +74,16 @@ struct Shell {
     watch_failures: u32,
     grant_failures: u32,
     refresh_in_flight: bool,
-    campaign_in_flight: bool,
     write_in_flight: bool,
     own: OwnKeys,
     /// When the served catalog version last changed.
     version_since: u64,
     last_error: Option<String>,
-    /// Since when store calls fail, and when that was last logged.
+    /// Since when store calls fail, and per operation when that was last logged.
     failing_since: Option<Instant>,
-    last_warned: Option<Instant>,
+    last_warned: BTreeMap<&'static str, Instant>,
+    /// Failed loads of the current term (paces the retries).
+    lead_load_failures: u32,
 }
 
 /// During an outage, how often a still-failing store is logged again.
@@ -103,17 +104,17 @@ impl Replica {
             watch_failures: 0,
             grant_failures: 0,
             refresh_in_flight: false,
-            campaign_in_flight: false,
             write_in_flight: false,
             own: OwnKeys::default(),
             version_since: now_millis(),
             last_error: None,
             failing_since: None,
-            last_warned: None,
+            last_warned: BTreeMap::new(),
+            lead_load_failures: 0,
         };
         let current = self.state.catalog();
         let mut view = View::new(self.store.keys().clone(), (current.version, current.digest));
-        let (mut election, first) = Election::new(self.lease_ttl);
+        let (mut election, first) = Election::new(self.store.name(), self.lease_ttl);
         self.spawn_load(&shell);
         self.perform(&mut shell, first);
         // Members that refuse connections leave the client's rotation until they accept again.
@@ -172,6 +173,8 @@ impl Replica {
             }
             self.show(&shell, &election);
         }
+        // Outcomes still in flight are of no use now; dropping the receiver lets their tasks end.
+        drop(rx);
         self.shutdown(shell, election).await;
     }
 
@@ -195,7 +198,12 @@ impl Replica {
         let (store, tx) = (self.store.clone(), shell.tx.clone());
         shell.tasks.spawn(
             async move {
-                let r = store.range_all().await;
+                // The layout check is repeated here: an etcd that was down at start-up was not
+                // checked (nor the layout version written) then.
+                let r = match store.check_schema().await {
+                    Ok(()) => store.range_all().await,
+                    Err(e) => Err(e),
+                };
                 let _ = tx.send(Outcome::Loaded(r)).await;
             }
             .instrument(tracing::info_span!("etcd_load")),
@@ -222,12 +230,12 @@ impl Replica {
 
     /// A store call failed. Logged when the outage starts and then every `WARN_EVERY`: an
     /// outage is not a log flood.
-    fn failed(&self, shell: &mut Shell, what: &str, e: &StoreError) {
+    fn failed(&self, shell: &mut Shell, what: &'static str, e: &StoreError) {
         let now = Instant::now();
-        if shell.last_warned.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
+        if shell.last_warned.get(what).is_none_or(|t| now.duration_since(*t) >= WARN_EVERY) {
             let failing_for = shell.failing_since.map(|t| now.duration_since(t));
-            tracing::warn!(error = %e, ?failing_for, "{what} failed; serving the last catalog read-only until etcd answers");
-            shell.last_warned = Some(now);
+            tracing::warn!(error = %e, ?failing_for, "{what} failed; retrying");
+            shell.last_warned.insert(what, now);
         }
         shell.failing_since.get_or_insert(now);
         shell.last_error = Some(e.to_string());
@@ -238,7 +246,6 @@ impl Replica {
         if let Some(since) = shell.failing_since.take() {
             tracing::info!(after = ?since.elapsed(), "etcd answers again");
         }
-        shell.last_warned = None;
         shell.last_error = None;
     }
 
@@ -273,19 +280,18 @@ impl Replica {
                 }
             }
             Outcome::Campaigned(lease, r) => {
-                shell.campaign_in_flight = false;
-                match r {
-                    Ok(Campaign::Won { term }) => {
-                        let a = election.won(lease, term, self.store.name());
-                        self.perform(shell, a);
+                let a = match r {
+                    Ok(Campaign::Won { term }) => election.won(lease, term),
+                    Ok(Campaign::Held { by, term, lease: held_on, at }) => {
+                        let holder = (!by.is_empty()).then_some(Holder { name: by, term, lease: held_on });
+                        election.held(holder, at)
                     }
-                    Ok(Campaign::Held { by, term }) => {
-                        let seen = (!by.is_empty()).then_some((by, term));
-                        let a = election.leader_seen(seen);
-                        self.perform(shell, a);
+                    Err(e) => {
+                        self.failed(shell, "campaigning for leadership", &e);
+                        election.campaign_failed()
                     }
-                    Err(e) => self.failed(shell, "campaigning for leadership", &e),
-                }
+                };
+                self.perform(shell, a);
             }
             Outcome::Loaded(Ok((revision, changes))) => {
                 self.answered(shell);
@@ -320,29 +326,35 @@ impl Replica {
                 shell.watch_failures += 1;
                 self.failed(shell, "watching etcd", &e);
             }
-            Outcome::Wrote(r) => {
+            Outcome::Wrote(lease, r) => {
                 shell.write_in_flight = false;
                 match r {
-                    Ok(plan) => shell.own.committed(plan),
+                    // Keys written on a lease given up meanwhile die with it: not counted.
+                    Ok(plan) if election.lease() == Some(lease) => shell.own.committed(plan),
+                    Ok(_) => {}
                     Err(e) => self.failed(shell, "writing this replica's records", &e),
                 }
             }
             Outcome::LeaderLoaded(term, r) => self.start_leading(shell, election, term, r),
             Outcome::LeaderEnded(term, ended) => {
-                if shell.leading.as_ref().is_some_and(|(t, _)| *t == term) {
-                    shell.leading = None;
-                    if ended == Ended::Fenced {
-                        self.metrics.fenced_writes.inc();
-                        let a = election.fenced();
-                        self.perform(shell, a);
-                    }
+                let Some((t, stop)) = shell.leading.clone() else { return };
+                if t != term {
+                    return;
                 }
-                if shell.leading.is_none()
-                    && let Some(t) = shell.pending_lead.take()
-                    && election.term() == Some(t)
-                {
-                    self.begin_lead(shell, t);
+                shell.leading = None;
+                if ended == Ended::Fenced {
+                    self.metrics.fenced_writes.inc();
+                    let a = election.fenced();
+                    self.perform(shell, a);
+                } else if !stop.is_cancelled() && election.term() == Some(term) {
+                    // Nobody asked it to stop (a task failed): leading without running the
+                    // sources would stall the federation, so hand the leadership on.
+                    tracing::error!(term, "the leader's work ended on its own; giving up the leadership");
+                    self.resign(shell, term);
+                    let a = election.fenced();
+                    self.perform(shell, a);
                 }
+                self.lead_pending(shell, election);
             }
         }
     }
@@ -408,11 +420,18 @@ impl Replica {
                 }
                 Effect::Policy(k, p) => self.state.set_policy(k, p),
                 Effect::Gateway(r) => self.state.apply_record(r),
-                Effect::GatewayRemoved(k) => drop(self.state.remove_gateway(&k)),
+                Effect::GatewayRemoved(k) => {
+                    if let Some(record) = self.state.remove_unless_local(&k) {
+                        // Removed while this replica holds its session (a reconnect raced the
+                        // expiry): write it back.
+                        let store = self.store.clone();
+                        shell.tasks.spawn(async move { store.put_gateway(&record).await });
+                    }
+                }
                 Effect::Presence(k, replica, p) => self.state.apply_remote(k, &replica, p),
                 Effect::Replica(name, r) => self.state.set_replica(&name, r),
-                Effect::Leader(l) => {
-                    let a = election.leader_seen(l);
+                Effect::Leader { holder, at } => {
+                    let a = election.leader_seen(holder, at);
                     self.perform(shell, a);
                 }
                 Effect::Sources(s) => {
@@ -435,6 +454,22 @@ impl Replica {
     }
 
     fn perform(&self, shell: &mut Shell, actions: Vec<Action>) {
+        self.perform_all(shell, actions);
+    }
+
+    fn resign(&self, shell: &Shell, term: i64) {
+        let store = self.store.clone();
+        shell.tasks.spawn(
+            async move {
+                if let Err(e) = store.resign(term).await {
+                    tracing::warn!(error = %e, term, "releasing the leader key failed; it goes with the lease");
+                }
+            }
+            .instrument(tracing::info_span!("etcd_resign", term)),
+        );
+    }
+
+    fn perform_all(&self, shell: &mut Shell, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Grant => {
@@ -454,10 +489,6 @@ impl Replica {
                     );
                 }
                 Action::Campaign(lease) => {
-                    if shell.campaign_in_flight {
-                        continue;
-                    }
-                    shell.campaign_in_flight = true;
                     let (store, tx) = (self.store.clone(), shell.tx.clone());
                     shell.tasks.spawn(
                         async move {
@@ -465,6 +496,16 @@ impl Replica {
                             let _ = tx.send(Outcome::Campaigned(lease, r)).await;
                         }
                         .instrument(tracing::info_span!("etcd_campaign")),
+                    );
+                }
+                Action::Revoke(lease) => {
+                    let store = self.store.clone();
+                    shell.tasks.spawn(
+                        async move {
+                            // Best effort: etcd expires it anyway, this only makes it sooner.
+                            let _ = store.revoke(lease).await;
+                        }
+                        .instrument(tracing::info_span!("etcd_revoke", lease)),
                     );
                 }
                 Action::Lead(term) => {
@@ -498,16 +539,32 @@ impl Replica {
     fn begin_lead(&self, shell: &mut Shell, term: i64) {
         tracing::info!(term, "won the leadership; loading the catalog and sources from etcd");
         self.store.set_term(Some(term));
+        shell.lead_load_failures = 0;
+        // Nothing runs yet, but a newer term must wait for this one.
+        shell.leading = Some((term, CancellationToken::new()));
+        self.spawn_lead_load(shell, term, Duration::ZERO);
+    }
+
+    fn spawn_lead_load(&self, shell: &Shell, term: i64, wait: Duration) {
         let (store, tx) = (self.store.clone(), shell.tx.clone());
         shell.tasks.spawn(
             async move {
+                tokio::time::sleep(wait).await;
                 let r = store.load().await;
                 let _ = tx.send(Outcome::LeaderLoaded(term, r)).await;
             }
             .instrument(tracing::info_span!("leader_load", term)),
         );
-        // Nothing runs yet, but a newer term must wait for this one.
-        shell.leading = Some((term, CancellationToken::new()));
+    }
+
+    /// Starts a term won while the previous term's work was still stopping, once it has.
+    fn lead_pending(&self, shell: &mut Shell, election: &Election) {
+        if shell.leading.is_none()
+            && let Some(t) = shell.pending_lead.take()
+            && election.term() == Some(t)
+        {
+            self.begin_lead(shell, t);
+        }
     }
 
     fn start_leading(
@@ -517,21 +574,24 @@ impl Replica {
         term: i64,
         loaded: Result<Persisted, StoreError>,
     ) {
-        let Some((t, stop)) = shell.leading.as_ref().map(|(t, s)| (*t, s.clone())) else { return };
-        if t != term || election.term() != Some(term) || stop.is_cancelled() {
+        let Some((t, stop)) = shell.leading.clone() else { return };
+        if t != term {
+            return;
+        }
+        if election.term() != Some(term) || stop.is_cancelled() {
+            // Stepped down while loading.
             shell.leading = None;
+            self.lead_pending(shell, election);
             return;
         }
         let persisted = match loaded {
             Ok(p) => p,
             Err(e) => {
-                // Give the leadership up, so that a replica that can read etcd takes it.
+                // Still the leader (the lease decides when not): read again after a pause.
                 self.failed(shell, "loading the catalog as the new leader", &e);
-                shell.leading = None;
-                let store = self.store.clone();
-                shell.tasks.spawn(async move { store.resign(term).await });
-                let a = election.fenced();
-                self.perform(shell, a);
+                shell.lead_load_failures += 1;
+                let wait = self.backoff.jittered(shell.lead_load_failures, fastrand::f64());
+                self.spawn_lead_load(shell, term, wait);
                 return;
             }
         };
@@ -585,7 +645,7 @@ impl Replica {
         shell.tasks.spawn(
             async move {
                 let r = store.write_own(lease, plan.puts.clone(), plan.deletes.clone()).await.map(|()| plan);
-                let _ = tx.send(Outcome::Wrote(r)).await;
+                let _ = tx.send(Outcome::Wrote(lease, r)).await;
             }
             .instrument(tracing::info_span!("etcd_own_keys")),
         );

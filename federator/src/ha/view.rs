@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use skybridge_api::catalog::{GlobalCatalog, GlobalService, SourceId, digest};
 use skybridge_api::model::ServiceKey;
 
+use super::election::Holder;
 use crate::core::SourceStatus;
 use crate::state::GatewayKey;
 use crate::store::etcd::Change;
@@ -30,8 +31,11 @@ pub enum Effect {
     /// A session held by `replica` appeared or changed (Some), or ended (None).
     Presence(GatewayKey, String, Option<PresenceRecord>),
     Replica(String, Option<ReplicaRecord>),
-    /// The leader key: (holder, term), or nobody.
-    Leader(Option<(String, i64)>),
+    /// The leader key (or nobody) as of store revision `at`.
+    Leader {
+        holder: Option<Holder>,
+        at: i64,
+    },
     Sources(BTreeMap<SourceId, SourceStatus>),
     /// An event another replica (or this one) recorded.
     Event(Event),
@@ -76,7 +80,7 @@ pub struct View {
     gateways: BTreeSet<GatewayKey>,
     presence: BTreeSet<(GatewayKey, String)>,
     replicas: BTreeSet<String>,
-    leader: Option<(String, i64)>,
+    leader: Option<Holder>,
     /// Keys that currently hold something unusable.
     invalid: BTreeMap<String, String>,
 }
@@ -140,7 +144,7 @@ impl View {
             effects.push(Effect::Replica(r.clone(), None));
         }
         if self.leader.is_none() && had_leader.is_some() {
-            effects.push(Effect::Leader(None));
+            effects.push(Effect::Leader { holder: None, at: revision });
         }
         self.try_publish(&mut effects);
         self.revision = revision;
@@ -148,17 +152,21 @@ impl View {
     }
 
     /// Applies watch events up to `revision`.
+    /// Applies watch events up to `revision`. A head is tried at the end of the revision that
+    /// wrote it: one response may also carry the first rows of the next version.
     pub fn apply(&mut self, revision: i64, changes: &[Change]) -> Vec<Effect> {
         let mut effects = Vec::new();
         let mut head_changed = false;
-        for c in changes {
+        for (i, c) in changes.iter().enumerate() {
             if c.mod_revision <= self.revision {
                 continue; // already in the view (a watch resumed from an older revision)
             }
             head_changed |= self.one(c, true, &mut effects);
-        }
-        if head_changed {
-            self.try_publish(&mut effects);
+            let revision_ends = changes.get(i + 1).is_none_or(|next| next.mod_revision != c.mod_revision);
+            if head_changed && revision_ends {
+                self.try_publish(&mut effects);
+                head_changed = false;
+            }
         }
         self.revision = self.revision.max(revision);
         effects
@@ -267,12 +275,14 @@ impl View {
                 effects.push(Effect::Replica(name, r));
             }
             Key::Leader => {
-                let l = value
-                    .and_then(|v| self.decode::<LeaderRecord>(&text, v, effects))
-                    .map(|l| (l.name, c.create_revision));
+                let l = value.and_then(|v| self.decode::<LeaderRecord>(&text, v, effects)).map(|l| Holder {
+                    name: l.name,
+                    term: c.create_revision,
+                    lease: c.lease,
+                });
                 if l != self.leader {
                     self.leader = l.clone();
-                    effects.push(Effect::Leader(l));
+                    effects.push(Effect::Leader { holder: l, at: c.mod_revision });
                 }
             }
             Key::SourceStatus => {
@@ -328,11 +338,11 @@ mod tests {
     }
 
     fn put(key: String, value: Vec<u8>, rev: i64) -> Change {
-        Change { key: key.into_bytes(), value: Some(value), create_revision: rev, mod_revision: rev }
+        Change { key: key.into_bytes(), value: Some(value), create_revision: rev, mod_revision: rev, lease: 5 }
     }
 
     fn del(key: String, rev: i64) -> Change {
-        Change { key: key.into_bytes(), value: None, create_revision: 0, mod_revision: rev }
+        Change { key: key.into_bytes(), value: None, create_revision: 0, mod_revision: rev, lease: 0 }
     }
 
     fn svc(port: u16) -> GlobalService {
@@ -398,6 +408,20 @@ mod tests {
     }
 
     #[test]
+    fn a_version_is_served_even_when_the_next_one_starts_in_the_same_response() {
+        let mut v = View::new(keys(), (0, 0));
+        v.reset(10, &written(&catalog(1, &[("a", 80)]), 10));
+        let c2 = catalog(2, &[("a", 81)]);
+        let mut batch = written(&c2, 11);
+        // The next version's first transaction (its rows, no head yet) in the same response.
+        let c3 = catalog(3, &[("a", 82)]);
+        let mut next = written(&c3, 12);
+        next.pop();
+        batch.extend(next);
+        assert_eq!(published(&v.apply(12, &batch)), [2]);
+    }
+
+    #[test]
     fn a_damaged_row_keeps_the_last_good_catalog_and_is_named() {
         let mut v = View::new(keys(), (0, 0));
         v.reset(10, &written(&catalog(1, &[("a", 80)]), 10));
@@ -456,7 +480,8 @@ mod tests {
         let k = keys();
         let mut v = View::new(k.clone(), (0, 0));
         let rec = encode(&LeaderRecord { name: "b".into(), since: 1 }).unwrap();
-        assert_eq!(v.apply(3, &[put(k.leader(), rec, 3)]), [Effect::Leader(Some(("b".into(), 3)))]);
-        assert_eq!(v.apply(4, &[del(k.leader(), 4)]), [Effect::Leader(None)]);
+        let b = Holder { name: "b".into(), term: 3, lease: 5 };
+        assert_eq!(v.apply(3, &[put(k.leader(), rec, 3)]), [Effect::Leader { holder: Some(b), at: 3 }]);
+        assert_eq!(v.apply(4, &[del(k.leader(), 4)]), [Effect::Leader { holder: None, at: 4 }]);
     }
 }

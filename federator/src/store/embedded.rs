@@ -294,7 +294,7 @@ impl Inner {
             gateways.push(self.decode::<GatewayRecord>("gateways", &key, &value)?);
         }
 
-        Ok(Persisted { catalog, sources, policies, gateways })
+        Ok(Persisted { catalog, sources, policies, gateways, torn: false })
     }
 
     fn service_key(&self, table: &str, key: &str) -> Result<ServiceKey, StoreError> {
@@ -446,6 +446,29 @@ impl Inner {
         txn.commit().map_err(|e| self.io(e))
     }
 
+    /// Deletes a gateway row unless it says it was seen after `last_seen`; true when deleted.
+    fn delete_gateway_seen_by(&self, key: &str, last_seen: UnixMillis) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let deleted = {
+            let mut table = txn.open_table(GATEWAYS).map_err(|e| self.io(e))?;
+            let stored = table.get(key).map_err(|e| self.io(e))?.map(|v| v.value().to_vec());
+            match stored {
+                None => false,
+                Some(bytes) => {
+                    let record: GatewayRecord = self.decode("gateways", key, &bytes)?;
+                    if record.last_seen > last_seen {
+                        false
+                    } else {
+                        table.remove(key).map_err(|e| self.io(e))?;
+                        true
+                    }
+                }
+            }
+        };
+        txn.commit().map_err(|e| self.io(e))?;
+        Ok(deleted)
+    }
+
     fn append_event(&self, at: UnixMillis, kind: String, message: String) -> Result<Event, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         let event = {
@@ -518,10 +541,16 @@ impl Store for EmbeddedStore {
         self.run(move |s| s.put(GATEWAYS, &key, Some(&value))).await
     }
 
-    async fn delete_gateway(&self, cluster: &ClusterId, instance: &str) -> Result<bool, StoreError> {
-        // One process holds every session, so the caller's view of "connected" is the truth.
+    async fn delete_gateway(
+        &self,
+        cluster: &ClusterId,
+        instance: &str,
+        last_seen: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        // One process holds every session, so the caller knows it is disconnected; a record
+        // written after the caller decided (a reconnect) stays.
         let key = format!("{cluster}/{instance}");
-        self.run(move |s| s.put(GATEWAYS, &key, None)).await.map(|()| true)
+        self.run(move |s| s.delete_gateway_seen_by(&key, last_seen)).await
     }
 
     async fn save_source_status(&self, _: &BTreeMap<SourceId, crate::core::SourceStatus>) -> Result<(), StoreError> {

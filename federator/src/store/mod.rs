@@ -89,6 +89,9 @@ pub struct Persisted {
     pub sources: BTreeMap<SourceId, StoredSource>,
     pub policies: BTreeMap<ServiceKey, Policy>,
     pub gateways: Vec<GatewayRecord>,
+    /// The catalog's rows do not match its head (a leader died between the transactions of a
+    /// large version): the next leader must write a complete version at once.
+    pub torn: bool,
 }
 
 /// The operations the federator needs from its store.
@@ -109,12 +112,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records a gateway (keyed by cluster and instance).
     fn put_gateway(&self, g: &GatewayRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Removes a gateway's record unless it is connected to a replica right now (leader only);
-    /// true when removed.
+    /// Removes a gateway's record (leader only) unless a replica holds a session of it or it
+    /// was seen after `last_seen` (a reconnect the caller has not heard of yet); true when
+    /// removed.
     fn delete_gateway(
         &self,
         cluster: &ClusterId,
         instance: &str,
+        last_seen: UnixMillis,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Saves the source health the API shows, for replicas that do not run the sources
     /// (leader only; nothing to do with a single node).
@@ -183,8 +188,13 @@ impl Store for AnyStore {
     async fn put_gateway(&self, g: &GatewayRecord) -> Result<(), StoreError> {
         each!(self, s => s.put_gateway(g).await)
     }
-    async fn delete_gateway(&self, cluster: &ClusterId, instance: &str) -> Result<bool, StoreError> {
-        each!(self, s => s.delete_gateway(cluster, instance).await)
+    async fn delete_gateway(
+        &self,
+        cluster: &ClusterId,
+        instance: &str,
+        last_seen: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        each!(self, s => s.delete_gateway(cluster, instance, last_seen).await)
     }
     async fn save_source_status(
         &self,

@@ -156,7 +156,7 @@ pub(super) fn fixture(token: Option<&str>) -> Fixture {
         gateways,
         Arc::new(AnyStore::Embedded(store)),
         crate::state::StateLimits { concurrent_snapshots: 4, catalog_history: 8 },
-        crate::state::Identity { name: "fed-0".into(), started_at: 1_000, broadcast_local_events: true },
+        crate::state::Identity { name: "fed-0".into(), started_at: 1_000, single_node: true },
     ));
     for (c, i) in [("aws-1", "gw-a"), ("gcp-1", "gw-c")] {
         state.update_local((cluster(c), i.into()), false, |g| {

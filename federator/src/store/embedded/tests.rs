@@ -120,6 +120,7 @@ async fn fill(store: &EmbeddedStore) -> Persisted {
         sources: sources(),
         policies: BTreeMap::from([(svc("prod", "payments"), policy()), (svc("web", "frontend"), Policy::default())]),
         gateways: vec![gateway("aws-a", "gw-0", 3), gateway("aws-a", "gw-1", 2), gateway("gke-b", "gw-0", 3)],
+        torn: false,
     }
 }
 

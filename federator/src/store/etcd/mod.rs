@@ -51,6 +51,8 @@ pub struct Change {
     pub value: Option<Vec<u8>>,
     pub create_revision: i64,
     pub mod_revision: i64,
+    /// The lease the key hangs on (0: none).
+    pub lease: i64,
 }
 
 impl Change {
@@ -60,6 +62,7 @@ impl Change {
             value: Some(kv.value().to_vec()),
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
         }
     }
 
@@ -68,9 +71,13 @@ impl Change {
         let kv = e.kv()?;
         Some(match e.event_type() {
             EventType::Put => Change::put(kv),
-            EventType::Delete => {
-                Change { key: kv.key().to_vec(), value: None, create_revision: 0, mod_revision: kv.mod_revision() }
-            }
+            EventType::Delete => Change {
+                key: kv.key().to_vec(),
+                value: None,
+                create_revision: 0,
+                mod_revision: kv.mod_revision(),
+                lease: 0,
+            },
         })
     }
 }
@@ -80,8 +87,9 @@ impl Change {
 pub enum Campaign {
     /// This replica leads; `term` is the leader key's create revision, the fence of its writes.
     Won { term: i64 },
-    /// Another replica leads.
-    Held { by: String, term: i64 },
+    /// Another replica leads (`by` empty: the key went between the compare and the read), as
+    /// seen at store revision `at`.
+    Held { by: String, term: i64, lease: i64, at: i64 },
 }
 
 /// The etcd [`Store`].
@@ -386,16 +394,17 @@ impl EtcdStore {
             let term = resp.header().map_or(0, |h| h.revision());
             return Ok(Campaign::Won { term });
         }
+        let at = resp.header().map_or(0, |h| h.revision());
         let Some(kv) = first_kv(&resp) else {
             // Deleted between the compare and the read: try again on the next round.
-            return Ok(Campaign::Held { by: String::new(), term: 0 });
+            return Ok(Campaign::Held { by: String::new(), term: 0, lease: 0, at });
         };
         let holder: LeaderRecord = self.decode(&key, kv.value())?;
         if holder.name == self.name && kv.lease() == lease {
             // Our own key from before (e.g. a campaign whose answer was lost): still ours.
             return Ok(Campaign::Won { term: kv.create_revision() });
         }
-        Ok(Campaign::Held { by: holder.name, term: kv.create_revision() })
+        Ok(Campaign::Held { by: holder.name, term: kv.create_revision(), lease: kv.lease(), at })
     }
 
     /// Gives up leadership of `term` (only if still ours).
@@ -482,14 +491,16 @@ impl EtcdStore {
             let computed = digest(&p.catalog);
             if computed != h.digest {
                 // A leader that died between the transactions of a large version leaves rows
-                // newer than the head. The stored digest is kept, so the next merge sees the
-                // difference and writes a complete version.
+                // newer than the head. A digest that matches nothing makes the next merge a
+                // new version whatever the sources say, and that write repairs every row.
                 tracing::warn!(
                     version = h.version,
                     stored = format_args!("{:#x}", h.digest),
                     computed = format_args!("{computed:#x}"),
-                    "the catalog rows in etcd do not match their head (a leader died mid-write?); the next version repairs them"
+                    "the catalog rows in etcd do not match their head (a leader died mid-write?); writing a complete version"
                 );
+                p.catalog.digest = 0;
+                p.torn = true;
             }
         } else if !p.catalog.services.is_empty() {
             return Err(self.corrupt(format!("catalog rows without {}", self.keys.catalog_head())));
@@ -686,16 +697,29 @@ impl Store for EtcdStore {
         self.txn(Txn::new().and_then([TxnOp::put(k, v, None)])).await.map(drop)
     }
 
-    async fn delete_gateway(&self, cluster: &ClusterId, instance: &str) -> Result<bool, StoreError> {
+    async fn delete_gateway(
+        &self,
+        cluster: &ClusterId,
+        instance: &str,
+        last_seen: UnixMillis,
+    ) -> Result<bool, StoreError> {
         let term = self.term()?;
         let leader = self.keys.leader();
-        // Removed only while this replica leads and no replica holds a session of it: a
-        // gateway that reconnected a moment ago keeps its record.
+        let key = self.keys.gateway(cluster, instance);
+        let stored = self.get(key.clone().into_bytes(), None).await?;
+        let Some(kv) = stored.kvs().first() else { return Ok(false) };
+        let record: GatewayRecord = self.decode(&key, kv.value())?;
+        if record.last_seen > last_seen {
+            return Ok(false); // seen since the caller decided: a reconnect
+        }
+        // Removed only while this replica leads, the record is as read and no replica holds
+        // a session of it: a gateway that reconnected a moment ago keeps its record.
         let absent =
             Compare::create_revision(self.keys.presence_of(cluster, instance), CompareOp::Equal, 0).with_prefix();
+        let unchanged = Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision());
         let txn = Txn::new()
-            .when([Compare::create_revision(leader.clone(), CompareOp::Equal, term), absent])
-            .and_then([TxnOp::delete(self.keys.gateway(cluster, instance), None)])
+            .when([Compare::create_revision(leader.clone(), CompareOp::Equal, term), absent, unchanged])
+            .and_then([TxnOp::delete(key, None)])
             .or_else([TxnOp::get(leader, None)]);
         let resp = self.txn(txn).await?;
         if resp.succeeded() {
