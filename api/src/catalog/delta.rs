@@ -169,6 +169,12 @@ struct ExportView<'a> {
     stale_since: Option<u64>,
 }
 
+/// A service's content hash as the digest counts it (without `observed_at`): equal hashes mean
+/// the same routing content, so stores use it to skip rewriting unchanged rows.
+pub fn service_digest(k: &ServiceKey, s: &GlobalService) -> u64 {
+    service_hash(k, s)
+}
+
 fn service_hash(k: &ServiceKey, s: &GlobalService) -> u64 {
     let view = ServiceView {
         key: k,

@@ -4,7 +4,7 @@
 
 mod delta;
 
-pub use delta::{Delta, DeltaError, apply, apply_in_place, diff, digest};
+pub use delta::{Delta, DeltaError, apply, apply_in_place, diff, digest, service_digest};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

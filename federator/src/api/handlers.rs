@@ -87,7 +87,14 @@ pub(super) async fn get_service(
 ) -> Result<Json<ServiceDetail>, ApiError> {
     let key = key_from_path(p)?;
     let policy = ctx.state.policies().remove(&key);
-    view::service_detail(&ctx.state.catalog(), &key, policy.as_ref(), now_millis())
+    let synced = ctx
+        .state
+        .sources()
+        .into_iter()
+        .filter(|(_, s)| s.stale_since.is_none())
+        .filter_map(|(id, s)| Some((id, s.last_success?)))
+        .collect();
+    view::service_detail(&ctx.state.catalog(), &key, policy.as_ref(), &synced, now_millis())
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no service {key} in the catalog")))
 }

@@ -241,11 +241,14 @@ pub fn services(catalog: &GlobalCatalog, filter: &ServiceFilter) -> ServicesResp
     ServicesResponse { catalog_version: catalog.version, services }
 }
 
-/// One service in full, or `None` if the catalog does not have it. `now` computes data ages.
+/// One service in full, or `None` if the catalog does not have it. `now` computes data ages;
+/// `synced` is each healthy source's last successful sync, which a stored row's `observed_at`
+/// may trail (rows are only rewritten when their content changes).
 pub fn service_detail(
     catalog: &GlobalCatalog,
     key: &ServiceKey,
     policy: Option<&Policy>,
+    synced: &BTreeMap<String, UnixMillis>,
     now: UnixMillis,
 ) -> Option<ServiceDetail> {
     let svc = catalog.services.get(key)?;
@@ -268,6 +271,8 @@ pub fn service_detail(
                 .collect();
             endpoints.sort_by(|a, b| (a.port, &a.address).cmp(&(b.port, &b.address)));
             let p = &ce.provenance;
+            let fresher = synced.get(&p.source).copied().filter(|_| p.stale_since.is_none());
+            let observed_at = fresher.map_or(p.observed_at, |t| t.max(p.observed_at));
             ServiceClusterDetail {
                 cluster: id.to_string(),
                 exported_at: ce.exported_at,
@@ -276,7 +281,7 @@ pub fn service_detail(
                 endpoints,
                 provenance: ProvenanceDto {
                     source: p.source.clone(),
-                    observed_at: p.observed_at,
+                    observed_at,
                     stale_since: p.stale_since,
                     stale_for_ms: p.stale_since.map(|_| now.saturating_sub(p.observed_at)),
                 },

@@ -112,8 +112,7 @@ impl Replica {
             last_warned: BTreeMap::new(),
             lead_load_failures: 0,
         };
-        let current = self.state.catalog();
-        let mut view = View::new(self.store.keys().clone(), (current.version, current.digest));
+        let mut view = View::new(self.store.keys().clone(), self.state.catalog());
         let (mut election, first) = Election::new(self.store.name(), self.lease_ttl);
         self.spawn_load(&shell);
         self.perform(&mut shell, first);

@@ -139,10 +139,10 @@ mod tests {
         assert_eq!(plan.puts.len(), 2);
         own.committed(plan);
         assert!(own.plan(desired(1, 10.2), 1_000).is_empty(), "latency jitter waits");
-        let plan = own.plan(desired(2, 10.2), 1_000);
+        let plan = own.plan(desired(2, 10.2), 6_000);
         assert_eq!(plan.puts.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["p/gw"]);
         own.committed(plan);
-        let plan = own.plan(BTreeMap::from([("r".to_owned(), replica(2))]), 2_000);
+        let plan = own.plan(BTreeMap::from([("r".to_owned(), replica(2))]), 7_000);
         assert_eq!((plan.puts.len(), plan.deletes.clone()), (1, vec!["p/gw".to_owned()]));
         own.committed(plan);
         own.reset();

@@ -71,11 +71,12 @@ pub struct View {
     keys: Keys,
     /// The revision everything here reflects.
     revision: i64,
-    /// Catalog rows as etcd holds them.
-    rows: BTreeMap<ServiceKey, GlobalService>,
+    /// The catalog last published (shared with what is served: no second copy is kept).
+    current: Arc<GlobalCatalog>,
+    /// Row changes since `current`: a service set, or removed (None).
+    pending: BTreeMap<ServiceKey, Option<GlobalService>>,
+    /// The latest catalog head seen.
     head: Option<CatalogHead>,
-    /// The version last published: (version, digest).
-    served: (u64, u64),
     policies: BTreeSet<ServiceKey>,
     gateways: BTreeSet<GatewayKey>,
     presence: BTreeSet<(GatewayKey, String)>,
@@ -86,15 +87,15 @@ pub struct View {
 }
 
 impl View {
-    /// An empty view for the layout `keys`, serving `(version, digest)` (what was loaded
-    /// before, or (0, 0)).
-    pub fn new(keys: Keys, served: (u64, u64)) -> View {
+    /// An empty view for the layout `keys`, serving `current` (what was loaded before, or the
+    /// empty catalog).
+    pub fn new(keys: Keys, current: Arc<GlobalCatalog>) -> View {
         View {
             keys,
             revision: 0,
-            rows: BTreeMap::new(),
+            current,
+            pending: BTreeMap::new(),
             head: None,
-            served,
             policies: BTreeSet::new(),
             gateways: BTreeSet::new(),
             presence: BTreeSet::new(),
@@ -124,12 +125,18 @@ impl View {
             std::mem::take(&mut self.replicas),
         );
         let had_leader = self.leader.take();
-        self.rows.clear();
+        self.pending.clear();
         self.head = None;
         self.invalid.clear();
         let mut effects = Vec::new();
         for c in changes {
             self.one(c, false, &mut effects);
+        }
+        // Services served now but absent from the read are gone.
+        let gone: Vec<ServiceKey> =
+            self.current.services.keys().filter(|k| !self.pending.contains_key(*k)).cloned().collect();
+        for k in gone {
+            self.pending.insert(k, None);
         }
         for k in policies.difference(&self.policies) {
             effects.push(Effect::Policy(k.clone(), None));
@@ -220,12 +227,10 @@ impl View {
                 Some(v) => {
                     // An unreadable row is left out: the digest check then keeps the version
                     // from being served.
-                    match self.decode::<GlobalService>(&text, v, effects) {
-                        Some(s) => drop(self.rows.insert(k, s)),
-                        None => drop(self.rows.remove(&k)),
-                    }
+                    let s = self.decode::<GlobalService>(&text, v, effects);
+                    self.pending.insert(k, s);
                 }
-                None => drop(self.rows.remove(&k)),
+                None => drop(self.pending.insert(k, None)),
             },
             Key::Policy(k) => {
                 let p = value.and_then(|v| self.decode::<Policy>(&text, v, effects));
@@ -303,25 +308,31 @@ impl View {
         false
     }
 
-    /// Publishes the catalog the rows and head describe, when it verifies and is new.
+    /// Publishes the catalog the head and the rows describe (the last one served with the
+    /// changes since), when it verifies and is new. Until it verifies, the changes are kept:
+    /// the next head is checked against all of them.
     fn try_publish(&mut self, effects: &mut Vec<Effect>) {
         let Some(head) = &self.head else { return };
-        if (head.version, head.digest) == self.served {
+        if (head.version, head.digest) == (self.current.version, self.current.digest) {
             return;
         }
-        let catalog = GlobalCatalog {
-            version: head.version,
-            digest: head.digest,
-            clusters: head.clusters.clone(),
-            services: self.rows.clone(),
-        };
+        let mut services = self.current.services.clone();
+        for (k, s) in &self.pending {
+            match s {
+                Some(s) => drop(services.insert(k.clone(), s.clone())),
+                None => drop(services.remove(k)),
+            }
+        }
+        let catalog =
+            GlobalCatalog { version: head.version, digest: head.digest, clusters: head.clusters.clone(), services };
         let computed = digest(&catalog);
         if computed != head.digest {
             effects.push(Effect::Mismatch { version: head.version, stored: head.digest, computed });
             return;
         }
-        self.served = (head.version, head.digest);
-        effects.push(Effect::Publish(Arc::new(catalog)));
+        self.pending.clear();
+        self.current = Arc::new(catalog);
+        effects.push(Effect::Publish(self.current.clone()));
     }
 }
 
@@ -390,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_version_is_served_when_its_head_arrives_and_verifies() {
-        let mut v = View::new(keys(), (0, 0));
+        let mut v = View::new(keys(), Arc::default());
         let c1 = catalog(1, &[("a", 80), ("b", 80)]);
         let effects = v.reset(10, &written(&c1, 10));
         assert_eq!(published(&effects), [1]);
@@ -409,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_version_is_served_even_when_the_next_one_starts_in_the_same_response() {
-        let mut v = View::new(keys(), (0, 0));
+        let mut v = View::new(keys(), Arc::default());
         v.reset(10, &written(&catalog(1, &[("a", 80)]), 10));
         let c2 = catalog(2, &[("a", 81)]);
         let mut batch = written(&c2, 11);
@@ -423,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_damaged_row_keeps_the_last_good_catalog_and_is_named() {
-        let mut v = View::new(keys(), (0, 0));
+        let mut v = View::new(keys(), Arc::default());
         v.reset(10, &written(&catalog(1, &[("a", 80)]), 10));
         let c2 = catalog(2, &[("a", 81)]);
         let mut changes = written(&c2, 11);
@@ -443,7 +454,7 @@ mod tests {
 
     #[test]
     fn foreign_keys_are_reported_not_applied() {
-        let mut v = View::new(keys(), (0, 0));
+        let mut v = View::new(keys(), Arc::default());
         let effects = v.reset(5, &[put("/sb/other/thing".into(), b"x".to_vec(), 5)]);
         assert!(matches!(&effects[..], [Effect::Invalid { key, .. }] if key == "/sb/other/thing"));
         assert!(v.apply(6, &[del("/sb/other/thing".into(), 6)]).is_empty());
@@ -456,7 +467,7 @@ mod tests {
         let svc_key = ServiceKey::new("prod", "a").unwrap();
         let policy = encode(&Policy::default()).unwrap();
         let event = encode(&Event { seq: 1, at: 1, kind: "x".into(), message: "m".into() }).unwrap();
-        let mut v = View::new(k.clone(), (0, 0));
+        let mut v = View::new(k.clone(), Arc::default());
         let effects =
             v.reset(5, &[put(k.policy(&svc_key), policy.clone(), 4), put(k.event(1, "a", 0), event.clone(), 5)]);
         assert_eq!(effects, [Effect::Policy(svc_key.clone(), Some(Policy::default()))], "no replayed event");
@@ -478,7 +489,7 @@ mod tests {
     #[test]
     fn the_leader_key_is_followed() {
         let k = keys();
-        let mut v = View::new(k.clone(), (0, 0));
+        let mut v = View::new(k.clone(), Arc::default());
         let rec = encode(&LeaderRecord { name: "b".into(), since: 1 }).unwrap();
         let b = Holder { name: "b".into(), term: 3, lease: 5 };
         assert_eq!(v.apply(3, &[put(k.leader(), rec, 3)]), [Effect::Leader { holder: Some(b), at: 3 }]);

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use skybridge_api::catalog::{Export, GlobalCatalog, SourceId, SourceSnapshot, UnixMillis};
 use skybridge_api::model::{ClusterId, ServiceKey};
 
-use super::rows::{CatalogHead, Row, RowIndex, RowWrite, SourceHead, encode, row_hash};
+use super::rows::{CatalogHead, Row, RowIndex, RowWrite, SourceHead, catalog_row_hash, encode, row_hash};
 use super::{Event, GatewayRecord, Persisted, Policy, Store, StoreError, StoredSource};
 
 /// The layout version this code writes. Bump it (and migrate in `init`) when the layout or a
@@ -322,7 +322,9 @@ impl Inner {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let mut written = RowIndex::default();
         for (key, value) in self.rows(&txn, CATALOG_SERVICES)? {
-            written.set(Row::CatalogService(self.service_key("catalog_services", &key)?), Some(row_hash(&value)));
+            let service = self.service_key("catalog_services", &key)?;
+            let row = self.decode("catalog_services", &key, &value)?;
+            written.set(Row::CatalogService(service.clone()), Some(catalog_row_hash(&service, &row)));
         }
         for (id, value) in self.rows(&txn, SOURCE_HEADS)? {
             written.set(Row::SourceHead(id), Some(row_hash(&value)));

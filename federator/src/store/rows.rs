@@ -1,16 +1,20 @@
 //! What a catalog save must write, shared by both backends (pure: values in, row writes out).
 //!
 //! The catalog and each source's snapshot are kept a service per row, and a save writes only
-//! the rows whose bytes changed since the last committed save, tracked by hash in a
-//! [`RowIndex`]: one changed service in a 10k-service catalog is a few kilobytes written, not
-//! the whole catalog again. Rows are produced lazily, one encoded value at a time, so a large
-//! first save never holds the whole encoded catalog in memory.
+//! the rows that changed since the last committed save, tracked by hash in a [`RowIndex`]: one
+//! changed service in a 10k-service catalog is a few kilobytes written, not the whole catalog
+//! again. A catalog row counts as changed when its routing content does (the digest's
+//! per-service hash): the time each source last synced (`observed_at`), which moves with every
+//! poll for every service, is not rewritten on its own, so a stored row's `observed_at` is when
+//! its content last changed (readers take the fresher sync time from source health). Rows are
+//! produced lazily, one encoded value at a time, so a large first save never holds the whole
+//! encoded catalog in memory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
-use skybridge_api::catalog::{ClusterInfo, GlobalCatalog, SourceId, UnixMillis};
+use skybridge_api::catalog::{ClusterInfo, GlobalCatalog, SourceId, UnixMillis, service_digest};
 use skybridge_api::model::{ClusterId, ServiceKey};
 
 use super::{StoreError, StoredSource};
@@ -50,13 +54,24 @@ pub enum Row {
 pub struct RowWrite {
     pub row: Row,
     pub value: Option<Vec<u8>>,
+    /// The row's index entry once written.
+    hash: Option<u64>,
 }
 
 impl RowWrite {
+    fn delete(row: Row) -> RowWrite {
+        RowWrite { row, value: None, hash: None }
+    }
+
     /// The index entry once this write has committed.
     pub fn indexed(&self) -> (Row, Option<u64>) {
-        (self.row.clone(), self.value.as_deref().map(row_hash))
+        (self.row.clone(), self.hash)
     }
+}
+
+/// The index entry of a stored catalog row: its content hash (see the module docs).
+pub fn catalog_row_hash(key: &ServiceKey, service: &skybridge_api::catalog::GlobalService) -> u64 {
+    service_digest(key, service)
 }
 
 /// Hashes of the rows as last committed.
@@ -103,16 +118,21 @@ impl RowIndex {
         catalog: &'a GlobalCatalog,
         sources: &'a BTreeMap<SourceId, StoredSource>,
     ) -> impl Iterator<Item = Result<RowWrite, StoreError>> + Send + 'a {
-        let mut buf = Vec::new();
         let catalog_puts = catalog.services.iter().filter_map(move |(key, service)| {
-            changed(&mut buf, service, self.catalog.get(key))
-                .map(|v| v.map(|value| RowWrite { row: Row::CatalogService(key.clone()), value: Some(value) }))
+            let hash = service_digest(key, service);
+            (self.catalog.get(key) != Some(&hash)).then(|| {
+                encode(service).map(|value| RowWrite {
+                    row: Row::CatalogService(key.clone()),
+                    value: Some(value),
+                    hash: Some(hash),
+                })
+            })
         });
         let catalog_deletes = self
             .catalog
             .keys()
             .filter(|k| !catalog.services.contains_key(*k))
-            .map(|k| Ok(RowWrite { row: Row::CatalogService(k.clone()), value: None }));
+            .map(|k| Ok(RowWrite::delete(Row::CatalogService(k.clone()))));
         let mut buf = Vec::new();
         let head_puts = sources.iter().filter_map(move |(id, s)| {
             let head = SourceHead {
@@ -121,27 +141,26 @@ impl RowIndex {
                 failing_since: s.failing_since,
             };
             changed(&mut buf, &head, self.heads.get(id))
-                .map(|v| v.map(|value| RowWrite { row: Row::SourceHead(id.clone()), value: Some(value) }))
+                .map(|v| v.map(|value| bytes_row(Row::SourceHead(id.clone()), value)))
         });
         let mut buf = Vec::new();
         let source_puts = sources.iter().flat_map(move |(id, s)| {
             let written = self.sources.get(id);
             let mut buf = std::mem::take(&mut buf);
             s.snapshot.services.iter().filter_map(move |(key, exports)| {
-                changed(&mut buf, exports, written.and_then(|rows| rows.get(key))).map(|v| {
-                    v.map(|value| RowWrite { row: Row::SourceService(id.clone(), key.clone()), value: Some(value) })
-                })
+                changed(&mut buf, exports, written.and_then(|rows| rows.get(key)))
+                    .map(|v| v.map(|value| bytes_row(Row::SourceService(id.clone(), key.clone()), value)))
             })
         });
         let head_deletes = self
             .heads
             .keys()
             .filter(|id| !sources.contains_key(*id))
-            .map(|id| Ok(RowWrite { row: Row::SourceHead(id.clone()), value: None }));
+            .map(|id| Ok(RowWrite::delete(Row::SourceHead(id.clone()))));
         let source_deletes = self.sources.iter().flat_map(move |(id, rows)| {
             rows.keys()
                 .filter(move |key| !sources.get(id).is_some_and(|s| s.snapshot.services.contains_key(*key)))
-                .map(move |key| Ok(RowWrite { row: Row::SourceService(id.clone(), key.clone()), value: None }))
+                .map(move |key| Ok(RowWrite::delete(Row::SourceService(id.clone(), key.clone()))))
         });
         catalog_puts
             .chain(catalog_deletes)
@@ -150,6 +169,12 @@ impl RowIndex {
             .chain(head_deletes)
             .chain(source_deletes)
     }
+}
+
+/// A row indexed by the hash of its bytes (source rows).
+fn bytes_row(row: Row, value: Vec<u8>) -> RowWrite {
+    let hash = Some(row_hash(&value));
+    RowWrite { row, value: Some(value), hash }
 }
 
 /// Encodes `value` into `buf`; `Some(bytes)` when they differ from the committed hash.
@@ -215,6 +240,27 @@ mod tests {
         let writes: Vec<RowWrite> = index.changes(catalog, sources).collect::<Result<_, _>>().unwrap();
         index.apply(writes.iter().map(RowWrite::indexed));
         writes.into_iter().map(|w| w.row).collect()
+    }
+
+    #[test]
+    fn a_sync_that_only_moves_observed_at_rewrites_no_catalog_row() {
+        use skybridge_api::catalog::{ClusterExport, Provenance};
+        let mut index = RowIndex::default();
+        let (mut c, s) = inputs(&["a"]);
+        let export = |observed_at| ClusterExport {
+            exported_at: 1,
+            endpoints: BTreeMap::new(),
+            provenance: Provenance { source: "static".into(), observed_at, stale_since: None },
+        };
+        let svc = c.services.get_mut(&key("a")).unwrap();
+        svc.clusters.insert(ClusterId::new("a-1").unwrap(), export(10));
+        commit(&mut index, &c, &s);
+        c.services.get_mut(&key("a")).unwrap().clusters.insert(ClusterId::new("a-1").unwrap(), export(20));
+        assert!(commit(&mut index, &c, &s).is_empty(), "only the sync time moved");
+        let mut stale = export(20);
+        stale.provenance.stale_since = Some(15);
+        c.services.get_mut(&key("a")).unwrap().clusters.insert(ClusterId::new("a-1").unwrap(), stale);
+        assert_eq!(commit(&mut index, &c, &s), [Row::CatalogService(key("a"))], "staleness is content");
     }
 
     #[test]

@@ -317,10 +317,25 @@ async fn openapi_document_matches_the_router() {
 
 #[test]
 fn stale_age_is_now_minus_observed_at() {
-    let detail =
-        crate::api::view::service_detail(&super::catalog(), &super::key("prod", "payments"), None, 10_000).unwrap();
+    let detail = crate::api::view::service_detail(
+        &super::catalog(),
+        &super::key("prod", "payments"),
+        None,
+        &Default::default(),
+        10_000,
+    )
+    .unwrap();
     let gcp = &detail.clusters[1].provenance;
     assert_eq!((gcp.stale_since, gcp.stale_for_ms), (Some(6_000), Some(5_000)));
     assert_eq!(detail.clusters[0].provenance.stale_for_ms, None);
-    assert!(crate::api::view::service_detail(&super::catalog(), &super::key("prod", "nope"), None, 10_000).is_none());
+    assert!(
+        crate::api::view::service_detail(
+            &super::catalog(),
+            &super::key("prod", "nope"),
+            None,
+            &Default::default(),
+            10_000
+        )
+        .is_none()
+    );
 }

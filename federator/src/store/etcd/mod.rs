@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use skybridge_api::catalog::{Export, GlobalCatalog, SourceId, SourceSnapshot, UnixMillis, digest};
 use skybridge_api::model::{ClusterId, ServiceKey};
 
-use super::rows::{CatalogHead, Row, RowIndex, SourceHead, encode, row_hash};
+use super::rows::{CatalogHead, Row, RowIndex, SourceHead, catalog_row_hash, encode, row_hash};
 use super::{Event, GatewayRecord, Persisted, Policy, Store, StoreError, StoredSource};
 use crate::config::EtcdConfig;
 use keys::{Key, Keys};
@@ -469,8 +469,9 @@ impl EtcdStore {
             match key {
                 Key::CatalogHead => head = Some(self.decode(&text, value)?),
                 Key::CatalogService(k) => {
-                    index.set(Row::CatalogService(k.clone()), Some(row_hash(value)));
-                    p.catalog.services.insert(k, self.decode(&text, value)?);
+                    let service = self.decode(&text, value)?;
+                    index.set(Row::CatalogService(k.clone()), Some(catalog_row_hash(&k, &service)));
+                    p.catalog.services.insert(k, service);
                 }
                 Key::SourceHead(id) => {
                     index.set(Row::SourceHead(id.clone()), Some(row_hash(value)));

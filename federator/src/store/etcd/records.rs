@@ -60,6 +60,9 @@ pub struct PeerSample {
     pub state: String,
 }
 
+/// How long a gateway's newer ACK may wait before other replicas are told of it.
+pub const ACK_REFRESH_MS: u64 = 5_000;
+
 /// `P/presence/<cluster>/<instance>/<replica>`: a gateway session, on the holding replica's
 /// lease, so it disappears with the replica. Carries what other replicas' APIs show of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,14 +82,15 @@ pub struct PresenceRecord {
 
 impl PresenceRecord {
     /// Whether `self`, already stored at `written_at`, must be rewritten as `next` at `now`.
-    /// Latency moves a little with every report; rewriting each one would cost a write per
-    /// gateway every few seconds. What changes what the API or route choice shows is written
-    /// at once; small RTT movements wait for `refresh_ms`.
+    /// Latency moves a little with every report, and every gateway ACKs every catalog version;
+    /// rewriting for each would cost a write per gateway per report and per version. What
+    /// changes what the API or route choice shows (a new session, a NACK, a path's state, a
+    /// real RTT move) is written at once; ACKs wait for [`ACK_REFRESH_MS`], small RTT
+    /// movements for `refresh_ms`.
     pub fn needs_write(&self, next: &PresenceRecord, written_at: UnixMillis, now: UnixMillis, refresh_ms: u64) -> bool {
         let same_shape = self.since == next.since
             && self.cloud == next.cloud
             && self.region == next.region
-            && self.acked_version == next.acked_version
             && self.nacks == next.nacks
             && self.last_nack == next.last_nack
             && self.peers.len() == next.peers.len()
@@ -107,7 +111,8 @@ impl PresenceRecord {
             .iter()
             .zip(&next.peers)
             .any(|(a, b)| moved(a.rank_rtt_ms.or(a.rtt_ms), b.rank_rtt_ms.or(b.rtt_ms)));
-        rtt_moved || now.saturating_sub(written_at) >= refresh_ms
+        let age = now.saturating_sub(written_at);
+        rtt_moved || age >= refresh_ms || (self.acked_version != next.acked_version && age >= ACK_REFRESH_MS)
     }
 }
 
@@ -145,6 +150,7 @@ mod tests {
         assert!(old.needs_write(&rec(20.0, "down"), 0, 1_000, 30_000), "a state change is written at once");
         let mut acked = rec(20.0, "healthy");
         acked.acked_version = 4;
-        assert!(old.needs_write(&acked, 0, 1, 30_000), "an ACK is written at once");
+        assert!(!old.needs_write(&acked, 0, 1_000, 30_000), "ACKs of every version are batched");
+        assert!(old.needs_write(&acked, 0, ACK_REFRESH_MS, 30_000), "...for a few seconds");
     }
 }
