@@ -8,14 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-use skybridge_api::ca;
-use skybridge_api::identity::SpiffeId;
-use skybridge_api::model::ClusterId;
-use time::OffsetDateTime;
-
 use crate::etcd::Etcd;
-use crate::{Proc, eventually, free_tcp, free_udp, get_json, wait_ready, write_identity};
+use crate::{Proc, eventually, free_tcp, free_udp, get_json, wait_ready, write_identities};
+use serde_json::Value;
 
 /// The trust domain of these federations.
 pub const TD: &str = "ha.test";
@@ -78,17 +73,7 @@ impl Federation {
     /// and a catalog holding those clusters and no services.
     pub fn start(opts: Options, clusters: &[&str]) -> Federation {
         let dir = tempfile::tempdir().unwrap();
-        let now = OffsetDateTime::now_utc();
-        let ca = ca::init(TD, now, 1).unwrap();
-        write_identity(
-            &dir.path().join("fed"),
-            &ca::issue(&ca, &SpiffeId::federator(TD), &[], now, 1).unwrap(),
-            &ca.cert_pem,
-        );
-        for c in clusters {
-            let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-            write_identity(&dir.path().join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
-        }
+        write_identities(dir.path(), TD, clusters);
         std::fs::write(dir.path().join("token"), API_TOKEN).unwrap();
         let etcd = Etcd::start(opts.etcd_members);
         let mut f = Federation { dir, etcd, feds: Vec::new(), opts };

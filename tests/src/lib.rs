@@ -266,6 +266,22 @@ pub fn write_identity(dir: &Path, leaf: &skybridge_api::ca::PemPair, ca_pem: &st
     std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
 }
 
+/// A fresh CA for `trust_domain`, with the federator's identity under `dir/fed` and each
+/// cluster's gateway identity under `dir/<cluster>` (the layout every test config points at).
+pub fn write_identities(dir: &Path, trust_domain: &str, clusters: &[&str]) -> skybridge_api::ca::PemPair {
+    use skybridge_api::ca;
+    use skybridge_api::identity::SpiffeId;
+    let now = time::OffsetDateTime::now_utc();
+    let ca = ca::init(trust_domain, now, 1).unwrap();
+    let federator = ca::issue(&ca, &SpiffeId::federator(trust_domain), &[], now, 1).unwrap();
+    write_identity(&dir.join("fed"), &federator, &ca.cert_pem);
+    for c in clusters {
+        let id = SpiffeId::gateway(trust_domain, skybridge_api::model::ClusterId::new(c).unwrap());
+        write_identity(&dir.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
+    }
+    ca
+}
+
 /// Environment for the AWS SDK and the `aws` CLI against moto: dummy static credentials, a
 /// region, and no instance-metadata probing.
 pub const AWS_TEST_ENV: [(&str, &str); 5] = [

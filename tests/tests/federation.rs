@@ -12,7 +12,7 @@ use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{federated_gateway_toml, free_tcp, http_backend, write_identity};
+use skybridge_tests::{federated_gateway_toml, free_tcp, http_backend, write_identities, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,17 +29,7 @@ impl World {
     fn new() -> World {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let now = OffsetDateTime::now_utc();
-        let ca = ca::init(TD, now, 1).unwrap();
-        write_identity(
-            &dir.path().join("fed"),
-            &ca::issue(&ca, &SpiffeId::federator(TD), &[], now, 1).unwrap(),
-            &ca.cert_pem,
-        );
-        for c in ["aws-1", "gcp-1"] {
-            let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-            write_identity(&dir.path().join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
-        }
+        let ca = write_identities(dir.path(), TD, &["aws-1", "gcp-1"]);
         let control = free_tcp(1)[0];
         let w = World { dir, ca, control };
         w.write_catalog("");

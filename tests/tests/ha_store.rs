@@ -87,6 +87,18 @@ async fn store(etcd: &Etcd, prefix: &str, name: &str, extra: &str) -> EtcdStore 
     s
 }
 
+/// aws-1/gw-0, last seen at 1.
+fn gateway_record() -> GatewayRecord {
+    GatewayRecord {
+        cluster: cluster("aws-1"),
+        instance: "gw-0".into(),
+        version: String::new(),
+        tunnel_addresses: vec![],
+        last_seen: 1,
+        acked_version: 0,
+    }
+}
+
 /// Becomes leader on a fresh lease; returns (lease, term).
 async fn lead(s: &EtcdStore) -> (i64, i64) {
     let lease = s.grant(Duration::from_secs(2)).await.unwrap();
@@ -228,14 +240,7 @@ async fn a_deposed_leader_cannot_write() {
     let e = a.save_catalog(&c2, &src).await.unwrap_err();
     assert!(matches!(e, StoreError::Fenced), "{e}");
     a.set_term(Some(term_a));
-    let gw = GatewayRecord {
-        cluster: cluster("aws-1"),
-        instance: "gw-0".into(),
-        version: String::new(),
-        tunnel_addresses: vec![],
-        last_seen: 1,
-        acked_version: 0,
-    };
+    let gw = gateway_record();
     b.put_gateway(&gw).await.unwrap();
     let e = a.delete_gateway(&cluster("aws-1"), "gw-0", u64::MAX).await.unwrap_err();
     assert!(matches!(e, StoreError::Fenced), "{e}");
@@ -259,14 +264,7 @@ async fn gateways_connected_anywhere_are_not_removed_and_events_are_shared_and_t
     let a = store(&etcd, "/gw", "fed-a", "").await;
     let b = store(&etcd, "/gw", "fed-b", "").await;
     let (lease_a, _) = lead(&a).await;
-    let gw = GatewayRecord {
-        cluster: cluster("aws-1"),
-        instance: "gw-0".into(),
-        version: String::new(),
-        tunnel_addresses: vec![],
-        last_seen: 1,
-        acked_version: 0,
-    };
+    let gw = gateway_record();
     b.put_gateway(&gw).await.unwrap();
     // B holds a session of it: the leader may not remove the record.
     let lease_b = b.grant(Duration::from_secs(5)).await.unwrap();
@@ -381,14 +379,7 @@ async fn a_replica_serves_what_verifies_and_names_what_does_not() {
     use skybridge_federator::app;
     let etcd = Etcd::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let ca = skybridge_api::ca::init("t.example", now, 1).unwrap();
-    let id = skybridge_api::identity::SpiffeId::federator("t.example");
-    skybridge_tests::write_identity(
-        dir.path(),
-        &skybridge_api::ca::issue(&ca, &id, &[], now, 1).unwrap(),
-        &ca.cert_pem,
-    );
+    skybridge_tests::write_identities(dir.path(), "t.example", &[]);
     // A catalog written by a leader, then damage: a foreign key and a garbled gateway record.
     let writer = store(&etcd, "/srv", "fed-w", "").await;
     lead(&writer).await;
@@ -398,8 +389,8 @@ async fn a_replica_serves_what_verifies_and_names_what_does_not() {
     etcd.ctl(&["put", "/srv/gateways/aws-1/gw-9", "{garbage"]);
     let d = dir.path().display();
     let text = format!(
-        "[federator]\ntrust_domain = \"t.example\"\nname = \"fed-r\"\n[tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\
-         trust_bundle = \"{d}/ca.pem\"\n[listen]\ncontrol = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n\
+        "[federator]\ntrust_domain = \"t.example\"\nname = \"fed-r\"\n[tls]\ncert = \"{d}/fed/cert.pem\"\nkey = \"{d}/fed/key.pem\"\n\
+         trust_bundle = \"{d}/fed/ca.pem\"\n[listen]\ncontrol = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n\
          [store]\nbackend = \"etcd\"\nendpoints = {}\nprefix = \"/srv\"\nlease_ttl = \"2s\"\n",
         etcd.endpoints_toml()
     );
