@@ -69,6 +69,9 @@ enum Command {
     WhatIf(client::whatif::WhatIfArgs),
     /// Verify a deployment end to end; exits non-zero naming each problem.
     Check(client::check::CheckArgs),
+    /// Apply a source's held mass removal now (the federator held an answer that would remove
+    /// most of the source's services; docs/federator.md).
+    ConfirmRemoval(client::confirm::ConfirmArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Routes(args) => client::routes::run(&args).map_err(Into::into),
         Command::WhatIf(args) => client::whatif::run(&args).map_err(Into::into),
         Command::Check(args) => client::check::run(&args).map_err(Into::into),
+        Command::ConfirmRemoval(args) => client::confirm::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

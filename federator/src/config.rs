@@ -51,6 +51,14 @@ pub struct FederatorSection {
     /// leave no records of dead pods behind for peers to dial.
     #[serde(default = "defaults::gateway_expiry", with = "duration")]
     pub gateway_expiry: Duration,
+    /// A sync that would remove more than this share of a source's services (0.0 to 1.0; 1.0:
+    /// only one removing all of them) is held: the previous data stays served.
+    #[serde(default = "defaults::removal_guard")]
+    pub removal_guard: f64,
+    /// How long a held answer must stand before it applies by itself (an operator can confirm
+    /// it sooner).
+    #[serde(default = "defaults::removal_hold", with = "duration")]
+    pub removal_hold: Duration,
     /// How long a failing source's last good data is served; `"never"` keeps it until the
     /// source recovers or is removed from the config.
     #[serde(default = "defaults::stale_timeout", deserialize_with = "duration::or_never::deserialize")]
@@ -207,6 +215,12 @@ pub enum SourceConfig {
         path: PathBuf,
         #[serde(default = "defaults::static_interval", with = "duration")]
         interval: Duration,
+        /// Larger files are refused (default 64 MiB, at most 1 GiB).
+        #[serde(default = "defaults::static_max_size")]
+        max_size: u64,
+        /// How long one read may take (default 10s, at most 300s).
+        #[serde(default = "defaults::static_read_timeout", with = "duration")]
+        read_timeout: Duration,
         #[serde(default = "defaults::backoff_min", with = "duration")]
         backoff_min: Duration,
         #[serde(default = "defaults::backoff_max", with = "duration")]
@@ -258,6 +272,12 @@ pub mod defaults {
     }
     pub fn gateway_expiry() -> Duration {
         Duration::from_secs(600)
+    }
+    pub fn removal_guard() -> f64 {
+        0.5
+    }
+    pub fn removal_hold() -> Duration {
+        Duration::from_secs(300)
     }
     pub fn etcd_prefix() -> String {
         "/skybridge".into()
@@ -319,6 +339,12 @@ pub mod defaults {
     pub fn static_interval() -> Duration {
         Duration::from_secs(2)
     }
+    pub fn static_max_size() -> u64 {
+        64 << 20
+    }
+    pub fn static_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn backoff_min() -> Duration {
         Duration::from_secs(1)
     }
@@ -355,6 +381,7 @@ impl Config {
         if let Some(t) = cfg.api.token_file.as_mut() {
             rel(t);
         }
+        cfg.check_files()?;
         for s in &mut cfg.sources {
             match s {
                 SourceConfig::Static { path, .. } => rel(path),
@@ -377,6 +404,24 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Checks the files and folders the config names that are not certificates (those are
+    /// loaded and checked by the TLS store): the token file is readable, the data folder is not
+    /// a file.
+    fn check_files(&self) -> Result<(), ConfigError> {
+        if let Some(t) = &self.api.token_file
+            && let Err(e) = std::fs::read_to_string(t)
+        {
+            return Err(invalid("api.token_file", t.display(), format!("cannot be read: {e}")));
+        }
+        if let (StoreSection::Embedded, Some(d)) = (&self.store, &self.federator.data_dir)
+            && d.exists()
+            && !d.is_dir()
+        {
+            return Err(invalid("federator.data_dir", d.display(), "is a file, not a folder"));
+        }
+        Ok(())
+    }
+
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let cfg: Config = from_toml(text)?;
@@ -393,9 +438,6 @@ impl Config {
                 "use lowercase letters, digits, '.', '-' or '_'",
             ));
         }
-        if f.merge_interval.is_zero() {
-            return Err(invalid("federator.merge_interval", "0", "must be positive"));
-        }
         if let Some(name) = &f.name
             && !valid_replica_name(name)
         {
@@ -407,6 +449,12 @@ impl Config {
                 duration::format(f.gateway_expiry),
                 "must be between 10s and 30d",
             ));
+        }
+        if !(0.0..=1.0).contains(&f.removal_guard) {
+            return Err(invalid("federator.removal_guard", f.removal_guard, "must be a share from 0.0 to 1.0"));
+        }
+        if f.removal_hold > Duration::from_secs(7 * 86_400) {
+            return Err(invalid("federator.removal_hold", duration::format(f.removal_hold), "must be at most 7d"));
         }
         match &self.store {
             StoreSection::Embedded => {
@@ -432,15 +480,40 @@ impl Config {
                 return Err(invalid(key, v, format!("must be between {lo} and {hi}")));
             }
         }
-        for (key, d) in [
-            ("limits.snapshot_send_timeout", l.snapshot_send_timeout),
-            ("limits.snapshot_ack_timeout", l.snapshot_ack_timeout),
-            ("limits.keepalive_interval", l.keepalive_interval),
-            ("limits.keepalive_timeout", l.keepalive_timeout),
+        // Every duration has a ceiling: arithmetic on instants must never overflow, and a
+        // timeout of years is a typo, not a setting.
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (key, d, max) in [
+            ("limits.snapshot_send_timeout", l.snapshot_send_timeout, HOUR),
+            ("limits.snapshot_ack_timeout", l.snapshot_ack_timeout, HOUR),
+            ("limits.keepalive_interval", l.keepalive_interval, HOUR),
+            ("limits.keepalive_timeout", l.keepalive_timeout, HOUR),
+            ("limits.hello_timeout", l.hello_timeout, HOUR),
+            ("limits.handshake_timeout", l.handshake_timeout, HOUR),
+            ("limits.drain_deadline", l.drain_deadline, HOUR),
+            ("federator.merge_interval", f.merge_interval, HOUR),
+            ("tls.reload_interval", self.tls.reload_interval, DAY),
         ] {
-            if d.is_zero() {
-                return Err(invalid(key, "0s", "must be positive"));
+            if d.is_zero() || d > max {
+                return Err(invalid(
+                    key,
+                    duration::format(d),
+                    format!("must be between 1ms and {}", duration::format(max)),
+                ));
             }
+        }
+        if let Some(t) = f.stale_timeout
+            && t > 30 * DAY
+        {
+            return Err(invalid("federator.stale_timeout", duration::format(t), "must be at most 30d, or \"never\""));
+        }
+        if self.listen.control == self.listen.api {
+            return Err(invalid(
+                "listen.api",
+                self.listen.api,
+                "is the same address as listen.control: give the REST API and the control stream a port each",
+            ));
         }
         let mut ids = BTreeSet::new();
         for (i, s) in self.sources.iter().enumerate() {
@@ -452,12 +525,38 @@ impl Config {
                 return Err(invalid(format!("sources[{i}].id"), id, "source ids must be unique"));
             }
             match s {
-                SourceConfig::Static { interval, backoff_min, backoff_max, .. } => {
+                SourceConfig::Static { interval, backoff_min, backoff_max, max_size, read_timeout, .. } => {
                     if interval.is_zero() || backoff_min.is_zero() || backoff_max < backoff_min {
                         return Err(invalid(
                             format!("sources[{i}]"),
                             id,
                             "interval and backoff_min must be positive, backoff_max at least backoff_min",
+                        ));
+                    }
+                    let day = Duration::from_secs(86_400);
+                    for (key, d) in
+                        [("interval", *interval), ("backoff_min", *backoff_min), ("backoff_max", *backoff_max)]
+                    {
+                        if d > day {
+                            return Err(invalid(
+                                format!("sources[{i}].{key}"),
+                                duration::format(d),
+                                "must be at most 1d",
+                            ));
+                        }
+                    }
+                    if read_timeout.is_zero() || *read_timeout > Duration::from_secs(300) {
+                        return Err(invalid(
+                            format!("sources[{i}].read_timeout"),
+                            duration::format(*read_timeout),
+                            "must be between 1ms and 300s",
+                        ));
+                    }
+                    if !(1..=1 << 30).contains(max_size) {
+                        return Err(invalid(
+                            format!("sources[{i}].max_size"),
+                            max_size,
+                            "must be between 1 and 1073741824 bytes",
                         ));
                     }
                 }
@@ -642,6 +741,16 @@ path = "catalog.toml"
             (BASE.replace("id = \"static\"", "id = \"Static\""), "sources[0].id"),
             (format!("{BASE}\n[limits]\ngateway_queue = 1\n"), "limits.gateway_queue"),
             (format!("{BASE}\n[limits]\nhello_timeout = \"5 s\"\n"), "hello_timeout"),
+            (
+                format!("{BASE}\n[limits]\nkeepalive_interval = \"18446744073709551615s\"\n"),
+                "limits.keepalive_interval",
+            ),
+            (format!("{BASE}\n[limits]\ndrain_deadline = \"0s\"\n"), "limits.drain_deadline"),
+            (BASE.replace("data_dir = \"data\"", "data_dir = \"data\"\nstale_timeout = \"9000h\""), "stale_timeout"),
+            (BASE.replace("data_dir = \"data\"", "data_dir = \"data\"\nremoval_guard = 1.5"), "removal_guard"),
+            (format!("{BASE}\n[listen]\ncontrol = \"127.0.0.1:9000\"\napi = \"127.0.0.1:9000\"\n"), "listen.api"),
+            (BASE.replace("path = \"catalog.toml\"", "path = \"catalog.toml\"\nmax_size = 0"), "max_size"),
+            (BASE.replace("path = \"catalog.toml\"", "path = \"catalog.toml\"\nread_timeout = \"1h\""), "read_timeout"),
             (format!("{BASE}\n[[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"x\"\n"), "unique"),
             (BASE.replace("path = \"catalog.toml\"", "path = \"catalog.toml\"\nurl = \"x\""), "url"),
             (format!("{BASE}{AWS}"), "sources[1].region"),

@@ -12,11 +12,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::catalog::MergeConfig;
+use crate::catalog::guard::GuardConfig;
 use crate::config::{Config, SourceConfig};
 use crate::core::{self, Core, Shell};
 use crate::expiry::{Expiry, Seen};
 use crate::metrics::Metrics;
-use crate::sources::{self, Backoff, now_millis, static_file::StaticFile};
+use crate::sources::static_file::{ReadLimits, StaticFile};
+use crate::sources::{self, Backoff, now_millis};
 use crate::state::State;
 use crate::store::{AnyStore, Persisted, Store, StoreError};
 use skybridge_cloud_adapters::deferred::Deferred;
@@ -51,7 +53,11 @@ impl Leader {
             cfg.sources.iter().map(|s| (s.id().to_owned(), s.kind().to_owned())).collect();
         let merge_cfg = MergeConfig { stale_timeout_ms: f.stale_timeout.map(|d| d.as_millis() as u64) };
         let repair = persisted.torn;
-        let core = Core::new(persisted, &kinds, merge_cfg);
+        let guard = GuardConfig {
+            max_share: f.removal_guard,
+            hold_ms: u64::try_from(f.removal_hold.as_millis()).unwrap_or(u64::MAX),
+        };
+        let core = Core::new(persisted, &kinds, merge_cfg, guard);
         self.state.set_sources(core.status().clone());
 
         // The leader's tasks stop together: on shutdown, on losing the leadership, or when one
@@ -70,8 +76,12 @@ impl Leader {
             tick: f.merge_interval,
             publish: self.publish,
         };
-        let core =
-            tasks.spawn(core::run(core, rx, shell, repair, stop.clone()).instrument(tracing::info_span!("core")));
+        // Operators' confirmations of held removals reach the core through the state while this
+        // replica leads.
+        let (confirm_tx, confirms) = mpsc::channel(16);
+        self.state.set_confirmations(Some(confirm_tx));
+        let core = tasks
+            .spawn(core::run(core, rx, confirms, shell, repair, stop.clone()).instrument(tracing::info_span!("core")));
         let expiry = tasks.spawn(
             expire_gateways(
                 self.store.clone(),
@@ -91,6 +101,7 @@ impl Leader {
         };
         stop.cancel();
         tasks.wait().await;
+        self.state.set_confirmations(None);
         ended
     }
 }
@@ -104,9 +115,10 @@ fn spawn_source(
 ) {
     let span = tracing::info_span!("source", id = s.id(), kind = s.kind());
     match s {
-        SourceConfig::Static { id, path, interval, backoff_min, backoff_max } => {
+        SourceConfig::Static { id, path, interval, backoff_min, backoff_max, max_size, read_timeout } => {
             let backoff = Backoff { min: backoff_min, max: backoff_max };
-            tasks.spawn(sources::run(id, StaticFile::new(path, interval), tx, backoff, cancel).instrument(span));
+            let file = StaticFile::new(path, interval, ReadLimits { max_size, timeout: read_timeout });
+            tasks.spawn(sources::run(id, file, tx, backoff, cancel).instrument(span));
         }
         SourceConfig::AwsCloudmap(c) => {
             let backoff = Backoff { min: c.backoff_min, max: c.backoff_max };

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub store_up: Gauge,
     pub fenced_writes: Counter,
     pub gateways_expired: Counter,
+    pub removals_held: Counter,
+    pub source_removal_held: Family<SourceLabels, Gauge>,
 }
 
 impl Metrics {
@@ -73,6 +75,8 @@ impl Metrics {
             store_up: Gauge::default(),
             fenced_writes: Counter::default(),
             gateways_expired: Counter::default(),
+            removals_held: Counter::default(),
+            source_removal_held: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("skybridge_federator");
         r.register("catalog_version", "Version of the global catalog", m.catalog_version.clone());
@@ -138,6 +142,7 @@ impl Metrics {
             self.source_consecutive_failures.get_or_create(&l).set(i64::from(st.consecutive_failures));
             self.source_services.get_or_create(&l).set(st.services as i64);
             self.source_failing_clusters.get_or_create(&l).set(st.failing_clusters.len() as i64);
+            self.source_removal_held.get_or_create(&l).set(i64::from(st.held_removal.is_some()));
         }
     }
 }

@@ -234,6 +234,8 @@ pub struct State {
     problems: RwLock<BTreeMap<String, String>>,
     /// Why the leader's last catalog write failed, while it keeps failing.
     write_error: RwLock<Option<String>>,
+    /// Confirmations of held removals, to the merge core while this replica leads.
+    confirmations: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<SourceId>>>,
     /// Sessions held by other replicas, per gateway: replica → what it reported.
     remote: RwLock<BTreeMap<GatewayKey, BTreeMap<String, PresenceRecord>>>,
     /// Bumped when a session of this replica changes what other replicas should know of it.
@@ -284,6 +286,7 @@ impl State {
             store_health: RwLock::new(health),
             problems: RwLock::new(BTreeMap::new()),
             write_error: RwLock::new(None),
+            confirmations: std::sync::Mutex::new(None),
             remote: RwLock::new(BTreeMap::new()),
             local_changed: watch::channel(0).0,
             identity,
@@ -502,6 +505,18 @@ impl State {
     /// Keys in the store this federator cannot use, with why.
     pub fn store_problems(&self) -> BTreeMap<String, String> {
         self.problems.read().expect("problems lock").clone()
+    }
+
+    /// Connects (Some) or disconnects (None) the merge core's confirmation queue.
+    pub fn set_confirmations(&self, tx: Option<tokio::sync::mpsc::Sender<SourceId>>) {
+        *self.confirmations.lock().expect("confirmations lock") = tx;
+    }
+
+    /// Hands an operator's confirmation of `source`'s held removal to the merge core; false
+    /// when this replica does not run it (a follower: the confirmation goes through the store).
+    pub fn confirm_removal(&self, source: &str) -> bool {
+        let tx = self.confirmations.lock().expect("confirmations lock").clone();
+        tx.is_some_and(|tx| tx.try_send(source.to_owned()).is_ok())
     }
 
     /// Why this (leading) replica cannot write catalog versions, while it cannot.

@@ -12,7 +12,7 @@ use skybridge_api::model::ClusterId;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::{
-    AWS_TEST_ENV, Moto, aws_cli, federated_gateway_toml, free_tcp, http_backend, spawn_federator, write_identity,
+    AWS_TEST_ENV, Moto, aws_cli, federated_gateway_toml, free_tcp, http_backend, run, spawn_federator, write_identity,
 };
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,12 +67,13 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
     let config = format!(
         "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{0}/data\"\nmerge_interval = \"100ms\"\n\
          [tls]\ncert = \"{0}/fed/cert.pem\"\nkey = \"{0}/fed/key.pem\"\ntrust_bundle = \"{0}/fed/ca.pem\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n\
+         [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[api]\ntoken_file = \"{0}/token\"\n\
          [[sources]]\ntype = \"aws-cloudmap\"\nid = \"aws-test\"\nregion = \"us-east-1\"\nendpoint_url = \"{1}\"\n\
          namespaces = [\"prod.example.local\"]\ninterval = \"1s\"\ntimeout = \"5s\"\n",
         d.display(),
         moto.url()
     );
+    std::fs::write(d.join("token"), "cloudmap-token\n").unwrap();
     let fed = spawn_federator(d, api, &config, &AWS_TEST_ENV);
     let east = gateway(d, "eks-east", control).await;
     let west = gateway(d, "gke-west", control).await;
@@ -101,12 +102,26 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
     let sources = request(api, "x", "/api/v1/sources").await;
     assert!(sources.contains("aws-cloudmap") && sources.contains("aws-test"), "{sources}");
 
-    // Deregistered with the CLI: gone from the catalog and refused at the gateway.
+    // Deregistered with the CLI: the source's only service going away is a removal of
+    // everything, the canonical bad answer (an IAM change, an empty page). The guard holds it:
+    // the service stays served, `check` says so, until an operator confirms.
     aws_cli(&moto, &["deregister-instance", "--service-id", &svc, "--instance-id", "web-1"]);
+    until("the removal held", async || request(api, "x", "/api/v1/sources").await.contains("\"held_removal\":{")).await;
+    assert!(request(west.addrs.http.unwrap(), "web.prod", "/").await.ends_with("hello from eks-east\n"), "held");
+    let api_url = format!("http://{api}");
+    let check = run(&["check", "--api", &api_url]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success() && text.contains("skybridge confirm-removal aws-test"), "{text}");
+    let token = d.join("token");
+    let confirmed = run(&["confirm-removal", "aws-test", "--api", &api_url, "--token-file", token.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&confirmed.stdout);
+    assert!(confirmed.status.success() && text.contains("removal of 1 of its 1 services applies now"), "{text}");
     until("web.prod refused", async || {
         request(west.addrs.http.unwrap(), "web.prod", "/").await.starts_with("HTTP/1.1 502")
     })
     .await;
+    let events = request(api, "x", "/api/v1/events?limit=100").await;
+    assert!(events.contains("removal_held") && events.contains("confirmed by an operator"), "{events}");
 
     // Cloud Map unreachable: the source reports it, and its last good data stays, marked stale.
     aws_cli(&moto, &["register-instance", "--service-id", &svc, "--instance-id", "web-2", "--attributes", &attrs]);

@@ -195,6 +195,19 @@ fn web_service(endpoint: SocketAddr) -> String {
     )
 }
 
+/// Two services nobody calls, so that removing `web` is not a mass removal.
+fn fillers() -> String {
+    (0..2)
+        .map(|i| {
+            format!(
+                "[[services]]\nnamespace = \"prod\"\nname = \"filler-{i}\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
+                 [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.0.0.{}:80\"]\n",
+                i + 1
+            )
+        })
+        .collect()
+}
+
 async fn get(gw: &gw_app::Running, host: &str) -> String {
     let mut s = TcpStream::connect(gw.addrs.http.unwrap()).await.unwrap();
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
@@ -235,8 +248,9 @@ async fn catalog_flows_to_gateways_and_survives_the_federator() {
     let b = w.gateway("gcp-1", "").await;
     until("both gateways connected", async || fed.state().gateways().iter().filter(|g| g.connected).count() == 2).await;
 
-    // The static source adds a service: both gateways route to it, a through the tunnel.
-    w.write_catalog(&web_service(backend));
+    // The static source adds a service (and two others): both gateways route to it, a through
+    // the tunnel.
+    w.write_catalog(&format!("{}{}", web_service(backend), fillers()));
     until("web.prod reached aws-1", async || get(&a, "web.prod").await.ends_with("hello from gcp-1\n")).await;
     assert!(get(&b, "web.prod").await.ends_with("hello from gcp-1\n"), "gcp-1 delivers locally");
     let v = fed.state().catalog().version;
@@ -247,12 +261,18 @@ async fn catalog_flows_to_gateways_and_survives_the_federator() {
     assert!(metrics.contains(&format!("skybridge_federator_catalog_version {v}")), "{metrics}");
     assert!(metrics.contains(r#"skybridge_federator_source_syncs_total{source="static",result="ok"}"#), "{metrics}");
 
-    // Removed from the source: refused with a clear 502, not a hang.
-    w.write_catalog("");
+    // Removed from the source (one of three): refused with a clear 502, not a hang.
+    w.write_catalog(&fillers());
     until("web.prod gone from aws-1", async || get(&a, "web.prod").await.starts_with("HTTP/1.1 502")).await;
+    // The file emptied (a truncation): held by the mass-removal guard, nothing changes.
+    let before = fed.state().catalog().version;
+    w.write_catalog("");
+    until("the emptying held", async || fed.state().sources()["static"].held_removal.is_some()).await;
+    assert_eq!(fed.state().catalog().version, before, "nothing removed");
+    assert_eq!(fed.state().catalog().services.len(), 2);
 
     // Back, then the federator dies: gateways keep routing on the last catalog.
-    w.write_catalog(&web_service(backend));
+    w.write_catalog(&format!("{}{}", web_service(backend), fillers()));
     until("web.prod back", async || get(&a, "web.prod").await.ends_with("hello from gcp-1\n")).await;
     let version = fed.state().catalog().version;
     until("aws-1 at the latest version", async || routing_version(&a) == format!("federator-{version}")).await;

@@ -42,6 +42,7 @@ pub struct ServicesArgs {
 pub fn source_state(s: &SourceStatusDto) -> &'static str {
     match (s.last_attempt, s.consecutive_failures, s.stale_since) {
         (None, ..) => "pending",
+        _ if s.held_removal.is_some() => "held",
         (_, _, Some(_)) => "stale",
         (_, 0, None) if !s.failing_clusters.is_empty() => "degraded",
         (_, 0, None) => "ok",
@@ -172,6 +173,15 @@ pub fn status_text(api: &str, o: &Overview, now: u64) -> String {
             s.services.to_string(),
             match s.last_error.clone().filter(|_| s.consecutive_failures > 0) {
                 Some(e) => e,
+                None if s.held_removal.is_some() => {
+                    let h = s.held_removal.as_ref().expect("checked");
+                    format!(
+                        "last answer removes {} of {} services: held, applies in {} (skybridge confirm-removal {id})",
+                        h.removed,
+                        h.of,
+                        super::age(h.applies_at.saturating_sub(now))
+                    )
+                }
                 None if !s.failing_clusters.is_empty() => format!("members failing: {}", failing_clusters(s)),
                 None => "-".into(),
             },

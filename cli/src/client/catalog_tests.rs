@@ -76,6 +76,7 @@ fn status_summarizes_and_names_source_states() {
         stale_since: stale,
         services: 1,
         failing_clusters: Default::default(),
+        held_removal: None,
     };
     let o = Overview {
         clusters: clusters(),

@@ -199,6 +199,20 @@ fn sources(d: &Docs, now: u64, out: &mut Vec<Finding>) {
         out.push(match source_state(s) {
             "ok" => ok("source", format!("{id} ({}) synced {synced}, {} services", s.kind, s.services)),
             "pending" => fail("source", format!("{id} ({}) has not synced yet", s.kind)),
+            "held" => {
+                let h = s.held_removal.as_ref().expect("held");
+                fail(
+                    "source",
+                    format!(
+                        "{id} ({}): its last answer would remove {} of {} services; held since {} ago (the previous \
+                         data is served): fix the source, or apply it with `skybridge confirm-removal {id}`",
+                        s.kind,
+                        h.removed,
+                        h.of,
+                        age_at(now, h.since)
+                    ),
+                )
+            }
             "degraded" => fail(
                 "source",
                 format!(

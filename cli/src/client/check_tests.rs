@@ -1,7 +1,7 @@
 //! `check`'s logic on hand-made documents: no sockets.
 
 use skybridge_federator::api::dto::{
-    CloudDto, ClusterDto, ClusterFailureDto, GatewayCounts, GatewayDto, LatencyPath, SourceStatusDto,
+    CloudDto, ClusterDto, ClusterFailureDto, GatewayCounts, GatewayDto, HeldRemovalDto, LatencyPath, SourceStatusDto,
 };
 
 use super::*;
@@ -52,6 +52,7 @@ fn source(failures: u32, stale_since: Option<u64>) -> SourceStatusDto {
         stale_since,
         services: 3,
         failing_clusters: Default::default(),
+        held_removal: None,
     }
 }
 
@@ -132,6 +133,20 @@ skip  cert       gateway certificates not checked: the federator does not report
 
 all 7 checks passed
 "
+    );
+}
+
+#[test]
+fn a_held_removal_fails_the_check_and_says_how_to_apply_it() {
+    let mut f = healthy();
+    if let Some(Docs { sources: Ok(s), .. }) = &mut f.docs {
+        s.sources.get_mut("static").unwrap().held_removal =
+            Some(HeldRemovalDto { since: NOW - 60_000, removed: 3, of: 3, applies_at: NOW + 240_000 });
+    }
+    assert_eq!(
+        failures(&f),
+        ["static (static): its last answer would remove 3 of 3 services; held since 60s ago (the previous data is \
+          served): fix the source, or apply it with `skybridge confirm-removal static`"]
     );
 }
 

@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod confirm;
 pub mod routes;
 pub mod table;
 pub mod whatif;

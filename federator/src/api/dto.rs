@@ -354,6 +354,22 @@ pub struct SourceStatusDto {
     /// Clusters of a fleet source that fail while the others sync, keyed by cluster id: their
     /// last good exports are served, stale since `since`.
     pub failing_clusters: BTreeMap<String, ClusterFailureDto>,
+    /// The source's last answer would remove most of its services: held, the previous data is
+    /// served. Null when nothing is held.
+    #[serde(default)]
+    pub held_removal: Option<HeldRemovalDto>,
+}
+
+/// A held source answer (the mass-removal guard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeldRemovalDto {
+    /// Unix ms when the answer was first seen.
+    pub since: u64,
+    /// Services it would remove, of how many the source has now.
+    pub removed: usize,
+    pub of: usize,
+    /// Unix ms when it applies unless another answer comes first or it is confirmed sooner.
+    pub applies_at: u64,
 }
 
 /// One failing cluster of a fleet source.
@@ -378,6 +394,12 @@ impl From<SourceStatus> for SourceStatusDto {
             last_error_kind: s.last_error_kind,
             stale_since: s.stale_since,
             services: s.services,
+            held_removal: s.held_removal.map(|h| HeldRemovalDto {
+                since: h.since,
+                removed: h.removed,
+                of: h.of,
+                applies_at: h.applies_at,
+            }),
             failing_clusters: s
                 .failing_clusters
                 .into_iter()

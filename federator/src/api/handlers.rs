@@ -157,10 +157,15 @@ pub(super) async fn list_sources(State(ctx): State<Ctx>) -> Json<SourcesResponse
 }
 
 fn policy_response(ctx: &Ctx, key: &ServiceKey, p: &crate::store::Policy) -> PolicyResponse {
+    let catalog = ctx.state.catalog();
+    let named = p.weights.keys().chain(&p.failover).chain(&p.avoid).chain(p.allow.iter().flatten());
+    let unknown: std::collections::BTreeSet<String> =
+        named.filter(|c| !catalog.clusters.contains_key(*c)).map(ToString::to_string).collect();
     PolicyResponse {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
-        in_catalog: ctx.state.catalog().services.contains_key(key),
+        in_catalog: catalog.services.contains_key(key),
+        unknown_clusters: unknown.into_iter().collect(),
         policy: PolicyDto::from(p),
     }
 }

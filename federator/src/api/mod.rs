@@ -12,6 +12,7 @@ pub mod federation;
 mod handlers;
 pub mod policy;
 pub mod routes;
+pub mod sources;
 pub mod view;
 
 #[cfg(test)]
@@ -67,6 +68,7 @@ pub fn router(
         .route("/latency", get(handlers::get_latency))
         .route("/whatif", get(handlers::get_whatif))
         .route("/sources", get(handlers::list_sources))
+        .route("/sources/{id}/confirm-removal", axum::routing::post(sources::confirm_removal))
         .route("/federators", get(federation::list_federators))
         .route("/status", get(federation::get_status))
         .route("/events", get(events::list_events))
@@ -74,7 +76,10 @@ pub fn router(
         .route("/policies", get(handlers::list_policies))
         .route(
             "/policies/{namespace}/{name}",
-            get(handlers::get_policy).put(handlers::put_policy).delete(handlers::delete_policy),
+            get(handlers::get_policy)
+                .put(handlers::put_policy)
+                .delete(handlers::delete_policy)
+                .layer(axum::extract::DefaultBodyLimit::max(policy::MAX_BODY)),
         )
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed);
@@ -100,6 +105,7 @@ pub fn router(
         handlers::get_latency,
         handlers::get_whatif,
         handlers::list_sources,
+        sources::confirm_removal,
         federation::list_federators,
         federation::get_status,
         events::list_events,

@@ -54,6 +54,10 @@ pub struct PolicyResponse {
     /// Whether the catalog currently has the service. A policy may be set before its service
     /// appears; it then takes effect when it does.
     pub in_catalog: bool,
+    /// Clusters the policy names that the catalog does not have (a typo, or a cluster not
+    /// synced yet): the policy is kept, and these entries take effect if the cluster appears.
+    #[serde(default)]
+    pub unknown_clusters: Vec<String>,
     pub policy: PolicyDto,
 }
 
@@ -64,17 +68,79 @@ pub struct PoliciesResponse {
     pub policies: Vec<PolicyResponse>,
 }
 
+/// Largest policy body accepted (a policy names a few clusters; a megabyte of weights is an
+/// attack or a bug).
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// Parses and validates a PUT body. Every error names the JSON path of the offending value.
 pub fn parse_policy(body: &[u8]) -> Result<Policy, ApiError> {
     // Two steps: syntax first (with line and column), then the shape. Checking for an object
     // in between matters because serde would also read a struct from a JSON array.
     let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        serde_json::from_slice::<Unique>(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?.0;
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object (a policy)"));
     }
     let dto: PolicyDto = serde_path_to_error::deserialize(value).map_err(json_error)?;
     validate(dto)
+}
+
+/// A JSON value in which no object has a key twice (serde_json keeps the last one silently, so
+/// `{"avoid": ["a"], "avoid": []}` would mean whatever the last writer of the body chose).
+struct Unique(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Unique(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let Unique(v) = map.next_value()?;
+            if out.insert(k.clone(), v).is_some() {
+                return Err(serde::de::Error::custom(format!("key {k:?} appears twice in one object")));
+            }
+        }
+        Ok(out.into())
+    }
 }
 
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {

@@ -1,6 +1,7 @@
 //! The global catalog: merging source snapshots (pure). The model, deltas and digests are the
 //! shared contract in `skybridge_api::catalog`.
 
-pub mod merge;
+pub mod guard;
+mod merge;
 
 pub use merge::{MergeConfig, SourceInput, merge, share_endpoints};

@@ -439,6 +439,8 @@ impl Replica {
                     }
                 }
                 Effect::Event(e) => self.state.broadcast_event(e),
+                // Only the leader runs the core; elsewhere this does nothing.
+                Effect::Confirm(source) => drop(self.state.confirm_removal(&source)),
                 Effect::Invalid { key, reason } => {
                     tracing::warn!(%key, %reason, "ignoring a key under the store prefix this federator cannot use");
                 }

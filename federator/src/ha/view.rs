@@ -39,6 +39,8 @@ pub enum Effect {
     Sources(BTreeMap<SourceId, SourceStatus>),
     /// An event another replica (or this one) recorded.
     Event(Event),
+    /// An operator confirmed a source's held removal.
+    Confirm(SourceId),
     /// A key whose value this federator cannot use: served data stays as it was.
     Invalid {
         key: String,
@@ -300,6 +302,11 @@ impl View {
                     // The seq is etcd's: the revision that created the key.
                     e.seq = u64::try_from(c.create_revision).unwrap_or_default();
                     effects.push(Effect::Event(e));
+                }
+            }
+            Key::Confirm(source) => {
+                if live && value.is_some() {
+                    effects.push(Effect::Confirm(source));
                 }
             }
             // The leader reads sources when it takes over; nobody serves them.

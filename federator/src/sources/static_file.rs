@@ -73,6 +73,23 @@ fn malformed(m: String) -> SourceError {
     SourceError::new(ErrorKind::Malformed, m)
 }
 
+/// Why an endpoint address cannot receive connections: unspecified (`0.0.0.0`, `::`),
+/// broadcast, multicast, or port 0.
+fn unusable(a: &SocketAddr) -> Option<&'static str> {
+    let ip = a.ip();
+    if a.port() == 0 {
+        Some("port 0")
+    } else if ip.is_unspecified() {
+        Some("an unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
 /// Parses and validates a TOML catalog into a snapshot.
 pub fn parse(text: &str) -> Result<SourceSnapshot, SourceError> {
     validate(toml::from_str(text).map_err(|e| malformed(e.to_string()))?)
@@ -102,15 +119,23 @@ fn validate(file: File) -> Result<SourceSnapshot, SourceError> {
                     e.cluster
                 )));
             }
-            let ports = e
-                .ports
-                .iter()
-                .map(|p| PortExport {
-                    port: p.port,
-                    protocol: p.protocol,
-                    endpoints: p.endpoints.iter().map(|a| Endpoint { address: *a, zone: None, ready: true }).collect(),
-                })
-                .collect();
+            let mut ports = Vec::new();
+            for (k, p) in e.ports.iter().enumerate() {
+                let at = || format!("services[{i}].exports[{j}].ports[{k}]");
+                if p.port == 0 {
+                    return Err(malformed(format!("{}: port 0 is not a service port (use 1 to 65535)", at())));
+                }
+                for a in &p.endpoints {
+                    if let Some(why) = unusable(a) {
+                        return Err(malformed(format!(
+                            "{}: endpoint {a} is {why}, not an address to connect to",
+                            at()
+                        )));
+                    }
+                }
+                let endpoints = p.endpoints.iter().map(|a| Endpoint { address: *a, zone: None, ready: true }).collect();
+                ports.push(PortExport { port: p.port, protocol: p.protocol, endpoints });
+            }
             exports.push(Export { cluster: e.cluster.clone(), exported_at: e.exported_at, ports });
         }
         services.insert(key, exports);
@@ -118,17 +143,29 @@ fn validate(file: File) -> Result<SourceSnapshot, SourceError> {
     Ok(SourceSnapshot { clusters: file.clusters, services, ..Default::default() })
 }
 
-/// Reads a catalog file, and again whenever its modification time or size changes.
+/// How a catalog file is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Files larger than this are refused (a wrong path must not exhaust memory).
+    pub max_size: u64,
+    /// How long one read may take (a file on a hung network mount).
+    pub timeout: Duration,
+}
+
+/// Reads a catalog file, and again whenever its modification time or size changes. Only
+/// regular files are read (a FIFO or a device would block or never end), at most
+/// `limits.max_size` bytes, off the async workers and within `limits.timeout`.
 pub struct StaticFile {
     path: PathBuf,
     interval: Duration,
+    limits: ReadLimits,
     last: Option<(Option<SystemTime>, u64)>,
 }
 
 impl StaticFile {
     /// A source for `path`, checked for changes every `interval`.
-    pub fn new(path: PathBuf, interval: Duration) -> Self {
-        StaticFile { path, interval, last: None }
+    pub fn new(path: PathBuf, interval: Duration, limits: ReadLimits) -> Self {
+        StaticFile { path, interval, limits, last: None }
     }
 
     fn stamp(&self) -> Result<(Option<SystemTime>, u64), SourceError> {
@@ -137,7 +174,53 @@ impl StaticFile {
                 if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Unavailable };
             SourceError::new(kind, format!("{}: {e}", self.path.display()))
         })?;
+        if !m.is_file() {
+            return Err(malformed(format!(
+                "{}: not a regular file (a FIFO, device or directory is never read)",
+                self.path.display()
+            )));
+        }
+        if m.len() > self.limits.max_size {
+            return Err(malformed(format!(
+                "{}: {} bytes is more than the source's max_size ({} bytes)",
+                self.path.display(),
+                m.len(),
+                self.limits.max_size
+            )));
+        }
         Ok((m.modified().ok(), m.len()))
+    }
+
+    /// Reads the whole file on a blocking thread: at most `max_size` bytes, within `timeout`.
+    async fn read(&self) -> Result<Vec<u8>, SourceError> {
+        let (path, max) = (self.path.clone(), self.limits.max_size);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::io::Read;
+            let file = std::fs::File::open(&path)?;
+            // Checked again on the open file: it may have been swapped since the stat.
+            if !file.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            let mut bytes = Vec::new();
+            file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+        let unavailable = |m: String| SourceError::new(ErrorKind::Unavailable, format!("{}: {m}", self.path.display()));
+        let bytes = match tokio::time::timeout(self.limits.timeout, read).await {
+            Err(_) => {
+                return Err(unavailable(format!("reading took longer than read_timeout ({:?})", self.limits.timeout)));
+            }
+            Ok(Err(e)) => return Err(unavailable(format!("the read task failed: {e}"))),
+            Ok(Ok(Err(e))) => return Err(unavailable(e.to_string())),
+            Ok(Ok(Ok(bytes))) => bytes,
+        };
+        if bytes.len() as u64 > max {
+            return Err(malformed(format!(
+                "{}: grew past max_size ({max} bytes) while being read",
+                self.path.display()
+            )));
+        }
+        Ok(bytes)
     }
 }
 
@@ -157,12 +240,13 @@ impl CatalogSource for StaticFile {
             }
         }
         let stamp = self.stamp()?;
-        let text = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(|e| SourceError::new(ErrorKind::Unavailable, format!("{}: {e}", self.path.display())))?;
+        let bytes = self.read().await?;
         // Remember the stamp even when parsing fails, so a broken file is reported once per
         // change rather than on every poll.
         self.last = Some(stamp);
+        let text = String::from_utf8(bytes).map_err(|e| {
+            malformed(format!("{}: not UTF-8 text (at byte {})", self.path.display(), e.utf8_error().valid_up_to()))
+        })?;
         let json = self.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let parsed = if json { parse_json(&text) } else { parse(&text) };
         parsed.map_err(|e| SourceError::new(e.kind, format!("{}: {}", self.path.display(), e.message)))
@@ -217,6 +301,11 @@ endpoints = ["10.0.0.1:8080"]
             (format!("{GOOD}\n[[clusters]]\nid = \"aws-1\"\ncloud = \"aws\"\nregion = \"x\"\n"), "twice"),
             (GOOD.replace("protocol = \"http\"", "protocol = \"udp\""), "udp"),
             (GOOD.replace("region = \"us-east-1\"", "region = \"us-east-1\"\nzone = \"a\""), "zone"),
+            (GOOD.replace("port = 80", "port = 0"), "port 0"),
+            (GOOD.replace("10.0.0.1:8080", "0.0.0.0:0"), "port 0"),
+            (GOOD.replace("10.0.0.1:8080", "0.0.0.0:80"), "unspecified"),
+            (GOOD.replace("10.0.0.1:8080", "255.255.255.255:80"), "broadcast"),
+            (GOOD.replace("10.0.0.1:8080", "[ff02::1]:80"), "multicast"),
         ] {
             let e = parse(&text).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Malformed);
@@ -224,11 +313,39 @@ endpoints = ["10.0.0.1:8080"]
         }
     }
 
+    const LIMITS: ReadLimits = ReadLimits { max_size: 1 << 20, timeout: Duration::from_secs(5) };
+
+    #[tokio::test]
+    async fn a_fifo_a_device_a_huge_file_and_binary_bytes_are_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO would block a read forever: refused by its type, at once.
+        let fifo = dir.path().join("catalog.toml");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let mut src = StaticFile::new(fifo.clone(), Duration::from_millis(20), LIMITS);
+        let e = tokio::time::timeout(Duration::from_secs(2), src.next()).await.expect("no hang").unwrap_err();
+        assert!(e.kind == ErrorKind::Malformed && e.message.contains("not a regular file"), "{}", e.message);
+        // /dev/zero would never end.
+        let mut src = StaticFile::new("/dev/zero".into(), Duration::from_millis(20), LIMITS);
+        assert!(src.next().await.unwrap_err().message.contains("not a regular file"));
+        // Larger than max_size: refused before reading.
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (LIMITS.max_size + 1) as usize]).unwrap();
+        let mut src = StaticFile::new(big, Duration::from_millis(20), LIMITS);
+        let e = src.next().await.unwrap_err();
+        assert!(e.kind == ErrorKind::Malformed && e.message.contains("max_size"), "{}", e.message);
+        // Not UTF-8: malformed, not "unavailable".
+        let binary = dir.path().join("bin.toml");
+        std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
+        let mut src = StaticFile::new(binary, Duration::from_millis(20), LIMITS);
+        let e = src.next().await.unwrap_err();
+        assert!(e.kind == ErrorKind::Malformed && e.message.contains("UTF-8"), "{}", e.message);
+    }
+
     #[tokio::test]
     async fn reloads_on_change_and_reports_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.toml");
-        let mut src = StaticFile::new(path.clone(), Duration::from_millis(20));
+        let mut src = StaticFile::new(path.clone(), Duration::from_millis(20), LIMITS);
         assert_eq!(src.next().await.unwrap_err().kind, ErrorKind::NotFound);
         std::fs::write(&path, GOOD).unwrap();
         assert_eq!(src.next().await.unwrap().services.len(), 1);

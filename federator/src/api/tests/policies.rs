@@ -21,7 +21,7 @@ async fn put_get_list_delete_round_trip() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let want_policy =
         json!({"weights": {"aws-1": 70, "gcp-1": 30}, "failover": ["gcp-1"], "avoid": [], "allow": ["aws-1"]});
-    let want = json!({"namespace": "prod", "name": "payments", "in_catalog": true, "policy": want_policy});
+    let want = json!({"namespace": "prod", "name": "payments", "in_catalog": true, "unknown_clusters": [], "policy": want_policy});
     assert_eq!(r.json(), want);
     assert_eq!(get(&f.app, URI).await.json(), want);
     assert_eq!(get(&f.app, "/api/v1/policies").await.json(), json!({"policies": [want]}));
@@ -175,4 +175,24 @@ async fn bad_path_labels_are_400() {
     }
     let v: Value = get(&f.app, "/api/v1/policies").await.json();
     assert_eq!(v, json!({"policies": []}));
+}
+
+#[tokio::test]
+async fn duplicate_keys_oversized_bodies_and_unknown_clusters() {
+    let f = fixture(Some(TOKEN));
+    // A key twice in one object is refused, not resolved by whichever came last.
+    let r = write(&f.app, Method::PUT, URI, Some(&bearer()), r#"{"avoid": ["aws-1"], "avoid": []}"#).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, None);
+    assert!(r.text().contains("avoid") && r.text().contains("appears twice"), "{}", r.text());
+    let r = write(&f.app, Method::PUT, URI, Some(&bearer()), r#"{"weights": {"aws-1": 50, "aws-1": 50}}"#).await;
+    assert!(r.text().contains("appears twice"), "{}", r.text());
+    // A megabyte of weights is refused before it is parsed.
+    let huge =
+        format!("{{\"weights\": {{{}}}}}", (0..40_000).map(|i| format!("\"c{i}\": 0")).collect::<Vec<_>>().join(","));
+    let r = write(&f.app, Method::PUT, URI, Some(&bearer()), &huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    // Clusters the catalog does not have are kept, and named.
+    let r = write(&f.app, Method::PUT, URI, Some(&bearer()), r#"{"avoid": ["aws-9", "gcp-1"]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["unknown_clusters"], json!(["aws-9"]));
 }

@@ -258,6 +258,7 @@ async fn openapi_document_matches_the_router() {
         "GET /api/v1/latency",
         "GET /api/v1/whatif",
         "GET /api/v1/sources",
+        "POST /api/v1/sources/{id}/confirm-removal",
         "GET /api/v1/federators",
         "GET /api/v1/status",
         "GET /api/v1/events",

@@ -14,6 +14,7 @@
 //! | `P/gateways/<cluster>/<instance>` | gateway record | any replica; removed by the leader |
 //! | `P/presence/<cluster>/<instance>/<replica>` | a live session, on the replica's lease | the replica holding it |
 //! | `P/events/<time>-<replica>-<n>` | an event; its seq is the key's create revision | any replica |
+//! | `P/confirm/<source>` | an operator confirmed the source's held removal | any replica (API) |
 //!
 //! Names never contain `/` (cluster ids and namespaces are DNS labels, instances and replica
 //! names are pod-like names, source ids are lowercase labels), so a key splits unambiguously.
@@ -39,6 +40,7 @@ pub enum Key {
     Gateway(ClusterId, String),
     Presence(ClusterId, String, String),
     Event,
+    Confirm(SourceId),
 }
 
 /// Builds and parses keys under one prefix.
@@ -99,6 +101,11 @@ impl Keys {
     pub fn events(&self) -> String {
         format!("{}events/", self.root)
     }
+    /// An operator's confirmation of `source`'s held removal.
+    pub fn confirm(&self, source: &str) -> String {
+        format!("{}confirm/{source}", self.root)
+    }
+
     /// An event's key: unique per replica and append, sorted by time.
     pub fn event(&self, at: u64, replica: &str, n: u64) -> String {
         format!("{}events/{at:013}-{replica}-{n}", self.root)
@@ -133,6 +140,7 @@ impl Keys {
             ["policies", ns, svc] => Key::Policy(service(ns, svc)?),
             ["gateways", c, i] => Key::Gateway(cluster(c)?, name(i)?),
             ["presence", c, i, r] => Key::Presence(cluster(c)?, name(i)?, name(r)?),
+            ["confirm", id] => Key::Confirm(name(id)?),
             ["events", id] => {
                 name(id)?;
                 Key::Event
@@ -164,6 +172,7 @@ mod tests {
             (k.gateway(&c, "gw-0"), Key::Gateway(c.clone(), "gw-0".into())),
             (k.presence(&c, "gw-0", "fed-1"), Key::Presence(c.clone(), "gw-0".into(), "fed-1".into())),
             (k.event(1_700_000_000_000, "fed-0", 7), Key::Event),
+            (k.confirm("static"), Key::Confirm("static".into())),
         ] {
             assert_eq!(k.parse(key.as_bytes()), Ok(want), "{key}");
         }

@@ -407,6 +407,13 @@ impl EtcdStore {
         Ok(Campaign::Held { by: holder.name, term: kv.create_revision(), lease: kv.lease(), at })
     }
 
+    /// Records an operator's confirmation of `source`'s held removal; the leader's watch hands
+    /// it to the merge core.
+    pub async fn put_confirmation(&self, source: &str, at: UnixMillis) -> Result<(), StoreError> {
+        let op = TxnOp::put(self.keys.confirm(source), at.to_string(), None);
+        self.txn(Txn::new().and_then([op])).await.map(drop)
+    }
+
     /// Gives up leadership of `term` (only if still ours).
     pub async fn resign(&self, term: i64) -> Result<(), StoreError> {
         let key = self.keys.leader();
@@ -484,7 +491,13 @@ impl EtcdStore {
                 }
                 Key::Policy(k) => drop(p.policies.insert(k, self.decode(&text, value)?)),
                 Key::Gateway(..) => p.gateways.push(self.decode(&text, value)?),
-                Key::Schema | Key::Leader | Key::Replica(_) | Key::SourceStatus | Key::Presence(..) | Key::Event => {}
+                Key::Schema
+                | Key::Leader
+                | Key::Replica(_)
+                | Key::SourceStatus
+                | Key::Presence(..)
+                | Key::Event
+                | Key::Confirm(_) => {}
             }
         }
         if let Some(h) = head {

@@ -3,21 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis};
 use skybridge_api::model::ClusterId;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use crate::catalog::guard::{Guard, GuardConfig, HeldRemoval, Verdict};
 use crate::catalog::{MergeConfig, SourceInput, merge, share_endpoints};
-use crate::metrics::{Metrics, SyncLabels};
-use crate::sources::{SourceError, SourceUpdate, now_millis};
-use crate::state::State;
-use crate::store::{Persisted, Store, StoreError, StoredSource};
-use skybridge_api::backoff::Backoff;
+use crate::sources::{SourceError, SourceUpdate};
+use crate::store::{Persisted, StoredSource};
 
 /// A source's health as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -34,6 +28,10 @@ pub struct SourceStatus {
     pub services: usize,
     /// Clusters of a fleet source that fail while the rest syncs.
     pub failing_clusters: BTreeMap<ClusterId, ClusterFailure>,
+    /// The source's last answer would remove most of its services: held (the previous data
+    /// is served) until it stands long enough or an operator confirms it.
+    #[serde(default)]
+    pub held_removal: Option<HeldRemoval>,
 }
 
 /// One failing cluster of a multi-cluster source.
@@ -52,12 +50,16 @@ pub struct Core {
     status: BTreeMap<SourceId, SourceStatus>,
     catalog: Arc<GlobalCatalog>,
     cfg: MergeConfig,
+    guard: GuardConfig,
+    guards: BTreeMap<SourceId, Guard>,
+    /// Events to record (kind, message), taken by the shell after each call.
+    notes: Vec<(&'static str, String)>,
 }
 
 impl Core {
     /// Starts from what the store remembered, so a restart serves the last catalog even if no
     /// source answers. `kinds` names the configured sources; unknown stored ones are dropped.
-    pub fn new(persisted: Persisted, kinds: &BTreeMap<SourceId, String>, cfg: MergeConfig) -> Core {
+    pub fn new(persisted: Persisted, kinds: &BTreeMap<SourceId, String>, cfg: MergeConfig, guard: GuardConfig) -> Core {
         let inputs: BTreeMap<_, _> = persisted
             .sources
             .into_iter()
@@ -86,7 +88,20 @@ impl Core {
                 (id.clone(), st)
             })
             .collect();
-        Core { inputs, status, catalog: Arc::new(persisted.catalog), cfg }
+        Core {
+            inputs,
+            status,
+            catalog: Arc::new(persisted.catalog),
+            cfg,
+            guard,
+            guards: BTreeMap::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Events since the last call: (kind, message).
+    pub fn take_notes(&mut self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut self.notes)
     }
 
     /// The current catalog.
@@ -139,26 +154,44 @@ impl Core {
                     .collect();
                 let failing_clusters: BTreeMap<ClusterId, UnixMillis> =
                     st.failing_clusters.iter().map(|(c, f)| (c.clone(), f.since)).collect();
+                let snapshot = Arc::new(snapshot);
+                let previous = self.inputs.get(&u.source).map(|i| &*i.snapshot);
+                let guard = self.guards.entry(u.source.clone()).or_default();
+                match guard.judge(previous, &snapshot, u.at, &self.guard) {
+                    Verdict::Hold { held, first } => {
+                        if first {
+                            self.notes.push(("removal_held", held_message(&u.source, &held)));
+                        }
+                        st.held_removal = Some(held);
+                        return None;
+                    }
+                    Verdict::Apply => {
+                        if let Some(h) = st.held_removal.take() {
+                            let why = if snapshot.services.len() + h.removed == h.of {
+                                format!("it stood for {} s", (u.at.saturating_sub(h.since)) / 1000)
+                            } else {
+                                "a later answer replaced it".to_owned()
+                            };
+                            self.notes.push((
+                                "removal_released",
+                                format!("source {}: held removal released: {why}", u.source),
+                            ));
+                        }
+                    }
+                }
                 // A poll that found what the last one did (the common case for polled sources)
                 // changes nothing the merge reads but the sync time: skip the merge. Comparing
                 // is cheap, as unchanged endpoint lists are the same allocation by now.
                 if let Some(input) = self.inputs.get_mut(&u.source)
                     && input.failing_since.is_none()
-                    && *input.snapshot == snapshot
+                    && *input.snapshot == *snapshot
                 {
                     input.synced_at = u.at;
                     // Failing clusters age towards their stale timeout on the merge ticks.
                     return None;
                 }
-                self.inputs.insert(
-                    u.source,
-                    SourceInput {
-                        snapshot: Arc::new(snapshot),
-                        synced_at: u.at,
-                        failing_since: None,
-                        failing_clusters,
-                    },
-                );
+                self.inputs
+                    .insert(u.source, SourceInput { snapshot, synced_at: u.at, failing_since: None, failing_clusters });
             }
             Err(SourceError { kind, message }) => {
                 st.consecutive_failures += 1;
@@ -180,13 +213,44 @@ impl Core {
         self.remerge(now)
     }
 
-    /// Re-merges at `now` (stale timeouts expire with time alone). Only failing sources and
-    /// clusters can expire, so with none there is nothing to do.
+    /// Re-merges at `now` (stale timeouts expire with time alone, and held removals that have
+    /// stood long enough apply). With nothing failing and nothing held there is nothing to do.
     pub fn on_tick(&mut self, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
-        if self.inputs.values().all(|i| i.failing_since.is_none() && i.failing_clusters.is_empty()) {
+        let released = self.release(now, None);
+        if !released && self.inputs.values().all(|i| i.failing_since.is_none() && i.failing_clusters.is_empty()) {
             return None;
         }
         self.remerge(now)
+    }
+
+    /// An operator confirmed `source`'s held removal at `now`: it applies at once. Returns the
+    /// new catalog, or None when nothing was held (or nothing changed).
+    pub fn confirm(&mut self, source: &str, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
+        if self.release(now, Some(source)) { self.remerge(now) } else { None }
+    }
+
+    /// Applies held answers that are due (or `confirmed`'s at once); true when any applied.
+    fn release(&mut self, now: UnixMillis, confirmed: Option<&str>) -> bool {
+        let mut any = false;
+        for (id, guard) in &mut self.guards {
+            let Some(snapshot) = guard.release(now, confirmed == Some(id.as_str())) else { continue };
+            let why = if confirmed.is_some() { "confirmed by an operator" } else { "it stood for the hold time" };
+            self.notes.push((
+                "removal_applied",
+                format!("source {id}: removal of {} services applied: {why}", {
+                    self.status.get(id).and_then(|s| s.held_removal.as_ref()).map_or(0, |h| h.removed)
+                }),
+            ));
+            if let Some(st) = self.status.get_mut(id) {
+                st.held_removal = None;
+                st.services = snapshot.services.len();
+            }
+            let failing_clusters = self.inputs.get(id).map(|i| i.failing_clusters.clone()).unwrap_or_default();
+            self.inputs
+                .insert(id.clone(), SourceInput { snapshot, synced_at: now, failing_since: None, failing_clusters });
+            any = true;
+        }
+        any
     }
 
     fn remerge(&mut self, now: UnixMillis) -> Option<Arc<GlobalCatalog>> {
@@ -198,226 +262,19 @@ impl Core {
     }
 }
 
-/// How source health differs in what the API shows beyond the sync clocks, which move with
-/// every poll: only such changes (or the clocks every `STATUS_REFRESH`) are written to a
-/// replicated store.
-fn status_moved(a: &BTreeMap<SourceId, SourceStatus>, b: &BTreeMap<SourceId, SourceStatus>) -> bool {
-    let strip = |m: &BTreeMap<SourceId, SourceStatus>| -> BTreeMap<SourceId, SourceStatus> {
-        m.iter()
-            .map(|(k, s)| (k.clone(), SourceStatus { last_attempt: None, last_success: None, ..s.clone() }))
-            .collect()
-    };
-    strip(a) != strip(b)
-}
+mod run;
 
-/// How often unchanged source health (only its sync clocks moved) is saved for other replicas.
-const STATUS_REFRESH: Duration = Duration::from_secs(10);
+pub use run::{Shell, run};
 
-/// What the core's I/O shell works with.
-pub struct Shell<S: Store> {
-    pub store: Arc<S>,
-    pub state: Arc<State>,
-    pub metrics: Metrics,
-    /// How often to re-merge without updates (stale expiry).
-    pub tick: Duration,
-    /// Publish each version to the sessions as soon as it is merged (single node). With a
-    /// replicated store every replica, this one too, publishes what the store's watch shows,
-    /// so that what is served is exactly what was written.
-    pub publish: bool,
-}
-
-/// Runs the core until cancelled: applies updates, re-merges every `tick`, persists (and with
-/// `publish`, publishes) each new version; with `repair`, merges (and writes) at once. Returns `Err(Fenced)` when the store refused a
-/// write because this replica no longer leads.
-pub async fn run<S: Store>(
-    mut core: Core,
-    mut updates: mpsc::Receiver<SourceUpdate>,
-    shell: Shell<S>,
-    repair: bool,
-    cancel: CancellationToken,
-) -> Result<(), StoreError> {
-    let Shell { store, state, metrics, tick, publish } = shell;
-    let (persist, pending) = watch::channel(Pending::default());
-    let fenced = CancellationToken::new();
-    let writer = tokio::spawn(
-        persister(store, state.clone(), pending, fenced.clone(), cancel.clone())
-            .instrument(tracing::info_span!("persist")),
-    );
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut saved_status: Option<(BTreeMap<SourceId, SourceStatus>, tokio::time::Instant)> = None;
-    let mut sources_done = false;
-    let mut repair = repair;
-    loop {
-        let changed = tokio::select! {
-            _ = cancel.cancelled() => break,
-            () = std::future::ready(()), if repair => {
-                repair = false;
-                core.merge_now(now_millis())
-            }
-            _ = fenced.cancelled() => break,
-            u = updates.recv(), if !sources_done => match u {
-                Some(u) => {
-                    let source = u.source.clone();
-                    let result = u.result.as_ref().map_or_else(|e| e.kind.as_str().to_owned(), |_| "ok".to_owned());
-                    metrics.source_syncs.get_or_create(&SyncLabels { source: source.clone(), result: result.clone() }).inc();
-                    if result == "ok" {
-                        metrics
-                            .source_last_success
-                            .get_or_create(&SyncLabels { source: source.clone(), result })
-                            .set((u.at / 1000) as i64);
-                    }
-                    let started = std::time::Instant::now();
-                    let failed = u.result.as_ref().err().map(|e| e.to_string());
-                    let first_failure = failed.is_some()
-                        && core.status().get(&source).is_some_and(|s| s.consecutive_failures == 0);
-                    let changed = core.on_update(u);
-                    metrics.merge_seconds.observe(started.elapsed().as_secs_f64());
-                    if let (Some(err), true) = (failed, first_failure) {
-                        state.event("source_failed", format!("source {source} failed: {err}; serving its last good data")).await;
-                    }
-                    changed
-                }
-                // No (more) sources: the catalog stays served and ticks still expire stale
-                // data; only cancellation ends the core.
-                None => {
-                    sources_done = true;
-                    None
-                }
-            },
-            _ = interval.tick() => core.on_tick(now_millis()),
-        };
-        metrics.set_sources(core.status());
-        state.set_sources(core.status().clone());
-        let due = saved_status.as_ref().is_none_or(|(saved, at)| {
-            status_moved(saved, core.status()) || (saved != core.status() && at.elapsed() >= STATUS_REFRESH)
-        });
-        if due {
-            saved_status = Some((core.status().clone(), tokio::time::Instant::now()));
-            persist.send_modify(|p| p.status = Some(core.status().clone()));
-        }
-        if let Some(catalog) = changed {
-            metrics.catalog_version.set(catalog.version as i64);
-            metrics.catalog_services.set(catalog.services.len() as i64);
-            // Persist behind: while a write runs, newer versions replace the pending one (only
-            // the latest is written). On a single node the version is published first, so
-            // gateways never wait for the disk; a crash loses at most the versions not yet
-            // written, and digests make gateways resnapshot if the restarted federator's
-            // content differs from what they hold.
-            if publish {
-                state.publish(catalog.clone());
-            }
-            persist.send_modify(|p| p.catalog = Some((catalog.clone(), core.stored_sources())));
-            let msg = format!(
-                "catalog version {} ({} services, {} clusters)",
-                catalog.version,
-                catalog.services.len(),
-                catalog.clusters.len()
-            );
-            state.event("catalog", msg).await;
-        }
-    }
-    // Closing the channel lets the writer finish the pending write and stop.
-    drop(persist);
-    let _ = writer.await;
-    if fenced.is_cancelled() { Err(StoreError::Fenced) } else { Ok(()) }
-}
-
-/// The latest catalog with its inputs and the latest source health, for the writer.
-#[derive(Default, Clone)]
-struct Pending {
-    catalog: Option<(Arc<GlobalCatalog>, BTreeMap<SourceId, StoredSource>)>,
-    status: Option<BTreeMap<SourceId, SourceStatus>>,
-}
-
-/// Retry pacing of failed writes (unless a newer version comes first), and how often a write
-/// that keeps failing is logged again.
-const RETRY: Backoff = Backoff { min: Duration::from_secs(1), max: Duration::from_secs(30) };
-const WARN_EVERY: Duration = Duration::from_secs(30);
-
-/// Writes the latest catalog and source health, one write at a time; versions published
-/// during a write are coalesced into the next. A failed write is retried (backing off) until it
-/// lands or a newer one replaces it, and shown in the status meanwhile; a write refused by the
-/// fence stops everything (`fenced`).
-async fn persister<S: Store>(
-    store: Arc<S>,
-    state: Arc<State>,
-    mut pending: watch::Receiver<Pending>,
-    fenced: CancellationToken,
-    cancel: CancellationToken,
-) {
-    let mut written = Written::default();
-    let mut failures = 0u32;
-    let mut warned: Option<tokio::time::Instant> = None;
-    loop {
-        if failures == 0 && pending.changed().await.is_err() {
-            break;
-        }
-        let next = pending.borrow_and_update().clone();
-        match written.write(&*store, &next).await {
-            Ok(()) => {
-                if failures > 0 {
-                    tracing::info!(failures, "persisting the catalog works again");
-                    state.set_write_error(None);
-                }
-                failures = 0;
-                warned = None;
-            }
-            Err(StoreError::Fenced) => {
-                tracing::warn!("the store refused a write: this replica no longer leads");
-                state.set_write_error(None);
-                fenced.cancel();
-                return;
-            }
-            Err(e) => {
-                failures += 1;
-                if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                    tracing::error!(error = %e, failures, "persisting the catalog failed; retrying");
-                    warned = Some(tokio::time::Instant::now());
-                }
-                state.set_write_error(Some(e.to_string()));
-                // Retry after a pause, or at once with whatever newer came meanwhile.
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY.jittered(failures, fastrand::f64())) => {}
-                    changed = pending.changed() => if changed.is_err() { break },
-                }
-                if cancel.is_cancelled() {
-                    break;
-                }
-            }
-        }
-    }
-    // The sender is gone (shutdown): write what is still pending.
-    let last = pending.borrow_and_update().clone();
-    if let Err(e) = written.write(&*store, &last).await {
-        tracing::error!(error = %e, "persisting the catalog at shutdown failed");
-    }
-    state.set_write_error(None);
-}
-
-/// What the writer has written, so a pending value is only written where it is new.
-#[derive(Default)]
-struct Written {
-    version: Option<u64>,
-    status: Option<BTreeMap<SourceId, SourceStatus>>,
-}
-
-impl Written {
-    async fn write<S: Store>(&mut self, store: &S, p: &Pending) -> Result<(), StoreError> {
-        if let Some((catalog, sources)) = &p.catalog
-            && self.version != Some(catalog.version)
-        {
-            store.save_catalog(catalog, sources).await?;
-            self.version = Some(catalog.version);
-        }
-        if let Some(status) = &p.status
-            && self.status.as_ref() != Some(status)
-        {
-            store.save_source_status(status).await?;
-            self.status = Some(status.clone());
-        }
-        Ok(())
-    }
+/// The event text for a held removal.
+fn held_message(source: &str, h: &HeldRemoval) -> String {
+    format!(
+        "source {source}'s last answer would remove {} of its {} services: held, the previous data stays served until \
+         the same answer stands for {} s or an operator confirms it (skybridge confirm-removal {source})",
+        h.removed,
+        h.of,
+        h.applies_at.saturating_sub(h.since) / 1000
+    )
 }
 
 #[cfg(test)]
@@ -439,10 +296,11 @@ mod tests {
     }
 
     const CFG: MergeConfig = MergeConfig { stale_timeout_ms: Some(1_000) };
+    const GUARD: GuardConfig = GuardConfig { max_share: 0.5, hold_ms: 60_000 };
 
     #[test]
     fn updates_version_status_and_staleness() {
-        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG, GUARD);
         let v1 = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
         assert_eq!(v1.version, 1);
         assert!(core.on_update(SourceUpdate { source: "static".into(), at: 20, result: Ok(snap()) }).is_none());
@@ -460,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_failing_fleet_member_is_stamped_once_shown_and_cleared() {
-        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG, GUARD);
         core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
         let mut degraded = snap();
         let member = ClusterId::new("a-1").unwrap();
@@ -488,7 +346,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_poll_skips_the_merge_but_a_recovery_does_not() {
-        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG, GUARD);
         let v1 = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
         assert!(core.on_update(SourceUpdate { source: "static".into(), at: 20, result: Ok(snap()) }).is_none());
         assert!(Arc::ptr_eq(core.catalog(), &v1), "no merge ran");
@@ -504,22 +362,22 @@ mod tests {
 
     #[test]
     fn a_torn_catalog_is_rewritten_whatever_the_sources_say() {
-        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG, GUARD);
         let cat = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
         // The store found rows that do not match the head: its digest matches nothing.
         let torn = GlobalCatalog { digest: 0, ..(*cat).clone() };
         let persisted = Persisted { catalog: torn, sources: core.stored_sources(), torn: true, ..Persisted::default() };
-        let mut leader = Core::new(persisted, &kinds(), CFG);
+        let mut leader = Core::new(persisted, &kinds(), CFG, GUARD);
         let repaired = leader.merge_now(20).expect("a new version");
         assert_eq!((repaired.version, repaired.digest), (cat.version + 1, cat.digest));
     }
 
     #[test]
     fn restart_serves_the_persisted_catalog() {
-        let mut core = Core::new(Persisted::default(), &kinds(), CFG);
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG, GUARD);
         let cat = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
         let persisted = Persisted { catalog: (*cat).clone(), sources: core.stored_sources(), ..Persisted::default() };
-        let mut restarted = Core::new(persisted, &kinds(), MergeConfig { stale_timeout_ms: None });
+        let mut restarted = Core::new(persisted, &kinds(), MergeConfig { stale_timeout_ms: None }, GUARD);
         assert_eq!(restarted.catalog().version, cat.version);
         // Its first merge, with the restored inputs and no source answering, changes nothing.
         assert!(restarted.on_tick(10_000).is_none());
@@ -529,7 +387,36 @@ mod tests {
             Persisted { catalog: (*cat).clone(), sources: core.stored_sources(), ..Persisted::default() },
             &BTreeMap::new(),
             CFG,
+            GUARD,
         );
         assert!(gone.inputs.is_empty());
+    }
+
+    #[test]
+    fn an_emptied_source_is_held_until_it_stands_or_is_confirmed() {
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG, GUARD);
+        let v1 = core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
+        // The file is emptied: nothing changes, the status and an event say why.
+        let empty = SourceSnapshot { clusters: snap().clusters, ..SourceSnapshot::default() };
+        assert!(core.on_update(SourceUpdate { source: "static".into(), at: 20, result: Ok(empty.clone()) }).is_none());
+        assert!(Arc::ptr_eq(core.catalog(), &v1));
+        let held = core.status()["static"].held_removal.clone().unwrap();
+        assert_eq!((held.removed, held.of, held.applies_at), (1, 1, 60_020));
+        let notes = core.take_notes();
+        assert!(notes[0].0 == "removal_held" && notes[0].1.contains("remove 1 of its 1"), "{notes:?}");
+        // Ticks before the hold time change nothing; the one after applies it.
+        assert!(core.on_tick(60_019).is_none());
+        let v2 = core.on_tick(60_020).expect("applied");
+        assert!(v2.services.is_empty());
+        assert!(core.status()["static"].held_removal.is_none());
+        assert_eq!(core.take_notes()[0].0, "removal_applied");
+
+        // Held again, and confirmed by an operator: applied at once.
+        let mut core = Core::new(Persisted::default(), &kinds(), CFG, GUARD);
+        core.on_update(SourceUpdate { source: "static".into(), at: 10, result: Ok(snap()) }).unwrap();
+        core.on_update(SourceUpdate { source: "static".into(), at: 20, result: Ok(empty) });
+        assert!(core.confirm("other", 30).is_none(), "nothing held there");
+        assert!(core.confirm("static", 30).unwrap().services.is_empty());
+        assert!(core.confirm("static", 31).is_none(), "nothing left to confirm");
     }
 }
