@@ -103,6 +103,20 @@ def main():
     write("stream_header", "with-trace-and-payload", stream_header(base + trace, b"GET / HTTP/1.1\r\n"))
     write("stream_header", "unknown-optional-field", stream_header([(0x10, b"future")] + base))
 
+    clusters = (b'[[clusters]]\nid = "aws-1"\ncloud = "aws"\nregion = "us-east-1"\n'
+                b'[[clusters]]\nid = "gcp-1"\ncloud = "gcp"\nregion = "europe-west1"\n')
+    service = (b'[[services]]\nnamespace = "prod"\nname = "payments"\n[[services.exports]]\ncluster = "aws-1"\n'
+               b'[[services.exports.ports]]\nport = 8443\nprotocol = "tls"\nendpoints = ["10.0.1.5:8443", "[fd00::5]:8443"]\n')
+    write("catalog_file", "two-clusters-one-service.toml", clusters + service)
+    write("catalog_file", "empty.toml", b"")
+    write("catalog_file", "one-service.json", b'{"clusters": [{"id": "gcp-1", "cloud": "gcp", "region": "europe-west1"}], '
+          b'"services": [{"namespace": "prod", "name": "web", "exports": [{"cluster": "gcp-1", '
+          b'"ports": [{"port": 80, "protocol": "http", "endpoints": ["10.1.0.7:8080"]}]}]}]}')
+
+    write("policy_body", "weights", b'{"weights": {"aws-1": 70, "gcp-1": 30}}')
+    write("policy_body", "failover-avoid-allow", b'{"failover": ["aws-1", "gcp-1"], "avoid": ["azure-1"], "allow": ["aws-1"]}')
+    write("policy_body", "empty", b"{}")
+
 
 if __name__ == "__main__":
     main()

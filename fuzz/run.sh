@@ -13,7 +13,7 @@ case "$SECS" in '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
-TARGETS="${TARGETS:-sni http_head stream_header}"
+TARGETS="${TARGETS:-sni http_head stream_header catalog_file policy_body}"
 LOGS="fuzz/target/run-logs"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -36,7 +36,7 @@ for t in $TARGETS; do
     cp -n fuzz/seeds/"$t"/* "fuzz/corpus/$t/" 2>/dev/null || true
     log="$LOGS/$t.log"
     # Long enough to pass the 16384-byte limits of the listeners; the header fits in 4096.
-    case "$t" in sni | http_head) max_len=20480 ;; *) max_len=4096 ;; esac
+    case "$t" in sni | http_head | catalog_file) max_len=20480 ;; *) max_len=4096 ;; esac
     echo "== fuzzing $t for ${SECS}s (log: $log)"
     cargo +nightly fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -max_total_time="$SECS" -rss_limit_mb=2048 -max_len="$max_len" -print_final_stats=1 >"$log" 2>&1

@@ -11,6 +11,8 @@ pub mod identity;
 pub mod model;
 pub mod proto;
 pub mod routing;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod source;
 #[cfg(feature = "tls")]
 pub mod tls;

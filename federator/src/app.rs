@@ -22,10 +22,18 @@ use crate::config::{Config, StoreSection};
 use crate::control::{ControlLimits, ControlService, incoming};
 use crate::ha::Replica;
 use crate::leader::Leader;
-use crate::metrics::Metrics;
+use crate::metrics::{EventLabels, Metrics, ResultLabels};
 use crate::sources::now_millis;
 use crate::state::{Identity, State, StateLimits};
+use crate::store::etcd::records::CertificateStatus;
 use crate::store::{AnyStore, EmbeddedStore, EtcdStore, Persisted, Store, StoreError};
+use skybridge_api::serve::{HttpLimits, serve_router};
+
+/// HTTP/2 streams one control connection may hold open (a gateway needs one; a reconnecting
+/// gateway briefly two).
+const MAX_STREAMS_PER_GATEWAY: u32 = 8;
+/// Largest header block a control-stream request may send.
+const MAX_CONTROL_HEADER_BYTES: u32 = 16 * 1024;
 
 /// Why the federator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +83,12 @@ fn replica_name(configured: Option<&str>) -> String {
 /// the store is loaded; a replica on etcd loads in the background and is ready once it has).
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
+    let (api_max, control_max) = (cfg.api.max_connections, cfg.limits.max_control_connections);
+    let what = format!("api.max_connections ({api_max}) and limits.max_control_connections ({control_max})");
+    skybridge_api::serve::fdlimit::ensure(api_max as u64 + control_max as u64, &what);
     let f = &cfg.federator;
     let certs = CertStore::load(TlsFiles::from(&cfg.tls), &f.trust_domain, Role::Federator)?;
+    certs.set_expiry_warning(cfg.tls.expiry_warning);
     let name = replica_name(f.name.as_deref());
     let (store, persisted) = match &cfg.store {
         StoreSection::Embedded => {
@@ -138,6 +150,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let ready = Arc::new(AtomicBool::new(false));
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    own_certificate(&certs, &state, &metrics);
     let registry = Arc::new(registry);
 
     let leader = Leader {
@@ -172,8 +185,20 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
     }
 
-    let conns =
-        incoming::accept(control_listener, certs.clone(), cfg.limits.handshake_timeout, cancel.clone(), tasks.clone())?;
+    let api_events = metrics.api_connections.clone();
+    let bounds = incoming::Bounds {
+        handshake_timeout: cfg.limits.handshake_timeout,
+        first_byte_timeout: cfg.limits.hello_timeout,
+        max_connections: cfg.limits.max_control_connections,
+    };
+    let conns = incoming::accept(
+        control_listener,
+        certs.clone(),
+        bounds,
+        metrics.control_connections.clone(),
+        cancel.clone(),
+        tasks.clone(),
+    )?;
     let limits = ControlLimits {
         queue: cfg.limits.gateway_queue,
         hello_timeout: cfg.limits.hello_timeout,
@@ -182,7 +207,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     };
     let (keepalive, keepalive_timeout) = (cfg.limits.keepalive_interval, cfg.limits.keepalive_timeout);
     let control = ControlServer::new(
-        ControlService::new(state.clone(), limits, cancel.clone(), tasks.clone(), metrics).serving_when(ready.clone()),
+        ControlService::new(state.clone(), limits, cancel.clone(), tasks.clone(), metrics.clone())
+            .serving_when(ready.clone()),
     );
     let stop = cancel.clone();
     tasks.spawn(
@@ -190,6 +216,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             let served = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(keepalive))
                 .http2_keepalive_timeout(Some(keepalive_timeout))
+                // A gateway runs one session stream; a verified but misbehaving peer cannot
+                // open thousands of streams or send megabyte headers on its connection.
+                .max_concurrent_streams(Some(MAX_STREAMS_PER_GATEWAY))
+                .http2_max_header_list_size(Some(MAX_CONTROL_HEADER_BYTES))
                 .add_service(control)
                 .serve_with_incoming_shutdown(ReceiverStream::new(conns), stop.cancelled_owned())
                 .await;
@@ -200,18 +230,30 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         .instrument(tracing::info_span!("control", addr = %addrs.control)),
     );
     let router = crate::api::router(state.clone(), registry, ready.clone(), token);
-    let stop = cancel.clone();
+    let api_limits = HttpLimits {
+        max_connections: cfg.api.max_connections,
+        header_timeout: cfg.api.header_timeout,
+        idle_timeout: cfg.api.idle_timeout,
+    };
+    let (stop, events) = (cancel.clone(), api_events);
     tasks.spawn(
-        async move {
-            if let Err(e) = axum::serve(api_listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
-                tracing::error!(error = %e, "REST API server failed");
-            }
-        }
+        serve_router("api", api_listener, router, api_limits, stop, move |e| {
+            events.get_or_create(&EventLabels { event: e.as_str() }).inc();
+        })
         .instrument(tracing::info_span!("api", addr = %addrs.api)),
     );
-    let stop = cancel.clone();
+    let (stop, own, st, m) = (cancel.clone(), certs.clone(), state.clone(), metrics.clone());
     tasks.spawn(
-        certs.clone().watch(cfg.tls.reload_interval, stop, |_| {}).instrument(tracing::info_span!("cert_reload")),
+        certs
+            .clone()
+            .watch(cfg.tls.reload_interval, stop, move |r| {
+                // Every tick: the warning window is entered by time passing, not by a reload.
+                own_certificate(&own, &st, &m);
+                if let Some(result) = CertStore::reload_label(r) {
+                    m.cert_reloads.get_or_create(&ResultLabels { result }).inc();
+                }
+            })
+            .instrument(tracing::info_span!("cert_reload")),
     );
 
     tracing::info!(
@@ -242,4 +284,15 @@ impl Running {
         }
         tracing::info!("federator stopped");
     }
+}
+
+/// Publishes this replica's certificate: metrics, and its replica record (so `/api/v1/status`
+/// of any replica and `skybridge check` name one that is about to expire).
+fn own_certificate(certs: &CertStore, state: &State, m: &Metrics) {
+    let not_after = certs.current().not_after;
+    let expiring = certs.expiry(std::time::SystemTime::now()).expiring;
+    let ms = not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    m.cert_expiry.set(ms as f64 / 1000.0);
+    m.cert_expiring.set(i64::from(expiring));
+    state.set_certificate(CertificateStatus { not_after: ms, expiring });
 }

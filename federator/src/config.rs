@@ -147,12 +147,29 @@ impl Default for ListenSection {
 }
 
 /// REST API settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     /// File holding the bearer token for writes (policies); without it writes are refused.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Connections served at once; one more is answered 503 and closed.
+    #[serde(default = "defaults::api_max_connections")]
+    pub max_connections: usize,
+    /// A complete request head must arrive within this (from the connection or the previous
+    /// response): idle keep-alive connections and slow senders are closed.
+    #[serde(default = "defaults::api_header_timeout", with = "duration")]
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves for this long is closed (the event stream sends a
+    /// keep-alive every 15 s, so this must be longer).
+    #[serde(default = "defaults::api_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every API key has a default")
+    }
 }
 
 /// Bounds and timeouts.
@@ -197,6 +214,9 @@ pub struct Limits {
     /// replica, or after a short break) catches up with deltas instead of a snapshot.
     #[serde(default = "defaults::catalog_history")]
     pub catalog_history: usize,
+    /// Control connections (TLS included) open at once; more are closed at accept.
+    #[serde(default = "defaults::max_control_connections")]
+    pub max_control_connections: usize,
 }
 
 impl Default for Limits {
@@ -329,6 +349,18 @@ pub mod defaults {
     }
     pub fn catalog_history() -> usize {
         64
+    }
+    pub fn max_control_connections() -> usize {
+        1024
+    }
+    pub fn api_max_connections() -> usize {
+        1024
+    }
+    pub fn api_header_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn api_idle_timeout() -> Duration {
+        Duration::from_secs(120)
     }
     pub fn source_queue() -> usize {
         64
@@ -475,6 +507,8 @@ impl Config {
             ("limits.source_queue", l.source_queue, 1, 100_000),
             ("limits.concurrent_snapshots", l.concurrent_snapshots, 1, 10_000),
             ("limits.catalog_history", l.catalog_history, 0, 10_000),
+            ("limits.max_control_connections", l.max_control_connections, 1, 1_000_000),
+            ("api.max_connections", self.api.max_connections, 1, 1_000_000),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(invalid(key, v, format!("must be between {lo} and {hi}")));
@@ -493,7 +527,8 @@ impl Config {
             ("limits.handshake_timeout", l.handshake_timeout, HOUR),
             ("limits.drain_deadline", l.drain_deadline, HOUR),
             ("federator.merge_interval", f.merge_interval, HOUR),
-            ("tls.reload_interval", self.tls.reload_interval, DAY),
+            ("api.header_timeout", self.api.header_timeout, HOUR),
+            ("api.idle_timeout", self.api.idle_timeout, HOUR),
         ] {
             if d.is_zero() || d > max {
                 return Err(invalid(
@@ -503,16 +538,24 @@ impl Config {
                 ));
             }
         }
+        self.tls.validate()?;
         if let Some(t) = f.stale_timeout
             && t > 30 * DAY
         {
             return Err(invalid("federator.stale_timeout", duration::format(t), "must be at most 30d, or \"never\""));
         }
-        if self.listen.control == self.listen.api {
+        if self.api.idle_timeout < Duration::from_secs(20) {
+            return Err(invalid(
+                "api.idle_timeout",
+                duration::format(self.api.idle_timeout),
+                "must be at least 20s: the event stream sends a keep-alive every 15 s",
+            ));
+        }
+        if skybridge_api::config::listeners_collide(self.listen.control, self.listen.api) {
             return Err(invalid(
                 "listen.api",
                 self.listen.api,
-                "is the same address as listen.control: give the REST API and the control stream a port each",
+                "is the same port as listen.control on an overlapping address: give the REST API and the control stream a port each",
             ));
         }
         let mut ids = BTreeSet::new();
@@ -749,6 +792,7 @@ path = "catalog.toml"
             (BASE.replace("data_dir = \"data\"", "data_dir = \"data\"\nstale_timeout = \"9000h\""), "stale_timeout"),
             (BASE.replace("data_dir = \"data\"", "data_dir = \"data\"\nremoval_guard = 1.5"), "removal_guard"),
             (format!("{BASE}\n[listen]\ncontrol = \"127.0.0.1:9000\"\napi = \"127.0.0.1:9000\"\n"), "listen.api"),
+            (format!("{BASE}\n[listen]\ncontrol = \"0.0.0.0:9000\"\napi = \"127.0.0.1:9000\"\n"), "listen.api"),
             (BASE.replace("path = \"catalog.toml\"", "path = \"catalog.toml\"\nmax_size = 0"), "max_size"),
             (BASE.replace("path = \"catalog.toml\"", "path = \"catalog.toml\"\nread_timeout = \"1h\""), "read_timeout"),
             (format!("{BASE}\n[[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"x\"\n"), "unique"),
@@ -759,6 +803,13 @@ path = "catalog.toml"
         ] {
             let e = Config::parse(&text).unwrap_err().to_string();
             assert!(e.contains(needle), "{needle}: {e}");
+        }
+        // Any free port twice (tests) and one port on two addresses do not collide.
+        for listen in [
+            "control = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"",
+            "control = \"127.0.0.1:9000\"\napi = \"127.0.0.2:9000\"",
+        ] {
+            Config::parse(&format!("{BASE}\n[listen]\n{listen}\n")).unwrap();
         }
     }
 }

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// A source sync outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +26,19 @@ pub struct SourceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
+}
+
+/// A server event (`opened`, `closed`, `max_connections`, `header_timeout`, `idle_timeout`,
+/// `accept_error`, `handshake_timeout`, `handshake_failed`, `first_byte_timeout`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
+}
+
+/// A result (`ok` or `error`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
 }
 
 /// Every federator metric; clones share the series.
@@ -49,7 +63,12 @@ pub struct Metrics {
     pub fenced_writes: Counter,
     pub gateways_expired: Counter,
     pub removals_held: Counter,
+    pub api_connections: Family<EventLabels, Counter>,
+    pub control_connections: Family<EventLabels, Counter>,
     pub source_removal_held: Family<SourceLabels, Gauge>,
+    pub cert_reloads: Family<ResultLabels, Counter>,
+    pub cert_expiry: Gauge<f64, AtomicU64>,
+    pub cert_expiring: Gauge,
 }
 
 impl Metrics {
@@ -76,8 +95,17 @@ impl Metrics {
             fenced_writes: Counter::default(),
             gateways_expired: Counter::default(),
             removals_held: Counter::default(),
+            api_connections: Family::default(),
+            control_connections: Family::default(),
             source_removal_held: Family::default(),
+            cert_reloads: Family::default(),
+            cert_expiry: Gauge::default(),
+            cert_expiring: Gauge::default(),
         };
+        // Both outcomes exist from the start, so that `increase(...{result="error"})` alerts work.
+        for result in ["ok", "error"] {
+            let _ = m.cert_reloads.get_or_create(&ResultLabels { result });
+        }
         let r = registry.sub_registry_with_prefix("skybridge_federator");
         r.register("catalog_version", "Version of the global catalog", m.catalog_version.clone());
         r.register("catalog_services", "Services in the global catalog", m.catalog_services.clone());
@@ -129,6 +157,38 @@ impl Metrics {
             "Gateway records removed after gateway_expiry without a session",
             m.gateways_expired.clone(),
         );
+        r.register("cert_reloads", "Certificate reload attempts by result", m.cert_reloads.clone());
+        r.register(
+            "cert_expiry_timestamp_seconds",
+            "Unix time when this replica's certificate expires",
+            m.cert_expiry.clone(),
+        );
+        r.register(
+            "cert_expiring",
+            "1 while this replica's certificate is within tls.expiry_warning of expiry (or expired)",
+            m.cert_expiring.clone(),
+        );
+        r.register(
+            "removals_held",
+            "Source answers held by the mass-removal guard (previous data kept)",
+            m.removals_held.clone(),
+        );
+        r.register(
+            "source_removal_held",
+            "1 while the source's last answer is held by the mass-removal guard",
+            m.source_removal_held.clone(),
+        );
+        r.register(
+            "api_connections",
+            "REST API connections by event (opened, closed, max_connections, header_timeout, idle_timeout, accept_error)",
+            m.api_connections.clone(),
+        );
+        r.register(
+            "control_connections",
+            "Control-port connections by event (opened, closed, max_connections, handshake_timeout, \
+             handshake_failed, first_byte_timeout, accept_error)",
+            m.control_connections.clone(),
+        );
         m
     }
 
@@ -144,5 +204,45 @@ impl Metrics {
             self.source_failing_clusters.get_or_create(&l).set(st.failing_clusters.len() as i64);
             self.source_removal_held.get_or_create(&l).set(i64::from(st.held_removal.is_some()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/metrics.md's federator table and the registry name the same families, both ways: a
+    /// documented metric that is never registered is as misleading as an undocumented one.
+    #[test]
+    fn the_federator_table_matches_the_registry() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        // Labelled families appear once they have a series.
+        let sync = SyncLabels { source: "s".into(), result: "ok".into() };
+        m.source_syncs.get_or_create(&sync).inc();
+        m.source_last_success.get_or_create(&sync).set(1);
+        let status = crate::core::SourceStatus::default();
+        m.set_sources([(&"s".to_owned(), &status)]);
+        m.control_messages.get_or_create(&KindLabels { kind: "delta" }).inc();
+        m.api_connections.get_or_create(&EventLabels { event: "opened" }).inc();
+        m.control_connections.get_or_create(&EventLabels { event: "opened" }).inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let mut served: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE skybridge_federator_")?.split_once(' '))
+            .map(|(name, kind)| if kind == "counter" { format!("{name}_total") } else { name.to_owned() })
+            .collect();
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md")).unwrap();
+        let table = docs.split("## Federator").nth(1).unwrap().split("\n## ").next().unwrap();
+        let mut documented: Vec<String> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        served.sort();
+        documented.sort();
+        assert!(served.len() > 10, "{text}");
+        assert_eq!(served, documented);
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::core::SourceStatus;
 use crate::sources::now_millis;
-use crate::store::etcd::records::{PeerSample, PresenceRecord, ReplicaRecord, Role};
+use crate::store::etcd::records::{CertificateStatus, PeerSample, PresenceRecord, ReplicaRecord, Role};
 use crate::store::{AnyStore, Event, GatewayRecord, Policy, Store};
 
 /// A gateway: (cluster, instance).
@@ -234,6 +234,8 @@ pub struct State {
     problems: RwLock<BTreeMap<String, String>>,
     /// Why the leader's last catalog write failed, while it keeps failing.
     write_error: RwLock<Option<String>>,
+    /// This replica's own certificate.
+    certificate: RwLock<CertificateStatus>,
     /// Confirmations of held removals, to the merge core while this replica leads.
     confirmations: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<SourceId>>>,
     /// Sessions held by other replicas, per gateway: replica → what it reported.
@@ -286,6 +288,7 @@ impl State {
             store_health: RwLock::new(health),
             problems: RwLock::new(BTreeMap::new()),
             write_error: RwLock::new(None),
+            certificate: RwLock::new(CertificateStatus::default()),
             confirmations: std::sync::Mutex::new(None),
             remote: RwLock::new(BTreeMap::new()),
             local_changed: watch::channel(0).0,
@@ -524,6 +527,20 @@ impl State {
         self.write_error.read().expect("write error lock").clone()
     }
 
+    /// This replica's own certificate.
+    pub fn certificate(&self) -> CertificateStatus {
+        *self.certificate.read().expect("certificate lock")
+    }
+
+    /// Records this replica's certificate (after a reload, or as its warning window nears);
+    /// other replicas learn of a change through its record.
+    pub fn set_certificate(&self, c: CertificateStatus) {
+        let changed = std::mem::replace(&mut *self.certificate.write().expect("certificate lock"), c) != c;
+        if changed {
+            self.local_changed();
+        }
+    }
+
     /// Records (Some) or clears (None) a failing catalog write.
     pub fn set_write_error(&self, e: Option<String>) {
         *self.write_error.write().expect("write error lock") = e;
@@ -551,6 +568,7 @@ impl State {
             started_at: self.identity.started_at,
             gateways: self.local_gateways().len(),
             software: env!("CARGO_PKG_VERSION").into(),
+            certificate: self.certificate(),
         };
         all.insert(name, me);
         all

@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 use quinn::Endpoint;
 use skybridge_api::identity::Role;
 use skybridge_api::model::ServiceKey;
+use skybridge_api::serve::serve_router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,15 +74,25 @@ fn static_version(cfg: &Config) -> String {
 
 /// Starts every part of the gateway; returns once all listeners are bound.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let l = &cfg.limits;
+    let what = format!(
+        "limits.max_connections ({}: 2 descriptors per egress connection, 1 per ingress stream) and \
+         limits.admin_max_connections ({})",
+        l.max_connections, l.admin_max_connections
+    );
+    skybridge_api::serve::fdlimit::ensure(3 * l.max_connections as u64 + l.admin_max_connections as u64, &what);
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let g = &cfg.gateway;
+    // Refuses an expired, not yet valid or untrusted certificate, naming the file and dates.
     let certs = CertStore::load(TlsFiles::from(&cfg.tls), &g.trust_domain, Role::Gateway(g.cluster.clone()))?;
-    set_expiry(&metrics, certs.current().not_after);
+    certs.set_expiry_warning(cfg.tls.expiry_warning);
+    set_expiry(&metrics, &certs);
 
     let transport = tunnel::transport(&cfg.limits);
     let mut server_cfg = tls::quic_server_config(&certs)?;
     server_cfg.transport_config(transport.clone());
+    tunnel::bound_incoming(&mut server_cfg, &cfg.limits);
     let mut client_cfg = tls::quic_client_config(&certs)?;
     client_cfg.transport_config(transport);
     // Validated by Config::parse.
@@ -183,27 +194,21 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         background.spawn(listener::serve(tl, kind, ctx.clone(), work.clone()).instrument(span));
     }
     let router = admin::router(ctx.clone(), Arc::new(registry));
-    let stop = stop_background.clone();
+    let (stop, m) = (stop_background.clone(), metrics.clone());
     background.spawn(
-        async move {
-            if let Err(e) = axum::serve(admin_listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        }
-        .instrument(tracing::info_span!("admin", addr = %addrs.admin)),
+        serve_router("admin", admin_listener, router, cfg.limits.admin_http(), stop, move |e| m.admin(e))
+            .instrument(tracing::info_span!("admin", addr = %addrs.admin)),
     );
     let (store, m, stop) = (certs.clone(), metrics.clone(), stop_background.clone());
     background.spawn(
         store
             .clone()
             .watch(cfg.tls.reload_interval, stop, move |r| {
-                let result = match r {
-                    Ok(false) => return,
-                    Ok(true) => "ok",
-                    Err(_) => "error",
-                };
-                m.cert_reloads.get_or_create(&ResultLabels { result }).inc();
-                set_expiry(&m, store.current().not_after);
+                // Every tick: the warning window is entered by time passing, not by a reload.
+                set_expiry(&m, &store);
+                if let Some(result) = CertStore::reload_label(r) {
+                    m.cert_reloads.get_or_create(&ResultLabels { result }).inc();
+                }
             })
             .instrument(tracing::info_span!("cert_reload")),
     );
@@ -232,9 +237,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     Ok(Running { addrs, ctx, work, background, stop_background, endpoint })
 }
 
-fn set_expiry(m: &Metrics, not_after: SystemTime) {
+fn set_expiry(m: &Metrics, certs: &CertStore) {
+    let not_after = certs.current().not_after;
     let secs = not_after.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     m.cert_expiry.set(secs);
+    m.cert_expiring.set(i64::from(certs.expiry(SystemTime::now()).expiring));
 }
 
 impl Running {

@@ -8,6 +8,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use skybridge_api::serve::ServeEvent;
+
+use crate::tunnel::admission::Decision;
+
 /// Which egress listener, or `ingress` for streams from peers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -63,6 +67,18 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// An admission decision on a tunnel connection attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: &'static str,
+}
+
+/// A reason label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// A kind label (catalog update kind).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -88,6 +104,11 @@ pub struct Metrics {
     pub endpoint_failures: Counter,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Gauge<f64, AtomicU64>,
+    pub cert_expiring: Gauge,
+    pub tunnel_incoming: Family<DecisionLabels, Counter>,
+    pub tunnel_handshakes: Gauge,
+    pub admin_connections: Gauge,
+    pub admin_refusals: Family<ReasonLabels, Counter>,
     pub federator_connected: Gauge,
     pub catalog_version: Gauge,
     pub catalog_updates: Family<KindLabels, Counter>,
@@ -118,6 +139,11 @@ impl Metrics {
             endpoint_failures: Counter::default(),
             cert_reloads: Family::default(),
             cert_expiry: Gauge::default(),
+            cert_expiring: Gauge::default(),
+            tunnel_incoming: Family::default(),
+            tunnel_handshakes: Gauge::default(),
+            admin_connections: Gauge::default(),
+            admin_refusals: Family::default(),
             federator_connected: Gauge::default(),
             catalog_version: Gauge::default(),
             catalog_updates: Family::default(),
@@ -145,6 +171,12 @@ impl Metrics {
         }
         for result in ["loaded", "missing", "rejected"] {
             let _ = m.catalog_cache_loads.get_or_create(&ResultLabels { result });
+        }
+        for d in Decision::ALL {
+            let _ = m.tunnel_incoming.get_or_create(&DecisionLabels { decision: d.as_str() });
+        }
+        for e in [ServeEvent::Refused, ServeEvent::HeaderTimeout, ServeEvent::IdleTimeout, ServeEvent::AcceptError] {
+            let _ = m.admin_refusals.get_or_create(&ReasonLabels { reason: e.as_str() });
         }
         let r = registry.sub_registry_with_prefix("skybridge_gateway");
         r.register("connections", "Client connections accepted, by listener", m.connections.clone());
@@ -188,6 +220,27 @@ impl Metrics {
             m.cert_expiry.clone(),
         );
         r.register(
+            "cert_expiring",
+            "1 while this gateway's certificate is within tls.expiry_warning of expiry (or expired)",
+            m.cert_expiring.clone(),
+        );
+        r.register(
+            "tunnel_incoming",
+            "Tunnel connection attempts by admission decision (accepted, retry, per_source_limit, handshake_limit)",
+            m.tunnel_incoming.clone(),
+        );
+        r.register(
+            "tunnel_handshakes_in_flight",
+            "Tunnel handshakes in progress (admitted, not yet authenticated)",
+            m.tunnel_handshakes.clone(),
+        );
+        r.register("admin_connections", "Admin server connections open", m.admin_connections.clone());
+        r.register(
+            "admin_refusals",
+            "Admin connections refused at the cap (max_connections) or closed by a timeout (header_timeout, idle_timeout), and failed accepts (accept_error)",
+            m.admin_refusals.clone(),
+        );
+        r.register(
             "federator_connected",
             "1 while the control stream to the federator is up",
             m.federator_connected.clone(),
@@ -220,6 +273,26 @@ impl Metrics {
     /// Counts a refusal before routing.
     pub fn refuse(&self, listener: &'static str, reason: &'static str) {
         self.refusals.get_or_create(&RefusalLabels { listener, reason }).inc();
+    }
+
+    /// Counts a tunnel admission decision.
+    pub fn admission(&self, d: Decision) {
+        self.tunnel_incoming.get_or_create(&DecisionLabels { decision: d.as_str() }).inc();
+    }
+
+    /// Counts an admin server event.
+    pub fn admin(&self, e: ServeEvent) {
+        match e {
+            ServeEvent::Opened => {
+                self.admin_connections.inc();
+            }
+            ServeEvent::Closed => {
+                self.admin_connections.dec();
+            }
+            other => {
+                self.admin_refusals.get_or_create(&ReasonLabels { reason: other.as_str() }).inc();
+            }
+        }
     }
 
     /// Counts a stream open result.

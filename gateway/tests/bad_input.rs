@@ -175,13 +175,18 @@ async fn http_head_oversized_malformed_hostless_unknown() {
     let status = |out: Vec<u8>| String::from_utf8_lossy(&out).lines().next().unwrap_or("").to_owned();
     let big = format!("GET / HTTP/1.1\r\nHost: web.prod\r\nX-Big: {}\r\n\r\n", "a".repeat(2000));
     assert_eq!(status(send_recv(http, big.as_bytes()).await), "HTTP/1.1 431 Request Header Fields Too Large");
+    // 150 short headers, under the 1024-byte limit: the 431 names the count limit.
+    let many = "a:b\r\n".repeat(150);
+    let out = send_recv(http, format!("GET / HTTP/1.1\r\nHost: web.prod\r\n{many}\r\n").as_bytes()).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431") && text.contains("more than 128 header fields"), "{text}");
     assert_eq!(status(send_recv(http, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").await), "HTTP/1.1 400 Bad Request");
     assert_eq!(status(send_recv(http, b"\x00\x01\x02\r\n\r\n").await), "HTTP/1.1 400 Bad Request");
     assert_eq!(status(send_recv(http, b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").await), "HTTP/1.1 400 Bad Request");
     let out = send_recv(http, b"GET / HTTP/1.1\r\nHost: nope.prod\r\n\r\n").await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 502 Bad Gateway") && text.contains("unknown service"), "{text}");
-    assert_eq!(f.refusals("http", "bad_request").await, 4.0);
+    assert_eq!(f.refusals("http", "bad_request").await, 5.0);
     assert_eq!(f.refusals("http", "unknown_name").await, 1.0);
     // A head that never completes gets a 408 at the peek timeout.
     let mut s = TcpStream::connect(http).await.unwrap();

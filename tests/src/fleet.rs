@@ -77,15 +77,15 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let now = OffsetDateTime::now_utc();
-        let root = ca::init(TD, now, 1).unwrap();
+        let root = ca::init(TD, now, 30).unwrap();
         write_identity(
             &d.join("fed"),
-            &ca::issue(&root, &SpiffeId::federator(TD), &[], now, 1).unwrap(),
+            &ca::issue(&root, &SpiffeId::federator(TD), &[], now, 30).unwrap(),
             &root.cert_pem,
         );
         for c in CLUSTERS {
             let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-            write_identity(&d.join(c), &ca::issue(&root, &id, &[], now, 1).unwrap(), &root.cert_pem);
+            write_identity(&d.join(c), &ca::issue(&root, &id, &[], now, 30).unwrap(), &root.cert_pem);
         }
         std::fs::write(d.join("token"), TOKEN).unwrap();
         let mut backends = BTreeMap::new();

@@ -272,12 +272,12 @@ pub fn write_identities(dir: &Path, trust_domain: &str, clusters: &[&str]) -> sk
     use skybridge_api::ca;
     use skybridge_api::identity::SpiffeId;
     let now = time::OffsetDateTime::now_utc();
-    let ca = ca::init(trust_domain, now, 1).unwrap();
-    let federator = ca::issue(&ca, &SpiffeId::federator(trust_domain), &[], now, 1).unwrap();
+    let ca = ca::init(trust_domain, now, 30).unwrap();
+    let federator = ca::issue(&ca, &SpiffeId::federator(trust_domain), &[], now, 30).unwrap();
     write_identity(&dir.join("fed"), &federator, &ca.cert_pem);
     for c in clusters {
         let id = SpiffeId::gateway(trust_domain, skybridge_api::model::ClusterId::new(c).unwrap());
-        write_identity(&dir.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
+        write_identity(&dir.join(c), &ca::issue(&ca, &id, &[], now, 30).unwrap(), &ca.cert_pem);
     }
     ca
 }

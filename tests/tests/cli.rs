@@ -108,20 +108,22 @@ async fn client_commands_against_a_running_fleet() {
     let out = sky(&["whatif", "--api", api, "--down", "nope-1"]).await;
     assert!(!out.status.success() && text(&out).contains("unknown cluster nope-1"), "{}", text(&out));
 
-    // Certificates through the gateways' admin ports: the test CA issues 1-day certificates.
+    // Certificates through the gateways' admin ports and the federator's replica record: the
+    // test CA issues 30-day certificates (outside the default 7-day tls.expiry_warning).
     let admins: Vec<String> = f.admin.values().map(ToString::to_string).collect();
     let mut args = vec!["check", "--api", api];
     for a in &admins {
         args.extend(["--gateway-admin", a.as_str()]);
     }
-    let out = sky(&[&args[..], &["--cert-warn", "1h"]].concat()).await;
+    let out = sky(&args).await;
     let s = text(&out);
     assert!(out.status.success() && s.contains("certificate valid for") && s.contains("tunnel"), "{s}");
-    let out = sky(&args).await;
+    assert!(s.contains("ok    cert       federator ") && s.contains("gateway aws-1"), "{s}");
+    let out = sky(&[&args[..], &["--cert-warn", "60d"]].concat()).await;
     let s = text(&out);
     assert!(!out.status.success(), "{s}");
     assert!(
-        s.contains("FAIL  cert") && s.contains("certificate expires in") && s.contains("within --cert-warn 7d"),
+        s.contains("FAIL  cert") && s.contains("certificate expires in") && s.contains("within --cert-warn 60d"),
         "{s}"
     );
 

@@ -167,6 +167,11 @@ fn rendered_configs_pass_the_binarys_check_config() {
             // The module mounts one certificate path for both; this gateway is aws-prod-use1's.
             config = config.replace(&format!("{}/fed/", d.display()), &format!("{}/gw/", d.display()));
         }
+        // The API token is a Secret mounted in the pod; `--check-config` reads it, so it must
+        // exist here too.
+        let token = d.join("api-token");
+        std::fs::write(&token, "t0ken").unwrap();
+        let config = config.replace("/etc/skybridge/api-token/token", &s(&token));
         let path = d.join(format!("{output}.toml"));
         std::fs::write(&path, &config).unwrap();
         let out = run(&[role, "--config", &s(&path), "--check-config"]);

@@ -226,3 +226,58 @@ fn two_gateway_processes_tunnel_then_sigterm_drains() {
     let log = pa.log_text();
     assert!(log.contains("connection closed") && log.contains("cluster=gw-b"), "access log line: {log}");
 }
+
+/// `skybridge gateway` under `prlimit --nofile=SOFT:HARD`, as a container runtime starts it.
+fn spawn_with_nofile(nofile: &str, config: &str, log: std::path::PathBuf) -> Proc {
+    let file = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new("prlimit")
+        .arg(format!("--nofile={nofile}"))
+        .arg("--")
+        .arg(skybridge_tests::skybridge_bin())
+        .args(["gateway", "--config", config])
+        .env("SKYBRIDGE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("prlimit (util-linux)");
+    Proc { child, log }
+}
+
+/// The (soft, hard) open-file limit of process `pid`.
+fn nofile(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let v: Vec<&str> = line.split_whitespace().collect();
+    (v[3].to_owned(), v[4].to_owned())
+}
+
+#[test]
+fn the_gateway_raises_its_open_file_limit_and_warns_when_the_caps_do_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki(d, &[("gw-a", "gw-a")]);
+    let (udp, tcp) = (free_udp(2), free_tcp(2));
+    // containerd 2's default: soft 1024, hard far higher. The gateway takes the hard limit
+    // (this test's own hard limit: only root may raise a hard limit).
+    let hard = nofile("self").1;
+    assert!(hard == "unlimited" || hard.parse::<u64>().unwrap() >= 4096, "this machine's hard limit is {hard}");
+    // 1000 connections need 3000 descriptors (+ admin and reserve): they fit in 4096.
+    let small = "\n[limits]\nmax_connections = 1000\n";
+    let a = gateway_config(d, "gw-a", udp[0], tcp[0], ("gw-b", udp[1]), None, None, small);
+    let p = spawn_with_nofile(&format!("1024:{hard}"), &a.config, d.join("raised.log"));
+    assert!(wait_ready(a.admin, Duration::from_secs(20)), "not ready: {}", p.log_text());
+    assert_eq!(nofile(&p.child.id().to_string()), (hard.clone(), hard));
+    let log = p.log_text();
+    assert!(log.contains("raised the open-file limit") && !log.contains("the open-file limit is"), "{log}");
+    drop(p);
+
+    // A hard limit below what the caps need: it runs, and says which settings do not fit.
+    let b = gateway_config(d, "gw-a", udp[0], tcp[1], ("gw-b", udp[1]), None, None, "");
+    let p = spawn_with_nofile("1024:1024", &b.config, d.join("short.log"));
+    assert!(wait_ready(b.admin, Duration::from_secs(20)), "not ready: {}", p.log_text());
+    let log = p.log_text();
+    assert!(
+        log.contains("the open-file limit is 1024 (hard limit 1024)") && log.contains("limits.max_connections (10000"),
+        "{log}"
+    );
+}

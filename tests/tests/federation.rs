@@ -120,7 +120,7 @@ async fn control_client_as(
 ) -> Result<ControlClient, skybridge_gateway::federation::FederationError> {
     use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
     let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), trust_bundle: dir.join("ca.pem") };
-    let certs = CertStore::load(files, TD, role).unwrap();
+    let certs = CertStore::load_unverified(files, TD, role).unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
         certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
     ));
@@ -607,5 +607,144 @@ async fn an_old_session_ending_does_not_disconnect_the_gateways_new_one() {
     assert!(disconnected.contains("gateway aws-1/gw-0 disconnected"), "the old session's end is still an event");
     drop(new_tx);
     until("the new session's end", async || connected(&fed) == 0).await;
+    fed.shutdown().await;
+}
+
+/// Reads until the peer closes (or `within` passes); whether it closed.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut sink = [0u8; 4096];
+    let ended = tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    ended.await.is_ok()
+}
+
+fn counter(metrics: &str, family: &str, event: &str) -> u64 {
+    let prefix = format!("{family}{{event=\"{event}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_on_the_control_port_are_capped_and_timed_out() {
+    let w = World::new();
+    let fed = w.federator_with("handshake_timeout = \"1s\"\nmax_control_connections = 3").await;
+
+    // Three sockets that never start TLS fill the listener.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(w.control).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A fourth is closed at once, before any TLS, and a real gateway cannot get in either.
+    let mut over = TcpStream::connect(w.control).await.unwrap();
+    assert!(closed_within(&mut over, Duration::from_millis(500)).await, "a socket past the cap stayed open");
+    let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
+    assert!(hello_from(control_client_as(&w, &w.path("aws-1"), role.clone()).await, "aws-1").await.is_err());
+
+    // The handshake timeout closes the silent ones and frees their slots for the gateway.
+    for s in &mut silent {
+        assert!(closed_within(s, Duration::from_secs(3)).await, "a silent socket outlived the handshake timeout");
+    }
+    hello_from(control_client_as(&w, &w.path("aws-1"), role).await, "aws-1").await.unwrap();
+
+    let m = http_text(fed.addrs.api, "/metrics").await;
+    let family = "skybridge_federator_control_connections_total";
+    assert!(counter(&m, family, "max_connections") >= 2, "{m}");
+    assert_eq!(counter(&m, family, "handshake_timeout"), 3, "{m}");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_gateway_that_sends_nothing_after_the_handshake_is_closed() {
+    use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
+    let w = World::new();
+    // hello_timeout (2 s) is also the first-byte timeout.
+    let fed = w.federator().await;
+    let d = w.path("aws-1");
+    let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
+    let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
+    let certs = CertStore::load(files, TD, role).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
+    ));
+    let name = rustls_pki_types::ServerName::try_from("federator.skybridge").unwrap();
+    let mut conn = tls.connect(name, TcpStream::connect(w.control).await.unwrap()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 4096];
+    let ended = tokio::time::timeout(Duration::from_secs(6), async {
+        while let Ok(n) = conn.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a connection that sent no HTTP/2 preface was kept");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "closed before the timeout: {:?}", started.elapsed());
+    let m = http_text(fed.addrs.api, "/metrics").await;
+    assert_eq!(counter(&m, "skybridge_federator_control_connections_total", "first_byte_timeout"), 1, "{m}");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_api_sockets_are_capped_and_timed_out() {
+    let w = World::new();
+    let fed = w.federator_with("[api]\nmax_connections = 4\nheader_timeout = \"1s\"").await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(fed.addrs.api).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Past the cap: a clear 503, not a hang.
+    let refused = http_text(fed.addrs.api, "/healthz").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    for s in &mut idle {
+        assert!(closed_within(s, Duration::from_secs(3)).await, "an idle socket outlived the header timeout");
+    }
+    let ok = http_text(fed.addrs.api, "/healthz").await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let m = http_text(fed.addrs.api, "/metrics").await;
+    let family = "skybridge_federator_api_connections_total";
+    assert_eq!(counter(&m, family, "header_timeout"), 4, "{m}");
+    assert_eq!(counter(&m, family, "max_connections"), 1, "{m}");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_federators_own_certificate_must_be_valid_and_is_reported_before_it_expires() {
+    let w = World::new();
+    let now = OffsetDateTime::now_utc();
+    let issue = |from: OffsetDateTime, days| {
+        let leaf = ca::issue(&w.ca, &SpiffeId::federator(TD), &[], from, days).unwrap();
+        write_identity(&w.path("fed"), &leaf, &w.ca.cert_pem);
+    };
+    // Expired: the federator does not start, and says which file and when.
+    issue(now - time::Duration::days(3), 1);
+    let d = w.dir.path().display();
+    let text = format!(
+        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{d}/data\"\n[tls]\ncert = \"{d}/fed/cert.pem\"\n\
+         key = \"{d}/fed/key.pem\"\ntrust_bundle = \"{d}/fed/ca.pem\"\n[listen]\ncontrol = \"{}\"\napi = \"127.0.0.1:0\"\n",
+        w.control
+    );
+    let err = fed_app::start(FedConfig::parse(&text).unwrap()).await.err().expect("an expired certificate was used");
+    assert!(err.to_string().contains("expired") && err.to_string().contains("cert.pem"), "{err}");
+
+    // Two days left, inside the default 7-day warning: served, but status and metrics say so.
+    issue(now, 2);
+    let fed = w.federator().await;
+    let status: serde_json::Value =
+        serde_json::from_str(http_text(fed.addrs.api, "/api/v1/status").await.split("\r\n\r\n").nth(1).unwrap())
+            .unwrap();
+    assert_eq!(status["state"], "degraded", "{status}");
+    assert!(status["problems"].to_string().contains("certificate expires at"), "{status}");
+    let m = http_text(fed.addrs.api, "/metrics").await;
+    assert!(m.contains("skybridge_federator_cert_expiring 1\n"), "{m}");
+    let replicas = http_text(fed.addrs.api, "/api/v1/federators").await;
+    assert!(replicas.contains("\"certificate_expiring\":true"), "{replicas}");
     fed.shutdown().await;
 }

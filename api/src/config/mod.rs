@@ -49,13 +49,45 @@ pub struct TlsSection {
     pub trust_bundle: PathBuf,
     #[serde(default = "default_reload_interval", with = "duration")]
     pub reload_interval: Duration,
+    /// How long before our certificate expires it is reported (logs, status, metrics).
+    #[serde(default = "default_expiry_warning", with = "duration")]
+    pub expiry_warning: Duration,
 }
 
 fn default_reload_interval() -> Duration {
     Duration::from_secs(5)
 }
 
+fn default_expiry_warning() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
 impl TlsSection {
+    /// Longest `reload_interval`.
+    pub const MAX_RELOAD_INTERVAL: Duration = Duration::from_secs(3600);
+    /// Longest `expiry_warning` (a year).
+    pub const MAX_EXPIRY_WARNING: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// Checks the bounds of `[tls]`: `reload_interval` from 1ms to 1h, `expiry_warning` at
+    /// most a year (0 warns only once expired).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.reload_interval.is_zero() || self.reload_interval > Self::MAX_RELOAD_INTERVAL {
+            return Err(invalid(
+                "tls.reload_interval",
+                duration::format(self.reload_interval),
+                "must be positive and at most 1h",
+            ));
+        }
+        if self.expiry_warning > Self::MAX_EXPIRY_WARNING {
+            return Err(invalid(
+                "tls.expiry_warning",
+                duration::format(self.expiry_warning),
+                "must be at most 8760h (a year)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Makes the paths relative to `base` (the config file's folder), as operators expect.
     pub fn resolve(&mut self, base: &std::path::Path) {
         for p in [&mut self.cert, &mut self.key, &mut self.trust_bundle] {
@@ -64,4 +96,13 @@ impl TlsSection {
             }
         }
     }
+}
+
+/// Whether two TCP listeners would fail to bind together: the same non-zero port on the same
+/// IP, or on a wildcard of the other's family (a `[::]` listener also takes IPv4: Linux binds
+/// dual-stack by default). Port 0 (any free port) never collides.
+pub fn listeners_collide(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    let covers =
+        |w: std::net::SocketAddr, o: std::net::SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4());
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }

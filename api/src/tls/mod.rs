@@ -3,25 +3,36 @@
 //!
 //! Configs are built once and point at a [`CertStore`]; a reload swaps what the store holds,
 //! so new handshakes use the new files and established connections are left alone.
+//!
+//! Our own certificate is checked like a peer would check it: a certificate that is expired,
+//! not yet valid, or does not chain to the trust bundle is refused at start and on reload (the
+//! previous identity stays), because every peer would refuse it anyway and the only symptom
+//! would be failed connections far away.
 
+mod validity;
 mod verify;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::RootCertStore;
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::{Role, SpiffeId};
 use crate::model::ClusterId;
 
+pub use validity::{DEFAULT_EXPIRY_WARNING, DateProblem, Expiry, Validity, expiry, rfc3339};
 pub use verify::{PeerIdentityError, PeerVerifier, ServerExpectation};
+
+/// While our certificate is inside its warning window, the warning is logged again this often.
+const EXPIRY_LOG_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +47,22 @@ pub enum TlsError {
     Identity { path: PathBuf, reason: String },
     #[error("trust bundle {path}: {reason}")]
     Bundle { path: PathBuf, reason: String },
+    #[error(
+        "certificate {path} expired at {} (now {}); issue a new one (`skybridge ca issue`); a running process picks it up without a restart",
+        rfc3339(*not_after),
+        rfc3339(*now)
+    )]
+    Expired { path: PathBuf, not_after: SystemTime, now: SystemTime },
+    #[error(
+        "certificate {path} is not valid before {} (now {}); check this machine's clock and the issuer's",
+        rfc3339(*not_before),
+        rfc3339(*now)
+    )]
+    NotYetValid { path: PathBuf, not_before: SystemTime, now: SystemTime },
+    #[error(
+        "certificate {path} does not chain to the trust bundle {bundle}: {reason}; was it issued by this federation's CA?"
+    )]
+    Untrusted { path: PathBuf, bundle: PathBuf, reason: String },
     #[error("building TLS config: {0}")]
     Config(String),
 }
@@ -61,6 +88,8 @@ pub struct Loaded {
     pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// When our certificate expires.
     pub not_after: SystemTime,
+    /// When our certificate became valid.
+    pub not_before: SystemTime,
 }
 
 /// Holds the current identity; swapped atomically on reload.
@@ -71,6 +100,15 @@ pub struct CertStore {
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<Loaded>>,
     stamp: RwLock<Vec<FileStamp>>,
+    /// Whether our own certificate's dates and chain are checked (always, except for test
+    /// impostors made with [`CertStore::load_unverified`]).
+    verify_own: bool,
+    /// A reload refused a not-yet-valid certificate: retried at this time even if the files do
+    /// not change again.
+    retry_at: RwLock<Option<SystemTime>>,
+    expiry_warning: RwLock<Duration>,
+    /// When the expiry warning was last logged, and for which expiry.
+    warned: Mutex<Option<(Instant, SystemTime)>>,
 }
 
 /// mtime and length: enough to notice a rewrite or a Kubernetes Secret symlink swap.
@@ -100,26 +138,50 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 impl CertStore {
-    /// Loads the files once; fails if any is missing, malformed, or not `role`'s identity.
+    /// Loads the files once; fails if any is missing, malformed, or not `role`'s identity, or
+    /// if the certificate is expired, not yet valid, or does not chain to the trust bundle.
     pub fn load(files: TlsFiles, trust_domain: &str, role: Role) -> Result<Arc<Self>, TlsError> {
+        Self::open(files, trust_domain, role, true)
+    }
+
+    /// Like [`CertStore::load`] but accepts an own certificate that is expired, not yet valid
+    /// or of another CA: only for tests that play an impostor.
+    pub fn load_unverified(files: TlsFiles, trust_domain: &str, role: Role) -> Result<Arc<Self>, TlsError> {
+        Self::open(files, trust_domain, role, false)
+    }
+
+    fn open(files: TlsFiles, trust_domain: &str, role: Role, verify_own: bool) -> Result<Arc<Self>, TlsError> {
         let provider = provider();
         let stamps = Self::stamps(&files);
-        let loaded = Self::read(&files, trust_domain, &role, &provider)?;
-        Ok(Arc::new(CertStore {
+        let loaded = Self::read(&files, trust_domain, &role, &provider, verify_own)?;
+        let store = Arc::new(CertStore {
             files,
             trust_domain: trust_domain.to_owned(),
             role,
             provider,
             current: RwLock::new(Arc::new(loaded)),
             stamp: RwLock::new(stamps),
-        }))
+            verify_own,
+            retry_at: RwLock::new(None),
+            expiry_warning: RwLock::new(DEFAULT_EXPIRY_WARNING),
+            warned: Mutex::new(None),
+        });
+        // The expiry warning waits for the configured window: `set_expiry_warning`, or the
+        // first tick of `watch` with the default.
+        Ok(store)
     }
 
     fn stamps(files: &TlsFiles) -> Vec<FileStamp> {
         [&files.cert, &files.key, &files.trust_bundle].into_iter().map(|p| stamp(p)).collect()
     }
 
-    fn read(files: &TlsFiles, td: &str, role: &Role, provider: &Arc<CryptoProvider>) -> Result<Loaded, TlsError> {
+    fn read(
+        files: &TlsFiles,
+        td: &str,
+        role: &Role,
+        provider: &Arc<CryptoProvider>,
+        verify_own: bool,
+    ) -> Result<Loaded, TlsError> {
         let chain = read_certs(&files.cert)?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
             .map_err(|e| TlsError::Key { path: files.key.clone(), reason: e.to_string() })?;
@@ -132,10 +194,19 @@ impl CertStore {
                 reason: format!("it is {id}, but this is {want}"),
             });
         }
-        let not_after =
-            not_after(&chain[0]).map_err(|reason| TlsError::Identity { path: files.cert.clone(), reason })?;
-        let certified = CertifiedKey::from_der(chain, key, provider)
-            .map_err(|e| TlsError::Key { path: files.key.clone(), reason: e.to_string() })?;
+        let validity =
+            Validity::of_der(&chain[0]).map_err(|reason| TlsError::Identity { path: files.cert.clone(), reason })?;
+        let now = SystemTime::now();
+        match validity.check(now) {
+            Ok(()) => {}
+            Err(_) if !verify_own => {}
+            Err(DateProblem::Expired) => {
+                return Err(TlsError::Expired { path: files.cert.clone(), not_after: validity.not_after, now });
+            }
+            Err(DateProblem::NotYetValid) => {
+                return Err(TlsError::NotYetValid { path: files.cert.clone(), not_before: validity.not_before, now });
+            }
+        }
         let mut roots = RootCertStore::empty();
         for c in read_certs(&files.trust_bundle)? {
             roots.add(c).map_err(|e| TlsError::Bundle { path: files.trust_bundle.clone(), reason: e.to_string() })?;
@@ -144,7 +215,20 @@ impl CertStore {
         let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| TlsError::Bundle { path: files.trust_bundle.clone(), reason: e.to_string() })?;
-        Ok(Loaded { key: Arc::new(certified), roots, client_verifier, not_after })
+        if verify_own {
+            check_chain(&chain, &roots, client_verifier.as_ref(), role, provider).map_err(|reason| {
+                TlsError::Untrusted { path: files.cert.clone(), bundle: files.trust_bundle.clone(), reason }
+            })?;
+        }
+        let certified = CertifiedKey::from_der(chain, key, provider)
+            .map_err(|e| TlsError::Key { path: files.key.clone(), reason: e.to_string() })?;
+        Ok(Loaded {
+            key: Arc::new(certified),
+            roots,
+            client_verifier,
+            not_after: validity.not_after,
+            not_before: validity.not_before,
+        })
     }
 
     /// What is loaded now.
@@ -158,17 +242,81 @@ impl CertStore {
     }
 
     /// Re-reads the files if any changed. `Ok(true)` when a new identity was installed; on
-    /// error the previous identity stays in use.
+    /// error (including an expired, not yet valid or untrusted certificate) the previous identity
+    /// stays in use. A certificate refused as not yet valid is tried again once it is.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let now = Self::stamps(&self.files);
-        if *self.stamp.read().expect("stamp lock") == now {
+        let changed = *self.stamp.read().expect("stamp lock") != now;
+        let retry_due = self.retry_at.read().expect("retry lock").is_some_and(|t| SystemTime::now() >= t);
+        if !changed && !retry_due {
             return Ok(false);
         }
         // Record the stamp first so a broken file is reported once, not on every poll.
         *self.stamp.write().expect("stamp lock") = now;
-        let loaded = Self::read(&self.files, &self.trust_domain, &self.role, &self.provider)?;
+        *self.retry_at.write().expect("retry lock") = None;
+        let loaded = match Self::read(&self.files, &self.trust_domain, &self.role, &self.provider, self.verify_own) {
+            Ok(l) => l,
+            Err(e) => {
+                if let TlsError::NotYetValid { not_before, .. } = &e {
+                    *self.retry_at.write().expect("retry lock") = Some(*not_before);
+                }
+                return Err(e);
+            }
+        };
         *self.current.write().expect("cert store lock") = Arc::new(loaded);
         Ok(true)
+    }
+
+    /// Sets how long before expiry our certificate is reported as expiring (default
+    /// [`DEFAULT_EXPIRY_WARNING`]); zero warns only once it has expired.
+    pub fn set_expiry_warning(&self, window: Duration) {
+        *self.expiry_warning.write().expect("expiry lock") = window;
+        self.warn_if_expiring();
+    }
+
+    /// The warning window in use.
+    pub fn expiry_warning(&self) -> Duration {
+        *self.expiry_warning.read().expect("expiry lock")
+    }
+
+    /// How close our current certificate is to expiry at `now`.
+    pub fn expiry(&self, now: SystemTime) -> Expiry {
+        expiry(self.current().not_after, now, self.expiry_warning())
+    }
+
+    /// Logs a warning when our certificate is inside its warning window: at once when it
+    /// enters it (or a new certificate is loaded), then at most once an hour.
+    pub fn warn_if_expiring(&self) {
+        let not_after = self.current().not_after;
+        let e = self.expiry(SystemTime::now());
+        if !e.expiring {
+            return;
+        }
+        let mut warned = self.warned.lock().expect("warned lock");
+        let due = match *warned {
+            Some((at, for_expiry)) => for_expiry != not_after || at.elapsed() >= EXPIRY_LOG_EVERY,
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        *warned = Some((Instant::now(), not_after));
+        tracing::warn!(
+            cert = %self.files.cert.display(),
+            expires_at = %rfc3339(not_after),
+            expires_in_hours = e.remaining.as_secs() / 3600,
+            "our certificate expires soon; issue a new one (it is picked up without a restart)"
+        );
+    }
+
+    /// The `result` label of a reload attempt for a metric: `ok` (a new identity installed),
+    /// `error` (refused; the previous one stays), or `None` when nothing changed.
+    pub fn reload_label(r: &Result<bool, TlsError>) -> Option<&'static str> {
+        match r {
+            Ok(false) => None,
+            Ok(true) => Some("ok"),
+            Err(_) => Some("error"),
+        }
     }
 
     /// Polls the files until cancelled; `on_result` sees each reload attempt.
@@ -191,6 +339,7 @@ impl CertStore {
                 Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "certificate reload failed; keeping the previous certificates"),
             }
+            self.warn_if_expiring();
             on_result(&r);
         }
     }
@@ -232,11 +381,24 @@ impl CertStore {
     }
 }
 
-fn not_after(der: &[u8]) -> Result<SystemTime, String> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
-    let secs = cert.validity().not_after.timestamp();
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+/// Checks our chain as peers will: to a root of the bundle, usable as a TLS server (and, for a
+/// gateway, which also dials peers, as a TLS client).
+fn check_chain(
+    chain: &[CertificateDer<'static>],
+    roots: &RootCertStore,
+    client_verifier: &dyn rustls::server::danger::ClientCertVerifier,
+    role: &Role,
+    provider: &CryptoProvider,
+) -> Result<(), String> {
+    let now = UnixTime::now();
+    let (end, intermediates) = (&chain[0], &chain[1..]);
+    let parsed = ParsedCertificate::try_from(end).map_err(|e| e.to_string())?;
+    let algs = provider.signature_verification_algorithms.all;
+    verify_server_cert_signed_by_trust_anchor(&parsed, roots, intermediates, now, algs).map_err(|e| e.to_string())?;
+    if matches!(role, Role::Gateway(_)) {
+        client_verifier.verify_client_cert(end, intermediates, now).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The gateway cluster named by a verified peer certificate chain.

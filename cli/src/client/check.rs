@@ -71,8 +71,18 @@ pub struct AdminStatus {
     pub cluster: String,
     pub ready: bool,
     pub certificate_expires_in_seconds: u64,
+    /// Absent from gateways older than the expiry warning.
+    #[serde(default)]
+    pub certificate: Option<AdminCertificate>,
     #[serde(default)]
     pub peers: Vec<AdminPeer>,
+}
+
+/// The certificate in a gateway's `/status`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminCertificate {
+    /// Within the gateway's own `tls.expiry_warning` of expiry.
+    pub expiring_soon: bool,
 }
 
 /// One peer in a gateway's `/status`.
@@ -119,6 +129,7 @@ pub fn evaluate(f: &Fetched) -> Vec<Finding> {
     }
     if let Some(d) = &f.docs {
         federators(d, &mut out);
+        federator_certs(d, f.now_ms, f.cert_warn, &mut out);
         gateways(d, f.now_ms, &mut out);
         sources(d, f.now_ms, &mut out);
         paths(d, f.now_ms, &mut out);
@@ -151,6 +162,25 @@ fn federators(d: &Docs, out: &mut Vec<Finding>) {
             format!("no replica leads: catalog sources are not running; replicas: {}", replicas.join(", ")),
         )),
         None => {}
+    }
+}
+
+/// Each replica's own certificate, as its record reports it (older replicas do not).
+fn federator_certs(d: &Docs, now: u64, warn: Duration, out: &mut Vec<Finding>) {
+    let Ok(f) = &d.federators else { return };
+    for r in f.federators.iter().filter(|r| r.certificate_not_after > 0) {
+        let who = format!("federator {}", r.name);
+        let left_ms = r.certificate_not_after.saturating_sub(now);
+        out.push(if left_ms == 0 {
+            fail("cert", format!("{who}: certificate has expired"))
+        } else if r.certificate_expiring {
+            fail("cert", format!("{who}: certificate expires in {}, within its tls.expiry_warning", age(left_ms)))
+        } else if left_ms <= warn.as_millis() as u64 {
+            let w = age(warn.as_millis() as u64);
+            fail("cert", format!("{who}: certificate expires in {}, within --cert-warn {w}", age(left_ms)))
+        } else {
+            ok("cert", format!("{who}: certificate valid for {}", age(left_ms)))
+        });
     }
 }
 
@@ -297,6 +327,8 @@ fn admins(f: &Fetched, out: &mut Vec<Finding>) {
         let left = s.certificate_expires_in_seconds;
         out.push(if left == 0 {
             fail("cert", format!("{who}: certificate has expired"))
+        } else if s.certificate.as_ref().is_some_and(|c| c.expiring_soon) {
+            fail("cert", format!("{who}: certificate expires in {}, within its tls.expiry_warning", age(left * 1000)))
         } else if left <= warn {
             let w = age(warn * 1000);
             fail("cert", format!("{who}: certificate expires in {}, within --cert-warn {w}", age(left * 1000)))

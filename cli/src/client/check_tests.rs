@@ -276,6 +276,7 @@ fn certificates_and_tunnels_from_gateway_admins() {
         cluster: cluster.into(),
         ready: true,
         certificate_expires_in_seconds: secs,
+        certificate: None,
         peers: vec![AdminPeer {
             cluster: "gcp-1".into(),
             state: peer_state.into(),
@@ -306,4 +307,30 @@ fn certificates_and_tunnels_from_gateway_admins() {
     );
     f.cert_warn = Duration::from_secs(3600);
     assert_eq!(failures(&f).len(), 3);
+    // A gateway's own warning window counts even when --cert-warn is shorter.
+    let mut warned = status("aws-1", 30 * 86_400, "healthy");
+    warned.certificate = Some(AdminCertificate { expiring_soon: true });
+    f.admins = vec![("a:9000".into(), Ok(warned))];
+    assert_eq!(failures(&f), ["gateway aws-1 (a:9000): certificate expires in 30d, within its tls.expiry_warning"]);
+}
+
+#[test]
+fn federator_certificates_from_their_replica_records() {
+    let mut f = healthy();
+    let day = 86_400_000;
+    let Some(Docs { federators: Ok(feds), .. }) = f.docs.as_mut() else { unreachable!() };
+    feds.federators[0].certificate_not_after = NOW + 30 * day;
+    feds.federators[1].certificate_not_after = NOW + day;
+    assert_eq!(failures(&f), ["federator fed-1: certificate expires in 24h, within --cert-warn 7d"]);
+    assert!(evaluate(&f).iter().any(|x| x.message == "federator fed-0: certificate valid for 30d"));
+    let Some(Docs { federators: Ok(feds), .. }) = f.docs.as_mut() else { unreachable!() };
+    feds.federators[0].certificate_expiring = true;
+    feds.federators[1].certificate_not_after = NOW - 1;
+    assert_eq!(
+        failures(&f),
+        [
+            "federator fed-0: certificate expires in 30d, within its tls.expiry_warning",
+            "federator fed-1: certificate has expired"
+        ]
+    );
 }

@@ -18,8 +18,9 @@ use super::topology::{CLUSTERS, ClusterSpec, GatewayPorts, NAMESPACE, SERVICE_PO
 
 /// The demo federation's trust domain.
 pub const TRUST_DOMAIN: &str = "demo.skybridge";
-/// Certificates last a day: long enough for any demo, short enough not to matter if copied.
-const CERT_DAYS: u32 = 1;
+/// Certificates last 30 days: outside the 7-day `tls.expiry_warning`, so a demo shows healthy
+/// (a demo is restarted with fresh certificates long before then).
+const CERT_DAYS: u32 = 30;
 
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,12 @@ pub struct FederatorDto {
     pub software: String,
     /// Whether this is the replica that answered.
     pub this: bool,
+    /// Unix ms when its certificate expires; 0 when unknown (an older replica).
+    #[serde(default)]
+    pub certificate_not_after: u64,
+    /// Its certificate is within its `tls.expiry_warning` of expiry (or expired): renew it.
+    #[serde(default)]
+    pub certificate_expiring: bool,
 }
 
 /// The store as the answering replica sees it.
@@ -106,6 +112,8 @@ pub fn federators(
             started_at: r.started_at,
             gateways: r.gateways,
             software: r.software,
+            certificate_not_after: r.certificate.not_after,
+            certificate_expiring: r.certificate.expiring,
         })
         .collect();
     FederatorsResponse { leader, store: store_dto(health, problems), federators }
@@ -127,7 +135,7 @@ pub struct StatusInput {
 }
 
 /// The verdict: degraded when the store cannot be reached, holds unusable keys, has no
-/// leader, or a source fails.
+/// leader, a replica's certificate is expiring, or a source fails.
 pub fn status(i: StatusInput) -> StatusResponse {
     let f = federators(&i.me, i.replicas, i.health, i.problems);
     let mut problems = Vec::new();
@@ -143,6 +151,12 @@ pub fn status(i: StatusInput) -> StatusResponse {
     }
     if f.store.state == "ok" && f.leader.is_none() {
         problems.push("no federator replica leads: catalog sources are not running".into());
+    }
+    for r in f.federators.iter().filter(|r| r.certificate_expiring) {
+        let at = skybridge_api::tls::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.certificate_not_after),
+        );
+        problems.push(format!("federator {}'s certificate expires at {at}: issue a new one", r.name));
     }
     let failing: Vec<String> = i
         .sources
@@ -203,6 +217,7 @@ pub(super) async fn get_status(State(ctx): State<Ctx>) -> Json<StatusResponse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::etcd::records::CertificateStatus;
 
     fn replica(name: &str, role: Role) -> ReplicaRecord {
         ReplicaRecord {
@@ -214,6 +229,7 @@ mod tests {
             started_at: 0,
             gateways: 3,
             software: "0.1.0".into(),
+            certificate: Default::default(),
         }
     }
 
@@ -267,5 +283,13 @@ mod tests {
         let s = status(bad);
         assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
         assert_eq!(s.sources_failing, ["aws"]);
+
+        // A replica whose certificate nears expiry degrades the status, named.
+        let mut expiring = input(OK, &[("fed-a", Role::Follower), ("fed-b", Role::Leader)]);
+        let cert = CertificateStatus { not_after: 1_767_225_600_000, expiring: true };
+        expiring.replicas.get_mut("fed-b").unwrap().certificate = cert;
+        let s = status(expiring);
+        assert_eq!(s.state, "degraded");
+        assert_eq!(s.problems, ["federator fed-b's certificate expires at 2026-01-01T00:00:00Z: issue a new one"]);
     }
 }

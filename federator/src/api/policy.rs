@@ -238,3 +238,20 @@ pub fn authorize(token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiErro
         Err(ApiError::unauthorized("invalid bearer token"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz seeds (fuzz/seeds/policy_body) are accepted policies, so fuzzing starts from
+    /// inputs that reach validation.
+    #[test]
+    fn the_fuzz_seeds_are_valid_policies() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/policy_body");
+        let mut n = 0;
+        for f in std::fs::read_dir(dir).unwrap() {
+            let path = f.unwrap().path();
+            super::parse_policy(&std::fs::read(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 3);
+    }
+}

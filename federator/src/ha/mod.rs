@@ -631,6 +631,7 @@ impl Replica {
             started_at: self.state.identity().started_at,
             gateways: local.len(),
             software: env!("CARGO_PKG_VERSION").into(),
+            certificate: self.state.certificate(),
         };
         let mut desired = BTreeMap::from([(keys.replica(self.store.name()), Owned::Replica(record))]);
         for ((cluster, instance), p) in local {

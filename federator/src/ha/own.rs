@@ -127,6 +127,7 @@ mod tests {
             started_at: 0,
             gateways: 1,
             software: "x".into(),
+            certificate: Default::default(),
         })
     }
 

@@ -275,6 +275,22 @@ protocol = "http"
 endpoints = ["10.0.0.1:8080"]
 "#;
 
+    /// The fuzz seeds (fuzz/seeds/catalog_file) are valid catalogs, so fuzzing starts from
+    /// inputs that reach validation.
+    #[test]
+    fn the_fuzz_seeds_are_valid_catalogs() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/catalog_file");
+        let mut n = 0;
+        for f in std::fs::read_dir(dir).unwrap() {
+            let path = f.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let parsed = if path.extension().is_some_and(|e| e == "json") { parse_json(&text) } else { parse(&text) };
+            parsed.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 3);
+    }
+
     #[test]
     fn parses_the_documented_format() {
         let s = parse(GOOD).unwrap();

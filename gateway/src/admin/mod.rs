@@ -1,4 +1,6 @@
-//! Admin server: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! Admin server: `/healthz`, `/readyz`, `/metrics`, `/status`. Served by
+//! [`skybridge_api::serve::serve_router`] within `[limits] admin_*` (connection cap, header and
+//! idle timeouts).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use skybridge_api::tls::rfc3339;
 
 use crate::context::Context;
 use crate::routing;
@@ -106,7 +109,7 @@ async fn status(State(s): State<AdminState>) -> Response {
     let now_ms = crate::federation::cache::unix_ms(SystemTime::now());
     let federation = ctx.federation.lock().ok().filter(|f| !f.state.is_empty()).map(|f| f.clone());
     let cert = ctx.certs.current();
-    let expires_in = cert.not_after.duration_since(SystemTime::now()).map(|d| d.as_secs()).unwrap_or(0);
+    let expiry = ctx.certs.expiry(SystemTime::now());
     Json(json!({
         "cluster": ctx.local,
         "trust_domain": ctx.trust_domain,
@@ -117,7 +120,15 @@ async fn status(State(s): State<AdminState>) -> Response {
         // `federator (version N)`, with the details under `federator`.
         "catalog": federation.as_ref().map_or_else(|| "static".to_owned(), |f| f.catalog_summary(now_ms)),
         "federator": federation.map(|f| f.view(now_ms)),
-        "certificate_expires_in_seconds": expires_in,
+        "certificate_expires_in_seconds": expiry.remaining.as_secs(),
+        "certificate": {
+            "not_before": rfc3339(cert.not_before),
+            "not_after": rfc3339(cert.not_after),
+            "expires_in_seconds": expiry.remaining.as_secs(),
+            // Inside `tls.expiry_warning` of expiry: renew now.
+            "expiring_soon": expiry.expiring,
+            "warning_window_seconds": ctx.certs.expiry_warning().as_secs(),
+        },
         "peers": peers,
         "services": services,
     }))

@@ -1,6 +1,7 @@
 //! The gateway's one typed config: TOML, parsed once, unknown keys rejected, every semantic
 //! error naming the key, the value and the reason.
 
+mod limits;
 mod routing;
 mod telemetry;
 
@@ -9,12 +10,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use limits::{Limits, deadline};
 pub use routing::RoutingSection;
 use serde::Deserialize;
 pub use skybridge_api::config::{ConfigError, TlsSection, duration};
 use skybridge_api::config::{from_toml, invalid};
 use skybridge_api::identity::valid_trust_domain;
 use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
+
+use limits::within;
 pub use telemetry::TelemetrySection;
 
 /// The whole gateway config file.
@@ -177,6 +181,10 @@ impl FederatorSection {
         {
             return Err(invalid("federator.catalog_cache", "", "expected a file path, or \"off\" to keep no cache"));
         }
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
+        within("federator.report_interval", self.report_interval, ms, hour)?;
+        within("federator.reconnect_max", self.reconnect_max, ms, hour)?;
+        within("federator.connect_timeout", self.connect_timeout, ms, Duration::from_secs(300))?;
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return Err(invalid(
                 "federator.reconnect_min",
@@ -184,11 +192,12 @@ impl FederatorSection {
                 "must be positive and at most federator.reconnect_max",
             ));
         }
-        if self.report_interval.is_zero() {
-            return Err(invalid("federator.report_interval", "0", "must be positive"));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(invalid("federator.connect_timeout", "0", "must be positive"));
+        if !(64 * 1024..=1 << 30).contains(&self.max_message_size) {
+            return Err(invalid(
+                "federator.max_message_size",
+                self.max_message_size,
+                "must be between 65536 and 1073741824 (1 GiB)",
+            ));
         }
         for (c, a) in &self.peer_addresses {
             if !a.contains(':') {
@@ -252,70 +261,7 @@ pub struct TcpListenerConfig {
     pub port: u16,
 }
 
-/// Every timeout and bound of the data path.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// How long a client may take to send its ClientHello or HTTP request head.
-    #[serde(default = "defaults::peek_timeout", with = "duration")]
-    pub peek_timeout: Duration,
-    #[serde(default = "defaults::max_client_hello")]
-    pub max_client_hello: usize,
-    #[serde(default = "defaults::max_http_head")]
-    pub max_http_head: usize,
-    /// Concurrent client connections across all egress listeners, and concurrent ingress streams.
-    #[serde(default = "defaults::max_connections")]
-    pub max_connections: usize,
-    #[serde(default = "defaults::max_streams_per_peer")]
-    pub max_streams_per_peer: u32,
-    #[serde(default = "defaults::max_stream_header")]
-    pub max_stream_header: usize,
-    /// QUIC connection idle timeout.
-    #[serde(default = "defaults::idle_timeout", with = "duration")]
-    pub idle_timeout: Duration,
-    #[serde(default = "defaults::keep_alive", with = "duration")]
-    pub keep_alive: Duration,
-    #[serde(default = "defaults::handshake_timeout", with = "duration")]
-    pub handshake_timeout: Duration,
-    /// How long a sender waits for the status of one stream open.
-    #[serde(default = "defaults::open_timeout", with = "duration")]
-    pub open_timeout: Duration,
-    /// How long a receiver waits for a stream header.
-    #[serde(default = "defaults::header_timeout", with = "duration")]
-    pub header_timeout: Duration,
-    /// TCP connect to one local endpoint.
-    #[serde(default = "defaults::connect_timeout", with = "duration")]
-    pub connect_timeout: Duration,
-    /// Total time one client connection may spend trying candidates.
-    #[serde(default = "defaults::connect_budget", with = "duration")]
-    pub connect_budget: Duration,
-    /// How long SIGTERM waits for in-flight connections before closing them.
-    #[serde(default = "defaults::drain_deadline", with = "duration")]
-    pub drain_deadline: Duration,
-    /// How long an endpoint that refused a connection is skipped.
-    #[serde(default = "defaults::eject_duration", with = "duration")]
-    pub eject_duration: Duration,
-    #[serde(default = "defaults::connections_per_peer")]
-    pub connections_per_peer: usize,
-    #[serde(default = "defaults::stream_window")]
-    pub stream_window: u32,
-    #[serde(default = "defaults::connection_window")]
-    pub connection_window: u32,
-    /// Tunnel UDP socket buffers (SO_RCVBUF/SO_SNDBUF). Too small a receive buffer drops
-    /// datagrams in bursts, which QUIC's congestion control reads as loss.
-    #[serde(default = "defaults::udp_buffer")]
-    pub udp_recv_buffer: usize,
-    #[serde(default = "defaults::udp_buffer")]
-    pub udp_send_buffer: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        toml::from_str("").expect("all limits have defaults")
-    }
-}
-
-/// Defaults, also quoted in docs/operations.md.
+/// Defaults of the non-`[limits]` keys, also quoted in docs/operations.md.
 pub mod defaults {
     use std::time::Duration;
     pub fn tunnel() -> String {
@@ -330,56 +276,8 @@ pub mod defaults {
     pub fn admin() -> String {
         "0.0.0.0:15021".into()
     }
-    pub fn peek_timeout() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn max_client_hello() -> usize {
-        16 * 1024
-    }
-    pub fn max_http_head() -> usize {
-        16 * 1024
-    }
-    pub fn max_connections() -> usize {
-        10_000
-    }
-    pub fn max_streams_per_peer() -> u32 {
-        1024
-    }
-    pub fn max_stream_header() -> usize {
-        4096
-    }
-    pub fn idle_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn keep_alive() -> Duration {
-        Duration::from_secs(5)
-    }
     pub fn handshake_timeout() -> Duration {
         Duration::from_secs(3)
-    }
-    pub fn open_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn header_timeout() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn connect_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn connect_budget() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn drain_deadline() -> Duration {
-        Duration::from_secs(20)
-    }
-    pub fn eject_duration() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn connections_per_peer() -> usize {
-        2
-    }
-    pub fn stream_window() -> u32 {
-        8 * 1024 * 1024
     }
     pub fn report_interval() -> Duration {
         Duration::from_secs(5)
@@ -392,12 +290,6 @@ pub mod defaults {
     }
     pub fn max_control_message() -> usize {
         256 * 1024 * 1024
-    }
-    pub fn udp_buffer() -> usize {
-        4 * 1024 * 1024
-    }
-    pub fn connection_window() -> u32 {
-        64 * 1024 * 1024
     }
 }
 
@@ -476,9 +368,7 @@ impl Config {
                 "use lowercase letters, digits, '.', '-' or '_'",
             ));
         }
-        if self.tls.reload_interval.is_zero() {
-            return Err(invalid("tls.reload_interval", "0", "must be positive"));
-        }
+        self.tls.validate()?;
         for (key, v) in [("listen.tunnel", &self.listen.tunnel), ("listen.admin", &self.listen.admin)] {
             if listen_addr(key, v)?.is_none() {
                 return Err(invalid(key, v, "this listener cannot be turned off"));
@@ -487,8 +377,7 @@ impl Config {
         if let Some(f) = &self.federator {
             f.validate()?;
         }
-        listen_addr("listen.sni", &self.listen.sni)?;
-        listen_addr("listen.http", &self.listen.http)?;
+        self.listen.validate(self.federator.as_ref())?;
         self.limits.validate()?;
         self.routing.validate()?;
         self.telemetry.validate()?;
@@ -544,9 +433,6 @@ impl Config {
             }
         }
         for (i, t) in self.listen.tcp.iter().enumerate() {
-            listen_addr(&format!("listen.tcp[{i}].address"), &t.address)?.ok_or_else(|| {
-                invalid(format!("listen.tcp[{i}].address"), "off", "a port-mapped listener needs an address")
-            })?;
             ServiceKey::from_host(&t.service)
                 .map_err(|e| invalid(format!("listen.tcp[{i}].service"), &t.service, e.to_string()))?;
         }
@@ -554,49 +440,43 @@ impl Config {
     }
 }
 
-impl Limits {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let positive = [
-            ("limits.peek_timeout", self.peek_timeout),
-            ("limits.idle_timeout", self.idle_timeout),
-            ("limits.handshake_timeout", self.handshake_timeout),
-            ("limits.open_timeout", self.open_timeout),
-            ("limits.header_timeout", self.header_timeout),
-            ("limits.connect_timeout", self.connect_timeout),
-            ("limits.connect_budget", self.connect_budget),
-        ];
-        for (key, d) in positive {
-            if d.is_zero() {
-                return Err(invalid(key, "0", "must be positive"));
+impl ListenSection {
+    /// Every address parses; no two TCP listeners share a port (the tunnel is UDP, so it may
+    /// share a number with one); port 0 (any free port, for tests) is allowed except for a
+    /// tunnel that peers reach at fixed `federator.tunnel_addresses`.
+    fn validate(&self, federator: Option<&FederatorSection>) -> Result<(), ConfigError> {
+        let mut tcp: Vec<(String, SocketAddr)> = Vec::new();
+        for (key, v) in [("listen.sni", &self.sni), ("listen.http", &self.http), ("listen.admin", &self.admin)] {
+            if let Some(a) = listen_addr(key, v)? {
+                tcp.push((key.to_owned(), a));
             }
         }
-        if !self.keep_alive.is_zero() && self.keep_alive >= self.idle_timeout {
-            return Err(invalid(
-                "limits.keep_alive",
-                duration::format(self.keep_alive),
-                format!("must be shorter than limits.idle_timeout ({})", duration::format(self.idle_timeout)),
-            ));
+        for (i, t) in self.tcp.iter().enumerate() {
+            let key = format!("listen.tcp[{i}].address");
+            let a = listen_addr(&key, &t.address)?
+                .ok_or_else(|| invalid(&key, "off", "a port-mapped listener needs an address"))?;
+            tcp.push((key, a));
         }
-        let ranges: [(&str, usize, usize, usize); 8] = [
-            ("limits.udp_recv_buffer", self.udp_recv_buffer, 64 * 1024, 1 << 30),
-            ("limits.udp_send_buffer", self.udp_send_buffer, 64 * 1024, 1 << 30),
-            ("limits.max_client_hello", self.max_client_hello, 512, 1 << 20),
-            ("limits.max_http_head", self.max_http_head, 256, 1 << 20),
-            ("limits.max_connections", self.max_connections, 1, 10_000_000),
-            ("limits.max_stream_header", self.max_stream_header, 64, 65_535),
-            ("limits.connections_per_peer", self.connections_per_peer, 1, 64),
-            ("limits.max_streams_per_peer", self.max_streams_per_peer as usize, 1, 1 << 20),
-        ];
-        for (key, v, lo, hi) in ranges {
-            if !(lo..=hi).contains(&v) {
-                return Err(invalid(key, v, format!("must be between {lo} and {hi}")));
+        for (i, (key, a)) in tcp.iter().enumerate() {
+            // Port 0 picks a different free port for each listener, so it never collides.
+            let clash = tcp[..i].iter().find(|(_, b)| skybridge_api::config::listeners_collide(*a, *b));
+            if let Some((other, _)) = clash {
+                return Err(invalid(
+                    key,
+                    a,
+                    format!("{other} listens on the same address; give each listener its own port"),
+                ));
             }
         }
-        if self.stream_window < 64 * 1024 || self.connection_window < self.stream_window {
+        let tunnel = listen_addr("listen.tunnel", &self.tunnel)?.expect("checked: the tunnel cannot be off");
+        if let Some(f) = federator
+            && tunnel.port() == 0
+            && !f.tunnel_addresses.is_empty()
+        {
             return Err(invalid(
-                "limits.stream_window",
-                self.stream_window,
-                "must be at least 65536 and at most limits.connection_window",
+                "listen.tunnel",
+                &self.tunnel,
+                "port 0 picks a random port, but peers dial the fixed federator.tunnel_addresses; set the port they forward to",
             ));
         }
         Ok(())

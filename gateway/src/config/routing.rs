@@ -125,15 +125,16 @@ impl RoutingSection {
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        for (key, d) in [
-            ("routing.probe_interval", self.probe_interval),
-            ("routing.probe_timeout", self.probe_timeout),
-            ("routing.hold_down", self.hold_down),
-            ("routing.slow_open_min", self.slow_open_min),
+        let (ms, s) = (Duration::from_millis(1), Duration::from_secs);
+        for (key, d, min, max) in [
+            ("routing.probe_interval", self.probe_interval, ms, s(60)),
+            ("routing.probe_timeout", self.probe_timeout, ms, s(60)),
+            ("routing.hold_down", self.hold_down, ms, s(600)),
+            ("routing.max_hold_down", self.max_hold_down, ms, s(3600)),
+            ("routing.share_floor", self.share_floor, Duration::ZERO, s(10)),
+            ("routing.slow_open_min", self.slow_open_min, ms, s(60)),
         ] {
-            if d.is_zero() {
-                return Err(invalid(key, "0", "must be positive"));
-            }
+            super::within(key, d, min, max)?;
         }
         if self.probe_timeout > self.probe_interval {
             return Err(invalid(

@@ -74,13 +74,12 @@ impl TelemetrySection {
         if !(0.0..=1.0).contains(&self.sample_ratio) {
             return Err(invalid("telemetry.sample_ratio", self.sample_ratio.to_string(), "must be between 0 and 1"));
         }
+        let (ms, five_min) = (Duration::from_millis(1), Duration::from_secs(300));
         for (key, d) in [("telemetry.otlp_timeout", self.otlp_timeout), ("telemetry.batch_delay", self.batch_delay)] {
-            if d.is_zero() {
-                return Err(invalid(key, "0", "must be positive"));
-            }
+            super::within(key, d, ms, five_min)?;
         }
-        if self.max_queue == 0 {
-            return Err(invalid("telemetry.max_queue", "0", "must be positive"));
+        if !(1..=1_000_000).contains(&self.max_queue) {
+            return Err(invalid("telemetry.max_queue", self.max_queue, "must be between 1 and 1000000"));
         }
         if self.service_name.is_empty() {
             return Err(invalid("telemetry.service_name", "", "must not be empty"));

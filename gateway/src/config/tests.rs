@@ -178,3 +178,122 @@ fn catalog_cache_defaults_next_to_the_config_file() {
     let parsed = Config::parse(&format!("{FEDERATED}address = \"a:1\"\n")).unwrap();
     assert_eq!(parsed.federator.unwrap().catalog_cache.path(), None);
 }
+
+const HUGE: &str = "\"18446744073709551615s\"";
+
+#[test]
+fn every_duration_has_a_maximum() {
+    // Each of these once passed --check-config and then panicked (Instant overflow, QUIC
+    // VarIntBoundsExceeded) on the first connection or at start.
+    for (section, key) in [
+        ("limits", "peek_timeout"),
+        ("limits", "idle_timeout"),
+        ("limits", "keep_alive"),
+        ("limits", "handshake_timeout"),
+        ("limits", "open_timeout"),
+        ("limits", "header_timeout"),
+        ("limits", "connect_timeout"),
+        ("limits", "connect_budget"),
+        ("limits", "drain_deadline"),
+        ("limits", "eject_duration"),
+        ("limits", "noise_log_interval"),
+        ("limits", "admin_header_timeout"),
+        ("limits", "admin_idle_timeout"),
+        ("routing", "probe_interval"),
+        ("routing", "hold_down"),
+        ("routing", "max_hold_down"),
+        ("routing", "share_floor"),
+        ("routing", "slow_open_min"),
+        ("telemetry", "otlp_timeout"),
+        ("telemetry", "batch_delay"),
+    ] {
+        let e = err(&format!("{BASE}\n[{section}]\n{key} = {HUGE}\n"));
+        let named = format!("`{section}.{key}` = \"18446744073709551615s\"");
+        assert!(e.contains(&named) && e.contains("at most"), "{section}.{key}: {e}");
+    }
+    for key in ["reload_interval", "expiry_warning"] {
+        let e = err(&BASE.replace("trust_bundle = \"ca.pem\"", &format!("trust_bundle = \"ca.pem\"\n{key} = {HUGE}")));
+        assert!(e.contains(&format!("`tls.{key}`")) && e.contains("at most"), "{key}: {e}");
+    }
+    for key in ["report_interval", "reconnect_max", "connect_timeout"] {
+        let e = err(&format!("{FEDERATED}address = \"a:1\"\n{key} = {HUGE}\n"));
+        assert!(e.contains(&format!("`federator.{key}`")) && e.contains("at most"), "{key}: {e}");
+    }
+    // At the maximum is fine.
+    let ok = Config::parse(&format!("{BASE}\n[limits]\npeek_timeout = \"5m\"\nidle_timeout = \"1h\"\n")).unwrap();
+    assert_eq!(ok.limits.idle_timeout, Duration::from_secs(3600));
+}
+
+#[test]
+fn sizes_and_shares_have_bounds() {
+    for (body, key) in [
+        ("max_handshakes = 0", "limits.max_handshakes"),
+        ("max_handshakes = 1000000", "limits.max_handshakes"),
+        ("max_handshakes_per_source = 0", "limits.max_handshakes_per_source"),
+        ("handshake_retry_load = 1.5", "limits.handshake_retry_load"),
+        ("handshake_retry_load = nan", "limits.handshake_retry_load"),
+        ("admin_max_connections = 0", "limits.admin_max_connections"),
+        ("connection_window = 4294967295", "limits.connection_window"),
+        ("noise_log_interval = \"10ms\"", "limits.noise_log_interval"),
+    ] {
+        let e = err(&format!("{BASE}\n[limits]\n{body}\n"));
+        assert!(e.contains(&format!("`{key}`")), "{body}: {e}");
+    }
+    let e = err(&format!("{BASE}\n[telemetry]\nmax_queue = 100000000\n"));
+    assert!(e.contains("telemetry.max_queue"), "{e}");
+    let e = err(&format!("{FEDERATED}address = \"a:1\"\nmax_message_size = 100\n"));
+    assert!(e.contains("federator.max_message_size"), "{e}");
+}
+
+#[test]
+fn front_door_defaults() {
+    let l = Limits::default();
+    assert!((128..=1024).contains(&l.max_handshakes), "{}", l.max_handshakes);
+    assert_eq!(l.max_handshakes_per_source, 16);
+    let a = l.admission();
+    assert_eq!(a.retry_from, l.max_handshakes.div_ceil(2));
+    assert_eq!(l.admin_http().max_connections, 256);
+    // A per-source cap above the total is the total.
+    let c = Config::parse(&format!("{BASE}\n[limits]\nmax_handshakes = 8\n")).unwrap();
+    assert_eq!(c.limits.admission().max_per_source, 8);
+}
+
+#[test]
+fn deadlines_saturate() {
+    let now = std::time::Instant::now();
+    assert_eq!(deadline(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+    let far = deadline(now, Duration::MAX);
+    assert!(far > now + Duration::from_secs(10 * 365 * 86_400), "saturates far in the future");
+    assert_eq!(deadline(now, Duration::ZERO), now);
+}
+
+#[test]
+fn listen_addresses_must_not_collide() {
+    for (listen, key, other) in [
+        ("sni = \"127.0.0.1:15001\"\nhttp = \"127.0.0.1:15001\"", "listen.http", "listen.sni"),
+        ("sni = \"0.0.0.0:15001\"\nadmin = \"127.0.0.1:15001\"", "listen.admin", "listen.sni"),
+        ("http = \"[::]:15080\"\nadmin = \"10.0.0.1:15080\"", "listen.admin", "listen.http"),
+    ] {
+        let e = err(&format!("{BASE}\n[listen]\n{listen}\n"));
+        assert!(e.contains(&format!("`{key}`")) && e.contains(other), "{listen}: {e}");
+    }
+    let e =
+        err(&format!("{BASE}\n[[listen.tcp]]\naddress = \"0.0.0.0:15001\"\nservice = \"payments.prod\"\nport = 443\n"));
+    assert!(e.contains("listen.tcp[0].address") && e.contains("listen.sni"), "{e}");
+    // Port 0 (tests) never collides; the tunnel is UDP and may share a TCP listener's number;
+    // an IPv4 wildcard and an IPv6 address are different sockets.
+    let fine = "tunnel = \"127.0.0.1:15001\"\nsni = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"0.0.0.0:15021\"";
+    Config::parse(&format!("{BASE}\n[listen]\n{fine}\n")).unwrap();
+    Config::parse(&format!("{BASE}\n[listen]\nsni = \"0.0.0.0:15001\"\nhttp = \"[::1]:15001\"\n")).unwrap();
+}
+
+#[test]
+fn tunnel_port_zero_only_without_fixed_advertised_addresses() {
+    let text = format!("{FEDERATED}address = \"a:1\"\ntunnel_addresses = [\"lb.example.com:15443\"]\n");
+    let e = err(&text.replace("[federator]", "[listen]\ntunnel = \"0.0.0.0:0\"\n\n[federator]"));
+    assert!(e.contains("`listen.tunnel`") && e.contains("tunnel_addresses"), "{e}");
+    // Without fixed addresses the bound port is advertised: fine (tests do this).
+    let ok = format!("{FEDERATED}address = \"a:1\"\n")
+        .replace("[federator]", "[listen]\ntunnel = \"127.0.0.1:0\"\n\n[federator]");
+    Config::parse(&ok).unwrap();
+}

@@ -31,9 +31,10 @@ impl Ejections {
         self.until.get(ep).is_some_and(|t| now < *t)
     }
 
-    /// `ep` refused or timed out: skip it for `duration`.
+    /// `ep` refused or timed out: skip it for `duration` (saturating: a huge duration means
+    /// for as long as the process runs, never a panic).
     pub fn eject(&mut self, ep: SocketAddr, now: Instant, duration: Duration) {
-        self.until.insert(ep, now + duration);
+        self.until.insert(ep, crate::config::deadline(now, duration));
     }
 
     /// `ep` accepted a connection.
@@ -77,6 +78,14 @@ mod tests {
         assert_eq!(e.order(&eps(), 0, later), eps());
         e.prune(later);
         assert!(e.until.is_empty());
+    }
+
+    #[test]
+    fn huge_ejection_saturates() {
+        let mut e = Ejections::default();
+        let now = Instant::now();
+        e.eject(eps()[0], now, Duration::MAX);
+        assert!(e.is_ejected(&eps()[0], now + Duration::from_secs(365 * 86_400)));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum Peek {
 pub enum HttpError {
     #[error("request head larger than {0} bytes")]
     TooLarge(usize),
+    #[error("request head has more than {0} header fields")]
+    TooManyHeaders(usize),
     #[error("malformed request head: {0}")]
     Malformed(String),
     #[error("request has no Host header")]
@@ -27,13 +29,14 @@ impl HttpError {
     /// The status line to answer with.
     pub fn status(&self) -> &'static str {
         match self {
-            HttpError::TooLarge(_) => "431 Request Header Fields Too Large",
+            HttpError::TooLarge(_) | HttpError::TooManyHeaders(_) => "431 Request Header Fields Too Large",
             HttpError::Malformed(_) | HttpError::NoHost => "400 Bad Request",
         }
     }
 }
 
-const MAX_HEADERS: usize = 128;
+/// Header fields read from one request head; more is answered 431 naming this limit.
+pub const MAX_HEADERS: usize = 128;
 
 /// Parses the request head at the front of `buf`, bounded by `max` bytes.
 pub fn peek(buf: &[u8], max: usize) -> Result<Peek, HttpError> {
@@ -83,7 +86,7 @@ pub fn peek(buf: &[u8], max: usize) -> Result<Peek, HttpError> {
                 _ => Err(HttpError::NoHost),
             }
         }
-        Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooLarge(max)),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders(MAX_HEADERS)),
         Err(e) => Err(HttpError::Malformed(e.to_string())),
     }
 }
@@ -142,6 +145,16 @@ mod tests {
         assert_eq!(peek(r, 1024), Ok(Peek::NeedMore));
         let big = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 2000]].concat();
         assert_eq!(peek(&big, 1024), Err(HttpError::TooLarge(1024)));
+    }
+
+    #[test]
+    fn too_many_headers_names_the_count_limit() {
+        let head: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
+        let r = format!("GET / HTTP/1.1\r\nHost: a.b\r\n{head}\r\n");
+        let e = peek(r.as_bytes(), 16 * 1024).unwrap_err();
+        assert_eq!(e, HttpError::TooManyHeaders(128));
+        assert_eq!(e.status(), "431 Request Header Fields Too Large");
+        assert!(e.to_string().contains("more than 128 header fields"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use skybridge_api::header::TraceContext;
 use skybridge_api::model::{Protocol, ServiceKey};
+use skybridge_api::serve::AcceptErrors;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
@@ -43,18 +44,26 @@ impl Kind {
 /// Accepts until draining starts. One bad connection never ends the loop.
 pub async fn serve(listener: TcpListener, kind: Kind, ctx: Arc<Context>, tracker: TaskTracker) {
     let label = kind.label();
+    let mut errors = AcceptErrors::new(label);
     loop {
         let accepted = tokio::select! {
             _ = ctx.draining.cancelled() => break,
             a = listener.accept() => a,
         };
         let (stream, client) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                errors.succeeded();
+                a
+            }
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(listener = label, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                // EMFILE and friends: back off (logged at most once per interval) instead of
+                // spinning.
+                ctx.metrics.refuse(label, "accept_error");
+                let pause = errors.failed(&e);
+                tokio::select! {
+                    _ = ctx.draining.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
             }
         };
         ctx.metrics.connections.get_or_create(&ListenerLabels { listener: label }).inc();
@@ -86,7 +95,7 @@ async fn read_head<T, E>(
     timeout: Duration,
     mut peek: impl FnMut(&[u8]) -> Result<Option<T>, E>,
 ) -> Result<Result<(T, Bytes), E>, HeadError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::config::deadline(Instant::now(), timeout);
     let mut buf = BytesMut::with_capacity(2048.min(max));
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

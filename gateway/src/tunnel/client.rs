@@ -390,7 +390,7 @@ impl Pool {
         budget: Duration,
     ) -> Result<OpenStream, OpenError> {
         let cluster = || peer.cluster.clone();
-        let deadline = Instant::now() + budget;
+        let deadline = crate::config::deadline(Instant::now(), budget);
         let conn = tokio::time::timeout(budget, self.connection(peer))
             .await
             .map_err(|_| OpenError::Timeout { cluster: cluster(), after: budget })??;

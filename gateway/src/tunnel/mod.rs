@@ -1,6 +1,7 @@
 //! The gateway-to-gateway tunnel: QUIC with mutual TLS, one bidirectional stream per
 //! forwarded TCP connection (wire format in docs/protocol.md).
 
+pub mod admission;
 pub mod client;
 pub mod probe;
 pub mod server;
@@ -34,13 +35,33 @@ pub fn transport(limits: &Limits) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams_per_peer));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
-    // Validated to be well under QUIC's 2^62 ms limit.
-    t.max_idle_timeout(Some(IdleTimeout::try_from(limits.idle_timeout).expect("idle timeout in range")));
+    // Config bounds idle_timeout to 1h, far under QUIC's 2^62 ms; saturate rather than panic all
+    // the same.
+    let idle = IdleTimeout::try_from(limits.idle_timeout).unwrap_or(IdleTimeout::from(VarInt::MAX));
+    t.max_idle_timeout(Some(idle));
     t.keep_alive_interval((!limits.keep_alive.is_zero()).then_some(limits.keep_alive));
     t.stream_receive_window(VarInt::from_u32(limits.stream_window));
     t.receive_window(VarInt::from_u32(limits.connection_window));
     t.send_window(u64::from(limits.connection_window));
     Arc::new(t)
+}
+
+/// Bytes buffered for each not-yet-admitted attempt after its first datagram (the rest of a
+/// ClientHello that spans two Initials, which a post-quantum key share does).
+const INCOMING_BUFFER: u64 = 16 * 1024;
+/// Bytes buffered for all not-yet-admitted attempts together.
+const INCOMING_BUFFER_TOTAL: u64 = 4 * 1024 * 1024;
+
+/// Bounds the state quinn keeps for connection attempts before the accept loop decides on them
+/// (it decides at once, so these only matter when it falls behind): at most four times
+/// `max_handshakes` attempts (past it quinn refuses new ones with a small close packet) and
+/// [`INCOMING_BUFFER`] / [`INCOMING_BUFFER_TOTAL`] bytes of their later datagrams. quinn's
+/// defaults (65,536 attempts, 100 MiB) are sized for a server that takes its time.
+pub fn bound_incoming(server: &mut quinn::ServerConfig, limits: &Limits) {
+    server
+        .max_incoming((limits.max_handshakes * 4).clamp(256, 65_536))
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
 }
 
 /// Binds the tunnel's UDP socket with the configured buffer sizes. The kernel caps them at

@@ -1,5 +1,6 @@
-//! The receiving side (ingress): accepts peer connections and their streams, authorizes each
-//! stream, connects to a local endpoint and answers with a status before relaying.
+//! The receiving side (ingress): admits peer connection attempts (see [`super::admission`]),
+//! accepts their streams, authorizes each stream, connects to a local endpoint and answers with
+//! a status before relaying.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,9 +9,11 @@ use bytes::BytesMut;
 use quinn::{Endpoint, Incoming, RecvStream, SendStream};
 use skybridge_api::header::{OpenRequest, OpenResponse, REQUEST_PREFIX_LEN, Status};
 use skybridge_api::model::ClusterId;
+use skybridge_api::serve::{RateLimitedLog, Verdict};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::admission::{Decision, Handshakes, Slot};
 use super::{codes, splice};
 use crate::context::Context;
 use crate::metrics::ListenerLabels;
@@ -20,34 +23,96 @@ use crate::tls::peer_cluster;
 /// Accepts peer connections until draining starts. Streams are tracked in `work` (what a drain
 /// waits for); connection loops in `conns`, which end when the endpoint closes.
 pub async fn serve(endpoint: Endpoint, ctx: Arc<Context>, work: TaskTracker, conns: TaskTracker) {
+    let handshakes = Handshakes::new(ctx.limits.admission(), ctx.metrics.tunnel_handshakes.clone());
+    // Everything logged here can be caused by anyone who can send a datagram.
+    let noise = Arc::new(RateLimitedLog::new(ctx.limits.noise_log_interval));
+    let mut flush = tokio::time::interval(noise.interval());
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let incoming = tokio::select! {
             _ = ctx.draining.cancelled() => break,
+            _ = flush.tick() => {
+                if let Some(s) = noise.flush(Instant::now()) {
+                    tracing::warn!(total = s.total(), by_kind = %s, "unauthenticated tunnel noise since the last line");
+                }
+                continue;
+            }
             i = endpoint.accept() => match i {
                 Some(i) => i,
                 None => break,
             },
         };
         let remote = incoming.remote_address();
-        let span = tracing::info_span!("peer_conn", %remote);
-        conns.spawn(connection(incoming, ctx.clone(), work.clone()).instrument(span));
+        let decision = match handshakes.admit(remote, incoming.remote_address_validated()) {
+            Ok(slot) => {
+                let span = tracing::info_span!("peer_conn", %remote);
+                conns.spawn(connection(incoming, slot, ctx.clone(), work.clone(), noise.clone()).instrument(span));
+                Decision::Accept
+            }
+            Err(d) => {
+                turn_away(incoming, d);
+                if let Verdict::Log { suppressed } = noise.record(Instant::now(), d.as_str()) {
+                    tracing::warn!(
+                        %remote,
+                        decision = d.as_str(),
+                        in_flight = handshakes.in_flight(),
+                        more_since_last_line = %suppressed,
+                        "tunnel connection attempt not admitted"
+                    );
+                }
+                d
+            }
+        };
+        ctx.metrics.admission(decision);
     }
 }
 
-async fn connection(incoming: Incoming, ctx: Arc<Context>, tracker: TaskTracker) {
-    let conn = match tokio::time::timeout(ctx.limits.handshake_timeout, incoming).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "peer handshake failed");
-            ctx.metrics.refuse("ingress", "handshake_failed");
-            return;
+/// Answers an attempt that is not admitted. None of these keeps state, and each reply (Retry,
+/// CONNECTION_REFUSED) is smaller than the Initial that caused it.
+fn turn_away(incoming: Incoming, d: Decision) {
+    match d {
+        // `retry` fails only for an attempt that already carries a Retry token, which the
+        // decision never retries; ignoring it is the safe answer all the same.
+        Decision::Retry => {
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
         }
+        Decision::Ignore => incoming.ignore(),
+        Decision::Refuse => incoming.refuse(),
+        Decision::Accept => unreachable!("accepted attempts are not turned away"),
+    }
+}
+
+/// Logs a failed handshake (rate-limited: failures are unauthenticated noise) and counts it.
+fn handshake_failed(ctx: &Context, noise: &RateLimitedLog, reason: &'static str, error: &dyn std::fmt::Display) {
+    ctx.metrics.refuse("ingress", reason);
+    if let Verdict::Log { suppressed } = noise.record(Instant::now(), reason) {
+        tracing::warn!(error = %error, reason, more_since_last_line = %suppressed, "peer handshake failed");
+    }
+}
+
+async fn connection(
+    incoming: Incoming,
+    slot: Slot,
+    ctx: Arc<Context>,
+    tracker: TaskTracker,
+    noise: Arc<RateLimitedLog>,
+) {
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => return handshake_failed(&ctx, &noise, "handshake_failed", &e),
+    };
+    let conn = match tokio::time::timeout(ctx.limits.handshake_timeout, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return handshake_failed(&ctx, &noise, "handshake_failed", &e),
         Err(_) => {
-            tracing::warn!("peer handshake timed out");
-            ctx.metrics.refuse("ingress", "handshake_timeout");
-            return;
+            let after = format!("no complete handshake within {:?}", ctx.limits.handshake_timeout);
+            return handshake_failed(&ctx, &noise, "handshake_timeout", &after);
         }
     };
+    // Authenticated: no longer a handshake in progress.
+    drop(slot);
     // The verifier already required a gateway SPIFFE ID; this reads which cluster it names.
     let Some(peer) = peer_cluster(&conn, &ctx.trust_domain) else {
         conn.close(codes::UNAUTHENTICATED, b"certificate names no gateway");

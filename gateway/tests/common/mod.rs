@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod federator;
+pub mod flood;
 pub mod quic;
 
 use std::net::SocketAddr;

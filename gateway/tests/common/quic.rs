@@ -12,9 +12,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use skybridge_api::ca::PemPair;
 use skybridge_api::header::{OpenRequest, OpenResponse, Status};
 
-/// Accepts any server certificate: these tests probe the *server's* checks of the client.
+/// Accepts any server certificate: these tests probe the *server's* checks of the client (and
+/// the flood never gets as far as the server's certificate).
 #[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+pub struct AnyServer(pub Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AnyServer {
     fn verify_server_cert(

@@ -49,6 +49,18 @@ pub struct ReplicaRecord {
     pub gateways: usize,
     /// The federator's software version.
     pub software: String,
+    /// Its own certificate (absent in records of older versions).
+    #[serde(default)]
+    pub certificate: CertificateStatus,
+}
+
+/// A replica's own certificate, as its record carries it to the other replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// Unix ms of its `notAfter`; 0 when unknown.
+    pub not_after: UnixMillis,
+    /// Within the replica's `tls.expiry_warning` of expiry, or expired.
+    pub expiring: bool,
 }
 
 /// One path measurement, as a gateway last reported it.

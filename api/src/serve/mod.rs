@@ -1,0 +1,239 @@
+//! Bounded serving for every HTTP/1.1 server Skybridge runs on an axum [`Router`] (gateway
+//! admin, federator API): a connection cap with a clear refusal (`503` and close), a header-read
+//! timeout, an idle timeout, and accept errors at the fd limit that back off and are logged at
+//! most once per interval. Unauthenticated clients can hold at most `max_connections` sockets,
+//! each for at most `header_timeout` without sending a request and `idle_timeout` without
+//! moving a byte.
+
+mod accept;
+pub mod fdlimit;
+mod idle;
+mod ratelog;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use accept::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_LOG_INTERVAL, AcceptErrors};
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+pub use idle::{Activity, IdleIo};
+pub use ratelog::{RateLimitedLog, Suppressed, Verdict};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Largest request head read (hyper answers `431` past it).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Refused connections kept open briefly (at most this many at once) so that the client reads
+/// the `503` before the close; past it they are closed at once.
+const LINGER_SLOTS: usize = 64;
+/// How long a refused connection is kept open to read what the client sent.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The bounds of one HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once; one more is answered `503` and closed. At least 1.
+    pub max_connections: usize,
+    /// A complete request head must arrive within this of the connection opening or of the
+    /// previous response (so it also closes idle keep-alive connections). Positive.
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves in either direction for this long is closed (a
+    /// client not reading its response, a stalled request body). Positive.
+    pub idle_timeout: Duration,
+}
+
+/// What happened on a server, for the caller's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeEvent {
+    /// A connection was accepted and is being served.
+    Opened,
+    /// A served connection ended (for any reason, including the two timeouts below).
+    Closed,
+    /// A connection was refused because `max_connections` were open.
+    Refused,
+    /// A connection was closed because no complete request head arrived in time.
+    HeaderTimeout,
+    /// A connection was closed because nothing moved for `idle_timeout`.
+    IdleTimeout,
+    /// `accept` failed (e.g. the fd limit); the loop backed off.
+    AcceptError,
+}
+
+impl ServeEvent {
+    /// A metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ServeEvent::Opened => "opened",
+            ServeEvent::Closed => "closed",
+            ServeEvent::Refused => "max_connections",
+            ServeEvent::HeaderTimeout => "header_timeout",
+            ServeEvent::IdleTimeout => "idle_timeout",
+            ServeEvent::AcceptError => "accept_error",
+        }
+    }
+}
+
+type OnEvent = Arc<dyn Fn(ServeEvent) + Send + Sync>;
+
+/// The `503` a connection over the cap gets.
+fn refusal(max: usize) -> String {
+    let body = format!("skybridge: too many connections (limit {max}); retry later\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` is cancelled; then stops
+/// accepting, lets in-flight requests finish (each connection still bounded by the timeouts)
+/// and returns. `name` labels the log lines; `on_event` sees every [`ServeEvent`].
+pub async fn serve_router(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+    on_event: impl Fn(ServeEvent) + Send + Sync + 'static,
+) {
+    let on_event: OnEvent = Arc::new(on_event);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let linger = Arc::new(Semaphore::new(LINGER_SLOTS));
+    let conns = TaskTracker::new();
+    let mut errors = AcceptErrors::new(name);
+    let refusals = RateLimitedLog::new(ACCEPT_LOG_INTERVAL);
+    let mut flush = tokio::time::interval(ACCEPT_LOG_INTERVAL);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = flush.tick() => {
+                if let Some(s) = refusals.flush(Instant::now()) {
+                    tracing::warn!(server = name, refused = s.total(), limit = limits.max_connections, "connections refused at the connection limit");
+                }
+                continue;
+            }
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => {
+                errors.succeeded();
+                s
+            }
+            Err(e) => {
+                on_event(ServeEvent::AcceptError);
+                let pause = errors.failed(&e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            on_event(ServeEvent::Refused);
+            if let Verdict::Log { .. } = refusals.record(Instant::now(), "max_connections") {
+                tracing::warn!(
+                    server = name,
+                    limit = limits.max_connections,
+                    "connection refused: at the connection limit"
+                );
+            }
+            refuse(stream, limits.max_connections, &linger);
+            continue;
+        };
+        let (router, on_event, stop) = (router.clone(), on_event.clone(), shutdown.clone());
+        conns.spawn(async move {
+            on_event(ServeEvent::Opened);
+            let end = connection(stream, router, limits, stop).await;
+            if let Some(e) = end {
+                on_event(e);
+            }
+            on_event(ServeEvent::Closed);
+            drop(permit);
+        });
+    }
+    // Closed at once, so that new clients are refused (and find another replica) rather than
+    // queued in the backlog of a server that will never answer them.
+    drop(listener);
+    conns.close();
+    conns.wait().await;
+}
+
+/// Answers `503` without waiting, then closes (after reading what the client sent, when a
+/// linger slot is free, so the close is a FIN rather than a reset that could discard the answer).
+fn refuse(stream: TcpStream, max: usize, linger: &Arc<Semaphore>) {
+    // A fresh socket's send buffer is empty: this never blocks and almost never writes short.
+    let _ = stream.try_write(refusal(max).as_bytes());
+    let Ok(slot) = linger.clone().try_acquire_owned() else { return };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        drop(slot);
+    });
+}
+
+/// Serves one connection; returns the timeout that ended it, if one did.
+async fn connection(
+    stream: TcpStream,
+    router: Router,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) -> Option<ServeEvent> {
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
+    let conn = builder.serve_connection(io, TowerToHyperService::new(router));
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        // Saturating: a huge idle timeout means "never", not a panic.
+        let deadline = activity.last().checked_add(limits.idle_timeout);
+        let idle = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                return match r {
+                    Err(e) if e.is_timeout() => Some(ServeEvent::HeaderTimeout),
+                    // hyper closes a connection that sent nothing silently at the header timeout.
+                    Ok(()) if activity.bytes_read() == 0 && activity.opened().elapsed() >= limits.header_timeout => {
+                        Some(ServeEvent::HeaderTimeout)
+                    }
+                    _ => None,
+                };
+            }
+            _ = idle => {
+                if activity.idle_for() >= limits.idle_timeout {
+                    // Dropping the connection closes the socket, whatever state hyper is in.
+                    return Some(ServeEvent::IdleTimeout);
+                }
+            }
+            _ = stop.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
