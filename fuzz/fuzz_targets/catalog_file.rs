@@ -25,7 +25,7 @@ fn check(s: &SourceSnapshot) {
             assert!(s.clusters.iter().any(|c| c.id == e.cluster), "{key}: export of an unlisted cluster");
             for p in &e.ports {
                 assert_ne!(p.port, 0, "{key}: port 0 accepted");
-                for ep in &p.endpoints {
+                for ep in p.endpoints.iter() {
                     let ip = ep.address.ip();
                     assert_ne!(ep.address.port(), 0, "{key}: endpoint port 0 accepted");
                     assert!(!ip.is_unspecified() && !ip.is_multicast(), "{key}: endpoint {ip} accepted");

@@ -175,7 +175,13 @@ impl Metrics {
         for d in Decision::ALL {
             let _ = m.tunnel_incoming.get_or_create(&DecisionLabels { decision: d.as_str() });
         }
-        for e in [ServeEvent::Refused, ServeEvent::HeaderTimeout, ServeEvent::IdleTimeout, ServeEvent::AcceptError] {
+        for e in [
+            ServeEvent::Refused,
+            ServeEvent::Evicted,
+            ServeEvent::HeaderTimeout,
+            ServeEvent::IdleTimeout,
+            ServeEvent::AcceptError,
+        ] {
             let _ = m.admin_refusals.get_or_create(&ReasonLabels { reason: e.as_str() });
         }
         let r = registry.sub_registry_with_prefix("skybridge_gateway");

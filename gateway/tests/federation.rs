@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::federator::FakeFederator;
-use common::{GwSpec, Pki, TD, admin_get, backends, free_udp, metric, service};
+use common::{GwSpec, Pki, TD, admin_get, backends, free_udp, metric, service, wait_metric};
 use serde_json::Value;
 use skybridge_api::catalog::{
     ClusterExport, ClusterInfo, Endpoint, GlobalCatalog, GlobalService, PortSpec, Provenance, digest,
@@ -190,11 +190,11 @@ async fn corrupt_cache_is_ignored_until_the_federator_answers_then_rewritten() {
     let st = wait_status(&a, "the federator's catalog is routed", |s| s["catalog"] == "federator (version 5)").await;
     assert_eq!(st["services"][0]["name"], WEB);
     wait_cache_version(&path, 5).await;
-    assert!(metric(a.addrs.admin, r#"skybridge_gateway_catalog_cache_writes_total{result="ok"}"#).await >= 1.0);
+    // The file is renamed into place just before the counter moves: poll rather than read once.
+    assert!(wait_metric(a.addrs.admin, r#"skybridge_gateway_catalog_cache_writes_total{result="ok"}"#, 1.0).await);
     assert_eq!(metric(a.addrs.admin, "skybridge_gateway_catalog_from_cache").await, 0.0);
     assert_eq!(fed.seen(|s| s.acks.clone()), vec![5]);
-    let st = status(a.addrs.admin).await;
-    assert_eq!(st["federator"]["cache"]["version"], 5, "{st:#}");
+    wait_status(&a, "the status names the written cache", |s| s["federator"]["cache"]["version"] == 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -630,32 +630,48 @@ fn counter(metrics: &str, family: &str, event: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_sockets_on_the_control_port_are_capped_and_timed_out() {
+async fn silent_sockets_on_the_control_port_cannot_lock_gateways_out() {
     let w = World::new();
-    let fed = w.federator_with("handshake_timeout = \"1s\"\nmax_control_connections = 3").await;
+    let fed = w.federator_with("handshake_timeout = \"3s\"\nmax_control_connections = 3").await;
 
-    // Three sockets that never start TLS fill the listener.
+    // Three sockets that never start TLS fill the listener; a gateway still gets in, taking the
+    // slot of the oldest, which is closed long before its handshake timeout.
     let mut silent = Vec::new();
     for _ in 0..3 {
         silent.push(TcpStream::connect(w.control).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // A fourth is closed at once, before any TLS, and a real gateway cannot get in either.
+    hello_from(Ok(control_client(&w, "aws-1").await), "aws-1").await.unwrap();
+    assert!(closed_within(&mut silent[0], Duration::from_millis(500)).await, "the oldest silent socket was kept");
+
+    // The handshake timeout closes the others.
+    for s in &mut silent[1..] {
+        assert!(closed_within(s, Duration::from_secs(5)).await, "a silent socket outlived the handshake timeout");
+    }
+
+    // Verified gateways are never evicted: with every slot a gateway, a new socket is closed at
+    // once, before any TLS.
+    let held =
+        [control_client(&w, "aws-1").await, control_client(&w, "gcp-1").await, control_client(&w, "aws-1").await];
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut over = TcpStream::connect(w.control).await.unwrap();
     assert!(closed_within(&mut over, Duration::from_millis(500)).await, "a socket past the cap stayed open");
-    let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
-    assert!(hello_from(control_client_as(&w, &w.path("aws-1"), role.clone()).await, "aws-1").await.is_err());
-
-    // The handshake timeout closes the silent ones and frees their slots for the gateway.
-    for s in &mut silent {
-        assert!(closed_within(s, Duration::from_secs(3)).await, "a silent socket outlived the handshake timeout");
+    drop(held);
+    let mut ok = false;
+    for _ in 0..50 {
+        if hello_from(Ok(control_client(&w, "gcp-1").await), "gcp-1").await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    hello_from(control_client_as(&w, &w.path("aws-1"), role).await, "aws-1").await.unwrap();
+    assert!(ok, "slots of closed gateway connections were not freed");
 
     let m = http_text(fed.addrs.api, "/metrics").await;
     let family = "skybridge_federator_control_connections_total";
-    assert!(counter(&m, family, "max_connections") >= 2, "{m}");
-    assert_eq!(counter(&m, family, "handshake_timeout"), 3, "{m}");
+    assert!(counter(&m, family, "evicted") >= 1, "{m}");
+    assert!(counter(&m, family, "max_connections") >= 1, "{m}");
+    assert_eq!(counter(&m, family, "handshake_timeout") + counter(&m, family, "evicted"), 3, "{m}");
     fed.shutdown().await;
 }
 
@@ -695,14 +711,29 @@ async fn a_verified_gateway_that_sends_nothing_after_the_handshake_is_closed() {
 async fn idle_api_sockets_are_capped_and_timed_out() {
     let w = World::new();
     let fed = w.federator_with("[api]\nmax_connections = 4\nheader_timeout = \"1s\"").await;
-    let mut idle = Vec::new();
+    // Silent sockets give their slots to a probe.
+    let mut silent = Vec::new();
     for _ in 0..4 {
-        idle.push(TcpStream::connect(fed.addrs.api).await.unwrap());
+        silent.push(TcpStream::connect(fed.addrs.api).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Past the cap: a clear 503, not a hang.
+    let ok = http_text(fed.addrs.api, "/healthz").await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(closed_within(&mut silent[0], Duration::from_millis(500)).await, "the oldest silent socket was kept");
+    drop(silent);
+
+    // Sockets that started a request hold the cap: a clear 503, not a hang; and the control port,
+    // bounded on its own, still takes a gateway's session.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(fed.addrs.api).await.unwrap();
+        s.write_all(b"G").await.unwrap();
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = http_text(fed.addrs.api, "/healthz").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    hello_from(Ok(control_client(&w, "aws-1").await), "aws-1").await.unwrap();
     for s in &mut idle {
         assert!(closed_within(s, Duration::from_secs(3)).await, "an idle socket outlived the header timeout");
     }
@@ -712,6 +743,7 @@ async fn idle_api_sockets_are_capped_and_timed_out() {
     let family = "skybridge_federator_api_connections_total";
     assert_eq!(counter(&m, family, "header_timeout"), 4, "{m}");
     assert_eq!(counter(&m, family, "max_connections"), 1, "{m}");
+    assert!(counter(&m, family, "evicted") >= 1, "{m}");
     fed.shutdown().await;
 }
 

@@ -3,9 +3,11 @@
 //! timeout, an idle timeout, and accept errors at the fd limit that back off and are logged at
 //! most once per interval. Unauthenticated clients can hold at most `max_connections` sockets,
 //! each for at most `header_timeout` without sending a request and `idle_timeout` without
-//! moving a byte.
+//! moving a byte. At the cap, a new connection first takes the slot of the oldest one that has
+//! not sent a byte ([`evict`]), so silent sockets cannot keep probes and operators out.
 
 mod accept;
+mod evict;
 pub mod fdlimit;
 mod idle;
 mod ratelog;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use accept::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_LOG_INTERVAL, AcceptErrors};
 use axum::Router;
+pub use evict::{Evictions, Slot};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -37,7 +40,8 @@ const LINGER: Duration = Duration::from_secs(1);
 /// The bounds of one HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Connections served at once; one more is answered `503` and closed. At least 1.
+    /// Connections served at once; one more takes the slot of the oldest connection that has
+    /// sent nothing, or when none has, is answered `503` and closed. At least 1.
     pub max_connections: usize,
     /// A complete request head must arrive within this of the connection opening or of the
     /// previous response (so it also closes idle keep-alive connections). Positive.
@@ -54,8 +58,10 @@ pub enum ServeEvent {
     Opened,
     /// A served connection ended (for any reason, including the two timeouts below).
     Closed,
-    /// A connection was refused because `max_connections` were open.
+    /// A connection was refused because `max_connections` were open, each having sent a byte.
     Refused,
+    /// A connection that had sent nothing was closed to make room for a new one at the cap.
+    Evicted,
     /// A connection was closed because no complete request head arrived in time.
     HeaderTimeout,
     /// A connection was closed because nothing moved for `idle_timeout`.
@@ -71,6 +77,7 @@ impl ServeEvent {
             ServeEvent::Opened => "opened",
             ServeEvent::Closed => "closed",
             ServeEvent::Refused => "max_connections",
+            ServeEvent::Evicted => "evicted",
             ServeEvent::HeaderTimeout => "header_timeout",
             ServeEvent::IdleTimeout => "idle_timeout",
             ServeEvent::AcceptError => "accept_error",
@@ -104,6 +111,7 @@ pub async fn serve_router(
     let on_event: OnEvent = Arc::new(on_event);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let linger = Arc::new(Semaphore::new(LINGER_SLOTS));
+    let mut evictions = Evictions::new(limits.max_connections);
     let conns = TaskTracker::new();
     let mut errors = AcceptErrors::new(name);
     let refusals = RateLimitedLog::new(ACCEPT_LOG_INTERVAL);
@@ -134,7 +142,11 @@ pub async fn serve_router(
                 }
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => evictions.evict_oldest(),
+        };
+        let Some(permit) = permit else {
             on_event(ServeEvent::Refused);
             if let Verdict::Log { .. } = refusals.record(Instant::now(), "max_connections") {
                 tracing::warn!(
@@ -146,15 +158,22 @@ pub async fn serve_router(
             refuse(stream, limits.max_connections, &linger);
             continue;
         };
+        let slot = Slot::new(permit);
+        let activity = Activity::new();
+        evictions.push(slot.clone(), Some(activity.clone()));
         let (router, on_event, stop) = (router.clone(), on_event.clone(), shutdown.clone());
+        on_event(ServeEvent::Opened);
         conns.spawn(async move {
-            on_event(ServeEvent::Opened);
-            let end = connection(stream, router, limits, stop).await;
+            let end = tokio::select! {
+                // Dropping the connection closes the socket; the evicting accept holds the slot.
+                _ = slot.evicted().cancelled() => Some(ServeEvent::Evicted),
+                end = connection(stream, activity, router, limits, stop.clone()) => end,
+            };
             if let Some(e) = end {
                 on_event(e);
             }
+            drop(slot.claim());
             on_event(ServeEvent::Closed);
-            drop(permit);
         });
     }
     // Closed at once, so that new clients are refused (and find another replica) rather than
@@ -189,12 +208,12 @@ fn refuse(stream: TcpStream, max: usize, linger: &Arc<Semaphore>) {
 /// Serves one connection; returns the timeout that ended it, if one did.
 async fn connection(
     stream: TcpStream,
+    activity: Arc<Activity>,
     router: Router,
     limits: HttpLimits,
     stop: CancellationToken,
 ) -> Option<ServeEvent> {
     let _ = stream.set_nodelay(true);
-    let activity = Activity::new();
     let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);

@@ -55,18 +55,46 @@ fn count(events: &Events, e: ServeEvent) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_fill_the_cap_then_are_closed() {
+async fn silent_connections_give_way_to_new_ones() {
+    let (addr, stop, events, task) = start().await;
+    let mut silent = Vec::new();
+    for _ in 0..LIMITS.max_connections {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // At the cap, a probe is still answered: it takes the slot of the oldest silent socket,
+    // which is closed at once rather than at the header timeout.
+    let start = Instant::now();
+    assert!(get_healthz(addr).await.starts_with("HTTP/1.1 200"));
+    let after = closed_after(&mut silent[0], start).await;
+    assert!(after < LIMITS.header_timeout / 2, "{after:?}");
+    assert_eq!(count(&events, ServeEvent::Evicted), 1);
+    assert_eq!(count(&events, ServeEvent::Refused), 0);
+    stop.cancel();
+    task.await.unwrap();
+    let ev = events.lock().unwrap();
+    assert_eq!(
+        ev.iter().filter(|e| **e == ServeEvent::Opened).count(),
+        ev.iter().filter(|e| **e == ServeEvent::Closed).count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_sent_a_byte_fill_the_cap_then_are_closed() {
     let (addr, stop, events, task) = start().await;
     let start = Instant::now();
-    let mut idle = Vec::new();
+    let mut started = Vec::new();
     for _ in 0..LIMITS.max_connections {
-        idle.push(TcpStream::connect(addr).await.unwrap());
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"G").await.unwrap();
+        started.push(s);
     }
-    // Past the cap: a clear refusal, at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Past the cap with nothing evictable: a clear refusal, at once.
     let refused = get_healthz(addr).await;
     assert!(refused.starts_with("HTTP/1.1 503") && refused.contains("limit 4"), "{refused}");
-    // The idle ones are closed at the header timeout, and the server answers again.
-    for s in &mut idle {
+    // They are closed at the header timeout, and the server answers again.
+    for s in &mut started {
         let after = closed_after(s, start).await;
         assert!(
             after >= LIMITS.header_timeout - Duration::from_millis(50) && after < Duration::from_secs(3),
@@ -75,6 +103,7 @@ async fn idle_connections_fill_the_cap_then_are_closed() {
     }
     assert!(get_healthz(addr).await.starts_with("HTTP/1.1 200"));
     assert_eq!(count(&events, ServeEvent::Refused), 1);
+    assert_eq!(count(&events, ServeEvent::Evicted), 0);
     assert_eq!(count(&events, ServeEvent::HeaderTimeout), 4);
     stop.cancel();
     task.await.unwrap();

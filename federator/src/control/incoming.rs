@@ -3,6 +3,9 @@
 //! included) are capped, each handshake is bounded in time, and a verified connection must send
 //! its first byte within `first_byte_timeout`: a flood of sockets can hold at most
 //! `max_connections` descriptors, each for a bounded time unless it is a working gateway.
+//! When every slot is taken, a new socket takes the slot of the oldest connection still in its
+//! TLS handshake, so silent sockets cannot lock gateways out: a flood must complete handshakes
+//! with a gateway certificate to keep its slots.
 
 use std::io;
 use std::pin::Pin;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use skybridge_api::model::ClusterId;
-use skybridge_api::serve::{ACCEPT_LOG_INTERVAL, AcceptErrors, RateLimitedLog, Verdict};
+use skybridge_api::serve::{ACCEPT_LOG_INTERVAL, AcceptErrors, Evictions, RateLimitedLog, Slot, Verdict};
 use skybridge_api::tls::{CertStore, cluster_of};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -121,7 +124,8 @@ impl AsyncWrite for GatewayConn {
 
 /// Accepts until cancelled; handshakes run concurrently, each bounded by
 /// `bounds.handshake_timeout`, and verified connections queue (bounded) for tonic. Past
-/// `bounds.max_connections` a new socket is closed at once. Accept errors (the fd limit) back
+/// `bounds.max_connections` a new socket takes the slot of the oldest pending handshake, or is
+/// closed at once when every slot is a verified gateway. Accept errors (the fd limit) back
 /// off; refusals and failed handshakes are logged at most once per interval with a count. One
 /// bad client never stops the loop.
 pub fn accept(
@@ -137,6 +141,7 @@ pub fn accept(
     let td = certs.trust_domain().to_owned();
     let handshakes = tasks.clone();
     let slots = Arc::new(Semaphore::new(bounds.max_connections.max(1)));
+    let mut pending = Evictions::new(bounds.max_connections);
     tasks.spawn(
         async move {
             let mut errors = AcceptErrors::new("control");
@@ -168,31 +173,56 @@ pub fn accept(
                         }
                     }
                 };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    count(&events, "max_connections");
-                    if let Verdict::Log { .. } = log.record(Instant::now(), "max_connections") {
-                        tracing::warn!(limit = bounds.max_connections, %remote, "control connection refused: at limits.max_control_connections");
-                    }
-                    // Dropping the socket closes it before any TLS: the cheapest refusal.
-                    drop(tcp);
-                    continue;
+                let slot = match slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => match pending.evict_oldest() {
+                        Some(slot) => {
+                            count(&events, "evicted");
+                            if let Verdict::Log { .. } = log.record(Instant::now(), "evicted") {
+                                tracing::warn!(limit = bounds.max_connections, "control connections full: closing the oldest unfinished handshake for a new socket");
+                            }
+                            slot
+                        }
+                        None => {
+                            count(&events, "max_connections");
+                            if let Verdict::Log { .. } = log.record(Instant::now(), "max_connections") {
+                                tracing::warn!(limit = bounds.max_connections, %remote, "control connection refused: at limits.max_control_connections, all of them verified gateways");
+                            }
+                            // Dropping the socket closes it before any TLS: the cheapest refusal.
+                            drop(tcp);
+                            continue;
+                        }
+                    },
                 };
                 count(&events, "opened");
-                let on_close = Closed { events: events.clone(), _slot: slot };
-                let (acceptor, tx, td, log) = (acceptor.clone(), tx.clone(), td.clone(), log.clone());
+                let slot = Slot::new(slot);
+                pending.push(slot.clone(), None);
+                let (acceptor, tx, td, log, events) =
+                    (acceptor.clone(), tx.clone(), td.clone(), log.clone(), events.clone());
                 handshakes.spawn(
                     async move {
                         let failed = |event: &'static str, error: String| {
-                            count(&on_close.events, event);
+                            count(&events, event);
+                            // The slot is freed (unless a newer socket took it) before the close is counted.
+                            drop(slot.claim());
+                            count(&events, "closed");
                             if let Verdict::Log { suppressed } = log.record(Instant::now(), event) {
                                 tracing::warn!(%error, more_since_last_line = suppressed.total(), "control handshake failed");
                             }
                         };
-                        let tls = match tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => return failed("handshake_failed", e.to_string()),
-                            Err(_) => return failed("handshake_timeout", "timed out".into()),
+                        let handshake = tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp));
+                        let tls = tokio::select! {
+                            // The evicting accept already counted this and holds the slot.
+                            _ = slot.evicted().cancelled() => return count(&events, "closed"),
+                            r = handshake => match r {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => return failed("handshake_failed", e.to_string()),
+                                Err(_) => return failed("handshake_timeout", "timed out".into()),
+                            },
                         };
+                        // Verified: no longer evictable. None means a newer socket took the slot.
+                        let Some(slot) = slot.claim() else { return count(&events, "closed") };
+                        let on_close = Closed { events, _slot: slot };
                         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
                         // The verifier already insisted on a gateway identity; this reads which.
                         let Some(cluster) = cluster_of(&chain, &td) else { return };
