@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Skybridge vs nginx vs direct TCP, on loopback, in one run:
 #   skybridge: client -> gateway A (port-mapped TCP) -> QUIC + mTLS -> gateway B -> server
+#   skybridge-tcp: client -> gateway C (routing.tcp_fallback = "always") -> TLS 1.3 + mTLS on
+#                  TCP, HTTP/2 streams -> gateway B -> server
 #   nginx:     client -> nginx A (stream, proxy_ssl + client cert) -> TLS 1.3 mTLS -> nginx B (stream) -> server
 #   direct:    client -> server
 # Metrics: iperf3 throughput with 1 and 8 flows, rrlat request/response latency (p50, p99) at a
@@ -162,11 +164,11 @@ EOF
 
 # ---------------------------------------------------------------- ports, certificates, configs
 read -r P_IPERF P_ECHO GA_TUNNEL GA_ADMIN GA_IPERF GA_ECHO GB_TUNNEL GB_ADMIN \
-    NA_IPERF NA_ECHO NB_IPERF NB_ECHO <<<"$(free_ports 12)"
+    NA_IPERF NA_ECHO NB_IPERF NB_ECHO GC_TUNNEL GC_ADMIN GC_IPERF GC_ECHO <<<"$(free_ports 16)"
 
 log "creating certificates in $TMP"
 "$SKY" ca init --trust-domain bench.local --out "$TMP/ca" >/dev/null
-for c in gw-a gw-b nginx-a; do
+for c in gw-a gw-b gw-c nginx-a; do
     "$SKY" ca issue --ca "$TMP/ca" --cluster "$c" --out "$TMP/$c" >/dev/null
 done
 # nginx A verifies nginx B by name, like a real deployment would (the leaves have no DNS SAN otherwise).
@@ -243,6 +245,13 @@ EOF
     services remote
 } >"$TMP/gw-a.toml"
 
+# Gateway C: as A, but every stream to B over TLS on TCP (the UDP-blocked path's transport).
+sed -e "s/^cluster = \"gw-a\"/cluster = \"gw-c\"/" -e "s#gw-a/#gw-c/#g" \
+    -e "s/127.0.0.1:$GA_TUNNEL/127.0.0.1:$GC_TUNNEL/" -e "s/127.0.0.1:$GA_ADMIN/127.0.0.1:$GC_ADMIN/" \
+    -e "s/127.0.0.1:$GA_IPERF/127.0.0.1:$GC_IPERF/" -e "s/127.0.0.1:$GA_ECHO/127.0.0.1:$GC_ECHO/" \
+    "$TMP/gw-a.toml" >"$TMP/gw-c.toml"
+printf '\n[routing]\ntcp_fallback = "always"\n' >>"$TMP/gw-c.toml"
+
 {
     gateway_head gw-b gcp "$GB_TUNNEL" "$GB_ADMIN"
     cat <<EOF
@@ -303,7 +312,7 @@ EOF
 for n in nginx-b nginx-a; do
     "$NGINX" -t -q -p "$TMP" -c "$TMP/$n.conf" -e "$TMP/$n.error.log" || die "$n config is invalid"
 done
-for g in gw-a gw-b; do
+for g in gw-a gw-b gw-c; do
     SKYBRIDGE_LOG=warn "$SKY" gateway --config "$TMP/$g.toml" --check-config >/dev/null \
         || die "$g config is invalid ($TMP/$g.toml)"
 done
@@ -315,6 +324,7 @@ start nginx-b "$NGINX" -p "$TMP" -c "$TMP/nginx-b.conf" -e "$TMP/nginx-b.error.l
 start nginx-a "$NGINX" -p "$TMP" -c "$TMP/nginx-a.conf" -e "$TMP/nginx-a.error.log" -g 'daemon off;'
 start gw-b env SKYBRIDGE_LOG=warn "$SKY" gateway --config "$TMP/gw-b.toml"
 start gw-a env SKYBRIDGE_LOG=warn "$SKY" gateway --config "$TMP/gw-a.toml"
+start gw-c env SKYBRIDGE_LOG=warn "$SKY" gateway --config "$TMP/gw-c.toml"
 
 wait_for iperf3-server 10 grep -q "Server listening" "$TMP/iperf3-server.log"
 wait_for echo-server 10 echo_ok "$P_ECHO"
@@ -322,11 +332,13 @@ wait_for gw-b 20 http_ok "http://127.0.0.1:$GB_ADMIN/readyz"
 wait_for gw-a 20 http_ok "http://127.0.0.1:$GA_ADMIN/readyz"
 wait_for "nginx path" 20 echo_ok "$NA_ECHO"
 wait_for "skybridge path" 20 echo_ok "$GA_ECHO"
+wait_for gw-c 20 http_ok "http://127.0.0.1:$GC_ADMIN/readyz"
+wait_for "skybridge-tcp path" 20 echo_ok "$GC_ECHO"
 
 # ---------------------------------------------------------------- measure
-declare -A IPERF_PORT=([direct]=$P_IPERF [nginx]=$NA_IPERF [skybridge]=$GA_IPERF)
-declare -A ECHO_PORT=([direct]=$P_ECHO [nginx]=$NA_ECHO [skybridge]=$GA_ECHO)
-PATHS=(direct nginx skybridge)
+declare -A IPERF_PORT=([direct]=$P_IPERF [nginx]=$NA_IPERF [skybridge]=$GA_IPERF [skybridge-tcp]=$GC_IPERF)
+declare -A ECHO_PORT=([direct]=$P_ECHO [nginx]=$NA_ECHO [skybridge]=$GA_ECHO [skybridge-tcp]=$GC_ECHO)
+PATHS=(direct nginx skybridge skybridge-tcp)
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 
@@ -383,7 +395,7 @@ BENCH_IPERF_VERSION=$(iperf3 --version | head -n 1) \
 import json, math, os, platform, statistics, sys, time
 
 results_path, out_path = sys.argv[1], sys.argv[2]
-paths = ["direct", "nginx", "skybridge"]
+paths = ["direct", "nginx", "skybridge", "skybridge-tcp"]
 iperf = {(p, f): [] for p in paths for f in ("1", "8")}
 rr = {p: [] for p in paths}
 for line in open(results_path):
@@ -419,8 +431,8 @@ for p in paths:
         "failed_runs": sum(1 for r in rr[p] if r.get("ok", 0) == 0),
     }
 
-def added(key):
-    d, n, s = m["direct"][key], m["nginx"][key], m["skybridge"][key]
+def added(key, path="skybridge"):
+    d, n, s = m["direct"][key], m["nginx"][key], m[path][key]
     return div(s - d, n - d)
 
 rows = ["| path | 1-flow Gbit/s | 8-flow Gbit/s | p50 µs | p99 µs | rr errors |",
@@ -429,9 +441,11 @@ for p in paths:
     e = m[p]
     errs = f"{e['errors']}/{e['requests']}" + (f" ({e['failed_runs']} runs failed)" if e["failed_runs"] else "")
     rows.append(f"| {p} | {fmt(e['t1'], 2)} | {fmt(e['t8'], 2)} | {fmt(e['p50'])} | {fmt(e['p99'])} | {errs} |")
-s, n = m["skybridge"], m["nginx"]
-rows.append(f"| **skybridge vs nginx** | {ratio(div(s['t1'], n['t1']))} | {ratio(div(s['t8'], n['t8']))} "
-            f"| {ratio(added('p50'))} added | {ratio(added('p99'))} added | |")
+n = m["nginx"]
+for p in ("skybridge", "skybridge-tcp"):
+    s = m[p]
+    rows.append(f"| **{p} vs nginx** | {ratio(div(s['t1'], n['t1']))} | {ratio(div(s['t8'], n['t8']))} "
+                f"| {ratio(added('p50', p))} added | {ratio(added('p99', p))} added | |")
 table = "\n".join(rows)
 
 env = os.environ

@@ -122,6 +122,10 @@ pub struct LatencySample {
     /// The RTT the gateway ranks peers by; `None` when not measured or not reported.
     pub rank_rtt_ms: Option<f64>,
     pub state: String,
+    /// `quic` or `tcp` (TLS over TCP: UDP is blocked on the path).
+    pub transport: String,
+    /// Seconds on that transport since it last changed, as reported; `None` when it never did.
+    pub transport_for_s: Option<u64>,
     pub reported_at: UnixMillis,
     /// The gateway instance that measured it.
     pub by: String,
@@ -134,6 +138,8 @@ pub struct PeerReport {
     pub rtt_ms: Option<f64>,
     pub rank_rtt_ms: Option<f64>,
     pub state: String,
+    pub transport: String,
+    pub transport_for_s: Option<u64>,
 }
 
 /// A published catalog version, with the delta from the version before it computed once for
@@ -408,12 +414,21 @@ impl State {
     /// (another replica's, arriving late) does not replace it.
     pub fn report_latency_at(&self, from: &ClusterId, by: &str, samples: Vec<PeerReport>, at: UnixMillis) {
         let mut l = self.latency.write().expect("latency lock");
-        for PeerReport { to, rtt_ms, rank_rtt_ms, state } in samples {
+        for PeerReport { to, rtt_ms, rank_rtt_ms, state, transport, transport_for_s } in samples {
             let key = (from.clone(), to);
             if l.get(&key).is_some_and(|s| s.reported_at > at) {
                 continue;
             }
-            l.insert(key, LatencySample { rtt_ms, rank_rtt_ms, state, reported_at: at, by: by.to_owned() });
+            let s = LatencySample {
+                rtt_ms,
+                rank_rtt_ms,
+                state,
+                transport,
+                transport_for_s,
+                reported_at: at,
+                by: by.to_owned(),
+            };
+            l.insert(key, s);
         }
     }
 
@@ -670,6 +685,8 @@ impl State {
                 rtt_ms: s.rtt_ms,
                 rank_rtt_ms: s.rank_rtt_ms,
                 state: s.state.clone(),
+                transport: s.transport.clone(),
+                transport_for_s: s.transport_for_s,
             });
             self.report_latency_at(&key.0, &key.1, samples.collect(), p.last_report.unwrap_or_else(now_millis));
         }

@@ -43,6 +43,8 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct Bound {
     pub tunnel: SocketAddr,
+    /// The tunnel over TLS on TCP (`None`: `listen.tunnel_tcp = "off"`).
+    pub tunnel_tcp: Option<SocketAddr>,
     pub sni: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub admin: SocketAddr,
@@ -99,8 +101,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let tunnel_addr = listen_addr("listen.tunnel", &cfg.listen.tunnel)?.expect("tunnel listener is required");
     let l = &cfg.limits;
     let bind_err = |source| StartError::Bind { what: "tunnel (UDP)", addr: tunnel_addr, source };
-    let (socket, got_recv, got_send) =
-        tunnel::bind_udp(tunnel_addr, l.udp_recv_buffer, l.udp_send_buffer).map_err(bind_err)?;
+    let (socket, got_recv, got_send, tunnel_tcp) = bind_tunnel(&cfg, tunnel_addr)?;
     if got_recv < l.udp_recv_buffer || got_send < l.udp_send_buffer {
         tracing::warn!(
             asked_recv = l.udp_recv_buffer,
@@ -115,8 +116,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         Endpoint::new(quinn::EndpointConfig::default(), Some(server_cfg), socket, runtime).map_err(bind_err)?;
     endpoint.set_default_client_config(client_cfg);
 
+    let tcp_client = tokio_rustls::TlsConnector::from(Arc::new(
+        certs.client_config(tls::ServerExpectation::GatewayNamedByServerName, &[skybridge_api::TUNNEL_ALPN])?,
+    ));
+    let fallback = (cfg.routing.tcp_fallback != config::TcpFallbackMode::Off).then(|| tunnel::client::TcpFallback {
+        tls: tcp_client,
+        limits: cfg.limits.clone(),
+        after: cfg.routing.tcp_fallback_after,
+        choice: cfg.routing.fallback(),
+        always: cfg.routing.tcp_fallback == config::TcpFallbackMode::Always,
+    });
     let pool = Pool::new(
         endpoint.clone(),
+        fallback,
         g.cluster.clone(),
         l.connections_per_peer,
         l.handshake_timeout,
@@ -155,10 +167,24 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             addr: tunnel_addr,
             source,
         })?,
+        tunnel_tcp: None,
         sni: None,
         http: None,
         admin: tunnel_addr,
         tcp: Vec::new(),
+    };
+    // Unset, it is the tunnel's own address and port (as bound: port 0 picks one for UDP first).
+    let tunnel_tcp = match tunnel_tcp {
+        Some(tl) => {
+            let tl = TcpListener::from_std(tl).map_err(|source| StartError::Bind {
+                what: "tunnel (TCP)",
+                addr: addrs.tunnel,
+                source,
+            })?;
+            addrs.tunnel_tcp = Some(tl.local_addr().expect("bound"));
+            Some(tl)
+        }
+        None => None,
     };
     if let Some(a) = listen_addr("listen.sni", &cfg.listen.sni)? {
         let tl = bind("SNI listener", a).await?;
@@ -189,6 +215,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         tunnel::server::serve(endpoint.clone(), ctx.clone(), work.clone(), background.clone())
             .instrument(tracing::info_span!("tunnel_accept", addr = %addrs.tunnel)),
     );
+    if let (Some(tl), Some(a)) = (tunnel_tcp, addrs.tunnel_tcp) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.server_config(&[skybridge_api::TUNNEL_ALPN])?));
+        background.spawn(
+            tunnel::tcp::serve(tl, acceptor, ctx.clone(), work.clone(), background.clone())
+                .instrument(tracing::info_span!("tunnel_tcp_accept", addr = %a)),
+        );
+    }
     for (tl, kind) in listeners {
         let span = tracing::info_span!("accept", listener = kind.label(), addr = %tl.local_addr().expect("bound"));
         background.spawn(listener::serve(tl, kind, ctx.clone(), work.clone()).instrument(span));
@@ -235,6 +268,41 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     ctx.set_ready();
     tracing::info!(cluster = %g.cluster, ?addrs, "gateway started");
     Ok(Running { addrs, ctx, work, background, stop_background, endpoint })
+}
+
+/// Binds the tunnel's UDP socket and its TCP listener. Unless `listen.tunnel_tcp` names its own
+/// address, TCP takes the UDP socket's port number (peers dial one address for both); with port
+/// 0 the pair is chosen together, retrying until a number is free for both.
+fn bind_tunnel(
+    cfg: &Config,
+    udp: SocketAddr,
+) -> Result<(std::net::UdpSocket, usize, usize, Option<std::net::TcpListener>), StartError> {
+    let l = &cfg.limits;
+    let udp_err = |source| StartError::Bind { what: "tunnel (UDP)", addr: udp, source };
+    let tcp_bind = |addr: SocketAddr| {
+        let tl = std::net::TcpListener::bind(addr)?;
+        tl.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(tl)
+    };
+    let explicit = match (&cfg.listen.tunnel_tcp, cfg.listen.tunnel_tcp_addr()?) {
+        (_, None) => {
+            let (s, r, w) = tunnel::bind_udp(udp, l.udp_recv_buffer, l.udp_send_buffer).map_err(udp_err)?;
+            return Ok((s, r, w, None));
+        }
+        (Some(_), Some(a)) => Some(a),
+        (None, Some(_)) => None,
+    };
+    let mut attempts = if udp.port() == 0 { 64 } else { 1 };
+    loop {
+        attempts -= 1;
+        let (s, r, w) = tunnel::bind_udp(udp, l.udp_recv_buffer, l.udp_send_buffer).map_err(udp_err)?;
+        let tcp_addr = explicit.unwrap_or_else(|| s.local_addr().expect("bound"));
+        match tcp_bind(tcp_addr) {
+            Ok(tl) => return Ok((s, r, w, Some(tl))),
+            Err(_) if attempts > 0 && explicit.is_none() => continue,
+            Err(source) => return Err(StartError::Bind { what: "tunnel (TCP)", addr: tcp_addr, source }),
+        }
+    }
 }
 
 fn set_expiry(m: &Metrics, certs: &CertStore) {

@@ -31,6 +31,22 @@ pub struct OpenLabels {
     /// `egress` (we opened it) or `ingress` (a peer opened it).
     pub side: &'static str,
     pub status: &'static str,
+    /// `quic` or `tcp`.
+    pub transport: &'static str,
+}
+
+/// A handshake result on one transport.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub result: &'static str,
+    pub transport: &'static str,
+}
+
+/// A peer gateway and a transport (`quic`, `tcp`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerTransportLabels {
+    pub peer: String,
+    pub transport: &'static str,
 }
 
 /// Bytes by direction relative to the client: `upstream` (client → service) or `downstream`.
@@ -95,7 +111,9 @@ pub struct Metrics {
     pub stream_opens: Family<OpenLabels, Counter>,
     pub open_latency: Histogram,
     pub peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
-    pub peer_handshakes: Family<ResultLabels, Counter>,
+    pub peer_handshakes: Family<HandshakeLabels, Counter>,
+    pub peer_transport: Family<PeerTransportLabels, Gauge>,
+    pub transport_changes: Family<PeerTransportLabels, Counter>,
     pub peer_probe_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     pub peer_probes: Family<PeerResultLabels, Counter>,
     pub peer_state: Family<PeerStateLabels, Gauge>,
@@ -131,6 +149,8 @@ impl Metrics {
             open_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             peer_rtt: Family::default(),
             peer_handshakes: Family::default(),
+            peer_transport: Family::default(),
+            transport_changes: Family::default(),
             peer_probe_rtt: Family::default(),
             peer_probes: Family::default(),
             peer_state: Family::default(),
@@ -158,7 +178,9 @@ impl Metrics {
             let _ = m.cert_reloads.get_or_create(&ResultLabels { result });
         }
         for result in ["ok", "failed"] {
-            let _ = m.peer_handshakes.get_or_create(&ResultLabels { result });
+            for transport in ["quic", "tcp"] {
+                let _ = m.peer_handshakes.get_or_create(&HandshakeLabels { result, transport });
+            }
         }
         for result in ["exported", "failed"] {
             let _ = m.otlp_spans.get_or_create(&ResultLabels { result });
@@ -193,14 +215,20 @@ impl Metrics {
         );
         r.register("refusals", "Connections refused before routing, by listener and reason", m.refusals.clone());
         r.register("bytes", "Bytes relayed, by direction relative to the client", m.bytes.clone());
-        r.register("stream_opens", "Tunnel stream opens by side and status", m.stream_opens.clone());
+        r.register("stream_opens", "Tunnel stream opens by side, status and transport", m.stream_opens.clone());
         r.register(
             "open_latency_seconds",
             "Time from opening a tunnel stream to receiving its status",
             m.open_latency.clone(),
         );
         r.register("peer_rtt_seconds", "QUIC smoothed RTT to each peer gateway", m.peer_rtt.clone());
-        r.register("peer_handshakes", "QUIC handshakes with peers, by result", m.peer_handshakes.clone());
+        r.register("peer_handshakes", "Handshakes with peers, by result and transport", m.peer_handshakes.clone());
+        r.register("peer_transport", "1 for the transport new streams to each peer use", m.peer_transport.clone());
+        r.register(
+            "transport_changes",
+            "Per-peer transport changes (fallback to tcp, recovery to quic), by the transport taken",
+            m.transport_changes.clone(),
+        );
         r.register(
             "peer_probe_rtt_seconds",
             "Smoothed probe round trip to each peer gateway",
@@ -302,8 +330,8 @@ impl Metrics {
     }
 
     /// Counts a stream open result.
-    pub fn open(&self, side: &'static str, status: &'static str) {
-        self.stream_opens.get_or_create(&OpenLabels { side, status }).inc();
+    pub fn open(&self, side: &'static str, status: &'static str, transport: &'static str) {
+        self.stream_opens.get_or_create(&OpenLabels { side, status, transport }).inc();
     }
 
     /// Adds relayed bytes.

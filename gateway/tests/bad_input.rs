@@ -387,7 +387,10 @@ async fn dialled_peer_presenting_another_clusters_certificate_is_refused() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 502") && text.contains("azure-2"), "{text}");
     // The prober dials too, so there may be more than the data path's one.
-    assert!(metric(a.addrs.admin, r#"skybridge_gateway_peer_handshakes_total{result="failed"}"#).await >= 1.0);
+    assert!(
+        metric(a.addrs.admin, r#"skybridge_gateway_peer_handshakes_total{result="failed",transport="quic"}"#).await
+            >= 1.0
+    );
     let status: serde_json::Value = serde_json::from_str(&common::admin_get(a.addrs.admin, "/status").await.1).unwrap();
     assert_eq!(status["peers"][0]["state"], "down");
     assert!(status["peers"][0]["last_error"].as_str().unwrap().contains("handshake"), "{status}");

@@ -102,9 +102,13 @@ async fn port_mapped_tcp_and_status_report() {
     let p = pair().await;
     assert_eq!(echo_once(p.a.addrs.tcp[0], b"ping").await, b"ping");
     let admin = p.a.addrs.admin;
-    assert_eq!(metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="ok"}"#).await, 1.0);
     assert_eq!(
-        metric(p.b.addrs.admin, r#"skybridge_gateway_stream_opens_total{side="ingress",status="ok"}"#).await,
+        metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="ok",transport="quic"}"#).await,
+        1.0
+    );
+    assert_eq!(
+        metric(p.b.addrs.admin, r#"skybridge_gateway_stream_opens_total{side="ingress",status="ok",transport="quic"}"#)
+            .await,
         1.0
     );
     // Probes measure the RTT every second, and QUIC's estimate is sampled on the same tick.
@@ -226,12 +230,21 @@ async fn retries_next_candidate_when_first_peer_refuses() {
         assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("hello from gcp-c\n"), "client saw no error: {out}");
     }
     let admin = a.addrs.admin;
-    let refused = metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="no_route"}"#).await;
+    let refused =
+        metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="no_route",transport="quic"}"#)
+            .await;
     assert!(refused >= 1.0, "some connection tried b first (each does with probability 1/2)");
-    assert_eq!(metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="ok"}"#).await, 20.0);
+    assert_eq!(
+        metric(admin, r#"skybridge_gateway_stream_opens_total{side="egress",status="ok",transport="quic"}"#).await,
+        20.0
+    );
     assert_eq!(metric(admin, "skybridge_gateway_retries_total").await, refused, "every refusal was retried");
     assert_eq!(
-        metric(b.addrs.admin, r#"skybridge_gateway_stream_opens_total{side="ingress",status="no_route"}"#).await,
+        metric(
+            b.addrs.admin,
+            r#"skybridge_gateway_stream_opens_total{side="ingress",status="no_route",transport="quic"}"#
+        )
+        .await,
         refused
     );
 

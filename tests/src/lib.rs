@@ -81,9 +81,23 @@ pub fn free_low_tcp(n: usize) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// `n` distinct free UDP ports on 127.0.0.1.
+/// `n` distinct ports on 127.0.0.1 free for UDP and TCP (a gateway's tunnel serves both on one
+/// port), below the ephemeral range, where an outgoing connection could take the TCP side
+/// before the gateway binds it.
 pub fn free_udp(n: usize) -> Vec<SocketAddr> {
-    (0..n).map(|_| unique_port(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap())).collect()
+    (0..n)
+        .map(|_| {
+            unique_port(|| {
+                loop {
+                    let port = 20_000 + fastrand::u16(..12_000);
+                    let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else { continue };
+                    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                        return udp.local_addr().unwrap();
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// A child process killed (SIGKILL) when dropped unless it already exited.
@@ -353,4 +367,18 @@ pub fn federated_gateway_toml(
          [federator]\naddress = \"{control}\"\nreconnect_min = \"100ms\"\nreconnect_max = \"400ms\"\n",
         free_udp(1)[0]
     )
+}
+
+/// A UDP and a TCP relay to `target` on one port number, sharing `link`: a gateway's tunnel
+/// serves QUIC and TLS over TCP on one port, and peers dial one address for both.
+pub async fn tunnel_relay(target: SocketAddr, link: wan::Link) -> (wan::Relay, wan::Relay) {
+    for _ in 0..100 {
+        let port = free_udp(1)[0];
+        let Ok(udp) = wan::udp(port, target, link.clone()).await else { continue };
+        match wan::tcp(udp.addr, target, link.clone()).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(_) => continue,
+        }
+    }
+    panic!("no port free for both UDP and TCP");
 }

@@ -42,6 +42,8 @@ pub enum Verdict {
     Fail,
     /// Not checked (and why is in the message); does not fail the run.
     Skip,
+    /// Works, but not as it should for long (a path on the TCP fallback); does not fail the run.
+    Warn,
 }
 
 /// One line of the report.
@@ -59,6 +61,10 @@ fn ok(check: &'static str, message: String) -> Finding {
 
 fn fail(check: &'static str, message: String) -> Finding {
     Finding { result: Verdict::Fail, check, message }
+}
+
+fn warn(check: &'static str, message: String) -> Finding {
+    Finding { result: Verdict::Warn, check, message }
 }
 
 fn skip(check: &'static str, message: String) -> Finding {
@@ -296,6 +302,15 @@ fn paths(d: &Docs, now: u64, out: &mut Vec<Finding>) {
             skip("path", format!("{name}: not checked, {}'s gateway is not connected ({when})", p.from))
         } else if old {
             fail("path", format!("{name}: no fresh measurement, {when}"))
+        } else if p.state == "healthy" && p.transport == "tcp" {
+            let how_long = p.transport_for_s.map_or(String::new(), |s| format!(" for {}", age(s * 1000)));
+            warn(
+                "path",
+                format!(
+                    "{name} healthy over TLS/TCP{how_long}: QUIC (UDP) is blocked on the path, RTT {} ({when})",
+                    rtt(p.rtt_ms)
+                ),
+            )
         } else if p.state == "healthy" {
             ok("path", format!("{name} healthy, RTT {} ({when})", rtt(p.rtt_ms)))
         } else {
@@ -358,12 +373,16 @@ pub fn report(findings: &[Finding]) -> String {
             Verdict::Ok => "ok",
             Verdict::Fail => "FAIL",
             Verdict::Skip => "skip",
+            Verdict::Warn => "WARN",
         };
         out.push_str(&format!("{r:<4}  {:<9}  {}\n", f.check, f.message));
     }
     let failed = findings.iter().filter(|f| f.result == Verdict::Fail).count();
     let total = findings.iter().filter(|f| f.result != Verdict::Skip).count();
-    if failed == 0 {
+    let warned = findings.iter().filter(|f| f.result == Verdict::Warn).count();
+    if failed == 0 && warned > 0 {
+        out.push_str(&format!("\nall {total} checks passed, {warned} with a warning\n"));
+    } else if failed == 0 {
         out.push_str(&format!("\nall {total} checks passed\n"));
     } else {
         out.push_str(&format!("\n{failed} of {total} checks failed\n"));

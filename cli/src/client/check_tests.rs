@@ -35,6 +35,8 @@ fn path(from: &str, to: &str, state: &str, rtt: Option<f64>) -> LatencyPath {
         rtt_ms: rtt,
         rank_rtt_ms: rtt,
         state: state.into(),
+        transport: "quic".into(),
+        transport_for_s: None,
         reported_at: NOW - 2_000,
         by: format!("gw-{from}"),
     }
@@ -332,5 +334,28 @@ fn federator_certificates_from_their_replica_records() {
             "federator fed-0: certificate expires in 30d, within its tls.expiry_warning",
             "federator fed-1: certificate has expired"
         ]
+    );
+}
+
+#[test]
+fn a_path_on_the_tcp_fallback_is_a_warning_with_how_long() {
+    let mut f = healthy();
+    if let Some(Docs { latency: Ok(l), .. }) = &mut f.docs {
+        l.paths[0].transport = "tcp".into();
+        l.paths[0].transport_for_s = Some(300);
+    }
+    let findings = evaluate(&f);
+    assert_eq!(failures(&f), Vec::<String>::new(), "a warning does not fail the run");
+    let warned: Vec<_> = findings.iter().filter(|f| f.result == Verdict::Warn).map(|f| f.message.clone()).collect();
+    assert_eq!(
+        warned,
+        [
+            "aws-1 → gcp-1 healthy over TLS/TCP for 5m: QUIC (UDP) is blocked on the path, RTT 20.2 ms (reported 2s ago by gw-aws-1)"
+        ]
+    );
+    let text = report(&findings);
+    assert!(
+        text.contains("\nWARN  path       aws-1 → gcp-1") && text.ends_with("all 7 checks passed, 1 with a warning\n"),
+        "{text}"
     );
 }

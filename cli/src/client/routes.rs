@@ -46,16 +46,31 @@ pub fn rtt(ms: Option<f64>) -> String {
     ms.map_or("?".into(), |ms| format!("{ms:.1} ms"))
 }
 
-/// SERVICE FROM PREFERRED SHARES EXPECTED-RTT.
+/// SERVICE FROM PREFERRED SHARES EXPECTED-RTT; a share over a path on the TLS-over-TCP
+/// fallback (UDP blocked) is marked `(tcp)`.
 pub fn table(l: &LatencyResponse) -> String {
+    let tcp: std::collections::BTreeSet<(&str, &str)> =
+        l.paths.iter().filter(|p| p.transport == "tcp").map(|p| (p.from.as_str(), p.to.as_str())).collect();
     let mut t = Table::new(&["SERVICE", "FROM", "PREFERRED", "SHARES", "EXPECTED-RTT"]);
     for r in &l.routes {
         let unreachable = r.preferred.is_none();
+        let mut text = shares(&r.shares);
+        if r.shares.iter().any(|s| tcp.contains(&(r.from.as_str(), s.cluster.as_str()))) {
+            text = r
+                .shares
+                .iter()
+                .map(|s| {
+                    let mark = if tcp.contains(&(r.from.as_str(), s.cluster.as_str())) { " (tcp)" } else { "" };
+                    format!("{} {:.0}%{mark}", s.cluster, s.share * 100.0)
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+        }
         t.row(vec![
             format!("{}/{}", r.namespace, r.name),
             r.from.clone(),
             r.preferred.clone().unwrap_or_else(|| "unreachable".into()),
-            shares(&r.shares),
+            text,
             if unreachable { "-".into() } else { rtt(r.expected_rtt_ms) },
         ]);
     }
@@ -79,9 +94,20 @@ mod tests {
             order: vec![],
             expected_rtt_ms: rtt,
         };
+        let path = |from: &str, to: &str, transport: &str| skybridge_federator::api::dto::LatencyPath {
+            from: from.into(),
+            to: to.into(),
+            rtt_ms: Some(3.0),
+            rank_rtt_ms: None,
+            state: "healthy".into(),
+            transport: transport.into(),
+            transport_for_s: None,
+            reported_at: 1,
+            by: "gw".into(),
+        };
         let l = LatencyResponse {
             clusters: vec![],
-            paths: vec![],
+            paths: vec![path("aws-1", "gcp-1", "tcp"), path("gcp-1", "aws-1", "quic")],
             routes: vec![
                 route("payments", "aws-1", &[("aws-1", 0.7), ("gcp-1", 0.3)], Some(3.6)),
                 route("web", "gcp-1", &[("aws-1", 1.0)], None),
@@ -91,10 +117,10 @@ mod tests {
         assert_eq!(
             table(&l),
             "\
-SERVICE         FROM    PREFERRED     SHARES                EXPECTED-RTT
-prod/payments   aws-1   aws-1         aws-1 70%,gcp-1 30%   3.6 ms
-prod/web        gcp-1   aws-1         aws-1 100%            ?
-prod/db         gcp-1   unreachable   -                     -
+SERVICE         FROM    PREFERRED     SHARES                      EXPECTED-RTT
+prod/payments   aws-1   aws-1         aws-1 70%,gcp-1 30% (tcp)   3.6 ms
+prod/web        gcp-1   aws-1         aws-1 100%                  ?
+prod/db         gcp-1   unreachable   -                           -
 "
         );
     }

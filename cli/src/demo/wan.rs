@@ -52,12 +52,14 @@ impl Impairment {
 pub struct Link {
     impairment: Arc<Mutex<Impairment>>,
     cut: Arc<AtomicBool>,
+    /// UDP only: a firewall that drops UDP while TCP passes.
+    udp_blocked: Arc<AtomicBool>,
 }
 
 impl Link {
     /// A link with `imp`.
     pub fn new(imp: Impairment) -> Self {
-        Link { impairment: Arc::new(Mutex::new(imp)), cut: Arc::default() }
+        Link { impairment: Arc::new(Mutex::new(imp)), cut: Arc::default(), udp_blocked: Arc::default() }
     }
 
     /// Changes the impairment from now on.
@@ -75,8 +77,22 @@ impl Link {
         self.cut.load(Ordering::SeqCst)
     }
 
-    /// A datagram's delivery time (`None`: cut or lost).
+    /// Drops every UDP datagram (true) or lets them through again (false); TCP is unaffected,
+    /// as behind a firewall that blocks UDP.
+    pub fn block_udp(&self, blocked: bool) {
+        self.udp_blocked.store(blocked, Ordering::SeqCst);
+    }
+
+    /// Whether UDP is blocked.
+    pub fn is_udp_blocked(&self) -> bool {
+        self.udp_blocked.load(Ordering::SeqCst)
+    }
+
+    /// A datagram's delivery time (`None`: cut, UDP blocked or lost).
     fn schedule(&self, now: Instant) -> Option<Instant> {
+        if self.is_udp_blocked() {
+            return None;
+        }
         self.schedule_with(now, true)
     }
 
@@ -323,6 +339,10 @@ mod tests {
         assert_eq!(udp_rtt(relay.addr).await, None, "100% loss");
         link.set(Impairment::default());
         assert!(udp_rtt(relay.addr).await.is_some(), "restored");
+        link.block_udp(true);
+        assert_eq!(udp_rtt(relay.addr).await, None, "UDP blocked");
+        link.block_udp(false);
+        assert!(udp_rtt(relay.addr).await.is_some(), "UDP unblocked");
     }
 
     #[tokio::test]

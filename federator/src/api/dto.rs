@@ -236,6 +236,12 @@ pub struct LatencyPath {
     /// One of `unknown`, `healthy`, `suspect`, `down`, `probing` (as the gateway reports it).
     #[schema(example = "healthy")]
     pub state: String,
+    /// The transport the path's new streams use: `quic`, or `tcp` when UDP is blocked on the
+    /// path and the gateway fell back to TLS over TCP.
+    #[schema(example = "quic")]
+    pub transport: String,
+    /// Seconds on that transport since it last changed; null when it never changed.
+    pub transport_for_s: Option<u64>,
     /// Unix ms of the report.
     pub reported_at: u64,
     /// The gateway instance that measured it.

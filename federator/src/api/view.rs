@@ -324,6 +324,8 @@ pub fn latency(
             rtt_ms: s.rtt_ms,
             rank_rtt_ms: s.rank_rtt_ms,
             state: s.state.clone(),
+            transport: s.transport.clone(),
+            transport_for_s: s.transport_for_s,
             reported_at: s.reported_at,
             by: s.by.clone(),
         })

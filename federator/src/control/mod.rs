@@ -509,11 +509,15 @@ impl Session {
                     .filter_map(|p| {
                         let to = ClusterId::new(&p.cluster).ok()?;
                         let ms = |micros: u64| (micros > 0).then(|| micros as f64 / 1000.0);
+                        // Older gateways send no transport: they only speak QUIC.
+                        let transport = if p.transport.is_empty() { "quic".to_owned() } else { p.transport };
                         Some(PeerReport {
                             to,
                             rtt_ms: ms(p.rtt_micros),
                             rank_rtt_ms: ms(p.rank_rtt_micros),
                             state: p.state,
+                            transport,
+                            transport_for_s: (p.transport_seconds > 0).then_some(p.transport_seconds),
                         })
                     })
                     .collect();
@@ -524,6 +528,8 @@ impl Session {
                         rtt_ms: s.rtt_ms,
                         rank_rtt_ms: s.rank_rtt_ms,
                         state: s.state.clone(),
+                        transport: s.transport.clone(),
+                        transport_for_s: s.transport_for_s,
                     })
                     .collect();
                 self.state.report_latency(&self.cluster, &self.instance, samples);

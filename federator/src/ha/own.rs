@@ -113,6 +113,8 @@ mod tests {
                 rtt_ms: Some(rtt),
                 rank_rtt_ms: None,
                 state: "healthy".into(),
+                transport: "quic".into(),
+                transport_for_s: None,
             }],
         })
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use limits::{Limits, deadline};
-pub use routing::RoutingSection;
+pub use routing::{RoutingSection, TcpFallbackMode};
 use serde::Deserialize;
 pub use skybridge_api::config::{ConfigError, TlsSection, duration};
 use skybridge_api::config::{from_toml, invalid};
@@ -229,6 +229,10 @@ fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
 pub struct ListenSection {
     #[serde(default = "defaults::tunnel")]
     pub tunnel: String,
+    /// The tunnel over TLS on TCP (for UDP-blocked peers): an address, `"off"`, or unset for
+    /// `tunnel`'s address on TCP.
+    #[serde(default)]
+    pub tunnel_tcp: Option<String>,
     #[serde(default = "defaults::sni")]
     pub sni: String,
     #[serde(default = "defaults::http")]
@@ -243,6 +247,7 @@ impl Default for ListenSection {
     fn default() -> Self {
         ListenSection {
             tunnel: defaults::tunnel(),
+            tunnel_tcp: None,
             sni: defaults::sni(),
             http: defaults::http(),
             admin: defaults::admin(),
@@ -441,11 +446,23 @@ impl Config {
 }
 
 impl ListenSection {
+    /// Where the tunnel over TLS on TCP listens: `tunnel_tcp`, or `tunnel`'s address when it is
+    /// unset; `None` when it is `"off"`.
+    pub fn tunnel_tcp_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match &self.tunnel_tcp {
+            Some(v) => listen_addr("listen.tunnel_tcp", v),
+            None => listen_addr("listen.tunnel", &self.tunnel),
+        }
+    }
+
     /// Every address parses; no two TCP listeners share a port (the tunnel is UDP, so it may
     /// share a number with one); port 0 (any free port, for tests) is allowed except for a
     /// tunnel that peers reach at fixed `federator.tunnel_addresses`.
     fn validate(&self, federator: Option<&FederatorSection>) -> Result<(), ConfigError> {
         let mut tcp: Vec<(String, SocketAddr)> = Vec::new();
+        if let Some(a) = self.tunnel_tcp_addr()? {
+            tcp.push(("listen.tunnel_tcp".to_owned(), a));
+        }
         for (key, v) in [("listen.sni", &self.sni), ("listen.http", &self.http), ("listen.admin", &self.admin)] {
             if let Some(a) = listen_addr(key, v)? {
                 tcp.push((key.to_owned(), a));

@@ -45,6 +45,32 @@ pub struct RoutingSection {
     pub slow_open_factor: f64,
     #[serde(default = "defaults::slow_open_min", with = "duration")]
     pub slow_open_min: Duration,
+    /// `auto`: fall back to TLS over TCP for a peer whose QUIC goes unanswered while TCP works;
+    /// `off`: QUIC only; `always`: TLS over TCP to every peer (a path known to block UDP).
+    #[serde(default)]
+    pub tcp_fallback: TcpFallbackMode,
+    /// A QUIC dial that has heard nothing from the peer this long starts a TCP dial beside it.
+    #[serde(default = "defaults::tcp_fallback_after", with = "duration")]
+    pub tcp_fallback_after: Duration,
+    /// While on TCP, how often QUIC is tried again.
+    #[serde(default = "defaults::quic_probe_interval", with = "duration")]
+    pub quic_probe_interval: Duration,
+    /// Successful QUIC probes in a row that move new streams back to QUIC.
+    #[serde(default = "defaults::quic_recover_after")]
+    pub quic_recover_after: u32,
+    /// A fallback this soon after a recovery doubles the QUIC probe interval.
+    #[serde(default = "defaults::quic_flap_window", with = "duration")]
+    pub quic_flap_window: Duration,
+}
+
+/// `routing.tcp_fallback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpFallbackMode {
+    #[default]
+    Auto,
+    Off,
+    Always,
 }
 
 impl Default for RoutingSection {
@@ -95,6 +121,18 @@ pub mod defaults {
     pub fn slow_open_min() -> Duration {
         Duration::from_millis(250)
     }
+    pub fn tcp_fallback_after() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn quic_probe_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn quic_recover_after() -> u32 {
+        2
+    }
+    pub fn quic_flap_window() -> Duration {
+        Duration::from_secs(300)
+    }
 }
 
 impl RoutingSection {
@@ -107,6 +145,15 @@ impl RoutingSection {
             max_hold_down: self.max_hold_down,
             rank_hysteresis: self.rank_hysteresis,
             ..HealthConfig::default()
+        }
+    }
+
+    /// The transport fallback's knobs.
+    pub fn fallback(&self) -> crate::tunnel::fallback::FallbackConfig {
+        crate::tunnel::fallback::FallbackConfig {
+            probe_interval: self.quic_probe_interval,
+            recover_after: self.quic_recover_after,
+            flap_window: self.quic_flap_window,
         }
     }
 
@@ -133,6 +180,9 @@ impl RoutingSection {
             ("routing.max_hold_down", self.max_hold_down, ms, s(3600)),
             ("routing.share_floor", self.share_floor, Duration::ZERO, s(10)),
             ("routing.slow_open_min", self.slow_open_min, ms, s(60)),
+            ("routing.tcp_fallback_after", self.tcp_fallback_after, ms, s(60)),
+            ("routing.quic_probe_interval", self.quic_probe_interval, ms, s(3600)),
+            ("routing.quic_flap_window", self.quic_flap_window, Duration::ZERO, s(86400)),
         ] {
             super::within(key, d, min, max)?;
         }
@@ -150,7 +200,11 @@ impl RoutingSection {
                 "must be at least routing.hold_down",
             ));
         }
-        for (key, v) in [("routing.down_after", self.down_after), ("routing.recover_after", self.recover_after)] {
+        for (key, v) in [
+            ("routing.down_after", self.down_after),
+            ("routing.recover_after", self.recover_after),
+            ("routing.quic_recover_after", self.quic_recover_after),
+        ] {
             if !(1..=100).contains(&v) {
                 return Err(invalid(key, v, "must be between 1 and 100"));
             }
@@ -197,6 +251,9 @@ mod tests {
     fn errors_name_the_key() {
         let bad = |text: &str| toml::from_str::<RoutingSection>(text).unwrap().validate().unwrap_err().to_string();
         assert!(bad("probe_timeout = \"2s\"").contains("routing.probe_timeout"));
+        assert!(bad("tcp_fallback_after = \"2m\"").contains("routing.tcp_fallback_after"));
+        assert!(bad("quic_recover_after = 0").contains("routing.quic_recover_after"));
+        assert!(bad("quic_probe_interval = \"0s\"").contains("routing.quic_probe_interval"));
         assert!(bad("recover_after = 0").contains("routing.recover_after"));
         assert!(bad("share_margin = -1.0").contains("routing.share_margin"));
         assert!(bad("slow_open_factor = 0.5").contains("routing.slow_open_factor"));

@@ -408,6 +408,7 @@ impl Client<'_> {
                     }
                 }
                 _ = report.tick() => {
+                    let now = std::time::Instant::now();
                     let peers = ctx
                         .pool
                         .paths()
@@ -417,6 +418,8 @@ impl Client<'_> {
                             rtt_micros: p.health.srtt().map_or(0, |d| d.as_micros() as u64),
                             rank_rtt_micros: p.health.rank_rtt().map_or(0, |d| d.as_micros() as u64),
                             state: p.health.state().as_str().to_owned(),
+                            transport: ctx.pool.transport_of(&c).as_str().to_owned(),
+                            transport_seconds: p.transport.for_how_long(now).map_or(0, |d| d.as_secs()),
                         })
                         .collect();
                     if tx.send(send(gateway_message::Msg::Report(wire::Report { peers }))).await.is_err() {

@@ -43,7 +43,12 @@ pub async fn forward(
     let budget = ctx.limits.connect_budget;
     let mut last = String::from("no cluster hosts this service");
     let mut attempts = 0u32;
-    for target in order {
+    // A peer whose pooled connection turned out dead goes to the back of the line: the other
+    // candidates first, then a fresh dial (which may fall back to TLS over TCP). Twice at
+    // most: a concurrent open may have closed the connection this one was on.
+    let mut order: std::collections::VecDeque<Target> = order.into();
+    let mut redialled = Vec::new();
+    while let Some(target) = order.pop_front() {
         let left = budget.saturating_sub(start.elapsed());
         if left.is_zero() {
             last = format!("connect budget {budget:?} spent; last: {last}");
@@ -86,6 +91,10 @@ pub async fn forward(
                         tracing::info!(peer = %c, error = %e, "open failed; trying next candidate");
                         last = e.to_string();
                         trace.attempt_failed(c, &last);
+                        if e.redial() && redialled.iter().filter(|r| *r == c).count() < 2 {
+                            redialled.push(c.clone());
+                            order.push_back(target.clone());
+                        }
                         continue;
                     }
                 }

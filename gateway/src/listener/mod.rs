@@ -137,8 +137,8 @@ impl HeadError {
 
 async fn handle(mut stream: TcpStream, kind: Kind, ctx: &Context) {
     let label = kind.label();
-    let (target, held, parent) = match kind {
-        Kind::Tcp { service, port } => (Ok((service, port)), Bytes::new(), None),
+    let (target, held, parent) = match &kind {
+        Kind::Tcp { service, port } => (Ok((service.clone(), *port)), Bytes::new(), None),
         Kind::Sni => match sni_target(&mut stream, ctx).await {
             Some(v) => v,
             None => return,
@@ -150,27 +150,68 @@ async fn handle(mut stream: TcpStream, kind: Kind, ctx: &Context) {
     };
     let (service, port) = match target {
         Ok(t) => t,
-        Err(why) => {
-            ctx.metrics.refuse(label, "unknown_name");
-            return refuse(&mut stream, label, why).await;
-        }
+        Err(why) => return refuse(&mut stream, &kind, Unroutable::UnknownName(why), ctx).await,
     };
     if let Err((mut stream, why)) = forward::forward(stream, held, parent, service, port, label, ctx).await {
-        ctx.metrics.refuse(label, "no_healthy_route");
-        refuse(&mut stream, label, &why).await;
+        refuse(&mut stream, &kind, Unroutable::NoRoute(why), ctx).await;
     }
 }
 
-/// Answers a client we cannot route, in its own protocol, then closes.
-async fn refuse(stream: &mut TcpStream, label: &'static str, why: &str) {
-    tracing::info!(why, "refused client connection");
-    let bytes = match label {
-        "sni" if why.starts_with("no route") => sni::alert(sni::ALERT_INTERNAL_ERROR).to_vec(),
-        "sni" => sni::alert(sni::ALERT_UNRECOGNIZED_NAME).to_vec(),
-        "http" => http::response("502 Bad Gateway", why),
-        _ => Vec::new(),
-    };
-    let _ = stream.write_all(&bytes).await;
+/// Why a client connection could not be routed, and what each protocol answers for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unroutable {
+    /// The name is not a service of the catalog (or it has no port for the protocol).
+    UnknownName(&'static str),
+    /// No candidate accepted the connection within the connect budget.
+    NoRoute(String),
+}
+
+impl Unroutable {
+    /// The `refusals_total` reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Unroutable::UnknownName(_) => "unknown_name",
+            Unroutable::NoRoute(_) => "no_healthy_route",
+        }
+    }
+
+    /// The TLS alert a TLS client gets.
+    pub fn tls_alert(&self) -> u8 {
+        match self {
+            Unroutable::UnknownName(_) => sni::ALERT_UNRECOGNIZED_NAME,
+            Unroutable::NoRoute(_) => sni::ALERT_INTERNAL_ERROR,
+        }
+    }
+
+    /// The HTTP status line an HTTP client gets.
+    pub fn http_status(&self) -> &'static str {
+        "502 Bad Gateway"
+    }
+
+    /// The reason, for the log and the HTTP body.
+    pub fn reason(&self) -> &str {
+        match self {
+            Unroutable::UnknownName(why) => why,
+            Unroutable::NoRoute(why) => why,
+        }
+    }
+
+    /// The bytes a client of listener `kind` is answered with before the close (a port-mapped
+    /// TCP client gets only the close: its protocol is unknown).
+    pub fn answer(&self, kind: &Kind) -> Vec<u8> {
+        match kind {
+            Kind::Sni => sni::alert(self.tls_alert()).to_vec(),
+            Kind::Http => http::response(self.http_status(), self.reason()),
+            Kind::Tcp { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Answers a client we cannot route, in its own protocol, counts it, then closes.
+async fn refuse(stream: &mut TcpStream, kind: &Kind, r: Unroutable, ctx: &Context) {
+    ctx.metrics.refuse(kind.label(), r.label());
+    tracing::info!(why = r.reason(), "refused client connection");
+    let _ = stream.write_all(&r.answer(kind)).await;
     let _ = stream.shutdown().await;
 }
 
@@ -244,5 +285,23 @@ async fn http_target(stream: &mut TcpStream, ctx: &Context) -> Option<Routed> {
             None
         }
         Ok(Ok(((host, trace), held))) => Some((lookup(&host, Protocol::Http, ctx), held, trace)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_maps_to_its_alert_status_and_label() {
+        let unknown = Unroutable::UnknownName("unknown service");
+        let no_route = Unroutable::NoRoute("no route to prod/web:443: timed out".into());
+        assert_eq!(unknown.answer(&Kind::Sni), sni::alert(sni::ALERT_UNRECOGNIZED_NAME));
+        assert_eq!(no_route.answer(&Kind::Sni), sni::alert(sni::ALERT_INTERNAL_ERROR));
+        let http = String::from_utf8(no_route.answer(&Kind::Http)).unwrap();
+        assert!(http.starts_with("HTTP/1.1 502 Bad Gateway") && http.contains("timed out"), "{http}");
+        let tcp = Kind::Tcp { service: "prod/web".parse().unwrap(), port: 80 };
+        assert!(unknown.answer(&tcp).is_empty(), "a port-mapped client gets only the close");
+        assert_eq!((unknown.label(), no_route.label()), ("unknown_name", "no_healthy_route"));
     }
 }

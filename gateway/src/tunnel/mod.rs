@@ -1,11 +1,15 @@
 //! The gateway-to-gateway tunnel: QUIC with mutual TLS, one bidirectional stream per
-//! forwarded TCP connection (wire format in docs/protocol.md).
+//! forwarded TCP connection, or the same streams over TLS on TCP when a path drops UDP (wire
+//! format in docs/protocol.md).
 
 pub mod admission;
 pub mod client;
+pub mod fallback;
 pub mod probe;
 pub mod server;
 pub mod splice;
+pub mod stream;
+pub mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

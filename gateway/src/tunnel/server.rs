@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::net::SocketAddr;
+
 use bytes::BytesMut;
-use quinn::{Endpoint, Incoming, RecvStream, SendStream};
+use quinn::{Endpoint, Incoming};
 use skybridge_api::header::{OpenRequest, OpenResponse, REQUEST_PREFIX_LEN, Status};
 use skybridge_api::model::ClusterId;
 use skybridge_api::serve::{RateLimitedLog, Verdict};
@@ -14,9 +16,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::admission::{Decision, Handshakes, Slot};
+use super::stream::{TunnelRecv, TunnelSend};
 use super::{codes, splice};
 use crate::context::Context;
 use crate::metrics::ListenerLabels;
+use crate::routing::Catalog;
 use crate::telemetry::{ConnTrace, Outcome, Side};
 use crate::tls::peer_cluster;
 
@@ -133,12 +137,14 @@ async fn connection(
                 }
             },
         };
-        let span = tracing::info_span!("ingress", %peer, stream = %send.id());
+        let (send, recv) = (TunnelSend::Quic(send), TunnelRecv::Quic(recv));
+        let span = tracing::info_span!("ingress", %peer, stream = %send.id(), transport = "quic");
         tracker.spawn(stream(send, recv, peer.clone(), ctx.clone()).instrument(span));
     }
 }
 
-async fn read_header(recv: &mut RecvStream, max: usize) -> Result<OpenRequest, String> {
+/// Reads and decodes a stream header of at most `max` body bytes (either transport).
+pub async fn read_header(recv: &mut TunnelRecv, max: usize) -> Result<OpenRequest, String> {
     let mut prefix = [0u8; REQUEST_PREFIX_LEN];
     recv.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
     let len = OpenRequest::body_len(prefix, max).map_err(|e| e.to_string())?;
@@ -147,31 +153,83 @@ async fn read_header(recv: &mut RecvStream, max: usize) -> Result<OpenRequest, S
     OpenRequest::decode_body(&body).map_err(|e| e.to_string())
 }
 
-async fn respond(send: &mut SendStream, status: Status, reason: &str) -> bool {
+async fn respond(send: &mut TunnelSend, status: Status, reason: &str) -> bool {
     let mut b = BytesMut::with_capacity(3 + reason.len());
     OpenResponse { status, reason: reason.to_owned() }.encode(&mut b);
     send.write_chunk(b.freeze()).await.is_ok()
 }
 
+/// What an ingress stream is admitted to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admitted<'c> {
+    /// A probe, answered by the gateway itself.
+    Probe,
+    /// A service's local endpoints.
+    Deliver(&'c [SocketAddr]),
+}
+
+/// Why an ingress stream is refused: the status the dialler gets, and the reason it reads.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: Status,
+    pub reason: String,
+}
+
+/// Decides one ingress stream, whichever transport carries it: draining, the claimed source
+/// against the certificate, the catalog, local endpoints and the service's policy. Pure.
+pub fn admit<'c>(
+    req: &OpenRequest,
+    peer: &ClusterId,
+    draining: bool,
+    catalog: &'c Catalog,
+    local: &ClusterId,
+) -> Result<Admitted<'c>, Refusal> {
+    let refuse = |status, reason| Err(Refusal { status, reason });
+    if draining {
+        return refuse(Status::Overloaded, "gateway is draining".into());
+    }
+    if req.source != *peer {
+        return refuse(
+            Status::Denied,
+            format!("stream claims source cluster {} but the certificate is {peer}'s", req.source),
+        );
+    }
+    if req.probe {
+        return Ok(Admitted::Probe);
+    }
+    let Some(svc) = catalog.services.get(&req.service) else {
+        return refuse(Status::NoRoute, format!("service {} unknown in {local}", req.service));
+    };
+    let Some(endpoints) = catalog.local_endpoints(&req.service, req.port) else {
+        return refuse(Status::NoRoute, format!("{}:{} has no endpoints in {local}", req.service, req.port));
+    };
+    if !svc.allows(peer) {
+        return refuse(Status::Denied, format!("{peer} is not allowed to reach {}", req.service));
+    }
+    Ok(Admitted::Deliver(endpoints))
+}
+
 async fn refuse(
-    mut send: SendStream,
-    mut recv: RecvStream,
+    mut send: TunnelSend,
+    mut recv: TunnelRecv,
     ctx: &Context,
-    status: Status,
-    reason: String,
+    r: Refusal,
     trace: ConnTrace,
     traceparent: &str,
 ) {
+    let Refusal { status, reason } = r;
     tracing::info!(status = status.as_str(), %reason, traceparent, "refused stream");
     let error = Some(reason.as_str());
     trace.finish(Outcome { cluster: None, attempts: 1, bytes_up: 0, bytes_down: 0, result: status.as_str(), error });
-    ctx.metrics.open("ingress", status.as_str());
+    ctx.metrics.open("ingress", status.as_str(), send.transport().as_str());
     respond(&mut send, status, &reason).await;
-    let _ = send.finish();
-    let _ = recv.stop(codes::CANCELLED);
+    send.finish();
+    recv.stop(codes::CANCELLED);
 }
 
-async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx: Arc<Context>) {
+/// Serves one ingress stream from `peer` (QUIC or TCP): reads its header, admits it, connects
+/// to a local endpoint and relays.
+pub async fn stream(mut send: TunnelSend, mut recv: TunnelRecv, peer: ClusterId, ctx: Arc<Context>) {
     let header =
         tokio::time::timeout(ctx.limits.header_timeout, read_header(&mut recv, ctx.limits.max_stream_header)).await;
     let req = match header {
@@ -179,17 +237,18 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "bad stream header");
             ctx.metrics.refuse("ingress", "bad_header");
-            let _ = send.reset(codes::BAD_HEADER);
-            let _ = recv.stop(codes::BAD_HEADER);
+            send.reset(codes::BAD_HEADER);
+            recv.stop(codes::BAD_HEADER);
             return;
         }
         Err(_) => {
             ctx.metrics.refuse("ingress", "header_timeout");
-            let _ = send.reset(codes::BAD_HEADER);
-            let _ = recv.stop(codes::BAD_HEADER);
+            send.reset(codes::BAD_HEADER);
+            recv.stop(codes::BAD_HEADER);
             return;
         }
     };
+    let transport = send.transport().as_str();
     // As received: both gateways' log lines for one connection carry the same string.
     let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
     // Probes measure the path and this process, not a service: they are not traced.
@@ -197,72 +256,32 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
         true => ConnTrace::none(),
         false => ctx.telemetry.connection(Side::Ingress, req.trace.as_ref(), &req.service, req.port, &peer, "tunnel"),
     };
-    if ctx.draining.is_cancelled() {
-        return refuse(send, recv, &ctx, Status::Overloaded, "gateway is draining".into(), trace, &traceparent).await;
-    }
-    if req.source != peer {
-        let reason = format!("stream claims source cluster {} but the certificate is {peer}'s", req.source);
-        return refuse(send, recv, &ctx, Status::Denied, reason, trace, &traceparent).await;
-    }
-    if req.probe {
-        // Answered by the gateway itself: a probe measures the path and this process, not
-        // any service behind it.
-        respond(&mut send, Status::Ok, "").await;
-        let _ = send.finish();
-        return;
-    }
     let catalog = ctx.catalog.load();
-    let Some(svc) = catalog.services.get(&req.service) else {
-        return refuse(
-            send,
-            recv,
-            &ctx,
-            Status::NoRoute,
-            format!("service {} unknown in {}", req.service, ctx.local),
-            trace,
-            &traceparent,
-        )
-        .await;
+    let endpoints = match admit(&req, &peer, ctx.draining.is_cancelled(), &catalog, &ctx.local) {
+        Ok(Admitted::Probe) => {
+            respond(&mut send, Status::Ok, "").await;
+            send.finish();
+            return;
+        }
+        Ok(Admitted::Deliver(endpoints)) => endpoints,
+        Err(r) => return refuse(send, recv, &ctx, r, trace, &traceparent).await,
     };
-    let Some(endpoints) = catalog.local_endpoints(&req.service, req.port) else {
-        let reason = format!("{}:{} has no endpoints in {}", req.service, req.port, ctx.local);
-        return refuse(send, recv, &ctx, Status::NoRoute, reason, trace, &traceparent).await;
-    };
-    if !svc.allows(&peer) {
-        return refuse(
-            send,
-            recv,
-            &ctx,
-            Status::Denied,
-            format!("{peer} is not allowed to reach {}", req.service),
-            trace,
-            &traceparent,
-        )
-        .await;
-    }
     let Ok(_permit) = ctx.ingress_slots.clone().try_acquire_owned() else {
-        return refuse(
-            send,
-            recv,
-            &ctx,
-            Status::Overloaded,
-            "ingress stream limit reached".into(),
-            trace,
-            &traceparent,
-        )
-        .await;
+        let r = Refusal { status: Status::Overloaded, reason: "ingress stream limit reached".into() };
+        return refuse(send, recv, &ctx, r, trace, &traceparent).await;
     };
     let start = Instant::now();
     let upstream = match ctx.delivery.connect(endpoints, ctx.limits.open_timeout).await {
         Ok((s, _)) => s,
         Err(e) => {
-            return refuse(send, recv, &ctx, Status::UpstreamUnreachable, e.to_string(), trace, &traceparent).await;
+            let r = Refusal { status: Status::UpstreamUnreachable, reason: e.to_string() };
+            return refuse(send, recv, &ctx, r, trace, &traceparent).await;
         }
     };
     if !respond(&mut send, Status::Ok, "").await {
         return;
     }
-    ctx.metrics.open("ingress", "ok");
+    ctx.metrics.open("ingress", "ok", transport);
     let active = ctx.metrics.active_connections.get_or_create(&ListenerLabels { listener: "ingress" }).clone();
     active.inc();
     let r = splice::tcp_stream(upstream, send, recv, &ctx.force_close).await;
@@ -281,6 +300,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
         source = %peer,
         service = %req.service,
         port = req.port,
+        transport,
         bytes_in = r.stream_to_tcp,
         bytes_out = r.tcp_to_stream,
         result,
@@ -288,4 +308,51 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: ClusterId, ctx
         %traceparent,
         "ingress stream closed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn catalog(local: &str) -> Catalog {
+        let text = format!(
+            "[gateway]\ncluster = \"{local}\"\ncloud = \"other\"\nregion = \"r\"\ntrust_domain = \"t.test\"\n\
+             [tls]\ncert = \"c\"\nkey = \"k\"\ntrust_bundle = \"b\"\n\
+             [[services]]\nnamespace = \"prod\"\nname = \"web\"\nclusters = [\"gcp-1\"]\nallow = [\"aws-1\"]\n\
+             [[services.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.0.0.1:80\"]\n\
+             [[services]]\nnamespace = \"prod\"\nname = \"empty\"\nclusters = [\"gcp-1\"]\n\
+             [[services.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = []\n"
+        );
+        Catalog::from_config(&Config::parse(&text).unwrap(), "v".into())
+    }
+
+    fn id(s: &str) -> ClusterId {
+        ClusterId::new(s).unwrap()
+    }
+
+    fn req(service: &str, port: u16, source: &str) -> OpenRequest {
+        OpenRequest { service: service.parse().unwrap(), port, source: id(source), trace: None, probe: false }
+    }
+
+    #[test]
+    fn admission_is_one_decision_for_both_transports() {
+        let c = catalog("gcp-1");
+        let (aws, gcp) = (id("aws-1"), id("gcp-1"));
+        let eps: &[SocketAddr] = &["10.0.0.1:80".parse().unwrap()];
+        assert_eq!(admit(&req("prod/web", 80, "aws-1"), &aws, false, &c, &gcp), Ok(Admitted::Deliver(eps)));
+        assert_eq!(admit(&OpenRequest::probe(aws.clone()), &aws, false, &c, &gcp), Ok(Admitted::Probe));
+        let status = |r: Result<Admitted<'_>, Refusal>| r.map_err(|r| r.status).err();
+        assert_eq!(status(admit(&req("prod/web", 80, "aws-1"), &aws, true, &c, &gcp)), Some(Status::Overloaded));
+        // The certificate, not the header, says who is asking; probes included.
+        assert_eq!(status(admit(&req("prod/web", 80, "azure-1"), &aws, false, &c, &gcp)), Some(Status::Denied));
+        assert_eq!(status(admit(&OpenRequest::probe(id("azure-1")), &aws, false, &c, &gcp)), Some(Status::Denied));
+        assert_eq!(status(admit(&req("prod/nope", 80, "aws-1"), &aws, false, &c, &gcp)), Some(Status::NoRoute));
+        assert_eq!(status(admit(&req("prod/web", 81, "aws-1"), &aws, false, &c, &gcp)), Some(Status::NoRoute));
+        assert_eq!(status(admit(&req("prod/empty", 80, "aws-1"), &aws, false, &c, &gcp)), Some(Status::NoRoute));
+        let azure = id("azure-1");
+        let r = admit(&req("prod/web", 80, "azure-1"), &azure, false, &c, &gcp).unwrap_err();
+        assert_eq!(r.status, Status::Denied);
+        assert_eq!(r.reason, "azure-1 is not allowed to reach prod/web");
+    }
 }

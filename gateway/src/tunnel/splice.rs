@@ -6,13 +6,13 @@
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
-use quinn::{ReadError, RecvStream, SendStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use super::codes;
+use super::stream::{TunnelRecv, TunnelSend};
 
 /// Read size per syscall / QUIC chunk.
 const CHUNK: usize = 256 * 1024;
@@ -37,7 +37,7 @@ enum End {
 }
 
 /// Relays until both directions finish. `shutdown` aborts the relay (drain deadline passed).
-pub async fn tcp_stream(tcp: TcpStream, send: SendStream, recv: RecvStream, shutdown: &CancellationToken) -> Relayed {
+pub async fn tcp_stream(tcp: TcpStream, send: TunnelSend, recv: TunnelRecv, shutdown: &CancellationToken) -> Relayed {
     let (r, w) = tcp.into_split();
     let abort = shutdown.child_token();
     let (up, down) = tokio::join!(tcp_to_stream(r, send, &abort), stream_to_tcp(recv, w, &abort));
@@ -66,7 +66,7 @@ fn bytes_of(e: End) -> u64 {
 
 type Half<T> = Result<(End, T), std::convert::Infallible>;
 
-async fn tcp_to_stream(mut r: OwnedReadHalf, mut send: SendStream, abort: &CancellationToken) -> Half<OwnedReadHalf> {
+async fn tcp_to_stream(mut r: OwnedReadHalf, mut send: TunnelSend, abort: &CancellationToken) -> Half<OwnedReadHalf> {
     let mut n = 0u64;
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
@@ -76,14 +76,14 @@ async fn tcp_to_stream(mut r: OwnedReadHalf, mut send: SendStream, abort: &Cance
         let read = tokio::select! {
             biased;
             _ = abort.cancelled() => {
-                let _ = send.reset(codes::CANCELLED);
+                send.reset(codes::CANCELLED);
                 return Ok((End::Reset(n), r));
             }
             read = r.read_buf(&mut buf) => read,
         };
         match read {
             Ok(0) => {
-                let _ = send.finish();
+                send.finish();
                 return Ok((End::Clean(n), r));
             }
             Ok(k) => {
@@ -96,13 +96,13 @@ async fn tcp_to_stream(mut r: OwnedReadHalf, mut send: SendStream, abort: &Cance
                 };
                 if sent.is_err() {
                     // The peer stopped reading (or the connection died): tear down both ways.
-                    let _ = send.reset(codes::CANCELLED);
+                    send.reset(codes::CANCELLED);
                     abort.cancel();
                     return Ok((End::Reset(n), r));
                 }
             }
             Err(_) => {
-                let _ = send.reset(codes::TCP_RESET);
+                send.reset(codes::TCP_RESET);
                 abort.cancel();
                 return Ok((End::Reset(n), r));
             }
@@ -110,14 +110,14 @@ async fn tcp_to_stream(mut r: OwnedReadHalf, mut send: SendStream, abort: &Cance
     }
 }
 
-async fn stream_to_tcp(mut recv: RecvStream, mut w: OwnedWriteHalf, abort: &CancellationToken) -> Half<OwnedWriteHalf> {
+async fn stream_to_tcp(mut recv: TunnelRecv, mut w: OwnedWriteHalf, abort: &CancellationToken) -> Half<OwnedWriteHalf> {
     let mut n = 0u64;
     let mut bufs: [Bytes; GATHER] = std::array::from_fn(|_| Bytes::new());
     loop {
         let got = tokio::select! {
             biased;
             _ = abort.cancelled() => {
-                let _ = recv.stop(codes::CANCELLED);
+                recv.stop(codes::CANCELLED);
                 return Ok((End::Reset(n), w));
             }
             c = recv.read_chunks(&mut bufs) => c,
@@ -131,7 +131,7 @@ async fn stream_to_tcp(mut recv: RecvStream, mut w: OwnedWriteHalf, abort: &Canc
                     r = write_all_vectored(&mut w, &mut bufs[..k]) => r.map_err(|_| ()),
                 };
                 if wrote.is_err() {
-                    let _ = recv.stop(codes::TCP_RESET);
+                    recv.stop(codes::TCP_RESET);
                     abort.cancel();
                     return Ok((End::Reset(n), w));
                 }
@@ -141,7 +141,7 @@ async fn stream_to_tcp(mut recv: RecvStream, mut w: OwnedWriteHalf, abort: &Canc
                 return Ok((End::Clean(n), w));
             }
             Err(e) => {
-                if !matches!(e, ReadError::Reset(_)) {
+                if !e.reset {
                     tracing::debug!(error = %e, "tunnel stream failed");
                 }
                 abort.cancel();

@@ -78,7 +78,14 @@ pub fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
 pub fn free_udp() -> SocketAddr {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        // A tunnel port serves UDP and TCP: free for both, and below the ephemeral range, where
+        // an outgoing connection could take the TCP side before the gateway binds it.
+        let port = 20_000 + fastrand::u16(..12_000);
+        let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else { continue };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let addr = udp.local_addr().unwrap();
         let mut given = GIVEN.lock().unwrap();
         if !given.contains(&addr.port()) {
             given.push(addr.port());

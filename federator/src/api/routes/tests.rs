@@ -83,8 +83,15 @@ impl World {
 
     /// `from` reported `to` in `state` with a smoothed and a ranking RTT (ms).
     fn report(&mut self, from: &str, to: &str, state: &str, rtt: Option<f64>, rank: Option<f64>) {
-        let s =
-            LatencySample { rtt_ms: rtt, rank_rtt_ms: rank, state: state.into(), reported_at: 1, by: "gw-0".into() };
+        let s = LatencySample {
+            rtt_ms: rtt,
+            rank_rtt_ms: rank,
+            state: state.into(),
+            transport: "quic".into(),
+            transport_for_s: None,
+            reported_at: 1,
+            by: "gw-0".into(),
+        };
         self.samples.insert((id(from), id(to)), s);
     }
 

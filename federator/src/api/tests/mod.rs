@@ -175,8 +175,16 @@ pub(super) fn fixture(token: Option<&str>) -> Fixture {
         rtt_ms,
         rank_rtt_ms,
         state: state.into(),
+        transport: "quic".into(),
+        transport_for_s: None,
     };
-    state.report_latency(&cluster("aws-1"), "gw-a", vec![report("gcp-1", Some(12.5), Some(12.0), "healthy")]);
+    // aws-1 reaches gcp-1 over the TLS-over-TCP fallback, for 5 minutes now.
+    let on_tcp = PeerReport {
+        transport: "tcp".into(),
+        transport_for_s: Some(300),
+        ..report("gcp-1", Some(12.5), Some(12.0), "healthy")
+    };
+    state.report_latency(&cluster("aws-1"), "gw-a", vec![on_tcp]);
     state.report_latency(&cluster("gcp-1"), "gw-c", vec![report("aws-1", None, None, "down")]);
     state.set_sources(BTreeMap::from([
         (

@@ -203,6 +203,10 @@ async fn latency_matrix() {
     assert_eq!(paths[0]["rank_rtt_ms"], 12.0);
     assert_eq!(paths[0]["state"], "healthy");
     assert_eq!(paths[0]["by"], "gw-a");
+    assert_eq!(paths[0]["transport"], "tcp");
+    assert_eq!(paths[0]["transport_for_s"], 300);
+    assert_eq!(paths[1]["transport"], "quic");
+    assert_eq!(paths[1]["transport_for_s"], Value::Null);
     assert!(paths[0]["reported_at"].as_u64().unwrap() > 0);
     assert_eq!(paths[1]["rtt_ms"], Value::Null);
     assert_eq!(paths[1]["rank_rtt_ms"], Value::Null);

@@ -101,10 +101,14 @@ function renderHeatmap(lat) {
     const p = paths.get(`${from}\u0000${to}`);
     if (!p) return el("td", { class: "unmeasured", "data-from": from, "data-to": to, title: "not measured" }, "");
     const rtt = p.rtt_ms;
+    const tcp = p.transport === "tcp";
+    const onTcp = tcp ? `; over TLS/TCP (UDP blocked)${p.transport_for_s ? ` for ${p.transport_for_s}s` : ""}` : "";
     const cell = el("td", {
       class: `measured state-${p.state}`, "data-from": from, "data-to": to, "data-state": p.state,
-      "data-rtt": rtt ?? "", title: `${from} → ${to}: ${p.state}, rtt ${ms(rtt)} ms, ranked ${ms(p.rank_rtt_ms)} ms; by ${p.by}, ${ago(p.reported_at)}`,
-    }, rtt === null ? "" : ms(rtt), p.state !== "healthy" ? el("span", { class: "cell-state" }, p.state) : null);
+      "data-rtt": rtt ?? "", "data-transport": p.transport ?? "quic",
+      title: `${from} → ${to}: ${p.state}, rtt ${ms(rtt)} ms, ranked ${ms(p.rank_rtt_ms)} ms${onTcp}; by ${p.by}, ${ago(p.reported_at)}`,
+    }, rtt === null ? "" : ms(rtt), tcp ? el("span", { class: "cell-transport" }, "TCP") : null,
+      p.state !== "healthy" ? el("span", { class: "cell-state" }, p.state) : null);
     if (rtt !== null && (p.state === "healthy" || p.state === "probing")) cell.style.background = heat(rtt);
     return cell;
   })));

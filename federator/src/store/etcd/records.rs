@@ -70,6 +70,15 @@ pub struct PeerSample {
     pub rtt_ms: Option<f64>,
     pub rank_rtt_ms: Option<f64>,
     pub state: String,
+    /// Records written before the TCP transport existed have none: QUIC.
+    #[serde(default = "quic")]
+    pub transport: String,
+    #[serde(default)]
+    pub transport_for_s: Option<u64>,
+}
+
+fn quic() -> String {
+    "quic".to_owned()
 }
 
 /// How long a gateway's newer ACK may wait before other replicas are told of it.
@@ -106,7 +115,11 @@ impl PresenceRecord {
             && self.nacks == next.nacks
             && self.last_nack == next.last_nack
             && self.peers.len() == next.peers.len()
-            && self.peers.iter().zip(&next.peers).all(|(a, b)| a.to == b.to && a.state == b.state);
+            && self
+                .peers
+                .iter()
+                .zip(&next.peers)
+                .all(|(a, b)| a.to == b.to && a.state == b.state && a.transport == b.transport);
         if !same_shape {
             return true;
         }
@@ -146,6 +159,8 @@ mod tests {
                 rtt_ms: Some(rtt),
                 rank_rtt_ms: None,
                 state: state.into(),
+                transport: "quic".into(),
+                transport_for_s: None,
             }],
         }
     }
