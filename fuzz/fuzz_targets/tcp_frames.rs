@@ -23,7 +23,7 @@ static RT: LazyLock<tokio::runtime::Runtime> =
     LazyLock::new(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
 
 fuzz_target!(|data: &[u8]| {
-    let ended = RT.block_on(tokio::time::timeout(Duration::from_secs(10), run(data)));
+    let ended = RT.block_on(async { tokio::time::timeout(Duration::from_secs(10), run(data)).await });
     assert!(ended.is_ok(), "serving a finite input did not end");
 });
 

@@ -222,6 +222,8 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
         let from = page.attr(&cell, "data-from").await.unwrap();
         let to = page.attr(&cell, "data-to").await.unwrap();
         assert!(!page.attr(&cell, "data-rtt").await.unwrap().is_empty(), "{from}→{to} shows no RTT");
+        // Every path of this fleet runs on QUIC (the TCP mark is for UDP-blocked paths).
+        assert_eq!(page.attr(&cell, "data-transport").await.as_deref(), Some("quic"), "{from}→{to}");
         shown_paths.insert((from, to));
     }
     assert_eq!(shown_paths, api_paths);

@@ -27,7 +27,8 @@ struct Pair {
     aws: Running,
     gcp: Running,
     link: Link,
-    _relays: (Relay, Relay),
+    udp_relay: Option<Relay>,
+    _tcp_relay: Relay,
 }
 
 fn identities(d: &std::path::Path) {
@@ -88,7 +89,7 @@ async fn pair(udp_blocked: bool, aws_extra: &str, backend: SocketAddr) -> Pair {
         &format!("{aws_extra}{}", services("")),
     );
     let aws = gw_app::start(aws_cfg).await.unwrap();
-    Pair { _dir: dir, aws, gcp, link, _relays: relays }
+    Pair { _dir: dir, aws, gcp, link, udp_relay: Some(relays.0), _tcp_relay: relays.1 }
 }
 
 async fn admin(addr: SocketAddr, path: &str) -> String {
@@ -220,6 +221,20 @@ async fn udp_blocked_in_the_middle_of_traffic_fails_no_new_connection() {
     assert!(results.len() > 80, "{}", results.len());
     assert!(failed.is_empty(), "{} of {} new connections failed: {failed:?}", failed.len(), results.len());
     assert!(metric(&metrics(&p.aws).await, OPENS_TCP) > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_rejected_by_the_network_falls_back_the_same_way() {
+    let mut p = pair(false, ROUTING, http_backend("gcp-1").await).await;
+    request(&p.aws).await.unwrap();
+    // Nothing listens on the path's UDP port any more: the kernel answers every datagram with
+    // ICMP port unreachable (what a rejecting firewall sends), while TCP still passes.
+    p.udp_relay.take().unwrap().stop().await;
+    for i in 0..10 {
+        request(&p.aws).await.unwrap_or_else(|e| panic!("connection {i} failed: {e}"));
+    }
+    let st = peer(&p.aws).await;
+    assert_eq!(st["transport"], "tcp", "{st:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,5 +434,48 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_from_an_authenticated_peer_ends_only_its_connection() {
+    let p = pair(false, "[routing]\ntcp_fallback = \"always\"\n", http_backend("gcp-1").await).await;
+    request(&p.aws).await.unwrap();
+    // A real gateway identity, so the frame reaches HTTP/2 rather than dying in TLS.
+    let d = p._dir.path().join("aws-1");
+    let files = skybridge_api::tls::TlsFiles {
+        cert: d.join("cert.pem"),
+        key: d.join("key.pem"),
+        trust_bundle: d.join("ca.pem"),
+    };
+    let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
+    let certs = skybridge_api::tls::CertStore::load(files, TD, role).unwrap();
+    let cfg = certs
+        .client_config(skybridge_api::tls::ServerExpectation::GatewayNamedByServerName, &[skybridge_api::TUNNEL_ALPN])
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let name = rustls_pki_types::ServerName::try_from("gcp-1").unwrap();
+    let mut s = tls.connect(name, TcpStream::connect(p.gcp.addrs.tunnel_tcp.unwrap()).await.unwrap()).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+    out.extend_from_slice(&[0x10, 0, 0, 0x0, 0, 0, 0, 0, 1]); // DATA of 1 MiB on stream 1 (limit 64 KiB)
+    out.extend_from_slice(&[0u8; 1024]);
+    s.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.expect("the connection was closed");
+    // Walk the frames the server sent: one is GOAWAY (type 7) with FRAME_SIZE_ERROR (6).
+    let (mut at, mut goaway) = (0, None);
+    while at + 9 <= got.len() {
+        let len = usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
+        if got[at + 3] == 0x7 && at + 17 <= got.len() {
+            goaway = Some(u32::from_be_bytes(got[at + 13..at + 17].try_into().unwrap()));
+        }
+        at += 9 + len;
+    }
+    assert_eq!(goaway, Some(6), "expected GOAWAY(FRAME_SIZE_ERROR), got {} bytes", got.len());
+    // The real peer's connection is untouched.
+    for _ in 0..3 {
+        request(&p.aws).await.unwrap();
     }
 }
