@@ -441,7 +441,28 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 async fn an_oversized_frame_from_an_authenticated_peer_ends_only_its_connection() {
     let p = pair(false, "[routing]\ntcp_fallback = \"always\"\n", http_backend("gcp-1").await).await;
     request(&p.aws).await.unwrap();
-    // A real gateway identity, so the frame reaches HTTP/2 rather than dying in TLS.
+    let mut s = raw_peer(&p).await;
+    let mut out = PREFACE_AND_SETTINGS.to_vec();
+    out.extend_from_slice(&[0x10, 0, 0, 0x0, 0, 0, 0, 0, 1]); // DATA of 1 MiB on stream 1 (limit 64 KiB)
+    out.extend_from_slice(&[0u8; 1024]);
+    s.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.expect("the connection was closed");
+    // One of the frames the server sent is GOAWAY (type 7) with FRAME_SIZE_ERROR (6).
+    let goaway = frames(&got).into_iter().find(|(t, _, p)| *t == 0x7 && p.len() >= 8).map(|(_, _, p)| code(&p[4..8]));
+    assert_eq!(goaway, Some(6), "expected GOAWAY(FRAME_SIZE_ERROR), got {} bytes", got.len());
+    // The real peer's connection is untouched.
+    for _ in 0..3 {
+        request(&p.aws).await.unwrap();
+    }
+}
+
+const PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// A TLS connection to gcp-1's TCP tunnel port with aws-1's real identity, so that what is sent
+/// on it reaches HTTP/2 rather than dying in TLS.
+async fn raw_peer(p: &Pair) -> tokio_rustls::client::TlsStream<TcpStream> {
     let d = p._dir.path().join("aws-1");
     let files = skybridge_api::tls::TlsFiles {
         cert: d.join("cert.pem"),
@@ -455,25 +476,62 @@ async fn an_oversized_frame_from_an_authenticated_peer_ends_only_its_connection(
         .unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
     let name = rustls_pki_types::ServerName::try_from("gcp-1").unwrap();
-    let mut s = tls.connect(name, TcpStream::connect(p.gcp.addrs.tunnel_tcp.unwrap()).await.unwrap()).await.unwrap();
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // SETTINGS, empty
-    out.extend_from_slice(&[0x10, 0, 0, 0x0, 0, 0, 0, 0, 1]); // DATA of 1 MiB on stream 1 (limit 64 KiB)
-    out.extend_from_slice(&[0u8; 1024]);
-    s.write_all(&out).await.unwrap();
-    let mut got = Vec::new();
-    let _ =
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.expect("the connection was closed");
-    // Walk the frames the server sent: one is GOAWAY (type 7) with FRAME_SIZE_ERROR (6).
-    let (mut at, mut goaway) = (0, None);
-    while at + 9 <= got.len() {
-        let len = usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
-        if got[at + 3] == 0x7 && at + 17 <= got.len() {
-            goaway = Some(u32::from_be_bytes(got[at + 13..at + 17].try_into().unwrap()));
-        }
+    tls.connect(name, TcpStream::connect(p.gcp.addrs.tunnel_tcp.unwrap()).await.unwrap()).await.unwrap()
+}
+
+/// The HTTP/2 frames in `b`: (type, stream id, payload).
+fn frames(b: &[u8]) -> Vec<(u8, u32, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 9 <= b.len() {
+        let len = usize::from(b[at]) << 16 | usize::from(b[at + 1]) << 8 | usize::from(b[at + 2]);
+        let id = code(&b[at + 5..at + 9]) & 0x7fff_ffff;
+        let end = (at + 9 + len).min(b.len());
+        out.push((b[at + 3], id, &b[at + 9..end]));
         at += 9 + len;
     }
-    assert_eq!(goaway, Some(6), "expected GOAWAY(FRAME_SIZE_ERROR), got {} bytes", got.len());
+    out
+}
+
+fn code(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b[..4].try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_past_the_stream_limit_is_refused_per_stream() {
+    let p = pair(false, "[routing]\ntcp_fallback = \"always\"\n", http_backend("gcp-1").await).await;
+    request(&p.aws).await.unwrap();
+    let mut s = raw_peer(&p).await;
+    // 1,100 streams opened at once, ignoring the server's limit of 1,024 (limits.max_streams_per_peer).
+    let path = b"/skybridge.tunnel.v1/stream";
+    let mut block = vec![0x83, 0x87, 0x04, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x01, 5]);
+    block.extend_from_slice(b"gcp-1");
+    let mut out = PREFACE_AND_SETTINGS.to_vec();
+    for i in 0..1100u32 {
+        out.extend_from_slice(&[0, 0, block.len() as u8, 0x1, 0x4]);
+        out.extend_from_slice(&(2 * i + 1).to_be_bytes());
+        out.extend_from_slice(&block);
+    }
+    s.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let refused = async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            got.extend_from_slice(&buf[..n]);
+            // RST_STREAM (type 3) with REFUSED_STREAM (7) for every stream past the limit.
+            if frames(&got).iter().filter(|(t, _, p)| *t == 0x3 && p.len() == 4 && code(p) == 7).count() >= 76 {
+                return true;
+            }
+        }
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(10), refused).await;
+    assert_eq!(ok, Ok(true), "the streams past the limit were not refused one by one");
     // The real peer's connection is untouched.
     for _ in 0..3 {
         request(&p.aws).await.unwrap();
