@@ -54,6 +54,8 @@ pub struct Context {
     pub egress_slots: Arc<Semaphore>,
     /// Bounds concurrent ingress streams from all peers.
     pub ingress_slots: Arc<Semaphore>,
+    /// Read-buffer growth shared by every relay.
+    pub relay_budget: crate::tunnel::splice::BufferBudget,
     /// The federator connection, when one is configured.
     pub federation: Arc<std::sync::Mutex<crate::federation::FederationStatus>>,
     /// Cancelled when draining starts: accept loops stop, ingress answers `overloaded`.
@@ -83,6 +85,7 @@ impl Context {
         Context {
             egress_slots: Arc::new(Semaphore::new(limits.max_connections)),
             ingress_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            relay_budget: crate::tunnel::splice::BufferBudget::new(limits.relay_buffer_budget),
             local,
             cloud,
             region,

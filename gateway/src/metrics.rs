@@ -126,6 +126,7 @@ pub struct Metrics {
     pub tunnel_incoming: Family<DecisionLabels, Counter>,
     pub tunnel_handshakes: Gauge,
     pub admin_connections: Gauge,
+    pub relay_buffer: Gauge,
     pub admin_refusals: Family<ReasonLabels, Counter>,
     pub federator_connected: Gauge,
     pub catalog_version: Gauge,
@@ -163,6 +164,7 @@ impl Metrics {
             tunnel_incoming: Family::default(),
             tunnel_handshakes: Gauge::default(),
             admin_connections: Gauge::default(),
+            relay_buffer: Gauge::default(),
             admin_refusals: Family::default(),
             federator_connected: Gauge::default(),
             catalog_version: Gauge::default(),
@@ -224,6 +226,11 @@ impl Metrics {
         r.register("peer_rtt_seconds", "QUIC smoothed RTT to each peer gateway", m.peer_rtt.clone());
         r.register("peer_handshakes", "Handshakes with peers, by result and transport", m.peer_handshakes.clone());
         r.register("peer_transport", "1 for the transport new streams to each peer use", m.peer_transport.clone());
+        r.register(
+            "relay_buffer_bytes",
+            "Read-buffer bytes granted to relays past their minimum (limits.relay_buffer_budget)",
+            m.relay_buffer.clone(),
+        );
         r.register(
             "transport_changes",
             "Per-peer transport changes (fallback to tcp, recovery to quic), by the transport taken",

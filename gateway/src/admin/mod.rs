@@ -44,6 +44,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
+    s.ctx.metrics.relay_buffer.set(i64::try_from(s.ctx.relay_budget.used()).unwrap_or(i64::MAX));
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &s.registry) {
         return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();

@@ -59,6 +59,10 @@ pub struct Limits {
     pub stream_window: u32,
     #[serde(default = "defaults::connection_window")]
     pub connection_window: u32,
+    /// Read-buffer bytes all relays together may grow to past their 16 KiB minimum (bulk
+    /// transfers read up to 256 KiB at a time); idle connections hold none.
+    #[serde(default = "defaults::relay_buffer_budget")]
+    pub relay_buffer_budget: usize,
     /// Tunnel UDP socket buffers (SO_RCVBUF/SO_SNDBUF). Too small a receive buffer drops
     /// datagrams in bursts, which QUIC's congestion control reads as loss.
     #[serde(default = "defaults::udp_buffer")]
@@ -155,6 +159,9 @@ pub mod defaults {
     pub fn connection_window() -> u32 {
         64 * 1024 * 1024
     }
+    pub fn relay_buffer_budget() -> usize {
+        256 * 1024 * 1024
+    }
     pub fn udp_buffer() -> usize {
         4 * 1024 * 1024
     }
@@ -242,7 +249,8 @@ impl Limits {
                 format!("must be shorter than limits.idle_timeout ({})", duration::format(self.idle_timeout)),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 11] = [
+        let ranges: [(&str, usize, usize, usize); 12] = [
+            ("limits.relay_buffer_budget", self.relay_buffer_budget, 0, 1 << 36),
             ("limits.udp_recv_buffer", self.udp_recv_buffer, 64 * 1024, 1 << 30),
             ("limits.udp_send_buffer", self.udp_send_buffer, 64 * 1024, 1 << 30),
             ("limits.max_client_hello", self.max_client_hello, 512, 1 << 20),

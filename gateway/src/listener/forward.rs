@@ -74,7 +74,7 @@ pub async fn forward(
                     trace.attempt_failed(&ctx.local, &last);
                     continue;
                 }
-                let r = splice::tcp_tcp(client, up, &ctx.force_close).await;
+                let r = splice::tcp_tcp(client, up, &ctx.relay_budget, &ctx.force_close).await;
                 (ctx.local.clone(), Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r })
             }
             Target::Peer(c) => {
@@ -84,7 +84,7 @@ pub async fn forward(
                 match ctx.pool.open(peer, &req, &held, attempt, left).await {
                     Ok(s) => {
                         let _load = ctx.pool.load_guard(c);
-                        let r = splice::tcp_stream(client, s.send, s.recv, &ctx.force_close).await;
+                        let r = splice::tcp_stream(client, s.send, s.recv, &ctx.relay_budget, &ctx.force_close).await;
                         (c.clone(), Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r })
                     }
                     Err(e) => {

@@ -284,7 +284,7 @@ pub async fn stream(mut send: TunnelSend, mut recv: TunnelRecv, peer: ClusterId,
     ctx.metrics.open("ingress", "ok", transport);
     let active = ctx.metrics.active_connections.get_or_create(&ListenerLabels { listener: "ingress" }).clone();
     active.inc();
-    let r = splice::tcp_stream(upstream, send, recv, &ctx.force_close).await;
+    let r = splice::tcp_stream(upstream, send, recv, &ctx.relay_budget, &ctx.force_close).await;
     active.dec();
     ctx.metrics.relayed("ingress", r.stream_to_tcp, r.tcp_to_stream);
     let result = if r.reset { "reset" } else { "ok" };
