@@ -154,6 +154,12 @@ def run(bin_path, transport, n):
             sh("ca", "issue", "--ca", f"{tmp}/ca", "--cluster", c, "--out", f"{tmp}/{c}")
         ta, aa, tb, ab, entry, echo = free_ports(6)
         procs.append(subprocess.Popen([sys.executable, "-c", ECHO, str(echo)]))
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", echo), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
         routing = '[routing]\ntcp_fallback = "always"\n' if transport == "tcp" else ""
         listen = f'[[listen.tcp]]\naddress = "127.0.0.1:{entry}"\nservice = "echo.bench"\nport = 7000\n'
         with open(f"{tmp}/b.toml", "w") as f:
@@ -170,7 +176,9 @@ def run(bin_path, transport, n):
             gws[name] = p
         # Warm up: the tunnel connection and the first stream exist before the baseline.
         warm, ok = hold(entry, 4)
-        assert ok == 4, "the path does not work"
+        if ok != 4:
+            logs = "".join(open(f"{tmp}/{n}.log").read()[-2000:] for n in ("a", "b"))
+            sys.exit(f"the path does not work ({ok} of 4 echoes):\n{logs}")
         for s in warm:
             s.close()
         time.sleep(1.0)
