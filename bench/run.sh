@@ -353,15 +353,48 @@ if "error" in d: sys.exit(d["error"])
 print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' <<<"$out"
 }
 
+# The proxy processes of each path, whose CPU time is charged to the bytes it moves.
+declare -A PROXIES=([direct]="" [nginx]="nginx-a nginx-b" [skybridge]="gw-a gw-b" [skybridge-tcp]="gw-c gw-b")
+
+# cpu_seconds NAME...: user + system CPU seconds so far of the named processes and their
+# children (nginx's workers).
+cpu_seconds() {
+    local name i pids=()
+    for name in "$@"; do
+        for i in "${!NAMES[@]}"; do [[ ${NAMES[$i]} == "$name" ]] && pids+=("${PIDS[$i]}"); done
+    done
+    python3 - "${pids[@]}" <<'EOF'
+import os, sys
+roots = set(sys.argv[1:])
+ticks = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    # After the command: state, ppid, ..., utime (index 11), stime (index 12).
+    if pid in roots or f[1] in roots:
+        ticks += int(f[11]) + int(f[12])
+print(ticks / os.sysconf("SC_CLK_TCK"))
+EOF
+}
+
 measure_iperf() { # path flows run
-    local v
+    local v cpu0 cpu1 cpu
+    cpu0=$(cpu_seconds ${PROXIES[$1]})
     if ! v=$(iperf_gbps "${IPERF_PORT[$1]}" "$2"); then
         log "  iperf3 $1 -P $2 failed; retrying once"
         sleep 2
         v=$(iperf_gbps "${IPERF_PORT[$1]}" "$2") || { log "  iperf3 $1 -P $2 failed"; v=nan; }
     fi
+    cpu1=$(cpu_seconds ${PROXIES[$1]})
+    # CPU seconds of both proxies per GB received (nan without proxies or a throughput).
+    cpu=$(python3 -c 'import sys
+c, g, t = float(sys.argv[2]) - float(sys.argv[1]), float(sys.argv[3]), float(sys.argv[4])
+print("nan" if c <= 0 or not g > 0 else "%.3f" % (c / (g * t / 8)))' "$cpu0" "$cpu1" "$v" "$IPERF_TIME")
     printf 'iperf%s\t%s\t%s\t%s\n' "$2" "$1" "$3" "$v" >>"$RESULTS"
-    log "  $1 iperf3 -P $2: $v Gbit/s"
+    printf 'cpu%s\t%s\t%s\t%s\n' "$2" "$1" "$3" "$cpu" >>"$RESULTS"
+    log "  $1 iperf3 -P $2: $v Gbit/s, $cpu CPU-s/GB"
     sleep 0.5 # let the iperf3 server get ready for the next test
 }
 
@@ -397,11 +430,14 @@ import json, math, os, platform, statistics, sys, time
 results_path, out_path = sys.argv[1], sys.argv[2]
 paths = ["direct", "nginx", "skybridge", "skybridge-tcp"]
 iperf = {(p, f): [] for p in paths for f in ("1", "8")}
+cpu = {(p, f): [] for p in paths for f in ("1", "8")}
 rr = {p: [] for p in paths}
 for line in open(results_path):
     kind, path, run, value = line.rstrip("\n").split("\t", 3)
     if kind.startswith("iperf"):
         iperf[(path, kind[5:])].append(float(value))
+    elif kind.startswith("cpu"):
+        cpu[(path, kind[3:])].append(float(value))
     else:
         rr[path].append(json.loads(value))
 
@@ -425,6 +461,7 @@ m = {}
 for p in paths:
     m[p] = {
         "t1": med(iperf[(p, "1")]), "t8": med(iperf[(p, "8")]),
+        "c1": med(cpu[(p, "1")]), "c8": med(cpu[(p, "8")]),
         "p50": rr_med(p, "p50_us"), "p99": rr_med(p, "p99_us"),
         "errors": sum(r.get("errors", 0) for r in rr[p]),
         "requests": sum(r.get("requests", 0) for r in rr[p]),
@@ -435,16 +472,18 @@ def added(key, path="skybridge"):
     d, n, s = m["direct"][key], m["nginx"][key], m[path][key]
     return div(s - d, n - d)
 
-rows = ["| path | 1-flow Gbit/s | 8-flow Gbit/s | p50 µs | p99 µs | rr errors |",
-        "|---|---:|---:|---:|---:|---:|"]
+rows = ["| path | 1-flow Gbit/s | 8-flow Gbit/s | CPU-s/GB 1 flow | CPU-s/GB 8 flows | p50 µs | p99 µs | rr errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|"]
 for p in paths:
     e = m[p]
     errs = f"{e['errors']}/{e['requests']}" + (f" ({e['failed_runs']} runs failed)" if e["failed_runs"] else "")
-    rows.append(f"| {p} | {fmt(e['t1'], 2)} | {fmt(e['t8'], 2)} | {fmt(e['p50'])} | {fmt(e['p99'])} | {errs} |")
+    rows.append(f"| {p} | {fmt(e['t1'], 2)} | {fmt(e['t8'], 2)} | {fmt(e['c1'], 2)} | {fmt(e['c8'], 2)} "
+                f"| {fmt(e['p50'])} | {fmt(e['p99'])} | {errs} |")
 n = m["nginx"]
 for p in ("skybridge", "skybridge-tcp"):
     s = m[p]
     rows.append(f"| **{p} vs nginx** | {ratio(div(s['t1'], n['t1']))} | {ratio(div(s['t8'], n['t8']))} "
+                f"| {ratio(div(s['c1'], n['c1']))} | {ratio(div(s['c8'], n['c8']))} "
                 f"| {ratio(added('p50', p))} added | {ratio(added('p99', p))} added | |")
 table = "\n".join(rows)
 
@@ -460,6 +499,8 @@ header = f"""# Skybridge benchmark: skybridge vs nginx vs direct (loopback)
 - every figure is the median of {env['RUNS']} run(s), interleaved across paths
 """
 notes = """
+CPU-s/GB: user + system CPU seconds of both proxies of the path (nginx's workers included) per
+GB received by iperf3; its ratio is skybridge / nginx (lower is better for skybridge).
 Ratios: throughput = skybridge / nginx (higher is better for skybridge); latency "added" =
 (skybridge − direct) / (nginx − direct), the latency skybridge adds over a direct connection
 relative to what nginx adds (lower is better for skybridge).

@@ -189,6 +189,7 @@ async fn udp_blocked_in_the_middle_of_traffic_fails_no_new_connection() {
         while start.elapsed() < Duration::from_secs(6) {
             let tx = tx.clone();
             tracker.spawn(async move {
+                let started = Instant::now();
                 let out = async {
                     let mut s = TcpStream::connect(aws).await.map_err(|e| e.to_string())?;
                     s.write_all(b"GET / HTTP/1.1\r\nHost: web.prod\r\nConnection: close\r\n\r\n")
@@ -200,7 +201,7 @@ async fn udp_blocked_in_the_middle_of_traffic_fails_no_new_connection() {
                 };
                 let r =
                     tokio::time::timeout(Duration::from_secs(8), out).await.unwrap_or_else(|_| Err("timeout".into()));
-                let _ = tx.send(r);
+                let _ = tx.send((started, r));
             });
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -217,9 +218,16 @@ async fn udp_blocked_in_the_middle_of_traffic_fails_no_new_connection() {
     while let Ok(r) = rx.try_recv() {
         results.push(r);
     }
-    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(results.len() > 80, "{}", results.len());
-    assert!(failed.is_empty(), "{} of {} new connections failed: {failed:?}", failed.len(), results.len());
+    // A connection already relaying over QUIC when UDP is cut loses its bytes with the path (it is
+    // reset, like any in-flight connection on a path that dies); every connection opened from
+    // then on must succeed.
+    let in_flight = results.iter().filter(|(t, r)| *t < blocked && r.is_err()).count();
+    let failed: Vec<_> = results.iter().filter(|(t, _)| *t >= blocked).filter_map(|(_, r)| r.as_ref().err()).collect();
+    let after = results.iter().filter(|(t, _)| *t >= blocked).count();
+    eprintln!("{in_flight} connection(s) in flight at the cut were reset; {after} opened after it");
+    assert!(after > 50, "{after}");
+    assert!(failed.is_empty(), "{} of {after} new connections failed: {failed:?}", failed.len());
+    assert!(in_flight <= 2, "{in_flight} connections in flight at the cut failed");
     assert!(metric(&metrics(&p.aws).await, OPENS_TCP) > 0.0);
 }
 
