@@ -24,7 +24,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import binary, free_ports
+
 CONNS = [int(n) for n in os.environ.get("BENCH_CONNS", "1000 10000").split()]
 TRANSPORTS = os.environ.get("BENCH_TRANSPORTS", "quic tcp").split()
 TD = "bench.local"
@@ -46,32 +47,6 @@ async def main():
     await s.serve_forever()
 asyncio.run(main())
 """
-
-
-def binary():
-    b = os.environ.get("SKYBRIDGE_BIN")
-    if b:
-        return b
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "skybridge"], cwd=ROOT, check=True)
-    return os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "skybridge")
-
-
-def free_ports(n):
-    """Loopback ports below 32768 free for both TCP and UDP (a tunnel port serves both)."""
-    out, port = [], 20000 + (os.getpid() * 7 % 9000)
-    while len(out) < n:
-        port += 1
-        t, u = socket.socket(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            t.bind(("127.0.0.1", port))
-            u.bind(("127.0.0.1", port))
-            out.append(port)
-        except OSError:
-            pass
-        finally:
-            t.close()
-            u.close()
-    return out
 
 
 def rss_kib(pid):

@@ -29,34 +29,11 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import binary, free_ports
+
 SOCKETS = int(os.environ.get("BENCH_SOCKETS", "6000"))
 NOFILE = int(os.environ.get("BENCH_NOFILE", "4096"))
 TD = "bench.skybridge"
-
-
-def binary():
-    b = os.environ.get("SKYBRIDGE_BIN")
-    if b:
-        return b
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "skybridge"], cwd=ROOT, check=True)
-    return os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "skybridge")
-
-
-def free_ports(n):
-    """Free loopback TCP ports below 32768 (the ephemeral range collides)."""
-    out, port = [], 20000 + (os.getpid() % 5000)
-    while len(out) < n:
-        port += 1
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            out.append(port)
-        except OSError:
-            pass
-        finally:
-            s.close()
-    return out
 
 
 def healthz(port, timeout=5.0):

@@ -382,3 +382,25 @@ pub async fn tunnel_relay(target: SocketAddr, link: wan::Link) -> (wan::Relay, w
     }
     panic!("no port free for both UDP and TCP");
 }
+
+/// A gateway config with one static peer, HTTP on any free port and SNI off: `certs` is the
+/// folder under `dir` holding its identity; `extra` (services, `[routing]`, listeners) is
+/// appended.
+pub fn peer_gateway_toml(
+    dir: &Path,
+    trust_domain: &str,
+    cluster: &str,
+    certs: &str,
+    tunnel: SocketAddr,
+    peer: (&str, SocketAddr),
+    extra: &str,
+) -> String {
+    let d = dir.display();
+    format!(
+        "[gateway]\ncluster = \"{cluster}\"\ncloud = \"other\"\nregion = \"r\"\ntrust_domain = \"{trust_domain}\"\n\
+         [tls]\ncert = \"{d}/{certs}/cert.pem\"\nkey = \"{d}/{certs}/key.pem\"\ntrust_bundle = \"{d}/{certs}/ca.pem\"\n\
+         [listen]\ntunnel = \"{tunnel}\"\nsni = \"off\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[peers]]\ncluster = \"{}\"\ncloud = \"other\"\naddress = \"{}\"\n{extra}",
+        peer.0, peer.1
+    )
+}

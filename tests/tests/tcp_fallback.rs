@@ -13,7 +13,7 @@ use skybridge_api::model::ClusterId;
 use skybridge_gateway::app::{self as gw_app, Running};
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::wan::{Impairment, Link, Relay};
-use skybridge_tests::{free_udp, http_backend, tunnel_relay, write_identity};
+use skybridge_tests::{free_udp, http_backend, peer_gateway_toml, tunnel_relay, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,15 +48,7 @@ fn config(
     peer: (&str, SocketAddr),
     extra: &str,
 ) -> GwConfig {
-    let d = d.display();
-    let text = format!(
-        "[gateway]\ncluster = \"{cluster}\"\ncloud = \"other\"\nregion = \"r\"\ntrust_domain = \"{TD}\"\n\
-         [tls]\ncert = \"{d}/{certs}/cert.pem\"\nkey = \"{d}/{certs}/key.pem\"\ntrust_bundle = \"{d}/{certs}/ca.pem\"\n\
-         [listen]\ntunnel = \"{tunnel}\"\nsni = \"off\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [[peers]]\ncluster = \"{}\"\ncloud = \"other\"\naddress = \"{}\"\n{extra}",
-        peer.0, peer.1
-    );
-    GwConfig::parse(&text).unwrap()
+    GwConfig::parse(&peer_gateway_toml(d, TD, cluster, certs, tunnel, peer, extra)).unwrap()
 }
 
 fn services(endpoints: &str) -> String {
@@ -281,21 +273,7 @@ async fn a_rejected_certificate_is_an_error_not_a_reason_to_fall_back() {
     assert_eq!(metric(&m, r#"skybridge_gateway_peer_handshakes_total{result="ok",transport="tcp"}"#), 0.0, "{m}");
 
     // And TCP with the same certificate is refused the same way.
-    let files = skybridge_api::tls::TlsFiles {
-        cert: d.join("foreign/cert.pem"),
-        key: d.join("foreign/key.pem"),
-        trust_bundle: d.join("foreign/ca.pem"),
-    };
-    let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
-    let certs = skybridge_api::tls::CertStore::load(files, TD, role).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        certs
-            .client_config(
-                skybridge_api::tls::ServerExpectation::GatewayNamedByServerName,
-                &[skybridge_api::TUNNEL_ALPN],
-            )
-            .unwrap(),
-    ));
+    let tls = aws_tunnel_client(&d.join("foreign"));
     let limits = skybridge_gateway::config::Limits::default();
     let tcp = gcp.addrs.tunnel_tcp.unwrap();
     let r = skybridge_gateway::tunnel::tcp::TcpConn::dial(tcp, "gcp-1", &tls, &limits, Duration::from_secs(2)).await;
@@ -471,20 +449,20 @@ const PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04
 /// A TLS connection to gcp-1's TCP tunnel port with aws-1's real identity, so that what is sent
 /// on it reaches HTTP/2 rather than dying in TLS.
 async fn raw_peer(p: &Pair) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let d = p._dir.path().join("aws-1");
-    let files = skybridge_api::tls::TlsFiles {
-        cert: d.join("cert.pem"),
-        key: d.join("key.pem"),
-        trust_bundle: d.join("ca.pem"),
-    };
-    let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
-    let certs = skybridge_api::tls::CertStore::load(files, TD, role).unwrap();
-    let cfg = certs
-        .client_config(skybridge_api::tls::ServerExpectation::GatewayNamedByServerName, &[skybridge_api::TUNNEL_ALPN])
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tls = aws_tunnel_client(&p._dir.path().join("aws-1"));
     let name = rustls_pki_types::ServerName::try_from("gcp-1").unwrap();
     tls.connect(name, TcpStream::connect(p.gcp.addrs.tunnel_tcp.unwrap()).await.unwrap()).await.unwrap()
+}
+
+/// A tunnel TLS client presenting the aws-1 gateway identity in `certs` (cert, key, bundle).
+fn aws_tunnel_client(certs: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
+    let files =
+        TlsFiles { cert: certs.join("cert.pem"), key: certs.join("key.pem"), trust_bundle: certs.join("ca.pem") };
+    let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
+    let store = CertStore::load(files, TD, role).unwrap();
+    let cfg = store.client_config(ServerExpectation::GatewayNamedByServerName, &[skybridge_api::TUNNEL_ALPN]).unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
 }
 
 /// The HTTP/2 frames in `b`: (type, stream id, payload).
@@ -544,4 +522,41 @@ async fn a_stream_flood_past_the_stream_limit_is_refused_per_stream() {
     for _ in 0..3 {
         request(&p.aws).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_that_is_not_a_tunnel_stream_gets_a_404_and_is_counted() {
+    let p = pair(false, "[routing]\ntcp_fallback = \"always\"\n", http_backend("gcp-1").await).await;
+    request(&p.aws).await.unwrap();
+    let mut s = raw_peer(&p).await;
+    // GET / (static table: :method GET, :path /, :scheme https), authority gcp-1.
+    let block = [0x82, 0x84, 0x87, 0x01, 5, b'g', b'c', b'p', b'-', b'1'];
+    let mut out = PREFACE_AND_SETTINGS.to_vec();
+    out.extend_from_slice(&[0, 0, block.len() as u8, 0x1, 0x5, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    s.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let answered = async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            got.extend_from_slice(&buf[..n]);
+            // HEADERS (type 1) on stream 1 carrying :status 404 (static index 13: 0x8d).
+            if frames(&got).iter().any(|(t, id, p)| *t == 0x1 && *id == 1 && p.first() == Some(&0x8d)) {
+                return true;
+            }
+        }
+    };
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), answered).await, Ok(true), "no 404 for a GET");
+    until("the refusal is counted", Duration::from_secs(3), async || {
+        metric(
+            &metrics(&p.gcp).await,
+            r#"skybridge_gateway_refusals_total{listener="ingress_tcp",reason="bad_request"}"#,
+        ) >= 1.0
+    })
+    .await;
+    request(&p.aws).await.unwrap();
 }

@@ -10,7 +10,7 @@ use skybridge_api::model::ClusterId;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::wan::{self, Impairment, Link};
-use skybridge_tests::{free_udp, http_backend, write_identity};
+use skybridge_tests::{free_udp, http_backend, peer_gateway_toml, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,15 +24,7 @@ fn config(
     peer: (&str, SocketAddr),
     services: &str,
 ) -> GwConfig {
-    let d = dir.display();
-    let text = format!(
-        "[gateway]\ncluster = \"{cluster}\"\ncloud = \"other\"\nregion = \"r\"\ntrust_domain = \"{TD}\"\n\
-         [tls]\ncert = \"{d}/{cluster}/cert.pem\"\nkey = \"{d}/{cluster}/key.pem\"\ntrust_bundle = \"{d}/{cluster}/ca.pem\"\n\
-         [listen]\ntunnel = \"{tunnel}\"\nsni = \"off\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [[peers]]\ncluster = \"{}\"\ncloud = \"other\"\naddress = \"{}\"\n{services}",
-        peer.0, peer.1
-    );
-    GwConfig::parse(&text).unwrap()
+    GwConfig::parse(&peer_gateway_toml(dir, TD, cluster, cluster, tunnel, peer, services)).unwrap()
 }
 
 /// `GET /` with `Host: web.prod` through `gw`; the response, or None within `wait`.

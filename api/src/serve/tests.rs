@@ -72,11 +72,7 @@ async fn silent_connections_give_way_to_new_ones() {
     assert_eq!(count(&events, ServeEvent::Refused), 0);
     stop.cancel();
     task.await.unwrap();
-    let ev = events.lock().unwrap();
-    assert_eq!(
-        ev.iter().filter(|e| **e == ServeEvent::Opened).count(),
-        ev.iter().filter(|e| **e == ServeEvent::Closed).count()
-    );
+    assert_eq!(count(&events, ServeEvent::Opened), count(&events, ServeEvent::Closed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,11 +103,7 @@ async fn connections_that_sent_a_byte_fill_the_cap_then_are_closed() {
     assert_eq!(count(&events, ServeEvent::HeaderTimeout), 4);
     stop.cancel();
     task.await.unwrap();
-    let ev = events.lock().unwrap();
-    assert_eq!(
-        ev.iter().filter(|e| **e == ServeEvent::Opened).count(),
-        ev.iter().filter(|e| **e == ServeEvent::Closed).count()
-    );
+    assert_eq!(count(&events, ServeEvent::Opened), count(&events, ServeEvent::Closed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

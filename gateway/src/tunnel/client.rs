@@ -27,9 +27,9 @@ use crate::routing::{Peer, PeerView};
 pub enum OpenError {
     #[error("cannot resolve peer address {address}: {reason}")]
     Resolve { address: String, reason: String },
-    #[error("{} handshake with {cluster} at {addr} failed: {reason}", transport_name(*.transport))]
+    #[error("{} handshake with {cluster} at {addr} failed: {reason}", .transport.name())]
     Handshake { cluster: ClusterId, addr: SocketAddr, transport: Transport, reason: String },
-    #[error("{} handshake with {cluster} at {addr} timed out after {after:?}", transport_name(*.transport))]
+    #[error("{} handshake with {cluster} at {addr} timed out after {after:?}", .transport.name())]
     HandshakeTimeout { cluster: ClusterId, addr: SocketAddr, transport: Transport, after: Duration },
     #[error("stream open to {cluster} failed: {reason}")]
     Stream { cluster: ClusterId, reason: String },
@@ -39,13 +39,6 @@ pub enum OpenError {
     Refused { cluster: ClusterId, status: Status, reason: String },
     #[error("nothing arrived from {cluster} during the open ({reason}); its connection is dropped for a fresh dial")]
     NoAnswer { cluster: ClusterId, reason: String },
-}
-
-fn transport_name(t: Transport) -> &'static str {
-    match t {
-        Transport::Quic => "QUIC",
-        Transport::Tcp => "TLS-over-TCP",
-    }
 }
 
 impl OpenError {
@@ -543,7 +536,8 @@ impl Pool {
                         Err(_) => {
                             // Answered, then stalled: fall back only if TCP works.
                             let reason = format!("QUIC handshake timed out after {:?}", self.handshake_timeout);
-                            return self.fall_back(peer, addr, reason, timed_out()).await;
+                            let tcp = self.tcp_conn(peer, addr).await;
+                            return self.fall_back(peer, addr, reason, timed_out(), tcp);
                         }
                     },
                     Err(_) => {
@@ -555,11 +549,11 @@ impl Pool {
                                 // A late QUIC failure or timeout: TCP decides.
                                 Ok(Err(e)) => {
                                     let reason = format!("QUIC failed after {:?} without an answer: {e}", tcp.after);
-                                    return self.fall_back_with(peer, addr, reason, failed(e), tcp_dial.await).await;
+                                    return self.fall_back(peer, addr, reason, failed(e), tcp_dial.await);
                                 }
                                 Err(_) => {
                                     let reason = format!("QUIC unanswered for {:?}", self.handshake_timeout);
-                                    return self.fall_back_with(peer, addr, reason, timed_out(), tcp_dial.await).await;
+                                    return self.fall_back(peer, addr, reason, timed_out(), tcp_dial.await);
                                 }
                             },
                             t = &mut tcp_dial => {
@@ -590,19 +584,9 @@ impl Pool {
         r
     }
 
-    /// QUIC stalled: TCP to the same address decides whether this is UDP blocking.
-    async fn fall_back(
-        &self,
-        peer: &Peer,
-        addr: SocketAddr,
-        reason: String,
-        quic: OpenError,
-    ) -> Result<Conn, OpenError> {
-        let tcp = self.tcp_conn(peer, addr).await;
-        self.fall_back_with(peer, addr, reason, quic, tcp).await
-    }
-
-    async fn fall_back_with(
+    /// QUIC stalled or went unanswered: the TCP dial to the same address decides whether this
+    /// is UDP blocking (then the peer moves to TCP) or a dead path (the QUIC error stands).
+    fn fall_back(
         &self,
         peer: &Peer,
         addr: SocketAddr,

@@ -26,6 +26,14 @@ impl Transport {
             Transport::Tcp => "tcp",
         }
     }
+
+    /// The name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Quic => "QUIC",
+            Transport::Tcp => "TLS-over-TCP",
+        }
+    }
 }
 
 /// Settings of the choice (`[routing]` keys).

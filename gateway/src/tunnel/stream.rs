@@ -22,12 +22,12 @@ pub struct StreamError {
 }
 
 impl StreamError {
-    fn other(reason: impl ToString) -> Self {
+    pub(super) fn other(reason: impl ToString) -> Self {
         StreamError { reset: false, reason: reason.to_string() }
     }
 }
 
-fn h2_error(e: h2::Error) -> StreamError {
+pub(super) fn h2_error(e: h2::Error) -> StreamError {
     StreamError { reset: e.is_reset(), reason: e.to_string() }
 }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::stream::{H2Recv, StreamError, TunnelRecv, TunnelSend};
+use super::stream::{H2Recv, StreamError, TunnelRecv, TunnelSend, h2_error};
 use crate::config::Limits;
 use crate::context::Context;
 use crate::tls::cluster_of;
@@ -145,12 +145,11 @@ impl TcpConn {
 
     /// Opens a stream: a POST whose body and response body carry the tunnel stream.
     pub async fn open_bi(&self) -> Result<(TunnelSend, TunnelRecv), StreamError> {
-        let err = |e: h2::Error| StreamError { reset: e.is_reset(), reason: e.to_string() };
-        let mut send = self.send.clone().ready().await.map_err(err)?;
+        let mut send = self.send.clone().ready().await.map_err(h2_error)?;
         let req = http::Request::post(format!("https://{}{STREAM_PATH}", self.authority))
             .body(())
-            .map_err(|e| StreamError { reset: false, reason: e.to_string() })?;
-        let (response, stream) = send.send_request(req, false).map_err(err)?;
+            .map_err(StreamError::other)?;
+        let (response, stream) = send.send_request(req, false).map_err(h2_error)?;
         Ok((TunnelSend::H2(stream), TunnelRecv::H2(H2Recv::responding(response))))
     }
 }
