@@ -193,7 +193,7 @@ async fn corrupt_cache_is_ignored_until_the_federator_answers_then_rewritten() {
     // The file is renamed into place just before the counter moves: poll rather than read once.
     assert!(wait_metric(a.addrs.admin, r#"skybridge_gateway_catalog_cache_writes_total{result="ok"}"#, 1.0).await);
     assert_eq!(metric(a.addrs.admin, "skybridge_gateway_catalog_from_cache").await, 0.0);
-    assert_eq!(fed.seen(|s| s.acks.clone()), vec![5]);
+    wait_acks(&fed, &[5]).await;
     wait_status(&a, "the status names the written cache", |s| s["federator"]["cache"]["version"] == 5).await;
 }
 
@@ -223,7 +223,19 @@ async fn restart_routes_from_the_written_cache_and_resumes_without_a_snapshot() 
     fed.hold(false);
     wait_status(&second, "the federator confirmed version 4", |s| s["catalog"] == "federator (version 4)").await;
     assert_eq!(fed.seen(|s| s.sent.clone()), vec!["snapshot", "delta"], "confirmed with an empty delta");
-    assert_eq!(fed.seen(|s| s.acks.clone()), vec![4, 4]);
+    wait_acks(&fed, &[4, 4]).await;
+}
+
+/// Waits until `fed` has received exactly the ACKs `want` (the gateway routes a version a moment
+/// before its ACK arrives).
+async fn wait_acks(fed: &FakeFederator, want: &[u64]) {
+    for _ in 0..250 {
+        if fed.seen(|s| s.acks.len() >= want.len()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fed.seen(|s| s.acks.clone()), want);
 }
 
 /// Waits until `fed` has seen `n` Hellos; returns the last.
