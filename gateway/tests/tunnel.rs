@@ -387,3 +387,52 @@ async fn reset_is_carried_both_ways() {
     let reset = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await.unwrap().unwrap();
     assert_eq!(reset, Err(std::io::ErrorKind::ConnectionReset), "client RST reaches the server");
 }
+
+/// The only candidate for a service answers slowly (its endpoint's accept queue is full, so
+/// gcp-1's upstream connect hangs until its `connect_timeout`). Abandoning it at the slow-open
+/// timeout would only fail the connection and take a live peer down; it is waited for instead:
+/// the client gets gcp-1's refusal and the peer stays healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_last_candidate_is_waited_for_and_stays_healthy() {
+    common::init();
+    let pki = Pki::new();
+    let (hole, _fill, _listener) = backends::blackhole().await;
+    let services = |eps: bool| {
+        service("prod", "slow", &["gcp-1"], 7000, "tcp", if eps { std::slice::from_ref(&hole) } else { &[] })
+    };
+    let a_extra = "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"slow.prod\"\nport = 7000\n";
+    // Well past the slow-open floor (250 ms), well within limits.open_timeout (2 s).
+    let b_extra = "\n[limits]\nconnect_timeout = \"700ms\"\n";
+    let (a, _b) = start_pair(&pki, services, a_extra, b_extra).await;
+    let admin = a.addrs.admin;
+    // The slow-open timeout applies once the peer's RTT is measured.
+    let mut measured = false;
+    for _ in 0..100 {
+        if healthy_with_rtt(admin).await {
+            measured = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(measured, "gcp-1 never measured healthy");
+
+    let mut s = TcpStream::connect(a.addrs.tcp[0]).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    let mut out = Vec::new();
+    // Closed without data once gcp-1 answers that it could not reach the endpoint.
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap();
+    assert!(out.is_empty());
+
+    let opens = |status: &str| {
+        format!(r#"skybridge_gateway_stream_opens_total{{side="egress",status="{status}",transport="quic"}}"#)
+    };
+    assert_eq!(metric(admin, &opens("timeout")).await, 0.0, "the open was abandoned");
+    assert_eq!(metric(admin, &opens("upstream_unreachable")).await, 1.0, "gcp-1's refusal was not received");
+    assert!(healthy_with_rtt(admin).await, "a peer that answered was taken down");
+}
+
+/// Whether the first peer in the admin `/status` is healthy with a measured RTT.
+async fn healthy_with_rtt(admin: SocketAddr) -> bool {
+    let status: serde_json::Value = serde_json::from_str(&common::admin_get(admin, "/status").await.1).unwrap();
+    status["peers"][0]["state"] == "healthy" && status["peers"][0]["rtt_ms"].is_number()
+}

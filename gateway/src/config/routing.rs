@@ -163,11 +163,13 @@ impl RoutingSection {
     }
 
     /// How long one open to a peer with smoothed RTT `srtt` may take before the next candidate
-    /// is tried; `cap` is `limits.open_timeout`.
-    pub fn attempt_timeout(&self, srtt: Option<Duration>, cap: Duration) -> Duration {
+    /// is tried; `cap` is `limits.open_timeout`. The last candidate gets the whole `cap`: giving
+    /// up on a slow open helps only when there is somewhere else to go, and a burst of opens
+    /// that queues at a busy peer is slow, not dead.
+    pub fn attempt_timeout(&self, srtt: Option<Duration>, cap: Duration, last: bool) -> Duration {
         match srtt {
-            Some(rtt) => rtt.mul_f64(self.slow_open_factor).max(self.slow_open_min).min(cap),
-            None => cap,
+            Some(rtt) if !last => rtt.mul_f64(self.slow_open_factor).max(self.slow_open_min).min(cap),
+            _ => cap,
         }
     }
 
@@ -241,10 +243,18 @@ mod tests {
     fn attempt_timeout_scales_with_rtt_within_bounds() {
         let r = RoutingSection::default();
         let cap = Duration::from_secs(2);
-        assert_eq!(r.attempt_timeout(None, cap), cap);
-        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(1)), cap), r.slow_open_min);
-        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(100)), cap), Duration::from_millis(400));
-        assert_eq!(r.attempt_timeout(Some(Duration::from_secs(1)), cap), cap);
+        assert_eq!(r.attempt_timeout(None, cap, false), cap);
+        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(1)), cap, false), r.slow_open_min);
+        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(100)), cap, false), Duration::from_millis(400));
+        assert_eq!(r.attempt_timeout(Some(Duration::from_secs(1)), cap, false), cap);
+    }
+
+    #[test]
+    fn the_last_candidate_may_take_the_whole_open_timeout() {
+        let r = RoutingSection::default();
+        let cap = Duration::from_secs(2);
+        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(1)), cap, true), cap);
+        assert_eq!(r.attempt_timeout(None, cap, true), cap);
     }
 
     #[test]
