@@ -28,15 +28,20 @@ pub fn skybridge_bin() -> PathBuf {
             exe.ancestors().nth(3).expect("target dir").to_path_buf()
         });
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--bin", "skybridge"])
+            .args(["build", "--quiet", "--bin", "skybridge", "--bin", "skybridge-gateway"])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
             .env("CARGO_TARGET_DIR", &target)
             .status()
             .expect("running cargo build");
-        assert!(status.success(), "cargo build --bin skybridge failed");
+        assert!(status.success(), "cargo build --bin skybridge --bin skybridge-gateway failed");
         target.join("debug").join("skybridge")
     })
     .clone()
+}
+
+/// The gateway-only `skybridge-gateway` binary built beside [`skybridge_bin`].
+pub fn skybridge_gateway_bin() -> PathBuf {
+    skybridge_bin().with_file_name("skybridge-gateway")
 }
 
 /// Runs `skybridge ARGS` to completion.
@@ -114,15 +119,21 @@ impl Proc {
 
     /// Starts `skybridge ARGS` with extra environment variables and stderr to `log`.
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Proc {
+        Proc::spawn_program(&skybridge_bin(), args, env, log)
+    }
+
+    /// Starts `PROGRAM ARGS` (one of this workspace's binaries) with extra environment
+    /// variables and stderr to `log`.
+    pub fn spawn_program(program: &Path, args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Proc {
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(skybridge_bin())
+        let child = Command::new(program)
             .args(args)
             .envs(env.iter().copied())
             .env("SKYBRIDGE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .expect("spawning skybridge");
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
         Proc { child, log }
     }
 

@@ -169,6 +169,16 @@ fn check_config_reports_key_value_and_reason() {
     assert!(err.contains("gateway2"), "{err}");
     let err = check(good_text.replace("tunnel = \"", "tunnel = \"localhost:"));
     assert!(err.contains("listen.tunnel"), "{err}");
+    // The gateway-only binary checks the same way.
+    let gw_only = |config: &str| {
+        std::process::Command::new(skybridge_tests::skybridge_gateway_bin())
+            .args(["--config", config, "--check-config"])
+            .output()
+            .unwrap()
+    };
+    assert!(gw_only(&good.config).status.success());
+    let out = gw_only(bad.to_str().unwrap());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("listen.tunnel"));
 
     // A certificate for another cluster is caught by --check-config too.
     let ca = d.join("ca");
@@ -196,7 +206,9 @@ fn two_gateway_processes_tunnel_then_sigterm_drains() {
     let a = gateway_config(d, "gw-a", ta, tcp[1], ("gw-b", tb), Some(listen), None, "");
     let b = gateway_config(d, "gw-b", tb, tcp[2], ("gw-a", ta), None, Some(echo), "");
     let pb = Proc::spawn(&["gateway", "--config", &b.config], d.join("b.log"));
-    let mut pa = Proc::spawn(&["gateway", "--config", &a.config], d.join("a.log"));
+    // A runs as the gateway-only binary the Kubernetes manifests start, B as `skybridge gateway`.
+    let mut pa =
+        Proc::spawn_program(&skybridge_tests::skybridge_gateway_bin(), &["--config", &a.config], &[], d.join("a.log"));
     assert!(wait_ready(a.admin, Duration::from_secs(20)), "gw-a not ready: {}", pa.log_text());
     assert!(wait_ready(b.admin, Duration::from_secs(20)), "gw-b not ready: {}", pb.log_text());
 

@@ -33,6 +33,13 @@ run "gateway_objects" {
   }
   assert {
     condition = (
+      yamldecode(output.manifests["Deployment/skybridge-gateway"]).spec.template.spec.containers[0].command == ["/usr/local/bin/skybridge-gateway"] &&
+      !contains(yamldecode(output.manifests["Deployment/skybridge-gateway"]).spec.template.spec.containers[0].args, "gateway")
+    )
+    error_message = "the gateway Deployment must run the gateway-only binary (no subcommand)"
+  }
+  assert {
+    condition = (
       yamldecode(output.manifests["Service/skybridge-egress"]).spec.type == "ClusterIP" &&
       toset([for p in yamldecode(output.manifests["Service/skybridge-egress"]).spec.ports : "${p.port}>${p.targetPort}"]) == toset(["443>15001", "80>15080", "15021>15021"])
     )
