@@ -15,8 +15,6 @@ TLS on TCP with routing.tcp_fallback = "always"). Prints one markdown row per (t
 everything runs on 127.0.0.1 ports below 32768.
 """
 import os
-import resource
-import selectors
 import shutil
 import socket
 import subprocess
@@ -24,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import binary, free_ports
+from benchlib import binary, free_ports, hold, raise_nofile, rss_kib
 
 CONNS = [int(n) for n in os.environ.get("BENCH_CONNS", "1000 10000").split()]
 TRANSPORTS = os.environ.get("BENCH_TRANSPORTS", "quic tcp").split()
@@ -47,11 +45,6 @@ async def main():
     await s.serve_forever()
 asyncio.run(main())
 """
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
 def gateway_toml(tmp, cluster, tunnel, admin, peer, peer_tunnel, extra):
@@ -87,36 +80,6 @@ def wait_ready(admin, proc, log):
             pass
         time.sleep(0.05)
     sys.exit(f"a gateway did not become ready: see {log}")
-
-
-def hold(port, n):
-    """Opens n connections to port, sends a byte on each and reads it back; returns them and
-    how many echoed."""
-    sel = selectors.DefaultSelector()
-    conns, done = [], 0
-    for first in range(0, n, 500):
-        for _ in range(min(500, n - first)):
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            sel.register(s, selectors.EVENT_WRITE)
-            conns.append(s)
-        deadline = time.monotonic() + 30
-        while sel.get_map():
-            for key, ev in sel.select(timeout=1):
-                s = key.fileobj
-                if ev & selectors.EVENT_WRITE:
-                    s.send(b"x")
-                    sel.modify(s, selectors.EVENT_READ)
-                else:
-                    try:
-                        done += 1 if s.recv(16) else 0
-                    except OSError:
-                        pass
-                    sel.unregister(s)
-            if time.monotonic() > deadline:
-                sys.exit(f"only {done} of {len(conns)} echoes within 30 s")
-    return conns, done
 
 
 def run(bin_path, transport, n):
@@ -177,11 +140,7 @@ def run(bin_path, transport, n):
 
 
 def main():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = max(CONNS) + 1024
-    if hard != resource.RLIM_INFINITY and hard < need:
-        sys.exit(f"this shell's hard open-file limit {hard} is below the {need} needed; lower BENCH_CONNS")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile(max(CONNS) + 1024)
     bin_path = binary()
     print("| transport | connections | echoed | gateway A RSS MB (before → held) | A KiB per connection "
           "| gateway B RSS MB (before → held) | B KiB per connection |")
