@@ -179,42 +179,19 @@ done
 # nginx A verifies nginx B by name, like a real deployment would (the leaves have no DNS SAN otherwise).
 "$SKY" ca issue --ca "$TMP/ca" --cluster nginx-b --dns nginx-b.bench.local --out "$TMP/nginx-b" >/dev/null
 
+# service NAME PORT [ENDPOINT]: one tcp service hosted by gw-b, with its endpoint on gateway B.
+service() {
+    printf '\n[[services]]\nnamespace = "bench"\nname = "%s"\nclusters = ["gw-b"]\n' "$1"
+    printf '[[services.ports]]\nport = %s\nprotocol = "tcp"\n' "$2"
+    [[ -z ${3:-} ]] || printf 'endpoints = ["127.0.0.1:%s"]\n' "$3"
+}
+
 services() { # $1 = "local" to add the local endpoints (gateway B)
-    local iperf_ep="" echo_ep="" web_ep=""
-    if [[ $1 == local ]]; then
-        iperf_ep="endpoints = [\"127.0.0.1:$P_IPERF\"]"
-        echo_ep="endpoints = [\"127.0.0.1:$P_ECHO\"]"
-        web_ep="endpoints = [\"127.0.0.1:$P_WEB\"]"
-    fi
-    cat <<EOF
-
-[[services]]
-namespace = "bench"
-name = "iperf"
-clusters = ["gw-b"]
-[[services.ports]]
-port = 5201
-protocol = "tcp"
-$iperf_ep
-
-[[services]]
-namespace = "bench"
-name = "echo"
-clusters = ["gw-b"]
-[[services.ports]]
-port = 7000
-protocol = "tcp"
-$echo_ep
-
-[[services]]
-namespace = "bench"
-name = "web"
-clusters = ["gw-b"]
-[[services.ports]]
-port = 80
-protocol = "tcp"
-$web_ep
-EOF
+    local local=""
+    [[ $1 == local ]] && local=1
+    service iperf 5201 "${local:+$P_IPERF}"
+    service echo 7000 "${local:+$P_ECHO}"
+    service web 80 "${local:+$P_WEB}"
 }
 
 gateway_head() { # cluster cloud tunnel admin

@@ -16,6 +16,7 @@ pub mod serve;
 pub mod source;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod trust;
 
 /// ALPN protocol id spoken on the gateway-to-gateway tunnel.
 pub const TUNNEL_ALPN: &[u8] = b"skybridge/1";

@@ -538,7 +538,7 @@ impl Config {
                 ));
             }
         }
-        self.tls.validate()?;
+        self.tls.validate(&f.trust_domain)?;
         if let Some(t) = f.stale_timeout
             && t > 30 * DAY
         {

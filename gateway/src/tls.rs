@@ -24,7 +24,7 @@ pub fn quic_client_config(store: &Arc<CertStore>) -> Result<quinn::ClientConfig,
 }
 
 /// The cluster a connected peer's certificate names (verified during the handshake).
-pub fn peer_cluster(conn: &quinn::Connection, trust_domain: &str) -> Option<ClusterId> {
+pub fn peer_cluster(conn: &quinn::Connection) -> Option<ClusterId> {
     let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    cluster_of(&certs, trust_domain)
+    cluster_of(&certs)
 }

@@ -57,11 +57,7 @@ async fn start_refuses_expired_not_yet_valid_and_foreign_certificates() {
     assert!(e.contains(&cert) && e.contains("does not chain to the trust bundle") && e.contains("ca.pem"), "{e}");
 
     // The same checks make `--check-config` fail (it loads the store the same way).
-    let files = skybridge_gateway::tls::TlsFiles {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-        trust_bundle: dir.join("ca.pem"),
-    };
+    let files = skybridge_gateway::tls::TlsFiles::in_dir(&dir);
     let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
     assert!(skybridge_gateway::tls::CertStore::load(files, common::TD, role).is_err());
 }

@@ -168,7 +168,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// A control client that only ACKs: stands in for a gateway without its data plane.
 async fn simulated(control: SocketAddr, dir: std::path::PathBuf, cluster: String, applied: Arc<AtomicU64>) {
-    let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), trust_bundle: dir.join("ca.pem") };
+    let files = TlsFiles::in_dir(&dir);
     let certs = CertStore::load(files, TD, Role::Gateway(ClusterId::new(&cluster).unwrap())).unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(
         certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),

@@ -134,7 +134,7 @@ async fn control_client_as(
     role: skybridge_api::identity::Role,
 ) -> Result<ControlClient, skybridge_gateway::federation::FederationError> {
     use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
-    let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), trust_bundle: dir.join("ca.pem") };
+    let files = TlsFiles::in_dir(dir);
     let certs = CertStore::load_unverified(files, TD, role).unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
         certs.client_config(ServerExpectation::Federator, &[b"h2"]).unwrap(),
@@ -157,7 +157,7 @@ fn hello_message(cluster: &str, instance: &str) -> skybridge_api::proto::wire::G
 async fn small_window_client(w: &World, cluster: &str) -> ControlClient {
     use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
     let d = w.path(cluster);
-    let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
+    let files = TlsFiles::in_dir(&d);
     let role = skybridge_api::identity::Role::Gateway(ClusterId::new(cluster).unwrap());
     let certs = CertStore::load(files, TD, role).unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
@@ -701,7 +701,7 @@ async fn a_verified_gateway_that_sends_nothing_after_the_handshake_is_closed() {
     // hello_timeout (2 s) is also the first-byte timeout.
     let fed = w.federator().await;
     let d = w.path("aws-1");
-    let files = TlsFiles { cert: d.join("cert.pem"), key: d.join("key.pem"), trust_bundle: d.join("ca.pem") };
+    let files = TlsFiles::in_dir(&d);
     let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
     let certs = CertStore::load(files, TD, role).unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(

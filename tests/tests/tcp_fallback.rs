@@ -457,8 +457,7 @@ async fn raw_peer(p: &Pair) -> tokio_rustls::client::TlsStream<TcpStream> {
 /// A tunnel TLS client presenting the aws-1 gateway identity in `certs` (cert, key, bundle).
 fn aws_tunnel_client(certs: &std::path::Path) -> tokio_rustls::TlsConnector {
     use skybridge_api::tls::{CertStore, ServerExpectation, TlsFiles};
-    let files =
-        TlsFiles { cert: certs.join("cert.pem"), key: certs.join("key.pem"), trust_bundle: certs.join("ca.pem") };
+    let files = TlsFiles::in_dir(certs);
     let role = skybridge_api::identity::Role::Gateway(ClusterId::new("aws-1").unwrap());
     let store = CertStore::load(files, TD, role).unwrap();
     let cfg = store.client_config(ServerExpectation::GatewayNamedByServerName, &[skybridge_api::TUNNEL_ALPN]).unwrap();

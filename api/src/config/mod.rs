@@ -52,6 +52,23 @@ pub struct TlsSection {
     /// How long before our certificate expires it is reported (logs, status, metrics).
     #[serde(default = "default_expiry_warning", with = "duration")]
     pub expiry_warning: Duration,
+    /// Other trust domains whose gateways are accepted, each only through its own roots and
+    /// for its own clusters (`[[tls.federated]]`).
+    #[serde(default)]
+    pub federated: Vec<FederatedDomain>,
+}
+
+/// One `[[tls.federated]]` entry: a trust domain, the roots that may sign its identities, and
+/// the clusters it may claim.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedDomain {
+    pub trust_domain: String,
+    /// PEM roots of that domain.
+    pub bundle: PathBuf,
+    /// The only cluster ids the domain may claim; absent: any that no other domain claims.
+    #[serde(default)]
+    pub clusters: Option<Vec<crate::trust::ClusterGlob>>,
 }
 
 fn default_reload_interval() -> Duration {
@@ -69,8 +86,10 @@ impl TlsSection {
     pub const MAX_EXPIRY_WARNING: Duration = Duration::from_secs(365 * 24 * 3600);
 
     /// Checks the bounds of `[tls]`: `reload_interval` from 1ms to 1h, `expiry_warning` at
-    /// most a year (0 warns only once expired).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// most a year (0 warns only once expired); federated domains valid, distinct from
+    /// `own_trust_domain` and each other, with `clusters` that no two domains share.
+    pub fn validate(&self, own_trust_domain: &str) -> Result<(), ConfigError> {
+        self.validate_federated(own_trust_domain)?;
         if self.reload_interval.is_zero() || self.reload_interval > Self::MAX_RELOAD_INTERVAL {
             return Err(invalid(
                 "tls.reload_interval",
@@ -88,9 +107,76 @@ impl TlsSection {
         Ok(())
     }
 
+    fn validate_federated(&self, own: &str) -> Result<(), ConfigError> {
+        for (i, d) in self.federated.iter().enumerate() {
+            let key = |k: &str| format!("tls.federated[{i}].{k}");
+            if !crate::identity::valid_trust_domain(&d.trust_domain) {
+                return Err(invalid(
+                    key("trust_domain"),
+                    &d.trust_domain,
+                    "must be lowercase letters, digits, '.', '-' or '_'",
+                ));
+            }
+            if d.trust_domain == own {
+                return Err(invalid(
+                    key("trust_domain"),
+                    &d.trust_domain,
+                    "is our own trust domain (its roots are tls.trust_bundle)",
+                ));
+            }
+            if let Some(j) = self.federated[..i].iter().position(|e| e.trust_domain == d.trust_domain) {
+                return Err(invalid(key("trust_domain"), &d.trust_domain, format!("is also tls.federated[{j}]")));
+            }
+            if d.clusters.as_ref().is_some_and(Vec::is_empty) {
+                return Err(invalid(
+                    key("clusters"),
+                    "[]",
+                    "would let the domain claim no cluster; remove the entry or list globs",
+                ));
+            }
+        }
+        // A cluster id belongs to one domain: no glob of one domain may match an id another's
+        // matches.
+        for (i, d) in self.federated.iter().enumerate() {
+            for (j, e) in self.federated.iter().enumerate().skip(i + 1) {
+                let (Some(a), Some(b)) = (&d.clusters, &e.clusters) else { continue };
+                for (x, g) in a.iter().enumerate() {
+                    if let Some(y) = b.iter().position(|h| g.overlaps(h)) {
+                        return Err(invalid(
+                            format!("tls.federated[{j}].clusters[{y}]"),
+                            b[y].as_str(),
+                            format!(
+                                "overlaps tls.federated[{i}].clusters[{x}] = {:?} ({}): a cluster id must belong to one trust domain",
+                                g.as_str(),
+                                d.trust_domain
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The scope of each trust domain we accept, for the verifiers.
+    pub fn scopes(&self, own_trust_domain: &str) -> crate::trust::TrustScopes {
+        crate::trust::TrustScopes {
+            own: own_trust_domain.to_owned(),
+            federated: self
+                .federated
+                .iter()
+                .map(|d| crate::trust::DomainScope {
+                    trust_domain: d.trust_domain.clone(),
+                    clusters: d.clusters.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// Makes the paths relative to `base` (the config file's folder), as operators expect.
     pub fn resolve(&mut self, base: &std::path::Path) {
-        for p in [&mut self.cert, &mut self.key, &mut self.trust_bundle] {
+        let bundles = self.federated.iter_mut().map(|d| &mut d.bundle);
+        for p in [&mut self.cert, &mut self.key, &mut self.trust_bundle].into_iter().chain(bundles) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

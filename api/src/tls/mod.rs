@@ -12,6 +12,7 @@
 mod validity;
 mod verify;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,8 +26,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::FederatedDomain;
 use crate::identity::{Role, SpiffeId};
 use crate::model::ClusterId;
+use crate::trust::{DomainScope, TrustScopes};
 
 pub use validity::{DEFAULT_EXPIRY_WARNING, DateProblem, Expiry, Validity, expiry, rfc3339};
 pub use verify::{PeerIdentityError, PeerVerifier, ServerExpectation};
@@ -67,25 +70,53 @@ pub enum TlsError {
     Config(String),
 }
 
-/// The files of one identity.
+/// The files of one identity, and the roots of the federated trust domains.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub trust_bundle: PathBuf,
+    /// `[[tls.federated]]`: other domains' bundles and the clusters they may claim.
+    pub federated: Vec<FederatedDomain>,
+}
+
+impl TlsFiles {
+    /// `cert.pem`, `key.pem` and `ca.pem` in `dir` (what `skybridge ca issue` writes), with no
+    /// federated domains.
+    pub fn in_dir(dir: &Path) -> Self {
+        TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            trust_bundle: dir.join("ca.pem"),
+            federated: Vec::new(),
+        }
+    }
 }
 
 impl From<&crate::config::TlsSection> for TlsFiles {
     fn from(t: &crate::config::TlsSection) -> Self {
-        TlsFiles { cert: t.cert.clone(), key: t.key.clone(), trust_bundle: t.trust_bundle.clone() }
+        TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            trust_bundle: t.trust_bundle.clone(),
+            federated: t.federated.clone(),
+        }
     }
 }
 
-/// What is loaded now: our certified key and the verifiers built over the trust bundle.
+/// The roots of one trust domain and a client-certificate verifier over them.
+pub struct DomainRoots {
+    pub roots: Arc<RootCertStore>,
+    pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+/// What is loaded now: our certified key and the verifiers built over the trust bundles.
 pub struct Loaded {
     pub key: Arc<CertifiedKey>,
     pub roots: Arc<RootCertStore>,
     pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// The federated trust domains' roots, by trust domain.
+    pub federated: BTreeMap<String, DomainRoots>,
     /// When our certificate expires.
     pub not_after: SystemTime,
     /// When our certificate became valid.
@@ -96,6 +127,8 @@ pub struct Loaded {
 pub struct CertStore {
     files: TlsFiles,
     trust_domain: String,
+    /// Which domain may claim which cluster.
+    scopes: TrustScopes,
     role: Role,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<Loaded>>,
@@ -154,9 +187,18 @@ impl CertStore {
         let provider = provider();
         let stamps = Self::stamps(&files);
         let loaded = Self::read(&files, trust_domain, &role, &provider, verify_own)?;
+        let scopes = TrustScopes {
+            own: trust_domain.to_owned(),
+            federated: files
+                .federated
+                .iter()
+                .map(|d| DomainScope { trust_domain: d.trust_domain.clone(), clusters: d.clusters.clone() })
+                .collect(),
+        };
         let store = Arc::new(CertStore {
             files,
             trust_domain: trust_domain.to_owned(),
+            scopes,
             role,
             provider,
             current: RwLock::new(Arc::new(loaded)),
@@ -172,7 +214,8 @@ impl CertStore {
     }
 
     fn stamps(files: &TlsFiles) -> Vec<FileStamp> {
-        [&files.cert, &files.key, &files.trust_bundle].into_iter().map(|p| stamp(p)).collect()
+        let bundles = files.federated.iter().map(|d| &d.bundle);
+        [&files.cert, &files.key, &files.trust_bundle].into_iter().chain(bundles).map(|p| stamp(p)).collect()
     }
 
     fn read(
@@ -207,14 +250,11 @@ impl CertStore {
                 return Err(TlsError::NotYetValid { path: files.cert.clone(), not_before: validity.not_before, now });
             }
         }
-        let mut roots = RootCertStore::empty();
-        for c in read_certs(&files.trust_bundle)? {
-            roots.add(c).map_err(|e| TlsError::Bundle { path: files.trust_bundle.clone(), reason: e.to_string() })?;
+        let DomainRoots { roots, client_verifier } = domain_roots(&files.trust_bundle, provider)?;
+        let mut federated = BTreeMap::new();
+        for d in &files.federated {
+            federated.insert(d.trust_domain.clone(), domain_roots(&d.bundle, provider)?);
         }
-        let roots = Arc::new(roots);
-        let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| TlsError::Bundle { path: files.trust_bundle.clone(), reason: e.to_string() })?;
         if verify_own {
             check_chain(&chain, &roots, client_verifier.as_ref(), role, provider).map_err(|reason| {
                 TlsError::Untrusted { path: files.cert.clone(), bundle: files.trust_bundle.clone(), reason }
@@ -226,6 +266,7 @@ impl CertStore {
             key: Arc::new(certified),
             roots,
             client_verifier,
+            federated,
             not_after: validity.not_after,
             not_before: validity.not_before,
         })
@@ -236,9 +277,14 @@ impl CertStore {
         self.current.read().expect("cert store lock").clone()
     }
 
-    /// The trust domain peers must belong to.
+    /// Our trust domain.
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
+    }
+
+    /// Which trust domain may claim which cluster.
+    pub fn scopes(&self) -> &TrustScopes {
+        &self.scopes
     }
 
     /// Re-reads the files if any changed. `Ok(true)` when a new identity was installed; on
@@ -381,6 +427,34 @@ impl CertStore {
     }
 }
 
+/// Reads a PEM bundle into roots and a client verifier over them.
+fn domain_roots(bundle: &Path, provider: &Arc<CryptoProvider>) -> Result<DomainRoots, TlsError> {
+    let bad = |reason: String| TlsError::Bundle { path: bundle.to_owned(), reason };
+    let mut roots = RootCertStore::empty();
+    for c in read_certs(bundle)? {
+        roots.add(c).map_err(|e| bad(e.to_string()))?;
+    }
+    let roots = Arc::new(roots);
+    let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(DomainRoots { roots, client_verifier })
+}
+
+impl Loaded {
+    /// The roots of `trust_domain`: ours when it is `own`, else a federated domain's.
+    pub fn domain(
+        &self,
+        trust_domain: &str,
+        own: &str,
+    ) -> Option<(&Arc<RootCertStore>, &Arc<dyn rustls::server::danger::ClientCertVerifier>)> {
+        if trust_domain == own {
+            return Some((&self.roots, &self.client_verifier));
+        }
+        self.federated.get(trust_domain).map(|d| (&d.roots, &d.client_verifier))
+    }
+}
+
 /// Checks our chain as peers will: to a root of the bundle, usable as a TLS server (and, for a
 /// gateway, which also dials peers, as a TLS client).
 fn check_chain(
@@ -401,8 +475,9 @@ fn check_chain(
     Ok(())
 }
 
-/// The gateway cluster named by a verified peer certificate chain.
-pub fn cluster_of(chain: &[CertificateDer<'_>], trust_domain: &str) -> Option<ClusterId> {
-    let id = SpiffeId::from_cert_der(chain.first()?, trust_domain).ok()?;
+/// The gateway cluster named by a peer certificate chain that our verifier accepted (which
+/// checked its trust domain and the domain's scope).
+pub fn cluster_of(chain: &[CertificateDer<'_>]) -> Option<ClusterId> {
+    let id = SpiffeId::from_cert_der_any_domain(chain.first()?).ok()?;
     id.cluster().cloned()
 }

@@ -1,5 +1,7 @@
-//! Certificate verification for the tunnel: chain to the current trust bundle, then the
-//! SPIFFE ID must name a gateway of our trust domain, and (client side) the cluster we dialled.
+//! Certificate verification for the tunnel: the SPIFFE ID names a trust domain, the chain must
+//! lead to that domain's roots (ours, or a `[[tls.federated]]` bundle) and to no other's, the
+//! domain must be allowed to claim the cluster, and (client side) the cluster must be the one
+//! we dialled.
 
 use std::sync::Arc;
 
@@ -13,14 +15,18 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::CertStore;
 use crate::identity::{IdentityError, Role, SpiffeId};
+use crate::trust::ScopeError;
 
 /// What a client requires of the server it dials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerExpectation {
     /// The gateway of the cluster given as the TLS server name (the tunnel dials peers so).
     GatewayNamedByServerName,
     /// The federator of our trust domain (gateways dialling the control stream).
     Federator,
+    /// The federator of a federated trust domain (`[federator] trust_domain`), verified
+    /// against that domain's roots.
+    FederatorIn(String),
 }
 
 /// Verifier and certificate resolver for both ends of a Skybridge TLS connection. As a server
@@ -53,6 +59,8 @@ pub enum PeerIdentityError {
     WrongCluster { expected: String, found: SpiffeId },
     #[error("peer is {0}, but we dialled the federator")]
     NotFederator(SpiffeId),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
 }
 
 impl PeerVerifier {
@@ -61,8 +69,24 @@ impl PeerVerifier {
         PeerVerifier { store, expect }
     }
 
-    fn gateway_id(&self, end_entity: &CertificateDer<'_>) -> Result<SpiffeId, PeerIdentityError> {
-        let id = SpiffeId::from_cert_der(end_entity, self.store.trust_domain())?;
+    /// The SPIFFE ID the certificate claims, whatever its domain: it picks the roots the chain
+    /// is then verified against, so reading it first trusts nothing.
+    fn claimed(&self, end_entity: &CertificateDer<'_>) -> Result<SpiffeId, Error> {
+        SpiffeId::from_cert_der_any_domain(end_entity).map_err(|e| other(PeerIdentityError::Spiffe(e)))
+    }
+
+    fn unknown_domain(&self, id: &SpiffeId) -> Error {
+        let own = self.store.trust_domain().to_owned();
+        other(PeerIdentityError::Scope(ScopeError::UnknownDomain {
+            id: id.clone(),
+            found: id.trust_domain.clone(),
+            own,
+        }))
+    }
+
+    /// After the chain verified: the domain may claim the cluster, and it is a gateway.
+    fn gateway_in_scope(&self, id: SpiffeId) -> Result<SpiffeId, PeerIdentityError> {
+        self.store.scopes().check(&id)?;
         if id.cluster().is_none() {
             return Err(PeerIdentityError::NotGateway(id));
         }
@@ -82,8 +106,12 @@ impl ClientCertVerifier for PeerVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.store.current().client_verifier.verify_client_cert(end_entity, intermediates, now)?;
-        self.gateway_id(end_entity).map_err(other)?;
+        let id = self.claimed(end_entity)?;
+        let loaded = self.store.current();
+        let (_, verifier) =
+            loaded.domain(&id.trust_domain, self.store.trust_domain()).ok_or_else(|| self.unknown_domain(&id))?;
+        verifier.verify_client_cert(end_entity, intermediates, now)?;
+        self.gateway_in_scope(id).map_err(other)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -93,7 +121,12 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.store.current().client_verifier.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.store.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -102,11 +135,16 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.store.current().client_verifier.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.store.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.store.current().client_verifier.supported_verify_schemes()
+        self.store.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -120,25 +158,39 @@ impl ServerCertVerifier for PeerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let cert = ParsedCertificate::try_from(end_entity)?;
+        let id = self.claimed(end_entity)?;
+        let own = self.store.trust_domain();
+        // A federator is of the domain we expect it in, never merely of one we trust.
+        let federator_domain = match &self.expect {
+            ServerExpectation::GatewayNamedByServerName => None,
+            ServerExpectation::Federator => Some(own),
+            ServerExpectation::FederatorIn(td) => Some(td.as_str()),
+        };
+        let domain = federator_domain.unwrap_or(id.trust_domain.as_str());
         let loaded = self.store.current();
+        let (roots, _) = loaded.domain(domain, own).ok_or_else(|| self.unknown_domain(&id))?;
         verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &loaded.roots,
+            roots,
             intermediates,
             now,
             self.store.provider.signature_verification_algorithms.all,
         )?;
-        if self.expect == ServerExpectation::Federator {
-            let id = SpiffeId::from_cert_der(end_entity, self.store.trust_domain())
-                .map_err(|e| other(PeerIdentityError::Spiffe(e)))?;
+        if let Some(expected) = federator_domain {
+            if id.trust_domain != expected {
+                return Err(other(PeerIdentityError::Spiffe(IdentityError::ForeignTrustDomain {
+                    expected: expected.to_owned(),
+                    found: id.trust_domain,
+                })));
+            }
             if id.role != Role::Federator {
                 return Err(other(PeerIdentityError::NotFederator(id)));
             }
             return Ok(ServerCertVerified::assertion());
         }
         // The tunnel dials a peer with its cluster id as the server name; the certificate must
-        // be that cluster's gateway, not merely any gateway of the trust domain.
-        let id = self.gateway_id(end_entity).map_err(other)?;
+        // be that cluster's gateway, not merely any gateway of a trusted domain.
+        let id = self.gateway_in_scope(id).map_err(other)?;
         let expected = match server_name {
             ServerName::DnsName(d) => d.as_ref().to_owned(),
             other_name => format!("{other_name:?}"),

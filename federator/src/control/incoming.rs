@@ -138,7 +138,6 @@ pub fn accept(
 ) -> Result<mpsc::Receiver<Result<GatewayConn, io::Error>>, skybridge_api::tls::TlsError> {
     let acceptor = TlsAcceptor::from(Arc::new(certs.server_config(&[b"h2"])?));
     let (tx, rx) = mpsc::channel(64);
-    let td = certs.trust_domain().to_owned();
     let handshakes = tasks.clone();
     let slots = Arc::new(Semaphore::new(bounds.max_connections.max(1)));
     let mut pending = Evictions::new(bounds.max_connections);
@@ -197,8 +196,8 @@ pub fn accept(
                 count(&events, "opened");
                 let slot = Slot::new(slot);
                 pending.push(slot.clone(), None);
-                let (acceptor, tx, td, log, events) =
-                    (acceptor.clone(), tx.clone(), td.clone(), log.clone(), events.clone());
+                let (acceptor, tx, log, events) =
+                    (acceptor.clone(), tx.clone(), log.clone(), events.clone());
                 handshakes.spawn(
                     async move {
                         let failed = |event: &'static str, error: String| {
@@ -225,7 +224,7 @@ pub fn accept(
                         let on_close = Closed { events, _slot: slot };
                         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
                         // The verifier already insisted on a gateway identity; this reads which.
-                        let Some(cluster) = cluster_of(&chain, &td) else { return };
+                        let Some(cluster) = cluster_of(&chain) else { return };
                         let first_byte = Some(Box::pin(tokio::time::sleep(bounds.first_byte_timeout)));
                         let conn = GatewayConn { inner: tls, peer: PeerCluster(cluster), first_byte, on_close };
                         let _ = tx.send(Ok(conn)).await;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use limits::{Limits, deadline};
-pub use routing::{RoutingSection, TcpFallbackMode};
+pub use routing::{OpenTimeouts, RoutingSection, TcpFallbackMode};
 use serde::Deserialize;
 pub use skybridge_api::config::{ConfigError, TlsSection, duration};
 use skybridge_api::config::{from_toml, invalid};
@@ -76,6 +76,9 @@ pub struct FederatorSection {
     /// This replica's name (pod name); default from `$HOSTNAME`, else `default`.
     #[serde(default)]
     pub instance: Option<String>,
+    /// The federator's trust domain, when it is another (a `[[tls.federated]]` one) than ours.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
     /// Tunnel addresses peers should dial (the LoadBalancer's); default: `listen.tunnel` when it
     /// is not a wildcard address.
     #[serde(default)]
@@ -373,7 +376,7 @@ impl Config {
                 "use lowercase letters, digits, '.', '-' or '_'",
             ));
         }
-        self.tls.validate()?;
+        self.tls.validate(&g.trust_domain)?;
         for (key, v) in [("listen.tunnel", &self.listen.tunnel), ("listen.admin", &self.listen.admin)] {
             if listen_addr(key, v)?.is_none() {
                 return Err(invalid(key, v, "this listener cannot be turned off"));
@@ -381,6 +384,16 @@ impl Config {
         }
         if let Some(f) = &self.federator {
             f.validate()?;
+            if let Some(td) = &f.trust_domain
+                && td != &g.trust_domain
+                && !self.tls.federated.iter().any(|d| &d.trust_domain == td)
+            {
+                return Err(invalid(
+                    "federator.trust_domain",
+                    td,
+                    "must be ours (gateway.trust_domain) or one listed in [[tls.federated]], whose roots verify it",
+                ));
+            }
         }
         self.listen.validate(self.federator.as_ref())?;
         self.limits.validate()?;

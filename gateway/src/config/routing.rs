@@ -135,6 +135,15 @@ pub mod defaults {
     }
 }
 
+/// How long one open may wait for the receiver's status: see [`RoutingSection::open_timeouts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTimeouts {
+    /// Past this the open is abandoned for the next candidate...
+    pub attempt: Duration,
+    /// ...unless the peer was heard from meanwhile and no candidate is left: then up to this.
+    pub patience: Duration,
+}
+
 impl RoutingSection {
     /// The health state machine's knobs.
     pub fn health(&self) -> HealthConfig {
@@ -163,14 +172,22 @@ impl RoutingSection {
     }
 
     /// How long one open to a peer with smoothed RTT `srtt` may take before the next candidate
-    /// is tried; `cap` is `limits.open_timeout`. The last candidate gets the whole `cap`: giving
-    /// up on a slow open helps only when there is somewhere else to go, and a burst of opens
-    /// that queues at a busy peer is slow, not dead.
-    pub fn attempt_timeout(&self, srtt: Option<Duration>, cap: Duration, last: bool) -> Duration {
+    /// is tried; `cap` is `limits.open_timeout`.
+    pub fn attempt_timeout(&self, srtt: Option<Duration>, cap: Duration) -> Duration {
         match srtt {
-            Some(rtt) if !last => rtt.mul_f64(self.slow_open_factor).max(self.slow_open_min).min(cap),
-            _ => cap,
+            Some(rtt) => rtt.mul_f64(self.slow_open_factor).max(self.slow_open_min).min(cap),
+            None => cap,
         }
+    }
+
+    /// The attempt timeout, and how long a late status is still waited for when the peer was
+    /// heard from during the attempt (it is alive, only busy) and `last`: no other candidate is
+    /// left. Giving up on a slow open helps only when there is somewhere else to go; a burst of
+    /// opens queued at a busy peer is slow, not dead. A silent connection is still abandoned at
+    /// the attempt timeout (and redialled).
+    pub fn open_timeouts(&self, srtt: Option<Duration>, cap: Duration, last: bool) -> OpenTimeouts {
+        let attempt = self.attempt_timeout(srtt, cap);
+        OpenTimeouts { attempt, patience: if last { cap } else { attempt } }
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -243,18 +260,23 @@ mod tests {
     fn attempt_timeout_scales_with_rtt_within_bounds() {
         let r = RoutingSection::default();
         let cap = Duration::from_secs(2);
-        assert_eq!(r.attempt_timeout(None, cap, false), cap);
-        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(1)), cap, false), r.slow_open_min);
-        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(100)), cap, false), Duration::from_millis(400));
-        assert_eq!(r.attempt_timeout(Some(Duration::from_secs(1)), cap, false), cap);
+        assert_eq!(r.attempt_timeout(None, cap), cap);
+        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(1)), cap), r.slow_open_min);
+        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(100)), cap), Duration::from_millis(400));
+        assert_eq!(r.attempt_timeout(Some(Duration::from_secs(1)), cap), cap);
     }
 
     #[test]
-    fn the_last_candidate_may_take_the_whole_open_timeout() {
+    fn only_the_last_candidate_is_waited_for_past_the_attempt() {
         let r = RoutingSection::default();
         let cap = Duration::from_secs(2);
-        assert_eq!(r.attempt_timeout(Some(Duration::from_millis(1)), cap, true), cap);
-        assert_eq!(r.attempt_timeout(None, cap, true), cap);
+        let fast = Some(Duration::from_millis(1));
+        assert_eq!(r.open_timeouts(fast, cap, true), OpenTimeouts { attempt: r.slow_open_min, patience: cap });
+        assert_eq!(
+            r.open_timeouts(fast, cap, false),
+            OpenTimeouts { attempt: r.slow_open_min, patience: r.slow_open_min }
+        );
+        assert_eq!(r.open_timeouts(None, cap, true), OpenTimeouts { attempt: cap, patience: cap });
     }
 
     #[test]

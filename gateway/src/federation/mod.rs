@@ -185,7 +185,11 @@ pub async fn run(
     cache: Option<watch::Sender<Latest>>,
     cancel: CancellationToken,
 ) {
-    let tls = match certs.client_config(ServerExpectation::Federator, &[b"h2"]) {
+    let expect = match &cfg.trust_domain {
+        Some(td) if td != certs.trust_domain() => ServerExpectation::FederatorIn(td.clone()),
+        _ => ServerExpectation::Federator,
+    };
+    let tls = match certs.client_config(expect, &[b"h2"]) {
         Ok(c) => tokio_rustls::TlsConnector::from(Arc::new(c)),
         Err(e) => {
             tracing::error!(error = %e, "cannot build the control TLS config; not connecting to the federator");

@@ -80,8 +80,8 @@ pub async fn forward(
             Target::Peer(c) => {
                 let Some(peer) = catalog.peers.get(c) else { continue };
                 // A slow open is abandoned for the next candidate well before the hard limit.
-                let attempt = ctx.routing.attempt_timeout(ctx.pool.srtt(c), ctx.limits.open_timeout, order.is_empty());
-                match ctx.pool.open(peer, &req, &held, attempt, left).await {
+                let timeouts = ctx.routing.open_timeouts(ctx.pool.srtt(c), ctx.limits.open_timeout, order.is_empty());
+                match ctx.pool.open(peer, &req, &held, timeouts, left).await {
                     Ok(s) => {
                         let _load = ctx.pool.load_guard(c);
                         let r = splice::tcp_stream(client, s.send, s.recv, &ctx.relay_budget, &ctx.force_close).await;

@@ -18,7 +18,7 @@ use super::codes;
 use super::fallback::{FallbackConfig, Switch, Transport, TransportChoice};
 use super::stream::{Conn, TunnelRecv, TunnelSend};
 use super::tcp::TcpConn;
-use crate::config::Limits;
+use crate::config::{Limits, OpenTimeouts};
 use crate::metrics::{HandshakeLabels, Metrics, PeerLabels, PeerResultLabels, PeerStateLabels, PeerTransportLabels};
 use crate::routing::{Peer, PeerView};
 
@@ -638,19 +638,20 @@ impl Pool {
     }
 
     /// Opens a stream to `peer`, sends the header followed by `held` (bytes already read from
-    /// the client), and waits up to `attempt` for the receiver's status, all within `budget`. A
+    /// the client), and waits up to `timeouts.attempt` for the receiver's status (up to
+    /// `timeouts.patience` when the peer was heard from meanwhile), all within `budget`. A
     /// handshake the open needs first is bounded by the budget (and `handshake_timeout`), not
-    /// by `attempt`: a cold connection is not a slow peer. On anything but `ok` the stream is
+    /// by the attempt: a cold connection is not a slow peer. On anything but `ok` the stream is
     /// reset and the caller still owns `held` to try elsewhere.
     pub async fn open(
         &self,
         peer: &Peer,
         req: &OpenRequest,
         held: &Bytes,
-        attempt: Duration,
+        timeouts: OpenTimeouts,
         budget: Duration,
     ) -> Result<OpenStream, OpenError> {
-        let result = self.open_inner(peer, req, held, attempt, budget).await.map_err(|(e, dead)| match dead {
+        let result = self.open_inner(peer, req, held, timeouts, budget).await.map_err(|(e, dead)| match dead {
             // A pooled QUIC connection on which nothing at all arrived during the attempt is
             // dead (the path went silent, perhaps UDP blocked), and so are its siblings on the
             // same path: the next open dials afresh, which falls back to TCP when UDP is what
@@ -693,7 +694,7 @@ impl Pool {
         peer: &Peer,
         req: &OpenRequest,
         held: &Bytes,
-        attempt: Duration,
+        timeouts: OpenTimeouts,
         budget: Duration,
     ) -> Result<OpenStream, (OpenError, Option<Conn>)> {
         let cluster = || peer.cluster.clone();
@@ -707,7 +708,7 @@ impl Pool {
             let dead = rx.is_some() && conn.rx_datagrams() == rx;
             (e, dead.then(|| conn.clone()))
         };
-        self.open_on(&conn, peer, req, held, attempt, deadline).await.map_err(silent)
+        self.open_on(&conn, peer, req, held, timeouts, deadline).await.map_err(silent)
     }
 
     async fn open_on(
@@ -716,12 +717,13 @@ impl Pool {
         peer: &Peer,
         req: &OpenRequest,
         held: &Bytes,
-        attempt: Duration,
+        timeouts: OpenTimeouts,
         deadline: Instant,
     ) -> Result<OpenStream, OpenError> {
         let cluster = || peer.cluster.clone();
         let start = Instant::now();
-        let timeout = attempt.min(deadline.saturating_duration_since(start));
+        let rx = conn.rx_datagrams();
+        let timeout = timeouts.attempt.min(deadline.saturating_duration_since(start));
         let (mut send, mut recv) = match tokio::time::timeout(timeout, conn.open_bi()).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(OpenError::Stream { cluster: cluster(), reason: e.reason }),
@@ -729,16 +731,33 @@ impl Pool {
         };
         let mut head = BytesMut::with_capacity(128);
         req.encode(&mut head);
-        let exchange = async {
-            send.write_all_chunks(&mut [head.freeze(), held.clone()])
-                .await
-                .map_err(|e| OpenError::Stream { cluster: cluster(), reason: e.reason })?;
-            read_status(&mut recv).await.map_err(|reason| OpenError::Stream { cluster: cluster(), reason })
-        };
-        let left = timeout.saturating_sub(start.elapsed());
-        let outcome = match tokio::time::timeout(left, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(OpenError::Timeout { cluster: cluster(), after: timeout }),
+        let outcome = {
+            let exchange = async {
+                send.write_all_chunks(&mut [head.freeze(), held.clone()])
+                    .await
+                    .map_err(|e| OpenError::Stream { cluster: cluster(), reason: e.reason })?;
+                read_status(&mut recv).await.map_err(|reason| OpenError::Stream { cluster: cluster(), reason })
+            };
+            let left = timeout.saturating_sub(start.elapsed());
+            tokio::pin!(exchange);
+            match tokio::time::timeout(left, &mut exchange).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // Late. A peer heard from meanwhile (ACKs of this very stream, say) is alive and
+                    // busy: wait on when there is nowhere else to go. A silent QUIC connection is
+                    // not waited for (the caller redials it).
+                    let heard = rx.is_none() || conn.rx_datagrams() != rx;
+                    let patience = timeouts.patience.min(deadline.saturating_duration_since(start));
+                    let more = patience.saturating_sub(start.elapsed());
+                    if heard && !more.is_zero() {
+                        tokio::time::timeout(more, &mut exchange)
+                            .await
+                            .unwrap_or_else(|_| Err(OpenError::Timeout { cluster: cluster(), after: patience }))
+                    } else {
+                        Err(OpenError::Timeout { cluster: cluster(), after: timeout })
+                    }
+                }
+            }
         };
         match outcome {
             Ok((Status::Ok, _)) => Ok(OpenStream { send, recv, latency: start.elapsed() }),

@@ -118,7 +118,7 @@ async fn connection(
     // Authenticated: no longer a handshake in progress.
     drop(slot);
     // The verifier already required a gateway SPIFFE ID; this reads which cluster it names.
-    let Some(peer) = peer_cluster(&conn, &ctx.trust_domain) else {
+    let Some(peer) = peer_cluster(&conn) else {
         conn.close(codes::UNAUTHENTICATED, b"certificate names no gateway");
         return;
     };

@@ -241,8 +241,7 @@ async fn connection(
         }
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
         // The verifier already required a gateway SPIFFE ID; this reads which cluster.
-        let peer = cluster_of(&chain, &ctx.trust_domain)
-            .ok_or_else(|| ("handshake_failed", "certificate names no gateway".to_owned()))?;
+        let peer = cluster_of(&chain).ok_or_else(|| ("handshake_failed", "certificate names no gateway".to_owned()))?;
         let (stream_window, conn_window, streams) = settings(&ctx.limits);
         let h2 = h2::server::Builder::new()
             .initial_window_size(stream_window)

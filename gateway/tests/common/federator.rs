@@ -60,7 +60,7 @@ impl FakeFederator {
         let leaf = ca::issue(&pki.ca, &id, &[], time::OffsetDateTime::now_utc(), 1).unwrap();
         let dir = pki.dir.path().join(format!("federator-{}", fastrand::u64(..)));
         write_identity(&dir, &leaf, &pki.ca.cert_pem);
-        let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), trust_bundle: dir.join("ca.pem") };
+        let files = TlsFiles::in_dir(&dir);
         let certs = CertStore::load(files, TD, Role::Federator).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.server_config(&[b"h2"]).unwrap()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

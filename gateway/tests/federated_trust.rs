@@ -1,0 +1,167 @@
+//! Scoped trust between trust domains (`[[tls.federated]]`): a gateway of another domain is
+//! accepted only through that domain's roots and only for the clusters the domain may claim.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{GwSpec, Pki, TD, backends, free_udp, quic, service};
+use skybridge_api::ca::{self, PemPair};
+use skybridge_api::header::{OpenRequest, Status};
+use skybridge_api::identity::SpiffeId;
+use skybridge_api::model::ClusterId;
+use skybridge_gateway::app::{self, Running};
+use skybridge_gateway::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The other trust domain: a separate root, as a second cloud's CA would be.
+const GCP_TD: &str = "gcp.corp.example";
+
+fn federated(td: &str, bundle: &Path, clusters: &str) -> String {
+    format!(
+        "\n[[tls.federated]]\ntrust_domain = \"{td}\"\nbundle = \"{}\"\nclusters = [{clusters}]\n",
+        bundle.display()
+    )
+}
+
+/// Starts a gateway of trust domain `td` from `spec`.
+async fn start_in(td: &str, spec: &GwSpec) -> Running {
+    // Only the `[gateway]` key: a `[[tls.federated]]` entry may name our test domain too.
+    let text = spec.toml().replacen(&format!("trust_domain = \"{TD}\""), &format!("trust_domain = \"{td}\""), 1);
+    let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+    app::start(cfg).await.unwrap()
+}
+
+fn leaf(ca: &PemPair, td: &str, cluster: &str) -> PemPair {
+    let id = SpiffeId::gateway(td, ClusterId::new(cluster).unwrap());
+    ca::issue(ca, &id, &[], time::OffsetDateTime::now_utc(), 1).unwrap()
+}
+
+/// aws-1 in our domain and gcp-1 in GCP_TD, each trusting the other's domain for its clusters
+/// only; gcp-1 hosts `echo.prod`.
+struct TwoDomains {
+    aws_pki: Pki,
+    gcp_pki: Pki,
+    aws: Running,
+    gcp: Running,
+}
+
+async fn two_domains() -> TwoDomains {
+    common::init();
+    let (aws_pki, gcp_pki) = (Pki::new(), Pki::with_domain(GCP_TD));
+    let echo = backends::echo().await;
+    let (ta, tg) = (free_udp(), free_udp());
+    let aws_certs = aws_pki.issue_files("aws-1", "aws-1", 1);
+    let gcp_certs = gcp_pki.issue_files("gcp-1", "gcp-1", 1);
+    let services = |eps: &[SocketAddr]| service("prod", "echo", &["gcp-1"], 7000, "tcp", eps);
+    let gcp = GwSpec {
+        cluster: "gcp-1".into(),
+        tunnel: tg,
+        certs: gcp_certs,
+        peers: vec![("aws-1".into(), ta)],
+        extra: format!("{}{}", services(&[echo]), federated(TD, &aws_certs.join("ca.pem"), "\"aws-*\"")),
+    };
+    let gcp = start_in(GCP_TD, &gcp).await;
+    let aws = GwSpec {
+        cluster: "aws-1".into(),
+        tunnel: ta,
+        certs: aws_certs,
+        peers: vec![("gcp-1".into(), tg)],
+        extra: format!(
+            "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n{}{}",
+            services(&[]),
+            federated(GCP_TD, &gcp_pki.dir.path().join("gcp-1/ca.pem"), "\"gcp-*\"")
+        ),
+    };
+    let aws = start_in(TD, &aws).await;
+    TwoDomains { aws_pki, gcp_pki, aws, gcp }
+}
+
+async fn echo_through(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(msg).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    out
+}
+
+/// Opens a stream as `identity` (a gateway certificate for `cluster`) to `tunnel` and returns
+/// the status it gets, or why not.
+async fn open_as(tunnel: SocketAddr, identity: &PemPair, cluster: &str) -> Result<Status, String> {
+    let conn = quic::connect(tunnel, Some(identity)).await?;
+    let req = OpenRequest {
+        service: skybridge_api::model::ServiceKey::new("prod", "echo").unwrap(),
+        port: 7000,
+        source: ClusterId::new(cluster).unwrap(),
+        trace: None,
+        probe: false,
+    };
+    let r = tokio::time::timeout(Duration::from_secs(5), quic::raw_open(&conn, &quic::header(&req)))
+        .await
+        .map_err(|_| "no answer".to_owned())?;
+    r.map(|(status, _)| status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_of_a_federated_domain_is_accepted_and_routed() {
+    let d = two_domains().await;
+    // aws-1 verified gcp-1 against the GCP roots (server side) and gcp-1 verified aws-1 against
+    // ours (client side).
+    assert_eq!(echo_through(d.aws.addrs.tcp[0], b"across trust domains").await, b"across trust domains");
+    // A fresh gateway certificate of the GCP domain, for a cluster it may claim: accepted.
+    assert_eq!(open_as(d.aws.addrs.tunnel, &leaf(&d.gcp_pki.ca, GCP_TD, "gcp-7"), "gcp-7").await, Ok(Status::NoRoute));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_domains_ca_cannot_impersonate_or_leave_its_scope() {
+    let d = two_domains().await;
+    let gcp_ca = &d.gcp_pki.ca;
+    // The GCP CA signs an identity of *our* domain: it does not chain to our roots.
+    let impostor = leaf(gcp_ca, TD, "aws-2");
+    let e = open_as(d.aws.addrs.tunnel, &impostor, "aws-2").await.unwrap_err();
+    assert!(!e.is_empty());
+    assert!(
+        open_as(d.gcp.addrs.tunnel, &impostor, "aws-2").await.is_err(),
+        "gcp-1 trusts our domain only through our roots"
+    );
+    // The GCP CA signs a GCP identity for a cluster outside its `clusters`: refused.
+    assert!(open_as(d.aws.addrs.tunnel, &leaf(gcp_ca, GCP_TD, "aws-9"), "aws-9").await.is_err());
+    // Our own CA may not speak for a cluster the GCP domain claims.
+    assert!(open_as(d.aws.addrs.tunnel, &leaf(&d.aws_pki.ca, TD, "gcp-9"), "gcp-9").await.is_err());
+    // A domain nobody federated, even with a certificate for a plausible cluster.
+    let stranger = Pki::with_domain("evil.example");
+    assert!(open_as(d.aws.addrs.tunnel, &leaf(&stranger.ca, "evil.example", "aws-3"), "aws-3").await.is_err());
+    // And the legitimate ones still work.
+    assert_eq!(open_as(d.aws.addrs.tunnel, &leaf(&d.aws_pki.ca, TD, "aws-2"), "aws-2").await, Ok(Status::NoRoute));
+    assert_eq!(echo_through(d.aws.addrs.tcp[0], b"still fine").await, b"still fine");
+}
+
+#[test]
+fn federated_config_errors_name_the_key() {
+    let base = GwSpec {
+        cluster: "aws-1".into(),
+        tunnel: "127.0.0.1:1".parse().unwrap(),
+        certs: "/nonexistent".into(),
+        peers: vec![],
+        extra: String::new(),
+    }
+    .toml();
+    let err = |extra: &str| Config::parse(&format!("{base}{extra}")).unwrap_err().to_string();
+    let b = Path::new("/b.pem");
+    let e = err(&federated(TD, b, "\"x-*\""));
+    assert!(e.contains("tls.federated[0].trust_domain") && e.contains("our own"), "{e}");
+    let e = err(&format!("{}{}", federated("a.example", b, "\"gcp-*\""), federated("b.example", b, "\"*-prod\"")));
+    assert!(e.contains("tls.federated[1].clusters[0]") && e.contains("overlaps tls.federated[0].clusters[0]"), "{e}");
+    let e = err(&format!("{}{}", federated("a.example", b, "\"x\""), federated("a.example", b, "\"y\"")));
+    assert!(e.contains("tls.federated[1].trust_domain") && e.contains("also tls.federated[0]"), "{e}");
+    let e = err(&federated("a.example", b, "\"GCP-*\""));
+    assert!(e.contains("cluster glob") && e.contains("GCP-*"), "{e}");
+    let e = err(&federated("a.example", b, ""));
+    assert!(e.contains("tls.federated[0].clusters"), "{e}");
+    let e = err(&federated("Not A Domain", b, "\"x\""));
+    assert!(e.contains("tls.federated[0].trust_domain"), "{e}");
+}

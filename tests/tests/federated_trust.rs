@@ -1,0 +1,98 @@
+//! Scoped trust across trust domains on the control plane: the federator accepts gateways of a
+//! `[[tls.federated]]` domain for that domain's clusters only, and those gateways verify the
+//! federator through its domain's roots (`[federator] trust_domain`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use skybridge_federator::app as fed_app;
+use skybridge_federator::config::Config as FedConfig;
+use skybridge_gateway::app as gw_app;
+use skybridge_gateway::config::Config as GwConfig;
+use skybridge_tests::{federated_gateway_toml, free_tcp, http_get, write_identities};
+
+const AWS_TD: &str = "aws.corp.example";
+const GCP_TD: &str = "gcp.corp.example";
+
+fn federated(td: &str, bundle: &Path, clusters: &str) -> String {
+    format!(
+        "\n[[tls.federated]]\ntrust_domain = \"{td}\"\nbundle = \"{}\"\nclusters = [{clusters}]\n",
+        bundle.display()
+    )
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_federator_takes_gateways_of_a_federated_domain_within_its_clusters_only() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (aws, gcp) = (dir.path().join("aws"), dir.path().join("gcp"));
+    // Two CAs: the federator's domain, and the GCP domain with an in-scope and an out-of-scope
+    // gateway identity (the GCP domain may claim only gcp-*).
+    write_identities(&aws, AWS_TD, &["aws-1"]);
+    write_identities(&gcp, GCP_TD, &["gcp-1", "aws-7"]);
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(&catalog, "[[clusters]]\nid = \"gcp-1\"\ncloud = \"gcp\"\nregion = \"europe-west1\"\n").unwrap();
+    let control = free_tcp(1)[0];
+    let a = aws.display();
+    let text = format!(
+        "[federator]\ntrust_domain = \"{AWS_TD}\"\ndata_dir = \"{}/data\"\nmerge_interval = \"100ms\"\n\
+         [tls]\ncert = \"{a}/fed/cert.pem\"\nkey = \"{a}/fed/key.pem\"\ntrust_bundle = \"{a}/fed/ca.pem\"\n{}\
+         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
+         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
+        dir.path().display(),
+        federated(GCP_TD, &gcp.join("fed/ca.pem"), "\"gcp-*\""),
+        catalog.display()
+    );
+    let fed = fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap();
+
+    // A GCP-domain gateway: it trusts the AWS domain's roots for the federator only.
+    let gateway = |cluster: &str| {
+        federated_gateway_toml(&gcp, GCP_TD, cluster, control, false)
+            + &format!("trust_domain = \"{AWS_TD}\"\n")
+            + &federated(AWS_TD, &aws.join("fed/ca.pem"), "\"aws-*\"")
+    };
+    let g1 = gw_app::start(GwConfig::parse(&gateway("gcp-1")).unwrap()).await.unwrap();
+    let connected = |c: &str| fed.state().gateways().iter().any(|g| g.connected && g.record.cluster.as_str() == c);
+    until("gcp-1 (GCP domain) is connected to the AWS-domain federator", || connected("gcp-1")).await;
+    until("gcp-1 routes the federator's catalog", || g1.context().federation.lock().unwrap().state == "connected")
+        .await;
+
+    // The GCP CA's certificate for aws-7 chains to the GCP roots, but the GCP domain may not
+    // claim aws-7: the federator refuses it on every attempt.
+    let g7 = gw_app::start(GwConfig::parse(&gateway("aws-7")).unwrap()).await.unwrap();
+    // Its connects are refused (the gateway retries every 100-400 ms), and it never joins.
+    until("aws-7's connect is refused", || g7.context().federation.lock().unwrap().last_error.is_some()).await;
+    // ... because the federator's verifier failed the handshake.
+    let failed = || {
+        let (_, body) = tokio::task::block_in_place(|| http_get(fed.addrs.api, "/metrics")).unwrap_or_default();
+        body.lines().any(|l| {
+            l.starts_with(r#"skybridge_federator_control_connections_total{event="handshake_failed"}"#)
+                && !l.ends_with(" 0")
+        })
+    };
+    until("the federator counts a failed control handshake", failed).await;
+    assert!(!connected("aws-7"), "an out-of-scope cluster joined");
+    assert_ne!(g7.context().federation.lock().unwrap().state, "connected");
+    g7.shutdown().await;
+    g1.shutdown().await;
+    fed.shutdown().await;
+}
+
+#[test]
+fn the_federators_domain_must_be_ours_or_federated() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = federated_gateway_toml(dir.path(), GCP_TD, "gcp-1", "127.0.0.1:1".parse().unwrap(), false)
+        + &format!("trust_domain = \"{AWS_TD}\"\n");
+    let e = GwConfig::parse(&text).unwrap_err().to_string();
+    assert!(e.contains("federator.trust_domain") && e.contains(AWS_TD), "{e}");
+}
