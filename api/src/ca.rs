@@ -54,11 +54,38 @@ pub fn init(trust_domain: &str, now: OffsetDateTime, days: u32) -> Result<PemPai
     dn.push(DnType::OrganizationName, "Skybridge");
     dn.push(DnType::CommonName, format!("Skybridge root CA {trust_domain}"));
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    // One level below: intermediates that delegate a trust domain (`intermediate`).
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
     validity(&mut params, now, days);
     let cert = params.self_signed(&key)?;
+    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// Makes an intermediate CA for `trust_domain`, signed by `root`: one root delegating a CA per
+/// cloud. The domain is recorded as its `spiffe://<td>` URI SAN, and verifiers bind it there
+/// (a chain through it may only carry identities of that domain). Not as an X.509 URI name
+/// constraint: rustls-webpki (0.103.12 and later) refuses every chain that carries one.
+pub fn intermediate(root: &PemPair, trust_domain: &str, now: OffsetDateTime, days: u32) -> Result<PemPair, CaError> {
+    if !valid_trust_domain(trust_domain) {
+        return Err(CaError::TrustDomain(trust_domain.to_owned()));
+    }
+    let root_key = KeyPair::from_pem(&root.key_pem).map_err(|e| CaError::ReadCa(format!("CA key: {e}")))?;
+    let issuer = Issuer::from_ca_cert_pem(&root.cert_pem, root_key)
+        .map_err(|e| CaError::ReadCa(format!("CA certificate: {e}")))?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Skybridge");
+    dn.push(DnType::CommonName, format!("Skybridge intermediate CA {trust_domain}"));
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.use_authority_key_identifier_extension = true;
+    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
+    validity(&mut params, now, days);
+    let cert = params.signed_by(&key, &issuer)?;
     Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 

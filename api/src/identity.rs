@@ -109,6 +109,15 @@ pub fn valid_trust_domain(td: &str) -> bool {
         && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
 }
 
+/// The trust domain a CA certificate records as its `spiffe://<td>` URI SAN (as `skybridge ca`
+/// roots and intermediates and SPIFFE bundles do), or `None` when it records none.
+pub fn ca_trust_domain(der: &[u8]) -> Result<Option<String>, IdentityError> {
+    Ok(spiffe_uris(der)?.iter().find_map(|u| {
+        let td = u.strip_prefix("spiffe://")?.trim_end_matches('/');
+        (!td.contains('/') && valid_trust_domain(td)).then(|| td.to_owned())
+    }))
+}
+
 fn spiffe_uris(der: &[u8]) -> Result<Vec<String>, IdentityError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
     let san = cert.subject_alternative_name().map_err(|e| IdentityError::BadCertificate(e.to_string()))?;

@@ -91,6 +91,25 @@ pub enum ScopeError {
     OutOfScope { id: SpiffeId, domain: String, globs: Vec<String> },
     #[error("{id}: cluster {cluster} belongs to trust domain {owner} (its tls.federated clusters), not {domain}")]
     ClaimedByOther { id: SpiffeId, cluster: String, domain: String, owner: String },
+    #[error("{id} was issued under an intermediate CA of trust domain {intermediate}")]
+    ForeignIntermediate { id: SpiffeId, intermediate: String },
+    #[error(
+        "{id}: trust domain {domain} shares its roots with another domain, so its certificates must come through an intermediate CA naming spiffe://{domain} (skybridge ca issue --intermediate)"
+    )]
+    Undelegated { id: SpiffeId, domain: String },
+}
+
+/// Whether a chain's intermediates bind it to the leaf's trust domain: none may name another
+/// domain (its `spiffe://<td>` URI SAN), and when the domain's roots also serve another domain
+/// (`shared`: one root delegating a CA per domain) one must name the leaf's.
+pub fn check_delegation(id: &SpiffeId, intermediates: &[Option<String>], shared: bool) -> Result<(), ScopeError> {
+    if let Some(other) = intermediates.iter().flatten().find(|td| **td != id.trust_domain) {
+        return Err(ScopeError::ForeignIntermediate { id: id.clone(), intermediate: other.clone() });
+    }
+    if shared && !intermediates.iter().flatten().any(|td| *td == id.trust_domain) {
+        return Err(ScopeError::Undelegated { id: id.clone(), domain: id.trust_domain.clone() });
+    }
+    Ok(())
 }
 
 /// Our trust domain and the federated ones, with their scopes.
@@ -180,6 +199,25 @@ mod tests {
         assert!(!glob("gcp-*").overlaps(&glob("aws-*")));
         assert!(!glob("a*").overlaps(&glob("b*")) && glob("*").overlaps(&glob("x")));
         assert!(!glob("ab").overlaps(&glob("a")) && glob("a*").overlaps(&glob("*b")));
+    }
+
+    #[test]
+    fn intermediates_bind_a_chain_to_their_domain() {
+        let id = gw("gcp.corp", "gcp-1");
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(check_delegation(&id, &[], false), Ok(()));
+        assert_eq!(check_delegation(&id, &[None], false), Ok(()));
+        assert_eq!(check_delegation(&id, &[some("gcp.corp")], true), Ok(()));
+        assert!(matches!(
+            check_delegation(&id, &[some("aws.corp")], false),
+            Err(ScopeError::ForeignIntermediate { .. })
+        ));
+        assert!(matches!(
+            check_delegation(&id, &[some("gcp.corp"), some("aws.corp")], true),
+            Err(ScopeError::ForeignIntermediate { .. })
+        ));
+        assert!(matches!(check_delegation(&id, &[], true), Err(ScopeError::Undelegated { .. })));
+        assert!(matches!(check_delegation(&id, &[None], true), Err(ScopeError::Undelegated { .. })));
     }
 
     #[test]

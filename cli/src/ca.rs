@@ -15,6 +15,8 @@ use time::OffsetDateTime;
 /// CA file names inside the CA folder.
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca-key.pem";
+/// In an intermediate's folder: the root it chains to (what peers trust).
+const ROOT_CERT: &str = "root.pem";
 
 #[derive(Subcommand)]
 pub enum CaCommand {
@@ -31,15 +33,24 @@ pub enum CaCommand {
         force: bool,
     },
     /// Issue a gateway (--cluster) or federator (--federator) certificate into DIR:
-    /// cert.pem, key.pem (mode 0600) and ca.pem (the trust bundle).
+    /// cert.pem (with the intermediate, if the CA is one), key.pem (mode 0600) and ca.pem (the
+    /// trust bundle: the root). Or, with --intermediate --trust-domain D, an intermediate CA
+    /// for D signed by the root in --ca: DIR/ca.pem, DIR/ca-key.pem and DIR/root.pem, a folder
+    /// that --ca then takes like a root's.
     Issue {
-        /// The CA folder made by `ca init`.
+        /// The CA folder made by `ca init` (or by `ca issue --intermediate`).
         #[arg(long)]
         ca: PathBuf,
-        #[arg(long, required_unless_present = "federator", conflicts_with = "federator")]
+        #[arg(long, required_unless_present_any = ["federator", "intermediate"], conflicts_with_all = ["federator", "intermediate"])]
         cluster: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "intermediate")]
         federator: bool,
+        /// Issue an intermediate CA delegating --trust-domain.
+        #[arg(long, requires = "trust_domain")]
+        intermediate: bool,
+        /// The trust domain the intermediate may issue for (only with --intermediate).
+        #[arg(long)]
+        trust_domain: Option<String>,
         /// Extra DNS SANs (e.g. the federator's address).
         #[arg(long = "dns")]
         dns: Vec<String>,
@@ -64,13 +75,29 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             write_pair(&out, CA_CERT, CA_KEY, &pair)?;
             println!("created CA for trust domain {trust_domain} in {}", out.display());
         }
-        CaCommand::Issue { ca: dir, cluster, federator, dns, out, days } => {
+        CaCommand::Issue { ca: dir, cluster, federator, intermediate, trust_domain, dns, out, days } => {
             let read = |name: &str| {
                 let p = dir.join(name);
                 fs::read_to_string(&p)
                     .with_context(|| format!("reading {} (made by `skybridge ca init`?)", p.display()))
             };
             let pair = PemPair { cert_pem: read(CA_CERT)?, key_pem: read(CA_KEY)? };
+            if trust_domain.is_some() && !intermediate {
+                bail!("--trust-domain names the domain of an --intermediate CA; a leaf's domain is its CA's");
+            }
+            // Issued by an intermediate: peers trust its root, and the leaf carries it.
+            let root = dir.join(ROOT_CERT).exists().then(|| read(ROOT_CERT)).transpose()?;
+            if intermediate {
+                if root.is_some() {
+                    bail!("{} is an intermediate CA; intermediates are issued by a root (`ca init`)", dir.display());
+                }
+                let td = trust_domain.expect("clap requires --trust-domain");
+                let inter = ca::intermediate(&pair, &td, OffsetDateTime::now_utc(), days)?;
+                write_pair(&out, CA_CERT, CA_KEY, &inter)?;
+                write_file(&out.join(ROOT_CERT), pair.cert_pem.as_bytes(), 0o644)?;
+                println!("issued an intermediate CA for trust domain {td} into {} (valid {days} days)", out.display());
+                return Ok(());
+            }
             let td = ca::trust_domain_of(&pair.cert_pem)?;
             let id = match (cluster, federator) {
                 (Some(c), false) => {
@@ -79,9 +106,12 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 (None, true) => SpiffeId::federator(&td),
                 _ => bail!("give exactly one of --cluster ID or --federator"),
             };
-            let leaf = ca::issue(&pair, &id, &dns, OffsetDateTime::now_utc(), days)?;
+            let mut leaf = ca::issue(&pair, &id, &dns, OffsetDateTime::now_utc(), days)?;
+            if root.is_some() {
+                leaf.cert_pem.push_str(&pair.cert_pem);
+            }
             write_pair(&out, "cert.pem", "key.pem", &leaf)?;
-            write_file(&out.join(CA_CERT), pair.cert_pem.as_bytes(), 0o644)?;
+            write_file(&out.join(CA_CERT), root.as_ref().unwrap_or(&pair.cert_pem).as_bytes(), 0o644)?;
             println!("issued {id} into {} (valid {days} days)", out.display());
         }
     }

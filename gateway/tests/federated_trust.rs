@@ -165,3 +165,68 @@ fn federated_config_errors_name_the_key() {
     let e = err(&federated("Not A Domain", b, "\"x\""));
     assert!(e.contains("tls.federated[0].trust_domain"), "{e}");
 }
+
+/// One root delegating a CA per trust domain (`skybridge ca issue --intermediate`): both
+/// domains trust the same root, and what keeps them apart is the intermediate each chain must
+/// come through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_root_delegates_a_ca_per_domain_and_intermediates_bind_their_domain() {
+    common::init();
+    let now = time::OffsetDateTime::now_utc();
+    let root = ca::init("corp.example", now, 1).unwrap();
+    let aws_ca = ca::intermediate(&root, TD, now, 1).unwrap();
+    let gcp_ca = ca::intermediate(&root, GCP_TD, now, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A leaf issued by an intermediate, as `ca issue --ca <intermediate>` writes it.
+    let chained = |ca: &PemPair, td: &str, cluster: &str| {
+        let mut l = leaf(ca, td, cluster);
+        l.cert_pem.push_str(&ca.cert_pem);
+        l
+    };
+    let write = |name: &str, pair: &PemPair| {
+        let d = dir.path().join(name);
+        common::write_identity(&d, pair, &root.cert_pem);
+        d
+    };
+    let (aws_certs, gcp_certs) =
+        (write("aws-1", &chained(&aws_ca, TD, "aws-1")), write("gcp-1", &chained(&gcp_ca, GCP_TD, "gcp-1")));
+    let bundle = aws_certs.join("ca.pem");
+    let echo = backends::echo().await;
+    let (ta, tg) = (free_udp(), free_udp());
+    let services = |eps: &[SocketAddr]| service("prod", "echo", &["gcp-1"], 7000, "tcp", eps);
+    let _gcp = start_in(
+        GCP_TD,
+        &GwSpec {
+            cluster: "gcp-1".into(),
+            tunnel: tg,
+            certs: gcp_certs,
+            peers: vec![("aws-1".into(), ta)],
+            extra: format!("{}{}", services(&[echo]), federated(TD, &bundle, "\"aws-*\"")),
+        },
+    )
+    .await;
+    let aws = start_in(
+        TD,
+        &GwSpec {
+            cluster: "aws-1".into(),
+            tunnel: ta,
+            certs: aws_certs,
+            peers: vec![("gcp-1".into(), tg)],
+            extra: format!(
+                "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n{}{}",
+                services(&[]),
+                federated(GCP_TD, &bundle, "\"gcp-*\"")
+            ),
+        },
+    )
+    .await;
+    assert_eq!(echo_through(aws.addrs.tcp[0], b"delegated").await, b"delegated");
+    let tunnel = aws.addrs.tunnel;
+    assert_eq!(open_as(tunnel, &chained(&aws_ca, TD, "aws-2"), "aws-2").await, Ok(Status::NoRoute));
+    // The GCP intermediate signs an identity of our domain: it chains to the root we trust for
+    // our domain, but through an intermediate of another domain.
+    assert!(open_as(tunnel, &chained(&gcp_ca, TD, "aws-2"), "aws-2").await.is_err());
+    // Straight from the shared root, with no intermediate to say which domain: refused.
+    assert!(open_as(tunnel, &leaf(&root, TD, "aws-3"), "aws-3").await.is_err());
+    assert!(open_as(tunnel, &leaf(&root, GCP_TD, "gcp-3"), "gcp-3").await.is_err());
+}

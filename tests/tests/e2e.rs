@@ -293,3 +293,52 @@ fn the_gateway_raises_its_open_file_limit_and_warns_when_the_caps_do_not_fit() {
         "{log}"
     );
 }
+
+/// `ca issue --intermediate`: a root delegates a CA to a trust domain; leaves issued by it carry
+/// the intermediate and name the root as their trust bundle, and a gateway config using them
+/// checks out.
+#[test]
+fn ca_delegates_a_trust_domain_to_an_intermediate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |s: &str| d.join(s).to_str().unwrap().to_owned();
+    ok(&["ca", "init", "--trust-domain", "e2e.skybridge", "--out", &p("root")]);
+    ok(&["ca", "issue", "--ca", &p("root"), "--intermediate", "--trust-domain", "gcp.e2e", "--out", &p("gcp-ca")]);
+    ok(&["ca", "issue", "--ca", &p("gcp-ca"), "--cluster", "gcp-1", "--out", &p("gcp-1")]);
+    let cert = std::fs::read_to_string(d.join("gcp-1/cert.pem")).unwrap();
+    assert_eq!(cert.matches("BEGIN CERTIFICATE").count(), 2, "leaf and intermediate");
+    let root = std::fs::read_to_string(d.join("root/ca.pem")).unwrap();
+    assert_eq!(std::fs::read_to_string(d.join("gcp-1/ca.pem")).unwrap(), root, "the trust bundle is the root");
+    let leaf = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    let id = SpiffeId::from_cert_der_any_domain(&leaf).unwrap();
+    assert_eq!(id.to_string(), "spiffe://gcp.e2e/cluster/gcp-1/gateway");
+    // An intermediate does not issue intermediates, and --trust-domain needs --intermediate.
+    assert!(
+        !run(&["ca", "issue", "--ca", &p("gcp-ca"), "--intermediate", "--trust-domain", "x.e2e", "--out", &p("x")])
+            .status
+            .success()
+    );
+    assert!(
+        !run(&["ca", "issue", "--ca", &p("root"), "--cluster", "a-1", "--trust-domain", "x.e2e", "--out", &p("y")])
+            .status
+            .success()
+    );
+    // The gateway's own chain (leaf + intermediate) verifies against the root at --check-config.
+    let (udp, tcp) = (free_udp(2), free_tcp(1));
+    std::fs::create_dir_all(d.join("gw")).unwrap();
+    let config = d.join("gw/gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\ncluster = \"gcp-1\"\ncloud = \"gcp\"\nregion = \"r\"\ntrust_domain = \"gcp.e2e\"\n\
+             [tls]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\ntrust_bundle = \"{0}/ca.pem\"\n\
+             [listen]\ntunnel = \"{1}\"\nsni = \"off\"\nhttp = \"off\"\nadmin = \"127.0.0.1:{2}\"\n",
+            p("gcp-1"),
+            udp[0],
+            tcp[0].port()
+        ),
+    )
+    .unwrap();
+    let out = run(&["gateway", "--config", config.to_str().unwrap(), "--check-config"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -117,6 +117,9 @@ pub struct Loaded {
     pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// The federated trust domains' roots, by trust domain.
     pub federated: BTreeMap<String, DomainRoots>,
+    /// Trust domains whose bundle shares a root with another domain's: their chains must come
+    /// through an intermediate naming them (one root delegating a CA per domain).
+    pub shared_roots: std::collections::BTreeSet<String>,
     /// When our certificate expires.
     pub not_after: SystemTime,
     /// When our certificate became valid.
@@ -255,6 +258,15 @@ impl CertStore {
         for d in &files.federated {
             federated.insert(d.trust_domain.clone(), domain_roots(&d.bundle, provider)?);
         }
+        let mut bundles = vec![(td.to_owned(), read_certs(&files.trust_bundle)?)];
+        for d in &files.federated {
+            bundles.push((d.trust_domain.clone(), read_certs(&d.bundle)?));
+        }
+        let shared_roots = bundles
+            .iter()
+            .filter(|(d, certs)| bundles.iter().any(|(e, other)| e != d && certs.iter().any(|c| other.contains(c))))
+            .map(|(d, _)| d.clone())
+            .collect();
         if verify_own {
             check_chain(&chain, &roots, client_verifier.as_ref(), role, provider).map_err(|reason| {
                 TlsError::Untrusted { path: files.cert.clone(), bundle: files.trust_bundle.clone(), reason }
@@ -267,6 +279,7 @@ impl CertStore {
             roots,
             client_verifier,
             federated,
+            shared_roots,
             not_after: validity.not_after,
             not_before: validity.not_before,
         })

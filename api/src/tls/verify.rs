@@ -14,8 +14,8 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::CertStore;
-use crate::identity::{IdentityError, Role, SpiffeId};
-use crate::trust::ScopeError;
+use crate::identity::{IdentityError, Role, SpiffeId, ca_trust_domain};
+use crate::trust::{ScopeError, check_delegation};
 
 /// What a client requires of the server it dials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,18 @@ impl PeerVerifier {
         }))
     }
 
+    /// After the chain verified: its intermediates bind it to the leaf's domain (see
+    /// [`check_delegation`]).
+    fn delegated(&self, id: &SpiffeId, intermediates: &[CertificateDer<'_>]) -> Result<(), Error> {
+        let tds: Vec<Option<String>> = intermediates
+            .iter()
+            .map(|c| ca_trust_domain(c))
+            .collect::<Result<_, _>>()
+            .map_err(|e| other(PeerIdentityError::Spiffe(e)))?;
+        let shared = self.store.current().shared_roots.contains(&id.trust_domain);
+        check_delegation(id, &tds, shared).map_err(|e| other(PeerIdentityError::Scope(e)))
+    }
+
     /// After the chain verified: the domain may claim the cluster, and it is a gateway.
     fn gateway_in_scope(&self, id: SpiffeId) -> Result<SpiffeId, PeerIdentityError> {
         self.store.scopes().check(&id)?;
@@ -111,6 +123,7 @@ impl ClientCertVerifier for PeerVerifier {
         let (_, verifier) =
             loaded.domain(&id.trust_domain, self.store.trust_domain()).ok_or_else(|| self.unknown_domain(&id))?;
         verifier.verify_client_cert(end_entity, intermediates, now)?;
+        self.delegated(&id, intermediates)?;
         self.gateway_in_scope(id).map_err(other)?;
         Ok(ClientCertVerified::assertion())
     }
@@ -176,6 +189,7 @@ impl ServerCertVerifier for PeerVerifier {
             now,
             self.store.provider.signature_verification_algorithms.all,
         )?;
+        self.delegated(&id, intermediates)?;
         if let Some(expected) = federator_domain {
             if id.trust_domain != expected {
                 return Err(other(PeerIdentityError::Spiffe(IdentityError::ForeignTrustDomain {

@@ -59,7 +59,8 @@ pub async fn connect(server: SocketAddr, identity: Option<&PemPair>) -> Result<C
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
     let mut cfg = match identity {
         Some(id) => {
-            let certs = vec![CertificateDer::from_pem_slice(id.cert_pem.as_bytes()).unwrap()];
+            // The whole chain: a leaf issued by an intermediate carries it.
+            let certs = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
             let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).unwrap();
             builder.with_client_auth_cert(certs, key).unwrap()
         }
