@@ -230,3 +230,61 @@ async fn one_root_delegates_a_ca_per_domain_and_intermediates_bind_their_domain(
     assert!(open_as(tunnel, &leaf(&root, TD, "aws-3"), "aws-3").await.is_err());
     assert!(open_as(tunnel, &leaf(&root, GCP_TD, "gcp-3"), "gcp-3").await.is_err());
 }
+
+/// A federated bundle reloads like the certificates: a garbage bundle is refused and counted
+/// and the previous trust stays; a bundle without the domain's old root stops new handshakes
+/// with that root's certificates while connections already open keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_bundle_reloads_and_a_removed_root_stops_only_new_handshakes() {
+    let d = two_domains().await;
+    let admin = d.aws.addrs.admin;
+    let bundle = d.gcp_pki.dir.path().join("gcp-1/ca.pem");
+    // A connection through the tunnel that stays open across the reloads.
+    let mut held = TcpStream::connect(d.aws.addrs.tcp[0]).await.unwrap();
+    let mut roundtrip = async |msg: &[u8]| {
+        held.write_all(msg).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), held.read_exact(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(buf, msg);
+    };
+    roundtrip(b"before").await;
+    let gcp7 = leaf(&d.gcp_pki.ca, GCP_TD, "gcp-7");
+    assert_eq!(open_as(d.aws.addrs.tunnel, &gcp7, "gcp-7").await, Ok(Status::NoRoute));
+
+    let count = |result: &'static str| async move {
+        common::metric(admin, &format!(r#"skybridge_gateway_cert_reloads_total{{result="{result}"}}"#)).await
+    };
+    let (errors, oks) = (count("error").await, count("ok").await);
+    let write = |text: String| {
+        let tmp = bundle.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &bundle).unwrap();
+    };
+    write("not a certificate\n".into());
+    let mut refused = false;
+    for _ in 0..100 {
+        if count("error").await > errors {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a garbage bundle was not refused");
+    assert_eq!(open_as(d.aws.addrs.tunnel, &gcp7, "gcp-7").await, Ok(Status::NoRoute), "the previous trust stays");
+
+    // Rotate the GCP domain to a new root and drop the old one from the bundle.
+    let new_root = ca::init(GCP_TD, time::OffsetDateTime::now_utc(), 1).unwrap();
+    write(new_root.cert_pem.clone());
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if count("ok").await > oks {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "the new bundle was not loaded");
+    assert!(open_as(d.aws.addrs.tunnel, &gcp7, "gcp-7").await.is_err(), "the removed root is still trusted");
+    assert_eq!(open_as(d.aws.addrs.tunnel, &leaf(&new_root, GCP_TD, "gcp-8"), "gcp-8").await, Ok(Status::NoRoute));
+    roundtrip(b"after the rotation").await;
+}
