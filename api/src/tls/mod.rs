@@ -173,6 +173,47 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// Reads a trust bundle: PEM certificates, or a SPIFFE trust bundle (JWKS JSON, as SPIRE's
+/// federation endpoint serves it), whose `x509-svid` keys carry the roots in `x5c`.
+fn read_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let text = std::fs::read(path).map_err(|e| TlsError::File { path: path.to_owned(), reason: e.to_string() })?;
+    if !text.trim_ascii_start().starts_with(b"{") {
+        return read_certs(path);
+    }
+    let certs = jwks_roots(&text).map_err(|reason| TlsError::Bundle { path: path.to_owned(), reason })?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty { path: path.to_owned(), what: "x509-svid key in the SPIFFE bundle" });
+    }
+    Ok(certs)
+}
+
+/// The X.509 roots of a SPIFFE trust bundle (RFC 7517 JWK set with `use: x509-svid` keys).
+fn jwks_roots(json: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<Key>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Key {
+        #[serde(rename = "use", default)]
+        usage: String,
+        #[serde(default)]
+        x5c: Vec<String>,
+    }
+    let set: Set = serde_json::from_slice(json).map_err(|e| format!("not a SPIFFE bundle (JWKS JSON): {e}"))?;
+    let mut out = Vec::new();
+    for (i, key) in set.keys.iter().enumerate().filter(|(_, k)| k.usage == "x509-svid") {
+        let [b64] = key.x5c.as_slice() else {
+            return Err(format!("keys[{i}]: an x509-svid key must carry exactly one x5c certificate"));
+        };
+        // x5c is base64 DER: PEM without the armour, which the PEM reader decodes.
+        let pem = format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| format!("keys[{i}].x5c[0]: {e}"))?;
+        out.push(der);
+    }
+    Ok(out)
+}
+
 impl CertStore {
     /// Loads the files once; fails if any is missing, malformed, or not `role`'s identity, or
     /// if the certificate is expired, not yet valid, or does not chain to the trust bundle.
@@ -258,9 +299,9 @@ impl CertStore {
         for d in &files.federated {
             federated.insert(d.trust_domain.clone(), domain_roots(&d.bundle, provider)?);
         }
-        let mut bundles = vec![(td.to_owned(), read_certs(&files.trust_bundle)?)];
+        let mut bundles = vec![(td.to_owned(), read_bundle(&files.trust_bundle)?)];
         for d in &files.federated {
-            bundles.push((d.trust_domain.clone(), read_certs(&d.bundle)?));
+            bundles.push((d.trust_domain.clone(), read_bundle(&d.bundle)?));
         }
         let shared_roots = bundles
             .iter()
@@ -444,7 +485,7 @@ impl CertStore {
 fn domain_roots(bundle: &Path, provider: &Arc<CryptoProvider>) -> Result<DomainRoots, TlsError> {
     let bad = |reason: String| TlsError::Bundle { path: bundle.to_owned(), reason };
     let mut roots = RootCertStore::empty();
-    for c in read_certs(bundle)? {
+    for c in read_bundle(bundle)? {
         roots.add(c).map_err(|e| bad(e.to_string()))?;
     }
     let roots = Arc::new(roots);
@@ -493,4 +534,53 @@ fn check_chain(
 pub fn cluster_of(chain: &[CertificateDer<'_>]) -> Option<ClusterId> {
     let id = SpiffeId::from_cert_der_any_domain(chain.first()?).ok()?;
     id.cluster().cloned()
+}
+
+#[cfg(all(test, feature = "ca"))]
+mod tests {
+    use super::*;
+
+    /// A file path of its own for this test (the crate has no dev-dependencies).
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("skybridge-api-{}-{name}", std::process::id()))
+    }
+
+    fn x5c(pem: &str) -> String {
+        pem.lines().filter(|l| !l.starts_with("-----")).collect()
+    }
+
+    #[test]
+    fn a_spiffe_bundle_yields_its_x509_roots() {
+        let now = time::OffsetDateTime::now_utc();
+        let (a, b) = (crate::ca::init("a.example", now, 1).unwrap(), crate::ca::init("b.example", now, 1).unwrap());
+        let json = serde_json::json!({
+            "keys": [
+                {"kty": "EC", "use": "x509-svid", "crv": "P-256", "x": "..", "y": "..", "x5c": [x5c(&a.cert_pem)]},
+                {"kty": "EC", "use": "jwt-svid", "kid": "k1", "crv": "P-256", "x": "..", "y": ".."},
+                {"kty": "EC", "use": "x509-svid", "crv": "P-256", "x": "..", "y": "..", "x5c": [x5c(&b.cert_pem)]}
+            ],
+            "spiffe_refresh_hint": 300
+        });
+        let roots = jwks_roots(json.to_string().as_bytes()).unwrap();
+        let pem = |p: &str| CertificateDer::from_pem_slice(p.as_bytes()).unwrap();
+        assert_eq!(roots, vec![pem(&a.cert_pem), pem(&b.cert_pem)]);
+
+        let path = scratch("bundle.json");
+        std::fs::write(&path, format!("  {json}")).unwrap();
+        assert_eq!(read_bundle(&path).unwrap().len(), 2);
+        std::fs::write(&path, &a.cert_pem).unwrap();
+        assert_eq!(read_bundle(&path).unwrap().len(), 1, "PEM still reads");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_broken_spiffe_bundle_says_what_is_wrong() {
+        assert!(jwks_roots(b"{\"keys\": 3}").unwrap_err().contains("not a SPIFFE bundle"));
+        let two = serde_json::json!({"keys": [{"use": "x509-svid", "x5c": ["AAAA", "BBBB"]}]});
+        assert!(jwks_roots(two.to_string().as_bytes()).unwrap_err().contains("keys[0]"));
+        let path = scratch("jwt-only.json");
+        std::fs::write(&path, r#"{"keys": [{"use": "jwt-svid", "kid": "x"}]}"#).unwrap();
+        assert!(matches!(read_bundle(&path), Err(TlsError::Empty { .. })));
+        let _ = std::fs::remove_file(&path);
+    }
 }
