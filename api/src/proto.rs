@@ -8,7 +8,7 @@ use crate::catalog::{
     ClusterExport, ClusterInfo, Conflict, Delta, Endpoint, GlobalCatalog, GlobalService, PortSpec, Provenance,
 };
 use crate::model::{Cloud, ClusterId, Protocol, ServiceKey};
-use crate::routing::Policy;
+use crate::routing::{Policy, SourceMatcher};
 
 /// The generated messages and gRPC client/server of `skybridge.control.v1`.
 #[allow(missing_docs, clippy::all)]
@@ -317,8 +317,9 @@ pub fn policies_to_wire(policies: &BTreeMap<ServiceKey, Policy>) -> Vec<wire::Se
             weights: p.weights.iter().map(|(c, w)| (c.to_string(), *w)).collect::<HashMap<_, _>>(),
             failover: ids(&p.failover),
             avoid: ids(&p.avoid),
-            allow: p.allow.as_deref().map(ids).unwrap_or_default(),
+            allow: p.allow.iter().flatten().map(ToString::to_string).collect(),
             has_allow: p.allow.is_some(),
+            deny: p.deny.iter().map(ToString::to_string).collect(),
         })
         .collect()
 }
@@ -329,6 +330,9 @@ pub fn policies_to_wire(policies: &BTreeMap<ServiceKey, Policy>) -> Vec<wire::Se
 /// fail.
 pub fn policies_from_wire(policies: &[wire::ServicePolicy]) -> Result<BTreeMap<ServiceKey, Policy>, WireError> {
     let ids = |field: &'static str, v: &[String]| v.iter().map(|c| cluster_id(field, c)).collect::<Result<Vec<_>, _>>();
+    let sources = |field: &'static str, v: &[String]| {
+        v.iter().map(|s| s.parse::<SourceMatcher>().map_err(|e| bad(field, e))).collect::<Result<Vec<_>, _>>()
+    };
     let mut out = BTreeMap::new();
     for p in policies {
         let key = ServiceKey::new(&p.namespace, &p.name).map_err(|e| bad("policy.service", e))?;
@@ -341,7 +345,8 @@ pub fn policies_from_wire(policies: &[wire::ServicePolicy]) -> Result<BTreeMap<S
             weights,
             failover: ids("policy.failover", &p.failover)?,
             avoid: ids("policy.avoid", &p.avoid)?,
-            allow: if p.has_allow { Some(ids("policy.allow", &p.allow)?) } else { None },
+            allow: if p.has_allow { Some(sources("policy.allow", &p.allow)?) } else { None },
+            deny: sources("policy.deny", &p.deny)?,
         };
         if out.insert(key.clone(), policy).is_some() {
             return Err(bad("policy.service", format!("{key} has more than one policy")));
@@ -487,7 +492,8 @@ mod tests {
                     weights: BTreeMap::from([(id("aws-1"), 70), (id("gcp-1"), 30)]),
                     failover: vec![id("gcp-1"), id("aws-1")],
                     avoid: vec![id("azure-1")],
-                    allow: Some(vec![id("aws-1")]),
+                    allow: Some(vec!["aws-1".parse().unwrap(), "spiffe://gcp.corp.example".parse().unwrap()]),
+                    deny: vec!["aws-dev-*".parse().unwrap()],
                 },
             ),
             // An empty allow list (nobody may reach it) differs from none (anybody may).
@@ -537,7 +543,7 @@ mod tests {
     fn invalid_policies_are_rejected_with_the_field() {
         type Break = fn(&mut wire::ServicePolicy);
         let good = policies_to_wire(&policies());
-        let cases: [(&str, Break); 6] = [
+        let cases: [(&str, Break); 7] = [
             ("policy.service", |p| p.namespace = "Prod".into()),
             ("policy.weights", |p| {
                 p.weights.insert("gcp_1".into(), 10);
@@ -545,6 +551,7 @@ mod tests {
             ("policy.failover", |p| p.failover.push("-x".into())),
             ("policy.avoid", |p| p.avoid.push(String::new())),
             ("policy.allow", |p| p.allow.push("a.b".into())),
+            ("policy.deny", |p| p.deny.push("spiffe://".into())),
             ("policy.service", |p| {
                 // A second policy for dev/api.
                 p.namespace = "dev".into();

@@ -139,7 +139,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let catalog = Catalog::from_config(&cfg, static_version(&cfg));
     let who = telemetry::Identity { cluster: &g.cluster, cloud: g.cloud, region: &g.region };
     let telemetry = Telemetry::start(&cfg.telemetry, who, &metrics)?;
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         g.cluster.clone(),
         g.cloud,
         g.region.clone(),
@@ -152,7 +152,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         certs.clone(),
         metrics.clone(),
         telemetry,
-    ));
+    );
+    ctx.authorization = cfg.authorization.default;
+    let ctx = Arc::new(ctx);
 
     // Before any listener accepts: a restarted gateway routes on its cached catalog at once.
     let restored = match &cfg.federator {

@@ -1,5 +1,6 @@
 //! State shared by the listeners, the tunnel and the admin server of one gateway.
 
+use skybridge_api::routing::DefaultAction;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -43,6 +44,9 @@ pub struct Context {
     pub trust_domain: String,
     pub limits: Limits,
     pub routing: RoutingSection,
+    /// What an ingress stream gets for a service whose policy names neither allow nor deny
+    /// lists (`[authorization] default`); set after [`Context::new`].
+    pub authorization: DefaultAction,
     pub catalog: CatalogHandle,
     pub pool: Pool,
     pub delivery: LocalDelivery,
@@ -92,6 +96,7 @@ impl Context {
             trust_domain,
             limits,
             routing,
+            authorization: DefaultAction::Allow,
             catalog: CatalogHandle::new(catalog),
             pool,
             delivery,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls_pki_types::CertificateDer;
 use skybridge_api::TUNNEL_ALPN;
+use skybridge_api::identity::SpiffeId;
 use skybridge_api::model::ClusterId;
 pub use skybridge_api::tls::{CertStore, ServerExpectation, TlsError, TlsFiles, cluster_of};
 
@@ -23,8 +24,15 @@ pub fn quic_client_config(store: &Arc<CertStore>) -> Result<quinn::ClientConfig,
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }
 
-/// The cluster a connected peer's certificate names (verified during the handshake).
-pub fn peer_cluster(conn: &quinn::Connection) -> Option<ClusterId> {
+/// The gateway identity a connected peer's certificate names (verified during the
+/// handshake): its cluster and trust domain.
+pub fn peer_gateway(conn: &quinn::Connection) -> Option<(ClusterId, String)> {
     let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    cluster_of(&certs)
+    gateway_of(&certs)
+}
+
+/// The gateway identity (cluster, trust domain) of a chain our verifier accepted.
+pub fn gateway_of(chain: &[CertificateDer<'_>]) -> Option<(ClusterId, String)> {
+    let id = SpiffeId::from_cert_der_any_domain(chain.first()?).ok()?;
+    Some((id.cluster()?.clone(), id.trust_domain))
 }

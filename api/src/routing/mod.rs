@@ -3,10 +3,12 @@
 //! the federator sets ([`policy`]). Shared by the gateway's data path and the federator's
 //! latency and what-if views, so both always agree. Pure logic; docs/routing.md explains it.
 
+pub mod authz;
 pub mod choice;
 pub mod health;
 pub mod policy;
 
+pub use authz::{DefaultAction, SourceMatcher, Verdict, decide};
 pub use choice::{Candidate, ChoiceConfig, Route, order, route};
 pub use health::{HealthConfig, PathHealth, State, Tier, Transition};
 pub use policy::Policy;

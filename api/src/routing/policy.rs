@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::authz::SourceMatcher;
 use crate::model::ClusterId;
 
-/// A routing policy for one service (weights, failover order, avoid, allow list).
+/// A routing policy for one service (weights, failover order, avoid, allow and deny lists).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -19,9 +20,13 @@ pub struct Policy {
     /// Clusters never to send this service's traffic to.
     #[serde(default)]
     pub avoid: Vec<ClusterId>,
-    /// Source clusters allowed to reach the service; `None` is any.
+    /// Sources allowed to reach the service (clusters, globs, trust domains); `None`: the
+    /// receiving gateway's default decides.
     #[serde(default)]
-    pub allow: Option<Vec<ClusterId>>,
+    pub allow: Option<Vec<SourceMatcher>>,
+    /// Sources refused whatever else says (deny wins).
+    #[serde(default)]
+    pub deny: Vec<SourceMatcher>,
 }
 
 impl Policy {

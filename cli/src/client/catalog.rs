@@ -273,11 +273,12 @@ fn policy_text(p: Option<&PolicyDto>) -> String {
     let Some(p) = p else { return "none".into() };
     let weights: Vec<String> = p.weights.iter().map(|(c, w)| format!("{c}={w}")).collect();
     format!(
-        "weights {}; failover {}; avoid {}; allow {}",
+        "weights {}; failover {}; avoid {}; allow {}; deny {}",
         list_or_dash(&weights, ","),
         list_or_dash(&p.failover, ","),
         list_or_dash(&p.avoid, ","),
-        p.allow.as_ref().map_or("any".into(), |a| list_or_dash(a, ","))
+        p.allow.as_ref().map_or("default".into(), |a| list_or_dash(a, ",")),
+        list_or_dash(&p.deny, ",")
     )
 }
 

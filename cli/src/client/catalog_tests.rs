@@ -158,7 +158,7 @@ fn one_service_in_detail() {
     };
     let text = service_detail(&d, 46_000);
     assert!(text.starts_with("Name:              payments.prod.svc.clusterset.local\n"), "{text}");
-    assert!(text.contains("Policy:            weights -; failover gcp-1; avoid -; allow any\n"), "{text}");
+    assert!(text.contains("Policy:            weights -; failover gcp-1; avoid -; allow default; deny -\n"), "{text}");
     assert!(text.contains("\ngcp-1     1/1     gcp      41s ago   41s         44s ago\n"), "{text}");
     assert!(text.contains("\ngcp-1     443    10.1.0.1:8443   -      yes\n"), "{text}");
 }

@@ -158,7 +158,8 @@ pub(super) async fn list_sources(State(ctx): State<Ctx>) -> Json<SourcesResponse
 
 fn policy_response(ctx: &Ctx, key: &ServiceKey, p: &crate::store::Policy) -> PolicyResponse {
     let catalog = ctx.state.catalog();
-    let named = p.weights.keys().chain(&p.failover).chain(&p.avoid).chain(p.allow.iter().flatten());
+    let sources = p.allow.iter().flatten().chain(&p.deny).filter_map(skybridge_api::routing::SourceMatcher::cluster);
+    let named = p.weights.keys().chain(&p.failover).chain(&p.avoid).chain(sources);
     let unknown: std::collections::BTreeSet<String> =
         named.filter(|c| !catalog.clusters.contains_key(*c)).map(ToString::to_string).collect();
     PolicyResponse {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
 use skybridge_api::model::ClusterId;
+use skybridge_api::routing::SourceMatcher;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
@@ -29,9 +30,15 @@ pub struct PolicyDto {
     /// Cluster ids never to send this service's traffic to.
     #[serde(default)]
     pub avoid: Vec<String>,
-    /// Source cluster ids allowed to reach the service; null or absent allows any.
+    /// Sources allowed to reach the service: cluster ids, cluster globs (`gcp-*`) or trust
+    /// domains (`spiffe://<domain>`); null or absent: each receiving gateway's
+    /// `[authorization] default` decides.
     #[serde(default)]
+    #[schema(example = json!(["aws-prod-*", "spiffe://gcp.corp.example"]))]
     pub allow: Option<Vec<String>>,
+    /// Sources refused whatever `allow` says (same entry forms; deny wins).
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 impl From<&Policy> for PolicyDto {
@@ -41,7 +48,8 @@ impl From<&Policy> for PolicyDto {
             weights: p.weights.iter().map(|(k, w)| (k.to_string(), i64::from(*w))).collect(),
             failover: ids(&p.failover),
             avoid: ids(&p.avoid),
-            allow: p.allow.as_deref().map(ids),
+            allow: p.allow.as_ref().map(|a| a.iter().map(ToString::to_string).collect()),
+            deny: p.deny.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -187,6 +195,24 @@ fn cluster_list(what: &str, ids: &[String]) -> Result<Vec<ClusterId>, ApiError> 
         .collect()
 }
 
+/// Validates an allow or deny list; an entry listed twice is a mistake, not a preference.
+fn source_list(what: &str, entries: &[String]) -> Result<Vec<SourceMatcher>, ApiError> {
+    let mut seen = BTreeSet::new();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let field = format!("{what}[{i}]");
+            let m: SourceMatcher =
+                e.parse().map_err(|e| ApiError::bad_field(field.clone(), format!("{field}: {e}")))?;
+            if !seen.insert(m.to_string()) {
+                return Err(ApiError::bad_field(field.clone(), format!("{field}: {e} is listed more than once")));
+            }
+            Ok(m)
+        })
+        .collect()
+}
+
 /// Checks a parsed policy: cluster ids are RFC 1123 labels, weights are 0..=100 and sum to 100.
 pub fn validate(dto: PolicyDto) -> Result<Policy, ApiError> {
     let mut weights = BTreeMap::new();
@@ -210,7 +236,8 @@ pub fn validate(dto: PolicyDto) -> Result<Policy, ApiError> {
         weights,
         failover: cluster_list("failover", &dto.failover)?,
         avoid: cluster_list("avoid", &dto.avoid)?,
-        allow: dto.allow.as_deref().map(|a| cluster_list("allow", a)).transpose()?,
+        allow: dto.allow.as_deref().map(|a| source_list("allow", a)).transpose()?,
+        deny: source_list("deny", &dto.deny)?,
     })
 }
 

@@ -107,9 +107,13 @@ impl Network {
         policy: Option<&Policy>,
         down: &BTreeSet<ClusterId>,
     ) -> Vec<Candidate<'a>> {
-        // Remote gateways refuse a source the allow list leaves out; its own cluster's
-        // endpoints are reached without them.
-        let allowed = policy.and_then(|p| p.allow.as_ref()).is_none_or(|a| a.contains(from));
+        // Remote gateways refuse a source the lists leave out; its own cluster's endpoints are
+        // reached without them. The federator does not know each gateway's `[authorization]
+        // default` or trust domain: the preview assumes allow, and trust-domain entries match
+        // no source.
+        let allowed = policy.is_none_or(|p| {
+            routing::decide(p.allow.as_deref(), &p.deny, routing::DefaultAction::Allow, from, "").allowed
+        });
         hosts
             .iter()
             .filter(|c| !down.contains(**c))

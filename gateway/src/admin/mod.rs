@@ -103,6 +103,7 @@ async fn status(State(s): State<AdminState>) -> Response {
                 "policy": catalog.policies.get(&svc.key).map(|p| json!({"weights": p.weights, "failover": p.failover, "avoid": p.avoid})),
                 "clusters": svc.clusters,
                 "allow": svc.allow,
+                "deny": svc.deny,
                 "ports": svc.ports.iter().map(|p| json!({
                     "port": p.port,
                     "protocol": p.protocol,

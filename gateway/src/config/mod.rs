@@ -5,6 +5,7 @@ mod limits;
 mod routing;
 mod telemetry;
 
+use skybridge_api::routing::{DefaultAction, SourceMatcher};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,18 @@ pub struct Config {
     /// Static services; replaced by the federator's catalog once one is configured.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    #[serde(default)]
+    pub authorization: AuthorizationSection,
+}
+
+/// `[authorization]`: who may reach this gateway's services when a service's policy says
+/// nothing (no `allow` list, no matching `deny` entry).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationSection {
+    /// `allow` (any authenticated gateway) or `deny` (only what an `allow` list names).
+    #[serde(default)]
+    pub default: DefaultAction,
 }
 
 /// Who this gateway is.
@@ -320,9 +333,13 @@ pub struct ServiceConfig {
     pub namespace: String,
     pub name: String,
     pub clusters: Vec<ClusterId>,
-    /// Source clusters allowed in; absent means any gateway of the trust domain.
+    /// Sources allowed in: cluster ids, cluster globs (`gcp-*`) or trust domains
+    /// (`spiffe://<domain>`); absent: `[authorization] default` decides.
     #[serde(default)]
-    pub allow: Option<Vec<ClusterId>>,
+    pub allow: Option<Vec<SourceMatcher>>,
+    /// Sources refused whatever `allow` says.
+    #[serde(default)]
+    pub deny: Vec<SourceMatcher>,
     pub ports: Vec<ServicePortConfig>,
 }
 

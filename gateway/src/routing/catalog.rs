@@ -1,13 +1,13 @@
 //! The catalog the data path routes on, built either from the static config or from the
 //! federator's pushed catalog: the data path sees one type either way.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use skybridge_api::catalog::GlobalCatalog;
 use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
 use skybridge_api::proto::wire;
-use skybridge_api::routing::Policy;
+use skybridge_api::routing::{DefaultAction, Policy, SourceMatcher, Verdict};
 
 use crate::config::Config;
 
@@ -37,8 +37,10 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// Clusters that host the service, this gateway's own included when it does.
     pub clusters: Vec<ClusterId>,
-    /// Source clusters allowed in; `None` is any gateway of the trust domain.
-    pub allow: Option<BTreeSet<ClusterId>>,
+    /// Sources allowed in; `None`: the receiving gateway's default decides.
+    pub allow: Option<Vec<SourceMatcher>>,
+    /// Sources refused whatever `allow` says.
+    pub deny: Vec<SourceMatcher>,
 }
 
 impl Service {
@@ -52,9 +54,10 @@ impl Service {
         self.ports.iter().find(|p| p.protocol == protocol)
     }
 
-    /// Whether `source` may open streams to this service.
-    pub fn allows(&self, source: &ClusterId) -> bool {
-        self.allow.as_ref().is_none_or(|a| a.contains(source))
+    /// Whether a gateway of `source` in `trust_domain` may open streams to this service, and
+    /// the rule that says so.
+    pub fn authorize(&self, source: &ClusterId, trust_domain: &str, default: DefaultAction) -> Verdict {
+        skybridge_api::routing::decide(self.allow.as_deref(), &self.deny, default, source, trust_domain)
     }
 }
 
@@ -104,7 +107,8 @@ impl Catalog {
                         })
                         .collect(),
                     clusters: s.clusters.clone(),
-                    allow: s.allow.as_ref().map(|a| a.iter().cloned().collect()),
+                    allow: s.allow.clone(),
+                    deny: s.deny.clone(),
                 };
                 (key, svc)
             })
@@ -165,8 +169,10 @@ impl Catalog {
                     .filter(|c| svc.ports.iter().any(|p| !ready(c, p.port).is_empty()))
                     .cloned()
                     .collect();
-                let allow = policies.get(key).and_then(|p| p.allow.as_ref()).map(|a| a.iter().cloned().collect());
-                (key.clone(), Service { key: key.clone(), ports, clusters, allow })
+                let policy = policies.get(key);
+                let allow = policy.and_then(|p| p.allow.clone());
+                let deny = policy.map(|p| p.deny.clone()).unwrap_or_default();
+                (key.clone(), Service { key: key.clone(), ports, clusters, allow, deny })
             })
             .collect();
         let policies = policies.iter().map(|(k, p)| (k.clone(), p.clone())).collect();
@@ -233,7 +239,12 @@ mod tests {
         let gateways = [gw("gcp-1", "gw-1", "b:1"), gw("gcp-1", "gw-0", "a:1"), gw("aws-1", "gw-0", "self:1")];
         let policies = BTreeMap::from([(
             key.clone(),
-            Policy { allow: Some(vec![id("gcp-1")]), avoid: vec![id("gcp-1")], ..Default::default() },
+            Policy {
+                allow: Some(vec!["gcp-1".parse().unwrap()]),
+                deny: vec!["spiffe://evil.test".parse().unwrap()],
+                avoid: vec![id("gcp-1")],
+                ..Default::default()
+            },
         )]);
         let c = Catalog::from_global(&id("aws-1"), &g, &gateways, &policies, &BTreeMap::new());
         assert_eq!(c.version, "federator-7");
@@ -249,7 +260,9 @@ mod tests {
         let s = &c.services[&key];
         assert_eq!(s.clusters, vec![id("aws-1"), id("gcp-1")], "azure-1 has no ready endpoint");
         assert_eq!(s.ports[0].local_endpoints, vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
-        assert!(s.allows(&id("gcp-1")) && !s.allows(&id("azure-1")), "the policy's allow list applies");
+        let allows = |c: &str, td: &str| s.authorize(&id(c), td, DefaultAction::Allow).allowed;
+        assert!(allows("gcp-1", "t.test") && !allows("azure-1", "t.test"), "the policy's allow list applies");
+        assert!(!allows("gcp-1", "evil.test"), "and its deny list");
         assert_eq!(c.policies[&key].avoid, vec![id("gcp-1")]);
     }
 }

@@ -124,6 +124,7 @@ mod tests {
             // "e" hosts it but has no gateway: never a candidate.
             clusters: vec![id("a"), id("b"), id("c"), id("d"), id("e")],
             allow: None,
+            deny: vec![],
         };
         Catalog {
             version: "v".into(),

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use quinn::{Endpoint, Incoming};
 use skybridge_api::header::{OpenRequest, OpenResponse, REQUEST_PREFIX_LEN, Status};
 use skybridge_api::model::ClusterId;
+use skybridge_api::routing::DefaultAction;
 use skybridge_api::serve::{RateLimitedLog, Verdict};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -22,7 +23,7 @@ use crate::context::Context;
 use crate::metrics::ListenerLabels;
 use crate::routing::Catalog;
 use crate::telemetry::{ConnTrace, Outcome, Side};
-use crate::tls::peer_cluster;
+use crate::tls::peer_gateway;
 
 /// Accepts peer connections until draining starts. Streams are tracked in `work` (what a drain
 /// waits for); connection loops in `conns`, which end when the endpoint closes.
@@ -118,10 +119,11 @@ async fn connection(
     // Authenticated: no longer a handshake in progress.
     drop(slot);
     // The verifier already required a gateway SPIFFE ID; this reads which cluster it names.
-    let Some(peer) = peer_cluster(&conn) else {
+    let Some((peer, peer_domain)) = peer_gateway(&conn) else {
         conn.close(codes::UNAUTHENTICATED, b"certificate names no gateway");
         return;
     };
+    let peer_domain: Arc<str> = peer_domain.into();
     tracing::info!(%peer, "peer connected");
     loop {
         let (send, recv) = tokio::select! {
@@ -139,7 +141,7 @@ async fn connection(
         };
         let (send, recv) = (TunnelSend::Quic(send), TunnelRecv::Quic(recv));
         let span = tracing::info_span!("ingress", %peer, stream = %send.id(), transport = "quic");
-        tracker.spawn(stream(send, recv, peer.clone(), ctx.clone()).instrument(span));
+        tracker.spawn(stream(send, recv, peer.clone(), peer_domain.clone(), ctx.clone()).instrument(span));
     }
 }
 
@@ -179,10 +181,11 @@ pub struct Refusal {
 /// against the certificate, the catalog, local endpoints and the service's policy. Pure.
 pub fn admit<'c>(
     req: &OpenRequest,
-    peer: &ClusterId,
+    (peer, peer_domain): (&ClusterId, &str),
     draining: bool,
     catalog: &'c Catalog,
     local: &ClusterId,
+    default: DefaultAction,
 ) -> Result<Admitted<'c>, Refusal> {
     let refuse = |status, reason| Err(Refusal { status, reason });
     if draining {
@@ -203,8 +206,12 @@ pub fn admit<'c>(
     let Some(endpoints) = catalog.local_endpoints(&req.service, req.port) else {
         return refuse(Status::NoRoute, format!("{}:{} has no endpoints in {local}", req.service, req.port));
     };
-    if !svc.allows(peer) {
-        return refuse(Status::Denied, format!("{peer} is not allowed to reach {}", req.service));
+    let verdict = svc.authorize(peer, peer_domain, default);
+    if !verdict.allowed {
+        return refuse(
+            Status::Denied,
+            format!("{peer} (spiffe://{peer_domain}) may not reach {}: {}", req.service, verdict.rule),
+        );
     }
     Ok(Admitted::Deliver(endpoints))
 }
@@ -229,7 +236,13 @@ async fn refuse(
 
 /// Serves one ingress stream from `peer` (QUIC or TCP): reads its header, admits it, connects
 /// to a local endpoint and relays.
-pub async fn stream(mut send: TunnelSend, mut recv: TunnelRecv, peer: ClusterId, ctx: Arc<Context>) {
+pub async fn stream(
+    mut send: TunnelSend,
+    mut recv: TunnelRecv,
+    peer: ClusterId,
+    peer_domain: Arc<str>,
+    ctx: Arc<Context>,
+) {
     let header =
         tokio::time::timeout(ctx.limits.header_timeout, read_header(&mut recv, ctx.limits.max_stream_header)).await;
     let req = match header {
@@ -257,7 +270,8 @@ pub async fn stream(mut send: TunnelSend, mut recv: TunnelRecv, peer: ClusterId,
         false => ctx.telemetry.connection(Side::Ingress, req.trace.as_ref(), &req.service, req.port, &peer, "tunnel"),
     };
     let catalog = ctx.catalog.load();
-    let endpoints = match admit(&req, &peer, ctx.draining.is_cancelled(), &catalog, &ctx.local) {
+    let draining = ctx.draining.is_cancelled();
+    let endpoints = match admit(&req, (&peer, &peer_domain), draining, &catalog, &ctx.local, ctx.authorization) {
         Ok(Admitted::Probe) => {
             respond(&mut send, Status::Ok, "").await;
             send.finish();
@@ -322,7 +336,9 @@ mod tests {
              [[services]]\nnamespace = \"prod\"\nname = \"web\"\nclusters = [\"gcp-1\"]\nallow = [\"aws-1\"]\n\
              [[services.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.0.0.1:80\"]\n\
              [[services]]\nnamespace = \"prod\"\nname = \"empty\"\nclusters = [\"gcp-1\"]\n\
-             [[services.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = []\n"
+             [[services.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = []\n\
+             [[services]]\nnamespace = \"prod\"\nname = \"open\"\nclusters = [\"gcp-1\"]\n\
+             [[services.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.0.0.2:80\"]\n"
         );
         Catalog::from_config(&Config::parse(&text).unwrap(), "v".into())
     }
@@ -340,19 +356,61 @@ mod tests {
         let c = catalog("gcp-1");
         let (aws, gcp) = (id("aws-1"), id("gcp-1"));
         let eps: &[SocketAddr] = &["10.0.0.1:80".parse().unwrap()];
-        assert_eq!(admit(&req("prod/web", 80, "aws-1"), &aws, false, &c, &gcp), Ok(Admitted::Deliver(eps)));
-        assert_eq!(admit(&OpenRequest::probe(aws.clone()), &aws, false, &c, &gcp), Ok(Admitted::Probe));
+        assert_eq!(
+            admit(&req("prod/web", 80, "aws-1"), (&aws, "t.test"), false, &c, &gcp, DefaultAction::Allow),
+            Ok(Admitted::Deliver(eps))
+        );
+        assert_eq!(
+            admit(&OpenRequest::probe(aws.clone()), (&aws, "t.test"), false, &c, &gcp, DefaultAction::Allow),
+            Ok(Admitted::Probe)
+        );
         let status = |r: Result<Admitted<'_>, Refusal>| r.map_err(|r| r.status).err();
-        assert_eq!(status(admit(&req("prod/web", 80, "aws-1"), &aws, true, &c, &gcp)), Some(Status::Overloaded));
+        assert_eq!(
+            status(admit(&req("prod/web", 80, "aws-1"), (&aws, "t.test"), true, &c, &gcp, DefaultAction::Allow)),
+            Some(Status::Overloaded)
+        );
         // The certificate, not the header, says who is asking; probes included.
-        assert_eq!(status(admit(&req("prod/web", 80, "azure-1"), &aws, false, &c, &gcp)), Some(Status::Denied));
-        assert_eq!(status(admit(&OpenRequest::probe(id("azure-1")), &aws, false, &c, &gcp)), Some(Status::Denied));
-        assert_eq!(status(admit(&req("prod/nope", 80, "aws-1"), &aws, false, &c, &gcp)), Some(Status::NoRoute));
-        assert_eq!(status(admit(&req("prod/web", 81, "aws-1"), &aws, false, &c, &gcp)), Some(Status::NoRoute));
-        assert_eq!(status(admit(&req("prod/empty", 80, "aws-1"), &aws, false, &c, &gcp)), Some(Status::NoRoute));
+        assert_eq!(
+            status(admit(&req("prod/web", 80, "azure-1"), (&aws, "t.test"), false, &c, &gcp, DefaultAction::Allow)),
+            Some(Status::Denied)
+        );
+        assert_eq!(
+            status(admit(&OpenRequest::probe(id("azure-1")), (&aws, "t.test"), false, &c, &gcp, DefaultAction::Allow)),
+            Some(Status::Denied)
+        );
+        assert_eq!(
+            status(admit(&req("prod/nope", 80, "aws-1"), (&aws, "t.test"), false, &c, &gcp, DefaultAction::Allow)),
+            Some(Status::NoRoute)
+        );
+        assert_eq!(
+            status(admit(&req("prod/web", 81, "aws-1"), (&aws, "t.test"), false, &c, &gcp, DefaultAction::Allow)),
+            Some(Status::NoRoute)
+        );
+        assert_eq!(
+            status(admit(&req("prod/empty", 80, "aws-1"), (&aws, "t.test"), false, &c, &gcp, DefaultAction::Allow)),
+            Some(Status::NoRoute)
+        );
         let azure = id("azure-1");
-        let r = admit(&req("prod/web", 80, "azure-1"), &azure, false, &c, &gcp).unwrap_err();
+        let r = admit(&req("prod/web", 80, "azure-1"), (&azure, "t.test"), false, &c, &gcp, DefaultAction::Allow)
+            .unwrap_err();
         assert_eq!(r.status, Status::Denied);
-        assert_eq!(r.reason, "azure-1 is not allowed to reach prod/web");
+        assert_eq!(r.reason, "azure-1 (spiffe://t.test) may not reach prod/web: allow list (no entry matches)");
+    }
+
+    #[test]
+    fn default_deny_admits_only_what_an_allow_list_names() {
+        let c = catalog("gcp-1");
+        let (aws, gcp) = (id("aws-1"), id("gcp-1"));
+        let deny = DefaultAction::Deny;
+        // prod/web names aws-1; prod/open names nobody, so the default decides.
+        assert!(admit(&req("prod/web", 80, "aws-1"), (&aws, "t.test"), false, &c, &gcp, deny).is_ok());
+        let r = admit(&req("prod/open", 80, "aws-1"), (&aws, "t.test"), false, &c, &gcp, deny).unwrap_err();
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (Status::Denied, "aws-1 (spiffe://t.test) may not reach prod/open: default deny")
+        );
+        assert!(admit(&req("prod/open", 80, "aws-1"), (&aws, "t.test"), false, &c, &gcp, DefaultAction::Allow).is_ok());
+        // Probes are not service traffic: a default deny does not take paths down.
+        assert!(admit(&OpenRequest::probe(aws.clone()), (&aws, "t.test"), false, &c, &gcp, deny).is_ok());
     }
 }

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use super::stream::{H2Recv, StreamError, TunnelRecv, TunnelSend, h2_error};
 use crate::config::Limits;
 use crate::context::Context;
-use crate::tls::cluster_of;
+use crate::tls::gateway_of;
 
 /// The request path of a tunnel stream; anything else is refused.
 pub const STREAM_PATH: &str = "/skybridge.tunnel.v1/stream";
@@ -241,7 +241,7 @@ async fn connection(
         }
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
         // The verifier already required a gateway SPIFFE ID; this reads which cluster.
-        let peer = cluster_of(&chain).ok_or_else(|| ("handshake_failed", "certificate names no gateway".to_owned()))?;
+        let peer = gateway_of(&chain).ok_or_else(|| ("handshake_failed", "certificate names no gateway".to_owned()))?;
         let (stream_window, conn_window, streams) = settings(&ctx.limits);
         let h2 = h2::server::Builder::new()
             .initial_window_size(stream_window)
@@ -259,7 +259,7 @@ async fn connection(
         _ = slot.evicted().cancelled() => return,
         r = tokio::time::timeout(ctx.limits.handshake_timeout, handshake) => r,
     };
-    let (peer, mut h2) = match done {
+    let ((peer, peer_domain), mut h2) = match done {
         Ok(Ok(ok)) => ok,
         Ok(Err((reason, e))) => return failed(&ctx, &noise, reason, &e),
         Err(_) => {
@@ -271,6 +271,7 @@ async fn connection(
     if slot.claim().is_none() {
         return;
     }
+    let peer_domain: Arc<str> = peer_domain.into();
     tracing::info!(%peer, "peer connected over TCP");
     loop {
         let next = tokio::select! {
@@ -301,7 +302,7 @@ async fn connection(
         let Ok(send) = respond.send_response(http::Response::new(()), false) else { continue };
         let (send, recv) = (TunnelSend::H2(send), TunnelRecv::H2(H2Recv::accepted(req.into_body())));
         let span = tracing::info_span!("ingress", %peer, stream = %send.id(), transport = "tcp");
-        work.spawn(super::server::stream(send, recv, peer.clone(), ctx.clone()).instrument(span));
+        work.spawn(super::server::stream(send, recv, peer.clone(), peer_domain.clone(), ctx.clone()).instrument(span));
     }
     // Lets the connection finish its last frames (GOAWAY, resets) before the socket closes.
     let _ = tokio::time::timeout(Duration::from_secs(1), std::future::poll_fn(|cx| h2.poll_closed(cx))).await;

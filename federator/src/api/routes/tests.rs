@@ -202,7 +202,7 @@ fn policies_steer_and_allow_lists_keep_a_source_local() {
     assert_eq!((r.preferred.as_deref(), r.order.clone()), (Some("c"), vec!["c".into(), "b".into()]));
 
     // a is not allowed in: remote gateways would refuse it, so only its own endpoints remain.
-    w.policies.insert(key("prod/web"), Policy { allow: Some(vec![id("b")]), ..Default::default() });
+    w.policies.insert(key("prod/web"), Policy { allow: Some(vec!["b".parse().unwrap()]), ..Default::default() });
     let r = w.route("prod/web", "a");
     assert_eq!(r.order, ["a"]);
     w.service("prod/web", &["b", "c"], &[]);

@@ -16,11 +16,11 @@ fn bearer() -> String {
 async fn put_get_list_delete_round_trip() {
     let f = fixture(Some(TOKEN));
     assert_error(&get(&f.app, URI).await, StatusCode::NOT_FOUND, None);
-    let body = r#"{"weights": {"aws-1": 70, "gcp-1": 30}, "failover": ["gcp-1"], "avoid": [], "allow": ["aws-1"]}"#;
+    let body = r#"{"weights": {"aws-1": 70, "gcp-1": 30}, "failover": ["gcp-1"], "avoid": [], "allow": ["aws-1", "spiffe://gcp.example"], "deny": ["aws-dev-*"]}"#;
     let r = write(&f.app, Method::PUT, URI, Some(&bearer()), body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let want_policy =
-        json!({"weights": {"aws-1": 70, "gcp-1": 30}, "failover": ["gcp-1"], "avoid": [], "allow": ["aws-1"]});
+    let want_policy = json!({"weights": {"aws-1": 70, "gcp-1": 30}, "failover": ["gcp-1"], "avoid": [],
+        "allow": ["aws-1", "spiffe://gcp.example"], "deny": ["aws-dev-*"]});
     let want = json!({"namespace": "prod", "name": "payments", "in_catalog": true, "unknown_clusters": [], "policy": want_policy});
     assert_eq!(r.json(), want);
     assert_eq!(get(&f.app, URI).await.json(), want);
@@ -32,7 +32,8 @@ async fn put_get_list_delete_round_trip() {
         weights: [(cluster("aws-1"), 70), (cluster("gcp-1"), 30)].into(),
         failover: vec![cluster("gcp-1")],
         avoid: vec![],
-        allow: Some(vec![cluster("aws-1")]),
+        allow: Some(vec!["aws-1".parse().unwrap(), "spiffe://gcp.example".parse().unwrap()]),
+        deny: vec!["aws-dev-*".parse().unwrap()],
     };
     let stored = f.state.store().load().await.unwrap();
     assert_eq!(stored.policies.get(&key("prod", "payments")), Some(&expected));
@@ -44,7 +45,10 @@ async fn put_get_list_delete_round_trip() {
 
     // A PUT replaces the whole policy; omitted fields take their defaults.
     let r = write(&f.app, Method::PUT, URI, Some(&bearer()), r#"{"avoid": ["gcp-1"]}"#).await;
-    assert_eq!(r.json()["policy"], json!({"weights": {}, "failover": [], "avoid": ["gcp-1"], "allow": null}));
+    assert_eq!(
+        r.json()["policy"],
+        json!({"weights": {}, "failover": [], "avoid": ["gcp-1"], "allow": null, "deny": []})
+    );
 
     let r = write(&f.app, Method::DELETE, URI, Some(&bearer()), "").await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);

@@ -81,7 +81,8 @@ fn policy() -> Policy {
         weights: BTreeMap::from([(cluster("aws-a"), 70), (cluster("gke-b"), 30)]),
         failover: vec![cluster("gke-b")],
         avoid: vec![cluster("azure-c")],
-        allow: Some(vec![cluster("aws-a")]),
+        allow: Some(vec!["aws-a".parse().unwrap(), "spiffe://gcp.example".parse().unwrap()]),
+        deny: vec!["aws-dev-*".parse().unwrap()],
     }
 }
 
