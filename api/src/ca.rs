@@ -49,18 +49,30 @@ pub fn init(trust_domain: &str, now: OffsetDateTime, days: u32) -> Result<PemPai
         return Err(CaError::TrustDomain(trust_domain.to_owned()));
     }
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    // One level below: intermediates that delegate a trust domain (`intermediate`).
+    let params = ca_params(trust_domain, "root", 1, now, days)?;
+    let cert = params.self_signed(&key)?;
+    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// A CA certificate's parameters: `spiffe://<td>` as its URI SAN, `path_len` CAs below it.
+fn ca_params(
+    trust_domain: &str,
+    kind: &str,
+    path_len: u8,
+    now: OffsetDateTime,
+    days: u32,
+) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Skybridge");
-    dn.push(DnType::CommonName, format!("Skybridge root CA {trust_domain}"));
+    dn.push(DnType::CommonName, format!("Skybridge {kind} CA {trust_domain}"));
     params.distinguished_name = dn;
-    // One level below: intermediates that delegate a trust domain (`intermediate`).
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
     validity(&mut params, now, days);
-    let cert = params.self_signed(&key)?;
-    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(params)
 }
 
 /// Makes an intermediate CA for `trust_domain`, signed by `root`: one root delegating a CA per
@@ -75,16 +87,8 @@ pub fn intermediate(root: &PemPair, trust_domain: &str, now: OffsetDateTime, day
     let issuer = Issuer::from_ca_cert_pem(&root.cert_pem, root_key)
         .map_err(|e| CaError::ReadCa(format!("CA certificate: {e}")))?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Skybridge");
-    dn.push(DnType::CommonName, format!("Skybridge intermediate CA {trust_domain}"));
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let mut params = ca_params(trust_domain, "intermediate", 0, now, days)?;
     params.use_authority_key_identifier_extension = true;
-    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
-    validity(&mut params, now, days);
     let cert = params.signed_by(&key, &issuer)?;
     Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
