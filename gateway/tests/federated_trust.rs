@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{GwSpec, Pki, TD, backends, free_udp, quic, service};
@@ -40,6 +40,35 @@ fn leaf(ca: &PemPair, td: &str, cluster: &str) -> PemPair {
     ca::issue(ca, &id, &[], time::OffsetDateTime::now_utc(), 1).unwrap()
 }
 
+/// aws-1 (our domain, with a listener for `echo.prod`) and gcp-1 (GCP_TD, hosting it), each
+/// federating the other's domain for its clusters: `aws_roots` are our domain's roots as gcp-1
+/// trusts them, `gcp_roots` the GCP domain's as aws-1 does.
+async fn start_two(aws_certs: PathBuf, gcp_certs: PathBuf, aws_roots: &Path, gcp_roots: &Path) -> (Running, Running) {
+    let echo = backends::echo().await;
+    let (ta, tg) = (free_udp(), free_udp());
+    let services = |eps: &[SocketAddr]| service("prod", "echo", &["gcp-1"], 7000, "tcp", eps);
+    let gcp = GwSpec {
+        cluster: "gcp-1".into(),
+        tunnel: tg,
+        certs: gcp_certs,
+        peers: vec![("aws-1".into(), ta)],
+        extra: format!("{}{}", services(&[echo]), federated(TD, aws_roots, "\"aws-*\"")),
+    };
+    let gcp = start_in(GCP_TD, &gcp).await;
+    let aws = GwSpec {
+        cluster: "aws-1".into(),
+        tunnel: ta,
+        certs: aws_certs,
+        peers: vec![("gcp-1".into(), tg)],
+        extra: format!(
+            "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n{}{}",
+            services(&[]),
+            federated(GCP_TD, gcp_roots, "\"gcp-*\"")
+        ),
+    };
+    (start_in(TD, &aws).await, gcp)
+}
+
 /// aws-1 in our domain and gcp-1 in GCP_TD, each trusting the other's domain for its clusters
 /// only; gcp-1 hosts `echo.prod`.
 struct TwoDomains {
@@ -52,31 +81,10 @@ struct TwoDomains {
 async fn two_domains() -> TwoDomains {
     common::init();
     let (aws_pki, gcp_pki) = (Pki::new(), Pki::with_domain(GCP_TD));
-    let echo = backends::echo().await;
-    let (ta, tg) = (free_udp(), free_udp());
     let aws_certs = aws_pki.issue_files("aws-1", "aws-1", 1);
     let gcp_certs = gcp_pki.issue_files("gcp-1", "gcp-1", 1);
-    let services = |eps: &[SocketAddr]| service("prod", "echo", &["gcp-1"], 7000, "tcp", eps);
-    let gcp = GwSpec {
-        cluster: "gcp-1".into(),
-        tunnel: tg,
-        certs: gcp_certs,
-        peers: vec![("aws-1".into(), ta)],
-        extra: format!("{}{}", services(&[echo]), federated(TD, &aws_certs.join("ca.pem"), "\"aws-*\"")),
-    };
-    let gcp = start_in(GCP_TD, &gcp).await;
-    let aws = GwSpec {
-        cluster: "aws-1".into(),
-        tunnel: ta,
-        certs: aws_certs,
-        peers: vec![("gcp-1".into(), tg)],
-        extra: format!(
-            "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n{}{}",
-            services(&[]),
-            federated(GCP_TD, &gcp_pki.dir.path().join("gcp-1/ca.pem"), "\"gcp-*\"")
-        ),
-    };
-    let aws = start_in(TD, &aws).await;
+    let (aws_roots, gcp_roots) = (aws_certs.join("ca.pem"), gcp_certs.join("ca.pem"));
+    let (aws, gcp) = start_two(aws_certs, gcp_certs, &aws_roots, &gcp_roots).await;
     TwoDomains { aws_pki, gcp_pki, aws, gcp }
 }
 
@@ -191,35 +199,7 @@ async fn one_root_delegates_a_ca_per_domain_and_intermediates_bind_their_domain(
     let (aws_certs, gcp_certs) =
         (write("aws-1", &chained(&aws_ca, TD, "aws-1")), write("gcp-1", &chained(&gcp_ca, GCP_TD, "gcp-1")));
     let bundle = aws_certs.join("ca.pem");
-    let echo = backends::echo().await;
-    let (ta, tg) = (free_udp(), free_udp());
-    let services = |eps: &[SocketAddr]| service("prod", "echo", &["gcp-1"], 7000, "tcp", eps);
-    let _gcp = start_in(
-        GCP_TD,
-        &GwSpec {
-            cluster: "gcp-1".into(),
-            tunnel: tg,
-            certs: gcp_certs,
-            peers: vec![("aws-1".into(), ta)],
-            extra: format!("{}{}", services(&[echo]), federated(TD, &bundle, "\"aws-*\"")),
-        },
-    )
-    .await;
-    let aws = start_in(
-        TD,
-        &GwSpec {
-            cluster: "aws-1".into(),
-            tunnel: ta,
-            certs: aws_certs,
-            peers: vec![("gcp-1".into(), tg)],
-            extra: format!(
-                "\n[[listen.tcp]]\naddress = \"127.0.0.1:0\"\nservice = \"echo.prod\"\nport = 7000\n{}{}",
-                services(&[]),
-                federated(GCP_TD, &bundle, "\"gcp-*\"")
-            ),
-        },
-    )
-    .await;
+    let (aws, _gcp) = start_two(aws_certs, gcp_certs, &bundle, &bundle).await;
     assert_eq!(echo_through(aws.addrs.tcp[0], b"delegated").await, b"delegated");
     let tunnel = aws.addrs.tunnel;
     assert_eq!(open_as(tunnel, &chained(&aws_ca, TD, "aws-2"), "aws-2").await, Ok(Status::NoRoute));
