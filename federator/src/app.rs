@@ -113,11 +113,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             (Arc::new(AnyStore::Etcd(Arc::new(store))), Persisted::default())
         }
     };
+    // Read once here so that an unreadable file stops the start with its path; later changes
+    // are picked up by the API as they come.
     let token = match &cfg.api.token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p).map_err(|source| StartError::Token { path: p.display().to_string(), source })?,
-        ),
-        None => None,
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|source| StartError::Token { path: p.display().to_string(), source })?;
+            crate::api::policy::WriteToken::file(p.clone())
+        }
+        None => crate::api::policy::WriteToken::Off,
     };
 
     let identity = Identity {

@@ -227,7 +227,7 @@ pub(super) async fn put_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
     // Authorization first: an unauthenticated caller learns nothing about what it sent.
-    policy::authorize(ctx.token.as_deref(), &headers)?;
+    policy::authorize(ctx.token.current().as_deref(), &headers)?;
     let key = key_from_path(p)?;
     let body = body.map_err(|e| ApiError::status(e.status(), format!("unreadable body: {}", e.body_text())))?;
     let new = policy::parse_policy(&body)?;
@@ -264,7 +264,7 @@ pub(super) async fn delete_policy(
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    policy::authorize(ctx.token.as_deref(), &headers)?;
+    policy::authorize(ctx.token.current().as_deref(), &headers)?;
     let key = key_from_path(p)?;
     let _guard = ctx.policy_writes.lock().await;
     if !ctx.state.policies().contains_key(&key) {

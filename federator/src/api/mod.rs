@@ -40,8 +40,8 @@ struct Ctx {
     state: Arc<FederatorState>,
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
-    /// `None`: writes are refused.
-    token: Option<Arc<str>>,
+    /// What authorizes writes (re-read when its file changes).
+    token: Arc<policy::WriteToken>,
     /// Serializes policy writes so the store and the in-memory policies change in one order.
     policy_writes: Arc<tokio::sync::Mutex<()>>,
 }
@@ -54,11 +54,9 @@ pub fn router(
     state: Arc<FederatorState>,
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
-    token: Option<String>,
+    token: policy::WriteToken,
 ) -> Router {
-    // An empty token file must not mean "an empty bearer token authorizes writes".
-    let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).map(Arc::from);
-    let ctx = Ctx { state, registry, ready, token, policy_writes: Arc::default() };
+    let ctx = Ctx { state, registry, ready, token: Arc::new(token), policy_writes: Arc::default() };
     let v1 = Router::new()
         .route("/openapi.json", get(openapi_json))
         .route("/clusters", get(handlers::list_clusters))

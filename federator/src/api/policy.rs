@@ -2,6 +2,9 @@
 //! offending JSON field, validation, and bearer-token authorization of writes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use axum::http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
@@ -239,6 +242,64 @@ pub fn validate(dto: PolicyDto) -> Result<Policy, ApiError> {
         allow: dto.allow.as_deref().map(|a| source_list("allow", a)).transpose()?,
         deny: source_list("deny", &dto.deny)?,
     })
+}
+
+/// Where the API's write token comes from. A file is re-read when its modification time or size
+/// changes (checked on each write request; writes are rare), so a rotated Secret applies
+/// without a restart. An unreadable or empty file disables writes until it is fixed.
+#[derive(Debug)]
+pub enum WriteToken {
+    /// Writes are disabled.
+    Off,
+    /// A fixed token (tests, or a token handed over by the caller).
+    Fixed(Arc<str>),
+    /// `api.token_file`, with what was read last.
+    File { path: PathBuf, last: Mutex<Option<TokenRead>> },
+}
+
+/// A read of the token file: its modification time and size then, and the token it held.
+#[derive(Debug)]
+pub struct TokenRead {
+    stamp: (Option<SystemTime>, u64),
+    token: Option<Arc<str>>,
+}
+
+impl WriteToken {
+    /// The token in `path`, read on first use.
+    pub fn file(path: PathBuf) -> Self {
+        WriteToken::File { path, last: Mutex::new(None) }
+    }
+
+    /// The token writes need now; `None`: writes are disabled.
+    pub fn current(&self) -> Option<Arc<str>> {
+        let usable = |t: &str| Some(t.trim()).filter(|t| !t.is_empty()).map(Arc::from);
+        match self {
+            WriteToken::Off => None,
+            WriteToken::Fixed(t) => usable(t),
+            WriteToken::File { path, last } => {
+                let meta = std::fs::metadata(path).ok()?;
+                let stamp = (meta.modified().ok(), meta.len());
+                let mut last = last.lock().expect("token lock");
+                if let Some(read) = last.as_ref()
+                    && read.stamp == stamp
+                {
+                    return read.token.clone();
+                }
+                let token = match std::fs::read_to_string(path) {
+                    Ok(t) => usable(&t),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot read api.token_file; writes are refused until it is readable");
+                        None
+                    }
+                };
+                if last.is_some() {
+                    tracing::info!(path = %path.display(), "api.token_file changed; the new token applies to writes from now on");
+                }
+                *last = Some(TokenRead { stamp, token: token.clone() });
+                token
+            }
+        }
+    }
 }
 
 /// Checks the `Authorization: Bearer` header against the configured token, in constant time

@@ -40,7 +40,7 @@ pub(super) async fn confirm_removal(
     headers: HeaderMap,
     p: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<ConfirmedDto>), ApiError> {
-    policy::authorize(ctx.token.as_deref(), &headers)?;
+    policy::authorize(ctx.token.current().as_deref(), &headers)?;
     let Path(id) = p.map_err(|e| ApiError::bad_request(format!("unreadable path: {}", e.body_text())))?;
     let status = ctx.state.sources();
     let source = status.get(&id).ok_or_else(|| ApiError::not_found(format!("no source {id}")))?;

@@ -147,6 +147,11 @@ fn gateway(cluster_id: &str, instance: &str) -> GatewayRecord {
 
 /// A router over the test state; `token` is the configured write token.
 pub(super) fn fixture(token: Option<&str>) -> Fixture {
+    fixture_with(token.map_or(super::policy::WriteToken::Off, |t| super::policy::WriteToken::Fixed(t.into())))
+}
+
+/// [`fixture`] with the write token from `token`.
+pub(super) fn fixture_with(token: super::policy::WriteToken) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("store.redb"), 100).unwrap();
     let gateways = vec![gateway("aws-1", "gw-a"), gateway("aws-1", "gw-b"), gateway("gcp-1", "gw-c")];
@@ -210,7 +215,7 @@ pub(super) fn fixture(token: Option<&str>) -> Fixture {
     c.inc_by(3);
     registry.register("skybridge_test_things", "Things counted by the test", c);
     let ready = Arc::new(AtomicBool::new(true));
-    let app = super::router(state.clone(), Arc::new(registry), ready.clone(), token.map(Into::into));
+    let app = super::router(state.clone(), Arc::new(registry), ready.clone(), token);
     Fixture { state, ready, app, _dir: dir }
 }
 

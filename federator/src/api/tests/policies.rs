@@ -200,3 +200,29 @@ async fn duplicate_keys_oversized_bodies_and_unknown_clusters() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["unknown_clusters"], json!(["aws-9"]));
 }
+
+#[tokio::test]
+async fn a_rotated_token_file_applies_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    let write_token = |t: &str| {
+        let tmp = dir.path().join(".token.tmp");
+        std::fs::write(&tmp, t).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    write_token("first-token\n");
+    let f = super::fixture_with(crate::api::policy::WriteToken::file(path.clone()));
+    let put = async |token: &str| write(&f.app, Method::PUT, URI, Some(&format!("Bearer {token}")), "{}").await.status;
+    assert_eq!(put("first-token").await, StatusCode::OK);
+    // Rotated (a different length, so the change shows even within one mtime tick).
+    write_token("the-second-token\n");
+    assert_eq!(put("first-token").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(put("the-second-token").await, StatusCode::OK);
+    // Emptied or removed: writes are disabled, not open.
+    write_token("\n");
+    assert_eq!(put("").await, StatusCode::UNAUTHORIZED);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(put("the-second-token").await, StatusCode::UNAUTHORIZED);
+    write_token("the-second-token");
+    assert_eq!(put("the-second-token").await, StatusCode::OK);
+}
