@@ -18,15 +18,36 @@ pub struct ConfirmArgs {
     pub source: String,
     /// File holding the API's bearer token (the federator's `api.token_file`).
     #[arg(long, env = "SKYBRIDGE_TOKEN_FILE")]
-    pub token_file: PathBuf,
+    pub token_file: Option<PathBuf>,
+    /// The bearer token itself, when no token file is given (from the environment only, so
+    /// that it stays out of shell history and process listings).
+    #[arg(skip = std::env::var("SKYBRIDGE_TOKEN").ok())]
+    pub token: Option<String>,
+}
+
+/// The `Authorization` value: the token file when given, else `$SKYBRIDGE_TOKEN`.
+fn bearer(token_file: Option<&std::path::Path>, token: Option<&str>) -> Result<String, ClientError> {
+    let token = match (token_file, token) {
+        (Some(f), _) => std::fs::read_to_string(f)
+            .map_err(|e| ClientError::BadArgument(format!("--token-file {}: {e}", f.display())))?,
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => {
+            return Err(ClientError::BadArgument(
+                "no API token: give --token-file FILE (or $SKYBRIDGE_TOKEN_FILE), or set $SKYBRIDGE_TOKEN".into(),
+            ));
+        }
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ClientError::BadArgument("the API token is empty".into()));
+    }
+    Ok(format!("Bearer {token}"))
 }
 
 /// Sends the confirmation; prints what it applies.
 pub fn run(args: &ConfirmArgs) -> Result<(), ClientError> {
     let url = Url::parse(&args.api.api)?;
-    let token = std::fs::read_to_string(&args.token_file)
-        .map_err(|e| ClientError::BadArgument(format!("--token-file {}: {e}", args.token_file.display())))?;
-    let auth = format!("Bearer {}", token.trim());
+    let auth = bearer(args.token_file.as_deref(), args.token.as_deref())?;
     let path = format!("{}/api/v1/sources/{}/confirm-removal", url.prefix, encode(&args.source));
     let headers = [("Authorization", auth.as_str()), ("Accept", "application/json")];
     let req = http::Request { method: "POST", host: &url.authority, path: &path, headers: &headers, body: &[] };
@@ -48,4 +69,22 @@ pub fn run(args: &ConfirmArgs) -> Result<(), ClientError> {
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_wins_then_the_environment_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        assert_eq!(bearer(Some(&file), Some("from-env")).unwrap(), "Bearer from-file");
+        assert_eq!(bearer(None, Some(" from-env ")).unwrap(), "Bearer from-env");
+        let none = bearer(None, None).unwrap_err().to_string();
+        assert!(none.contains("--token-file") && none.contains("SKYBRIDGE_TOKEN"), "{none}");
+        assert!(bearer(None, Some("  ")).is_err());
+        assert!(bearer(Some(&dir.path().join("missing")), None).unwrap_err().to_string().contains("missing"));
+    }
 }
