@@ -232,7 +232,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
         .instrument(tracing::info_span!("control", addr = %addrs.control)),
     );
-    let router = crate::api::router(state.clone(), registry, ready.clone(), token);
+    let router = crate::api::router(state.clone(), registry, ready.clone(), token, &f.trust_domain);
     let api_limits = HttpLimits {
         max_connections: cfg.api.max_connections,
         header_timeout: cfg.api.header_timeout,

@@ -118,8 +118,9 @@ pub(super) async fn get_latency(State(ctx): State<Ctx>, q: RawPairs) -> Result<J
     let filter = RouteFilter::from_query(&pairs(q)?)?;
     let (catalog, samples, policies, gateways) =
         (ctx.state.catalog(), ctx.state.latency(), ctx.state.policies(), ctx.state.gateways());
+    let td = ctx.trust_domain.clone();
     off_workers(move || {
-        let net = Network::new(&catalog, &gateways, &samples);
+        let net = Network::new(&catalog, &gateways, &samples).in_trust_domain(&td);
         let routes = routes::routes(&catalog, &policies, &net, &filter);
         Json(view::latency(&catalog, &samples, routes))
     })
@@ -139,8 +140,9 @@ pub(super) async fn get_whatif(State(ctx): State<Ctx>, q: RawPairs) -> Result<Js
     let q = WhatIfQuery::from_query(&pairs(q)?)?;
     let (catalog, samples, policies, gateways) =
         (ctx.state.catalog(), ctx.state.latency(), ctx.state.policies(), ctx.state.gateways());
+    let td = ctx.trust_domain.clone();
     off_workers(move || {
-        let net = Network::new(&catalog, &gateways, &samples);
+        let net = Network::new(&catalog, &gateways, &samples).in_trust_domain(&td);
         net.check_known(&q.down)?;
         Ok(Json(routes::whatif(&catalog, &policies, &net, &q.filter(), &q.down)))
     })

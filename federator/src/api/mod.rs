@@ -42,6 +42,8 @@ struct Ctx {
     ready: Arc<AtomicBool>,
     /// What authorizes writes (re-read when its file changes).
     token: Arc<policy::WriteToken>,
+    /// The federation's trust domain: route previews take every gateway to be of it.
+    trust_domain: Arc<str>,
     /// Serializes policy writes so the store and the in-memory policies change in one order.
     policy_writes: Arc<tokio::sync::Mutex<()>>,
 }
@@ -55,8 +57,16 @@ pub fn router(
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
     token: policy::WriteToken,
+    trust_domain: &str,
 ) -> Router {
-    let ctx = Ctx { state, registry, ready, token: Arc::new(token), policy_writes: Arc::default() };
+    let ctx = Ctx {
+        state,
+        registry,
+        ready,
+        token: Arc::new(token),
+        trust_domain: Arc::from(trust_domain),
+        policy_writes: Arc::default(),
+    };
     let v1 = Router::new()
         .route("/openapi.json", get(openapi_json))
         .route("/clusters", get(handlers::list_clusters))

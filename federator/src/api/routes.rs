@@ -57,6 +57,8 @@ pub struct Network {
     known: BTreeSet<ClusterId>,
     /// from → to → link.
     links: HashMap<ClusterId, HashMap<ClusterId, Link>>,
+    /// The trust domain sources are taken to be of, for `spiffe://` allow and deny entries.
+    trust_domain: String,
 }
 
 impl Network {
@@ -81,6 +83,13 @@ impl Network {
         net.known.extend(net.sources.iter().cloned());
         net.known.extend(samples.keys().flat_map(|(a, b)| [a.clone(), b.clone()]));
         net
+    }
+
+    /// Takes every source gateway to be of `trust_domain` (the federator's own: it does not
+    /// record each gateway's).
+    pub fn in_trust_domain(mut self, trust_domain: &str) -> Network {
+        self.trust_domain = trust_domain.to_owned();
+        self
     }
 
     fn link(&self, from: &ClusterId, to: &ClusterId) -> Link {
@@ -109,10 +118,10 @@ impl Network {
     ) -> Vec<Candidate<'a>> {
         // Remote gateways refuse a source the lists leave out; its own cluster's endpoints are
         // reached without them. The federator does not know each gateway's `[authorization]
-        // default` or trust domain: the preview assumes allow, and trust-domain entries match
-        // no source.
+        // default` or trust domain: the preview assumes allow, and its own trust domain.
         let allowed = policy.is_none_or(|p| {
-            routing::decide(p.allow.as_deref(), &p.deny, routing::DefaultAction::Allow, from, "").allowed
+            routing::decide(p.allow.as_deref(), &p.deny, routing::DefaultAction::Allow, from, &self.trust_domain)
+                .allowed
         });
         hosts
             .iter()

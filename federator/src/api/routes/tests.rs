@@ -96,7 +96,7 @@ impl World {
     }
 
     fn net(&self) -> Network {
-        Network::new(&self.catalog, &self.gateways, &self.samples)
+        Network::new(&self.catalog, &self.gateways, &self.samples).in_trust_domain("fed.test")
     }
 
     fn routes(&self, filter: &RouteFilter) -> Vec<ServiceRoute> {
@@ -208,6 +208,23 @@ fn policies_steer_and_allow_lists_keep_a_source_local() {
     w.service("prod/web", &["b", "c"], &[]);
     assert_eq!(w.route("prod/web", "a").preferred, None);
     assert_eq!(w.route("prod/web", "c").preferred.as_deref(), Some("c"));
+}
+
+#[test]
+fn allow_and_deny_entries_shape_the_preview() {
+    let mut w = World::new();
+    w.service("prod/web", &["b"], &[]);
+    let sources = |s: &[&str]| s.iter().map(|e| e.parse().unwrap()).collect::<Vec<_>>();
+    // Every gateway is taken to be of the federator's trust domain.
+    let p = Policy { allow: Some(sources(&["spiffe://fed.test"])), deny: sources(&["a"]), ..Default::default() };
+    w.policies.insert(key("prod/web"), p);
+    assert_eq!(w.route("prod/web", "a").preferred, None, "deny wins");
+    assert_eq!(w.route("prod/web", "c").preferred.as_deref(), Some("b"), "allowed by the trust domain");
+    w.policies.insert(
+        key("prod/web"),
+        Policy { allow: Some(sources(&["spiffe://other.test", "x-*"])), ..Default::default() },
+    );
+    assert_eq!(w.route("prod/web", "c").preferred, None, "another domain and a glob that does not match");
 }
 
 #[test]

@@ -215,7 +215,7 @@ pub(super) fn fixture_with(token: super::policy::WriteToken) -> Fixture {
     c.inc_by(3);
     registry.register("skybridge_test_things", "Things counted by the test", c);
     let ready = Arc::new(AtomicBool::new(true));
-    let app = super::router(state.clone(), Arc::new(registry), ready.clone(), token);
+    let app = super::router(state.clone(), Arc::new(registry), ready.clone(), token, "test.skybridge");
     Fixture { state, ready, app, _dir: dir }
 }
 
