@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # protocol, chromium and its driver run the dashboard's browser test, python3-venv holds the
 # deployment checkers, etcd-server and etcd-client are the replicated store's real etcd).
 APT_PACKAGES=(ca-certificates curl python3 python3-pip python3-venv protobuf-compiler chromium chromium-driver
-  etcd-server etcd-client)
+  etcd-server etcd-client iproute2)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

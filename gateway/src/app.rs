@@ -63,8 +63,15 @@ pub struct Running {
     endpoint: Endpoint,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+/// A TCP listener with `backlog` for its accept queue (`TcpListener::bind` takes 128, and a
+/// burst of new connections past it waits a second for the SYN retransmit).
+async fn bind(what: &'static str, addr: SocketAddr, backlog: usize) -> Result<TcpListener, StartError> {
+    let err = |source| StartError::Bind { what, addr, source };
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(u32::try_from(backlog).unwrap_or(u32::MAX)).map_err(err)
 }
 
 /// A short stable version for a static config: FNV-1a of its parsed form.
@@ -189,24 +196,24 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         None => None,
     };
     if let Some(a) = listen_addr("listen.sni", &cfg.listen.sni)? {
-        let tl = bind("SNI listener", a).await?;
+        let tl = bind("SNI listener", a, cfg.limits.listen_backlog).await?;
         addrs.sni = Some(tl.local_addr().expect("bound"));
         listeners.push((tl, Kind::Sni));
     }
     if let Some(a) = listen_addr("listen.http", &cfg.listen.http)? {
-        let tl = bind("HTTP listener", a).await?;
+        let tl = bind("HTTP listener", a, cfg.limits.listen_backlog).await?;
         addrs.http = Some(tl.local_addr().expect("bound"));
         listeners.push((tl, Kind::Http));
     }
     for (i, t) in cfg.listen.tcp.iter().enumerate() {
         let a = listen_addr(&format!("listen.tcp[{i}].address"), &t.address)?.expect("validated");
-        let tl = bind("port-mapped TCP listener", a).await?;
+        let tl = bind("port-mapped TCP listener", a, cfg.limits.listen_backlog).await?;
         addrs.tcp.push(tl.local_addr().expect("bound"));
         let service = ServiceKey::from_host(&t.service).expect("validated");
         listeners.push((tl, Kind::Tcp { service, port: t.port }));
     }
     let admin_addr = listen_addr("listen.admin", &cfg.listen.admin)?.expect("admin listener is required");
-    let admin_listener = bind("admin server", admin_addr).await?;
+    let admin_listener = bind("admin server", admin_addr, cfg.limits.listen_backlog).await?;
     addrs.admin = admin_listener.local_addr().expect("bound");
 
     let work = TaskTracker::new();

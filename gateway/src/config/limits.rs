@@ -24,6 +24,11 @@ pub struct Limits {
     /// Concurrent client connections across all egress listeners, and concurrent ingress streams.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Accept queue of every TCP listener (egress, admin): connections the kernel completes
+    /// before the gateway accepts them. A burst past it waits for a SYN retransmit (1 s), so
+    /// the std/tokio default of 128 is too small; the kernel caps it at `net.core.somaxconn`.
+    #[serde(default = "defaults::listen_backlog")]
+    pub listen_backlog: usize,
     #[serde(default = "defaults::max_streams_per_peer")]
     pub max_streams_per_peer: u32,
     #[serde(default = "defaults::max_stream_header")]
@@ -116,6 +121,9 @@ pub mod defaults {
     }
     pub fn max_connections() -> usize {
         10_000
+    }
+    pub fn listen_backlog() -> usize {
+        4096
     }
     pub fn max_streams_per_peer() -> u32 {
         1024
@@ -249,7 +257,8 @@ impl Limits {
                 format!("must be shorter than limits.idle_timeout ({})", duration::format(self.idle_timeout)),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 12] = [
+        let ranges: [(&str, usize, usize, usize); 13] = [
+            ("limits.listen_backlog", self.listen_backlog, 1, 65_535),
             ("limits.relay_buffer_budget", self.relay_buffer_budget, 0, 1 << 36),
             ("limits.udp_recv_buffer", self.udp_recv_buffer, 64 * 1024, 1 << 30),
             ("limits.udp_send_buffer", self.udp_send_buffer, 64 * 1024, 1 << 30),
