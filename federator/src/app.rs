@@ -67,8 +67,9 @@ pub struct Running {
     drain_deadline: Duration,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+/// A TCP listener with `backlog` for its accept queue (see `limits.listen_backlog`).
+fn bind(what: &'static str, addr: SocketAddr, backlog: usize) -> Result<TcpListener, StartError> {
+    skybridge_api::serve::listen(addr, backlog).map_err(|source| StartError::Bind { what, addr, source })
 }
 
 /// This replica's name: `federator.name`, else `$HOSTNAME` (the pod name), else `federator`.
@@ -141,8 +142,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         identity,
     ));
 
-    let control_listener = bind("control (gRPC)", cfg.listen.control).await?;
-    let api_listener = bind("REST API", cfg.listen.api).await?;
+    let control_listener = bind("control (gRPC)", cfg.listen.control, cfg.limits.listen_backlog)?;
+    let api_listener = bind("REST API", cfg.listen.api, cfg.limits.listen_backlog)?;
     let addrs = Bound {
         control: control_listener.local_addr().expect("bound"),
         api: api_listener.local_addr().expect("bound"),

@@ -217,6 +217,10 @@ pub struct Limits {
     /// Control connections (TLS included) open at once; more are closed at accept.
     #[serde(default = "defaults::max_control_connections")]
     pub max_control_connections: usize,
+    /// Accept queue of the control and API listeners: a fleet of gateways reconnecting at once
+    /// past it waits a second for the SYN retransmit; the kernel caps it at `net.core.somaxconn`.
+    #[serde(default = "defaults::listen_backlog")]
+    pub listen_backlog: usize,
 }
 
 impl Default for Limits {
@@ -349,6 +353,9 @@ pub mod defaults {
     }
     pub fn catalog_history() -> usize {
         64
+    }
+    pub fn listen_backlog() -> usize {
+        skybridge_api::serve::DEFAULT_LISTEN_BACKLOG
     }
     pub fn max_control_connections() -> usize {
         1024
@@ -508,6 +515,7 @@ impl Config {
             ("limits.concurrent_snapshots", l.concurrent_snapshots, 1, 10_000),
             ("limits.catalog_history", l.catalog_history, 0, 10_000),
             ("limits.max_control_connections", l.max_control_connections, 1, 1_000_000),
+            ("limits.listen_backlog", l.listen_backlog, 1, 65_535),
             ("api.max_connections", self.api.max_connections, 1, 1_000_000),
         ] {
             if !(lo..=hi).contains(&v) {

@@ -66,12 +66,7 @@ pub struct Running {
 /// A TCP listener with `backlog` for its accept queue (`TcpListener::bind` takes 128, and a
 /// burst of new connections past it waits a second for the SYN retransmit).
 async fn bind(what: &'static str, addr: SocketAddr, backlog: usize) -> Result<TcpListener, StartError> {
-    let err = |source| StartError::Bind { what, addr, source };
-    let socket =
-        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.bind(addr).map_err(err)?;
-    socket.listen(u32::try_from(backlog).unwrap_or(u32::MAX)).map_err(err)
+    skybridge_api::serve::listen(addr, backlog).map_err(|source| StartError::Bind { what, addr, source })
 }
 
 /// A short stable version for a static config: FNV-1a of its parsed form.

@@ -1,9 +1,23 @@
 //! Accept errors (EMFILE at the fd limit, ENOBUFS, ...) back off instead of spinning, and are
 //! logged at most once per interval with a count.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::ratelog::{RateLimitedLog, Verdict};
+
+/// Default accept queue of our TCP listeners: std's and tokio's 128 let a burst of new
+/// connections overflow it, and the overflow waits a second for the SYN retransmit.
+pub const DEFAULT_LISTEN_BACKLOG: usize = 4096;
+
+/// A TCP listener on `addr` whose accept queue holds `backlog` completed connections (the
+/// kernel caps it at `net.core.somaxconn`).
+pub fn listen(addr: SocketAddr, backlog: usize) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(u32::try_from(backlog).unwrap_or(u32::MAX))
+}
 
 /// First pause after a failed accept.
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);

@@ -15,7 +15,9 @@ mod ratelog;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use accept::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_LOG_INTERVAL, AcceptErrors};
+pub use accept::{
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_LOG_INTERVAL, AcceptErrors, DEFAULT_LISTEN_BACKLOG, listen,
+};
 use axum::Router;
 pub use evict::{Evictions, Slot};
 use hyper::server::conn::http1;

@@ -172,3 +172,19 @@ async fn on_shutdown_new_clients_are_refused_while_open_connections_finish() {
     assert!(refused.is_err(), "a new client was accepted into the backlog after shutdown");
     tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
 }
+
+/// The accept-queue size the kernel reports for a listening socket (`ss`'s Send-Q column).
+fn backlog_of(addr: SocketAddr) -> Option<u64> {
+    let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{}", addr.port())]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+}
+
+#[tokio::test]
+async fn listen_sets_the_accept_queue() {
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    for backlog in [300usize, DEFAULT_LISTEN_BACKLOG] {
+        let l = listen("127.0.0.1:0".parse().unwrap(), backlog).unwrap();
+        let got = backlog_of(l.local_addr().unwrap()).expect("`ss -ltnH` (iproute2) reads a listener's backlog");
+        assert_eq!(got, (backlog as u64).min(somaxconn));
+    }
+}

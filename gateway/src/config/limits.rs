@@ -123,7 +123,7 @@ pub mod defaults {
         10_000
     }
     pub fn listen_backlog() -> usize {
-        4096
+        skybridge_api::serve::DEFAULT_LISTEN_BACKLOG
     }
     pub fn max_streams_per_peer() -> u32 {
         1024
