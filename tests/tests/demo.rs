@@ -131,11 +131,24 @@ async fn every_service_is_answered_by_the_right_cluster_and_shutdown_frees_every
     let dir = d.dir.clone();
     assert!(dir.join("catalog.toml").exists());
     d.shutdown().await;
+    // A QUIC endpoint's socket closes when its driver task, woken by the last handle's drop,
+    // exits: a moment after `shutdown` returns. Each port must be free within 2 s.
+    let free_soon = async |bind: &dyn Fn() -> std::io::Result<()>| {
+        for _ in 0..40 {
+            if bind().is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bind()
+    };
     for a in tcp {
-        std::net::TcpListener::bind(a).unwrap_or_else(|e| panic!("TCP {a} still in use: {e}"));
+        let bind = || std::net::TcpListener::bind(a).map(drop);
+        free_soon(&bind).await.unwrap_or_else(|e| panic!("TCP {a} still in use: {e}"));
     }
     for a in udp {
-        std::net::UdpSocket::bind(a).unwrap_or_else(|e| panic!("UDP {a} still in use: {e}"));
+        let bind = || std::net::UdpSocket::bind(a).map(drop);
+        free_soon(&bind).await.unwrap_or_else(|e| panic!("UDP {a} still in use: {e}"));
     }
     assert!(!dir.exists(), "{} removed", dir.display());
 }
