@@ -5,9 +5,8 @@ use std::sync::Arc;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls_pki_types::CertificateDer;
 use skybridge_api::TUNNEL_ALPN;
-use skybridge_api::identity::SpiffeId;
 use skybridge_api::model::ClusterId;
-pub use skybridge_api::tls::{CertStore, ServerExpectation, TlsError, TlsFiles, cluster_of};
+pub use skybridge_api::tls::{CertStore, ServerExpectation, TlsError, TlsFiles, cluster_of, gateway_of};
 
 /// The tunnel's QUIC server config: gateway client certificates required and SPIFFE-checked.
 pub fn quic_server_config(store: &Arc<CertStore>) -> Result<quinn::ServerConfig, TlsError> {
@@ -29,10 +28,4 @@ pub fn quic_client_config(store: &Arc<CertStore>) -> Result<quinn::ClientConfig,
 pub fn peer_gateway(conn: &quinn::Connection) -> Option<(ClusterId, String)> {
     let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     gateway_of(&certs)
-}
-
-/// The gateway identity (cluster, trust domain) of a chain our verifier accepted.
-pub fn gateway_of(chain: &[CertificateDer<'_>]) -> Option<(ClusterId, String)> {
-    let id = SpiffeId::from_cert_der_any_domain(chain.first()?).ok()?;
-    Some((id.cluster()?.clone(), id.trust_domain))
 }

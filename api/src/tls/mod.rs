@@ -294,14 +294,15 @@ impl CertStore {
                 return Err(TlsError::NotYetValid { path: files.cert.clone(), not_before: validity.not_before, now });
             }
         }
-        let DomainRoots { roots, client_verifier } = domain_roots(&files.trust_bundle, provider)?;
-        let mut federated = BTreeMap::new();
-        for d in &files.federated {
-            federated.insert(d.trust_domain.clone(), domain_roots(&d.bundle, provider)?);
-        }
+        // Each bundle is read once: for its domain's roots, and to find roots shared by domains.
         let mut bundles = vec![(td.to_owned(), read_bundle(&files.trust_bundle)?)];
         for d in &files.federated {
             bundles.push((d.trust_domain.clone(), read_bundle(&d.bundle)?));
+        }
+        let DomainRoots { roots, client_verifier } = domain_roots(&files.trust_bundle, &bundles[0].1, provider)?;
+        let mut federated = BTreeMap::new();
+        for (d, (_, certs)) in files.federated.iter().zip(&bundles[1..]) {
+            federated.insert(d.trust_domain.clone(), domain_roots(&d.bundle, certs, provider)?);
         }
         let shared_roots = bundles
             .iter()
@@ -482,11 +483,15 @@ impl CertStore {
 }
 
 /// Reads a PEM bundle into roots and a client verifier over them.
-fn domain_roots(bundle: &Path, provider: &Arc<CryptoProvider>) -> Result<DomainRoots, TlsError> {
+fn domain_roots(
+    bundle: &Path,
+    certs: &[CertificateDer<'static>],
+    provider: &Arc<CryptoProvider>,
+) -> Result<DomainRoots, TlsError> {
     let bad = |reason: String| TlsError::Bundle { path: bundle.to_owned(), reason };
     let mut roots = RootCertStore::empty();
-    for c in read_bundle(bundle)? {
-        roots.add(c).map_err(|e| bad(e.to_string()))?;
+    for c in certs {
+        roots.add(c.clone()).map_err(|e| bad(e.to_string()))?;
     }
     let roots = Arc::new(roots);
     let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
@@ -532,8 +537,13 @@ fn check_chain(
 /// The gateway cluster named by a peer certificate chain that our verifier accepted (which
 /// checked its trust domain and the domain's scope).
 pub fn cluster_of(chain: &[CertificateDer<'_>]) -> Option<ClusterId> {
+    gateway_of(chain).map(|(cluster, _)| cluster)
+}
+
+/// The gateway identity (cluster, trust domain) of a chain our verifier accepted.
+pub fn gateway_of(chain: &[CertificateDer<'_>]) -> Option<(ClusterId, String)> {
     let id = SpiffeId::from_cert_der_any_domain(chain.first()?).ok()?;
-    id.cluster().cloned()
+    Some((id.cluster()?.clone(), id.trust_domain))
 }
 
 #[cfg(all(test, feature = "ca"))]
