@@ -63,6 +63,9 @@ pub struct Running {
     endpoint: Endpoint,
 }
 
+/// The admin listener's accept queue.
+const ADMIN_BACKLOG: usize = 128;
+
 /// A TCP listener with `backlog` for its accept queue (`TcpListener::bind` takes 128, and a
 /// burst of new connections past it waits a second for the SYN retransmit).
 async fn bind(what: &'static str, addr: SocketAddr, backlog: usize) -> Result<TcpListener, StartError> {
@@ -208,7 +211,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         listeners.push((tl, Kind::Tcp { service, port: t.port }));
     }
     let admin_addr = listen_addr("listen.admin", &cfg.listen.admin)?.expect("admin listener is required");
-    let admin_listener = bind("admin server", admin_addr, cfg.limits.listen_backlog).await?;
+    // Probes only: the std queue of 128, so that a flood of silent sockets waits in SYN
+    // retransmits rather than queueing thousands deep ahead of a probe (the admin server evicts
+    // only connections it has accepted).
+    let admin_listener = bind("admin server", admin_addr, ADMIN_BACKLOG).await?;
     addrs.admin = admin_listener.local_addr().expect("bound");
 
     let work = TaskTracker::new();

@@ -24,7 +24,7 @@ pub struct Limits {
     /// Concurrent client connections across all egress listeners, and concurrent ingress streams.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
-    /// Accept queue of every TCP listener (egress, admin): connections the kernel completes
+    /// Accept queue of the egress TCP listeners (SNI, HTTP, port-mapped): connections the kernel completes
     /// before the gateway accepts them. A burst past it waits for a SYN retransmit (1 s), so
     /// the std/tokio default of 128 is too small; the kernel caps it at `net.core.somaxconn`.
     #[serde(default = "defaults::listen_backlog")]
