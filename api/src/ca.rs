@@ -114,8 +114,9 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, CaError> {
     Ok(p.contents)
 }
 
-/// Issues a leaf for `id`, signed by the CA. `dns_names` are added as DNS SANs (useful for the
-/// federator's address); gateway-to-gateway checks use only the SPIFFE ID.
+/// Issues a leaf for `id`, signed by the CA. `dns_names` are added as DNS SANs, or IP SANs when
+/// they are addresses (the federator's API address); gateway-to-gateway checks use only the
+/// SPIFFE ID.
 pub fn issue(
     ca: &PemPair,
     id: &SpiffeId,
@@ -138,7 +139,12 @@ pub fn issue(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let mut sans = vec![SanType::URI(id.to_string().try_into()?)];
     for d in dns_names {
-        sans.push(SanType::DnsName(d.clone().try_into().map_err(|_| CaError::DnsName(d.clone()))?));
+        // An address is an IP SAN: clients verify `https://10.0.0.5` against one, not a DNS name.
+        let san = match d.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(d.clone().try_into().map_err(|_| CaError::DnsName(d.clone()))?),
+        };
+        sans.push(san);
     }
     params.subject_alt_names = sans;
     validity(&mut params, now, days);

@@ -1,7 +1,8 @@
 //! SPIFFE identities carried in X.509 URI SANs.
 //!
 //! Gateway: `spiffe://<trust-domain>/cluster/<cluster-id>/gateway`;
-//! federator: `spiffe://<trust-domain>/federator`.
+//! federator: `spiffe://<trust-domain>/federator`;
+//! operator (writes to the federator's API): `spiffe://<trust-domain>/admin/<name>`.
 
 use std::fmt;
 
@@ -32,6 +33,9 @@ pub enum Role {
     Gateway(ClusterId),
     /// The federator (control plane).
     Federator,
+    /// An operator or automation allowed to write to the federator's API; the name is for
+    /// the audit log.
+    Admin(String),
 }
 
 /// A parsed Skybridge SPIFFE ID.
@@ -52,7 +56,13 @@ impl SpiffeId {
         SpiffeId { trust_domain: trust_domain.to_owned(), role: Role::Federator }
     }
 
-    /// Parses `spiffe://td/cluster/<id>/gateway` or `spiffe://td/federator`.
+    /// An operator identity (`skybridge ca issue --admin NAME`).
+    pub fn admin(trust_domain: &str, name: &str) -> Result<Self, IdentityError> {
+        Self::parse(&format!("spiffe://{trust_domain}/admin/{name}"))
+    }
+
+    /// Parses `spiffe://td/cluster/<id>/gateway`, `spiffe://td/federator` or
+    /// `spiffe://td/admin/<name>`.
     pub fn parse(uri: &str) -> Result<Self, IdentityError> {
         let bad = |reason| IdentityError::Malformed { uri: uri.to_owned(), reason };
         let rest = uri.strip_prefix("spiffe://").ok_or_else(|| bad("scheme is not spiffe"))?;
@@ -63,10 +73,16 @@ impl SpiffeId {
         let segments: Vec<&str> = path.split('/').collect();
         let role = match segments.as_slice() {
             ["federator"] => Role::Federator,
+            ["admin", name] => {
+                if !valid_admin_name(name) {
+                    return Err(bad("admin name must be 1-63 lowercase letters, digits, '.', '-' or '_'"));
+                }
+                Role::Admin((*name).to_owned())
+            }
             ["cluster", id, "gateway"] => {
                 Role::Gateway(ClusterId::new(id).map_err(|_| bad("cluster id is not a DNS label"))?)
             }
-            _ => return Err(bad("path is neither /cluster/<id>/gateway nor /federator")),
+            _ => return Err(bad("path is none of /cluster/<id>/gateway, /federator, /admin/<name>")),
         };
         Ok(SpiffeId { trust_domain: td.to_owned(), role })
     }
@@ -75,7 +91,7 @@ impl SpiffeId {
     pub fn cluster(&self) -> Option<&ClusterId> {
         match &self.role {
             Role::Gateway(c) => Some(c),
-            Role::Federator => None,
+            Role::Federator | Role::Admin(_) => None,
         }
     }
 
@@ -100,6 +116,11 @@ impl SpiffeId {
             many => Err(IdentityError::SeveralSpiffeIds(many.len())),
         }
     }
+}
+
+/// An admin name: what a trust domain allows, as one short path segment.
+fn valid_admin_name(name: &str) -> bool {
+    name.len() <= 63 && valid_trust_domain(name)
 }
 
 /// True for a SPIFFE trust domain name: lowercase letters, digits, dots, dashes, underscores.
@@ -140,6 +161,7 @@ impl fmt::Display for SpiffeId {
         match &self.role {
             Role::Gateway(c) => write!(f, "spiffe://{}/cluster/{c}/gateway", self.trust_domain),
             Role::Federator => write!(f, "spiffe://{}/federator", self.trust_domain),
+            Role::Admin(name) => write!(f, "spiffe://{}/admin/{name}", self.trust_domain),
         }
     }
 }
@@ -156,6 +178,10 @@ mod tests {
         let f = SpiffeId::federator("example.org");
         assert_eq!(SpiffeId::parse("spiffe://example.org/federator").unwrap(), f);
         assert_eq!(f.cluster(), None);
+        let a = SpiffeId::admin("example.org", "alice").unwrap();
+        assert_eq!(a.to_string(), "spiffe://example.org/admin/alice");
+        assert_eq!(SpiffeId::parse(&a.to_string()).unwrap(), a);
+        assert_eq!(a.cluster(), None);
     }
 
     #[test]
@@ -169,6 +195,10 @@ mod tests {
             "spiffe://example.org/cluster/Aws/gateway",
             "spiffe://example.org/cluster/aws-1/gateway/x",
             "spiffe://example.org/workload",
+            "spiffe://example.org/admin",
+            "spiffe://example.org/admin/",
+            "spiffe://example.org/admin/Alice",
+            "spiffe://example.org/admin/a/b",
         ] {
             assert!(SpiffeId::parse(u).is_err(), "{u} accepted");
         }

@@ -89,8 +89,8 @@ pub enum ScopeError {
     UnknownDomain { id: SpiffeId, found: String, own: String },
     #[error("{id}: trust domain {domain} may only claim clusters {globs:?} (tls.federated)")]
     OutOfScope { id: SpiffeId, domain: String, globs: Vec<String> },
-    #[error("{id}: cluster {cluster} belongs to trust domain {owner} (its tls.federated clusters), not {domain}")]
-    ClaimedByOther { id: SpiffeId, cluster: String, domain: String, owner: String },
+    #[error("{id}: cluster {cluster} belongs to trust domain {owner} (its tls.federated clusters), not {}", id.trust_domain)]
+    ClaimedByOther { id: SpiffeId, cluster: String, owner: String },
     #[error("{id} was issued under an intermediate CA of trust domain {intermediate}")]
     ForeignIntermediate { id: SpiffeId, intermediate: String },
     #[error(
@@ -147,7 +147,6 @@ impl TrustScopes {
             return Err(ScopeError::ClaimedByOther {
                 id: id.clone(),
                 cluster: cluster.to_owned(),
-                domain: td.clone(),
                 owner: owner.trust_domain.clone(),
             });
         }

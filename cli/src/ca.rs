@@ -32,7 +32,8 @@ pub enum CaCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Issue a gateway (--cluster) or federator (--federator) certificate into DIR:
+    /// Issue a gateway (--cluster), federator (--federator) or operator (--admin NAME, for
+    /// writes to the federator's API over TLS) certificate into DIR:
     /// cert.pem (with the intermediate, if the CA is one), key.pem (mode 0600) and ca.pem (the
     /// trust bundle: the root). Or, with --intermediate --trust-domain D, an intermediate CA
     /// for D signed by the root in --ca: DIR/ca.pem, DIR/ca-key.pem and DIR/root.pem, a folder
@@ -41,17 +42,21 @@ pub enum CaCommand {
         /// The CA folder made by `ca init` (or by `ca issue --intermediate`).
         #[arg(long)]
         ca: PathBuf,
-        #[arg(long, required_unless_present_any = ["federator", "intermediate"], conflicts_with_all = ["federator", "intermediate"])]
+        #[arg(long, required_unless_present_any = ["federator", "intermediate", "admin"], conflicts_with_all = ["federator", "intermediate", "admin"])]
         cluster: Option<String>,
-        #[arg(long, conflicts_with = "intermediate")]
+        #[arg(long, conflicts_with_all = ["intermediate", "admin"])]
         federator: bool,
+        /// An operator identity spiffe://<td>/admin/NAME: a client certificate that may write
+        /// to the federator's API (`[api] tls`).
+        #[arg(long, value_name = "NAME", conflicts_with = "intermediate")]
+        admin: Option<String>,
         /// Issue an intermediate CA delegating --trust-domain.
         #[arg(long, requires = "trust_domain")]
         intermediate: bool,
         /// The trust domain the intermediate may issue for (only with --intermediate).
         #[arg(long)]
         trust_domain: Option<String>,
-        /// Extra DNS SANs (e.g. the federator's address).
+        /// Extra SANs: DNS names, or IP addresses (e.g. the federator API's address).
         #[arg(long = "dns")]
         dns: Vec<String>,
         #[arg(long)]
@@ -75,7 +80,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             write_pair(&out, CA_CERT, CA_KEY, &pair)?;
             println!("created CA for trust domain {trust_domain} in {}", out.display());
         }
-        CaCommand::Issue { ca: dir, cluster, federator, intermediate, trust_domain, dns, out, days } => {
+        CaCommand::Issue { ca: dir, cluster, federator, admin, intermediate, trust_domain, dns, out, days } => {
             let read = |name: &str| {
                 let p = dir.join(name);
                 fs::read_to_string(&p)
@@ -99,12 +104,15 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let td = ca::trust_domain_of(&pair.cert_pem)?;
-            let id = match (cluster, federator) {
-                (Some(c), false) => {
+            let id = match (cluster, federator, admin) {
+                (Some(c), false, None) => {
                     SpiffeId::gateway(&td, ClusterId::new(&c).with_context(|| format!("--cluster {c:?}"))?)
                 }
-                (None, true) => SpiffeId::federator(&td),
-                _ => bail!("give exactly one of --cluster ID or --federator"),
+                (None, true, None) => SpiffeId::federator(&td),
+                (None, false, Some(name)) => {
+                    SpiffeId::admin(&td, &name).with_context(|| format!("--admin {name:?}"))?
+                }
+                _ => bail!("give exactly one of --cluster ID, --federator or --admin NAME"),
             };
             let mut leaf = ca::issue(&pair, &id, &dns, OffsetDateTime::now_utc(), days)?;
             if root.is_some() {

@@ -1,10 +1,14 @@
-//! A minimal HTTP/1.1 client for JSON APIs (the federator's, a gateway's admin port, and in
-//! tests chromedriver's): one request over a tokio `TcpStream` does not justify an HTTP client
-//! dependency.
+//! A minimal HTTP/1.1 client for JSON APIs (the federator's, over HTTP or HTTPS, a gateway's
+//! admin port, and in tests chromedriver's): one request over a tokio `TcpStream` (wrapped in
+//! rustls for HTTPS) does not justify an HTTP client dependency.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Why a GET got no readable answer.
@@ -19,9 +23,95 @@ pub enum HttpError {
     Timeout { addr: String, after: Duration },
     #[error("unreadable answer: {0}")]
     Malformed(String),
+    #[error("TLS with {addr} failed (does --cacert hold the CA that issued the server's certificate?)")]
+    Tls { addr: String, source: std::io::Error },
 }
 
-/// One request: method, `Host`, path, extra headers and body.
+/// Why an HTTPS client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("reading {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: String },
+    #[error("no trusted roots: the system has none readable; give --cacert FILE")]
+    NoRoots,
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
+    #[error("building the TLS client: {0}")]
+    Config(String),
+}
+
+/// How to speak HTTPS to one server: whom to trust, what to present, and the name to verify.
+#[derive(Clone)]
+pub struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl TlsClient {
+    /// Verifies the server as `host` (a DNS name or an IP address) against the roots in
+    /// `cacert` (PEM), or the system's when `None`; presents `identity` (certificate chain and
+    /// key files) when given.
+    pub fn new(host: &str, cacert: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<Self, TlsSetupError> {
+        let file = |p: &Path, e: &dyn std::fmt::Display| TlsSetupError::File {
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match cacert {
+            Some(path) => {
+                for c in certs(path)? {
+                    roots.add(c).map_err(|e| file(path, &e))?;
+                }
+            }
+            None => {
+                // Unreadable system certificates are skipped; none at all is an error below.
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(TlsSetupError::NoRoots);
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError::Config(e.to_string()))?
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file(key, &e))?;
+                builder.with_client_auth_cert(certs(cert)?, key).map_err(|e| TlsSetupError::Config(e.to_string()))?
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name =
+            ServerName::try_from(name.to_owned()).map_err(|_| TlsSetupError::ServerName(host.to_owned()))?;
+        Ok(TlsClient { config: Arc::new(config), server_name })
+    }
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsSetupError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::NoCertificate { path: path.display().to_string() });
+    }
+    Ok(certs)
+}
+
+/// One request: method, `Host`, path, extra headers and body, over HTTPS when `tls` is set.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     pub method: &'a str,
@@ -29,55 +119,82 @@ pub struct Request<'a> {
     pub path: &'a str,
     pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
+    pub tls: Option<&'a TlsClient>,
 }
 
 /// `GET path` on `addr` (`host:port`) with `Host: host`, reading at most `max` bytes, all within
 /// `within`: the status and the body.
 pub async fn get(addr: &str, host: &str, path: &str, within: Duration, max: u64) -> Result<(u16, Vec<u8>), HttpError> {
     let accept = [("Accept", "application/json")];
-    request(addr, Request { method: "GET", host, path, headers: &accept, body: &[] }, within, max).await
+    request(addr, Request { method: "GET", host, path, headers: &accept, body: &[], tls: None }, within, max).await
 }
 
 /// Sends `req` to `addr` with `Connection: close` and reads the answer, at most `max` bytes,
 /// all within `within`. The answer ends at its Content-Length or last chunk even when the
 /// server keeps the connection open (chromedriver does), else at the end of the connection.
 pub async fn request(addr: &str, req: Request<'_>, within: Duration, max: u64) -> Result<(u16, Vec<u8>), HttpError> {
-    let io = |source| HttpError::Io { addr: addr.to_owned(), source };
     let exchange = async {
-        let mut s =
+        let s =
             TcpStream::connect(addr).await.map_err(|source| HttpError::Connect { addr: addr.to_owned(), source })?;
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: skybridge/{}\r\nConnection: close\r\n",
-            req.method,
-            req.path,
-            req.host,
-            env!("CARGO_PKG_VERSION")
-        );
-        for (k, v) in req.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if !req.body.is_empty() || !matches!(req.method, "GET" | "HEAD") {
-            head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await.map_err(io)?;
-        s.write_all(req.body).await.map_err(io)?;
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
-        while (raw.len() as u64) < max && !complete(&raw) {
-            let n = s.read(&mut buf).await.map_err(io)?;
-            if n == 0 {
-                break;
+        match req.tls {
+            None => exchange(s, addr, req, max).await,
+            Some(tls) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let s = connector
+                    .connect(tls.server_name.clone(), s)
+                    .await
+                    .map_err(|source| HttpError::Tls { addr: addr.to_owned(), source })?;
+                exchange(s, addr, req, max).await
             }
-            raw.extend_from_slice(&buf[..n]);
         }
-        raw.truncate(max as usize);
-        Ok(raw)
     };
     let raw = tokio::time::timeout(within, exchange)
         .await
         .map_err(|_| HttpError::Timeout { addr: addr.to_owned(), after: within })??;
     parse_response(&raw)
+}
+
+/// Writes the request on `s` and reads the raw answer.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    addr: &str,
+    req: Request<'_>,
+    max: u64,
+) -> Result<Vec<u8>, HttpError> {
+    let io = |source| HttpError::Io { addr: addr.to_owned(), source };
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: skybridge/{}\r\nConnection: close\r\n",
+        req.method,
+        req.path,
+        req.host,
+        env!("CARGO_PKG_VERSION")
+    );
+    for (k, v) in req.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !req.body.is_empty() || !matches!(req.method, "GET" | "HEAD") {
+        head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.map_err(io)?;
+    s.write_all(req.body).await.map_err(io)?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while (raw.len() as u64) < max && !complete(&raw) {
+        let n = match s.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS server that closes without close_notify after a complete answer: the
+            // answer's own framing says whether anything is missing.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => 0,
+            Err(e) => return Err(io(e)),
+        };
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    raw.truncate(max as usize);
+    Ok(raw)
 }
 
 /// Whether `raw` holds a whole response whose end is marked (by length or last chunk).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use skybridge_api::identity::Role;
 use skybridge_api::proto::wire::control_server::ControlServer;
-use skybridge_api::tls::{CertStore, TlsError, TlsFiles};
+use skybridge_api::tls::{CertStore, HttpsIdentity, TlsError, TlsFiles, https_server_config};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use crate::sources::now_millis;
 use crate::state::{Identity, State, StateLimits};
 use crate::store::etcd::records::CertificateStatus;
 use crate::store::{AnyStore, EmbeddedStore, EtcdStore, Persisted, Store, StoreError};
-use skybridge_api::serve::{HttpLimits, serve_router};
+use skybridge_api::serve::{HttpLimits, Transport, serve_router};
 
 /// HTTP/2 streams one control connection may hold open (a gateway needs one; a reconnecting
 /// gateway briefly two).
@@ -90,6 +90,15 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let f = &cfg.federator;
     let certs = CertStore::load(TlsFiles::from(&cfg.tls), &f.trust_domain, Role::Federator)?;
     certs.set_expiry_warning(cfg.tls.expiry_warning);
+    // Loaded before anything is opened or spawned, so a bad file stops the start cleanly.
+    let https = match &cfg.api.tls {
+        None => None,
+        Some(t) => {
+            let identity = HttpsIdentity::load(&t.cert, &t.key, certs.crypto().clone())?;
+            let config = https_server_config(identity.clone(), certs.clone())?;
+            Some((identity, config))
+        }
+    };
     let name = replica_name(f.name.as_deref());
     let (store, persisted) = match &cfg.store {
         StoreSection::Embedded => {
@@ -239,9 +248,20 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         header_timeout: cfg.api.header_timeout,
         idle_timeout: cfg.api.idle_timeout,
     };
+    let transport = match https {
+        None => Transport::Plain,
+        Some((identity, config)) => {
+            let (stop, m) = (cancel.clone(), metrics.clone());
+            tasks.spawn(
+                watch_https(identity, cfg.tls.reload_interval, stop, m)
+                    .instrument(tracing::info_span!("api_cert_reload")),
+            );
+            Transport::Tls(Arc::new(config))
+        }
+    };
     let (stop, events) = (cancel.clone(), api_events);
     tasks.spawn(
-        serve_router("api", api_listener, router, api_limits, stop, move |e| {
+        serve_router("api", api_listener, router, transport, api_limits, stop, move |e| {
             events.get_or_create(&EventLabels { event: e.as_str() }).inc();
         })
         .instrument(tracing::info_span!("api", addr = %addrs.api)),
@@ -287,6 +307,27 @@ impl Running {
             tracing::warn!("federator tasks did not stop within the drain deadline");
         }
         tracing::info!("federator stopped");
+    }
+}
+
+/// Reloads the API's HTTPS certificate when its files change, until cancelled.
+async fn watch_https(identity: Arc<HttpsIdentity>, every: Duration, cancel: CancellationToken, metrics: Metrics) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let r = identity.reload_if_changed();
+        match &r {
+            Ok(true) => tracing::info!(cert = %identity.cert_path().display(), "reloaded the API's HTTPS certificate"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "API certificate reload failed; keeping the previous one"),
+        }
+        if let Some(result) = CertStore::reload_label(&r) {
+            metrics.cert_reloads.get_or_create(&ResultLabels { result }).inc();
+        }
     }
 }
 

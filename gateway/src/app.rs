@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 use quinn::Endpoint;
 use skybridge_api::identity::Role;
 use skybridge_api::model::ServiceKey;
-use skybridge_api::serve::serve_router;
+use skybridge_api::serve::{Transport, serve_router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -239,8 +239,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let router = admin::router(ctx.clone(), Arc::new(registry));
     let (stop, m) = (stop_background.clone(), metrics.clone());
     background.spawn(
-        serve_router("admin", admin_listener, router, cfg.limits.admin_http(), stop, move |e| m.admin(e))
-            .instrument(tracing::info_span!("admin", addr = %addrs.admin)),
+        serve_router("admin", admin_listener, router, Transport::Plain, cfg.limits.admin_http(), stop, move |e| {
+            m.admin(e)
+        })
+        .instrument(tracing::info_span!("admin", addr = %addrs.admin)),
     );
     let (store, m, stop) = (certs.clone(), metrics.clone(), stop_background.clone());
     background.spawn(

@@ -173,7 +173,7 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&Value
     let body = body.map(Value::to_string).unwrap_or_default();
     let headers = [("Content-Type", "application/json; charset=utf-8")];
     let host = addr.to_string();
-    let req = http::Request { method, host: &host, path, headers: &headers, body: body.as_bytes() };
+    let req = http::Request { method, host: &host, path, headers: &headers, body: body.as_bytes(), tls: None };
     let (status, body) = http::request(&host, req, Duration::from_secs(60), 64 << 20).await.map_err(|e| {
         format!("{method} {path}: {e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())
     })?;

@@ -64,9 +64,15 @@ fn ca_init_and_issue() {
     ok(&["ca", "issue", "--ca", &d("ca"), "--federator", "--dns", "federator.corp.example", "--out", &d("fed")]);
     assert_eq!(spiffe_of(&dir.path().join("fed/cert.pem")).role, Role::Federator);
 
+    ok(&["ca", "issue", "--ca", &d("ca"), "--admin", "alice", "--out", &d("alice")]);
+    assert_eq!(spiffe_of(&dir.path().join("alice/cert.pem")).role, Role::Admin("alice".into()));
+
     let bad = run(&["ca", "issue", "--ca", &d("ca"), "--cluster", "Not_A_Label", "--out", &d("x")]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Not_A_Label"));
+    let bad = run(&["ca", "issue", "--ca", &d("ca"), "--admin", "Alice/x", "--out", &d("x")]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--admin"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
 
 struct Cluster {

@@ -5,6 +5,11 @@
 //! each for at most `header_timeout` without sending a request and `idle_timeout` without
 //! moving a byte. At the cap, a new connection first takes the slot of the oldest one that has
 //! not sent a byte ([`evict`]), so silent sockets cannot keep probes and operators out.
+//!
+//! With a TLS config the server speaks HTTPS only: the handshake must finish within the header
+//! timeout, a plain-HTTP request is answered `400` naming `https://` (and never reaches the
+//! router), and the client's certificate chain, when it sent one the config's verifier
+//! accepted, reaches handlers as the [`ClientCertificates`] request extension.
 
 mod accept;
 mod evict;
@@ -25,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 pub use idle::{Activity, IdleIo};
 pub use ratelog::{RateLimitedLog, Suppressed, Verdict};
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -70,6 +76,10 @@ pub enum ServeEvent {
     IdleTimeout,
     /// `accept` failed (e.g. the fd limit); the loop backed off.
     AcceptError,
+    /// A plain-HTTP request reached an HTTPS server; it was answered `400` and closed.
+    PlainHttp,
+    /// The TLS handshake failed (bad or untrusted client certificate, no common version).
+    TlsHandshake,
 }
 
 impl ServeEvent {
@@ -83,11 +93,32 @@ impl ServeEvent {
             ServeEvent::HeaderTimeout => "header_timeout",
             ServeEvent::IdleTimeout => "idle_timeout",
             ServeEvent::AcceptError => "accept_error",
+            ServeEvent::PlainHttp => "plain_http",
+            ServeEvent::TlsHandshake => "tls_handshake_failed",
         }
     }
 }
 
 type OnEvent = Arc<dyn Fn(ServeEvent) + Send + Sync>;
+
+/// The certificate chain (leaf first) a client presented and the server's verifier accepted;
+/// a request extension on HTTPS connections that sent one.
+#[derive(Debug, Clone)]
+pub struct ClientCertificates(pub Arc<[CertificateDer<'static>]>);
+
+/// HTTP or HTTPS.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain HTTP/1.1.
+    Plain,
+    /// HTTPS only, with this config (its verifier decides which client certificates pass).
+    Tls(Arc<rustls::ServerConfig>),
+}
+
+/// The answer to plain HTTP on an HTTPS port: without it, a client would see a reset or
+/// garbage and not know why.
+const PLAIN_HTTP_ANSWER: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+    connection: close\r\ncontent-length: 66\r\n\r\nskybridge: this port serves HTTPS only; use https:// to reach it.\n";
 
 /// The `503` a connection over the cap gets.
 fn refusal(max: usize) -> String {
@@ -99,13 +130,15 @@ fn refusal(max: usize) -> String {
     )
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` is cancelled; then stops
-/// accepting, lets in-flight requests finish (each connection still bounded by the timeouts)
-/// and returns. `name` labels the log lines; `on_event` sees every [`ServeEvent`].
+/// Serves `router` on `listener` over `transport` within `limits` until `shutdown` is
+/// cancelled; then stops accepting, lets in-flight requests finish (each connection still
+/// bounded by the timeouts) and returns. `name` labels the log lines; `on_event` sees every
+/// [`ServeEvent`].
 pub async fn serve_router(
     name: &'static str,
     listener: TcpListener,
     router: Router,
+    transport: Transport,
     limits: HttpLimits,
     shutdown: CancellationToken,
     on_event: impl Fn(ServeEvent) + Send + Sync + 'static,
@@ -164,12 +197,13 @@ pub async fn serve_router(
         let activity = Activity::new();
         evictions.push(slot.clone(), Some(activity.clone()));
         let (router, on_event, stop) = (router.clone(), on_event.clone(), shutdown.clone());
+        let transport = transport.clone();
         on_event(ServeEvent::Opened);
         conns.spawn(async move {
             let end = tokio::select! {
                 // Dropping the connection closes the socket; the evicting accept holds the slot.
                 _ = slot.evicted().cancelled() => Some(ServeEvent::Evicted),
-                end = connection(stream, activity, router, limits, stop.clone()) => end,
+                end = connection(stream, activity, router, transport, limits, stop.clone()) => end,
             };
             if let Some(e) = end {
                 on_event(e);
@@ -207,19 +241,102 @@ fn refuse(stream: TcpStream, max: usize, linger: &Arc<Semaphore>) {
     });
 }
 
-/// Serves one connection; returns the timeout that ended it, if one did.
+/// Serves one connection; returns the timeout or failure that ended it, if one did.
 async fn connection(
     stream: TcpStream,
     activity: Arc<Activity>,
     router: Router,
+    transport: Transport,
     limits: HttpLimits,
     stop: CancellationToken,
 ) -> Option<ServeEvent> {
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+    let Transport::Tls(config) = transport else {
+        let service = WithClient { router, client: None };
+        return http(TokioIo::new(IdleIo::new(stream, activity.clone())), service, activity, limits, stop).await;
+    };
+    // The handshake, and telling plain HTTP from it, count against the header timeout.
+    let deadline = tokio::time::Instant::from_std(activity.opened() + limits.header_timeout);
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Err(_) => return Some(ServeEvent::HeaderTimeout),
+        Ok(Err(_) | Ok(0)) => return None,
+        // 22: a TLS handshake record; anything else is not TLS (most likely plain HTTP).
+        Ok(Ok(_)) if first[0] != 22 => {
+            let mut stream = stream;
+            let _ = stream.write_all(PLAIN_HTTP_ANSWER.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            // Read what the client sends until it closes, so the close is a FIN and not a
+            // reset that could discard the answer before the client reads it.
+            let mut sink = [0u8; 4096];
+            let mut left = MAX_HEAD_BYTES;
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(n @ 1..) = stream.read(&mut sink).await {
+                    left = left.saturating_sub(n);
+                    if left == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Some(ServeEvent::PlainHttp);
+        }
+        Ok(Ok(_)) => {}
+    }
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(IdleIo::new(stream, activity.clone()));
+    let tls = match tokio::time::timeout_at(deadline, accept).await {
+        Err(_) => return Some(ServeEvent::HeaderTimeout),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return Some(ServeEvent::TlsHandshake);
+        }
+        Ok(Ok(tls)) => tls,
+    };
+    let client = tls.get_ref().1.peer_certificates().map(|c| ClientCertificates(c.iter().cloned().collect()));
+    http(TokioIo::new(tls), WithClient { router, client }, activity, limits, stop).await
+}
+
+/// The router, with the connection's client certificates added to each request.
+#[derive(Clone)]
+struct WithClient {
+    router: Router,
+    client: Option<ClientCertificates>,
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for WithClient
+where
+    Router: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = <Router as tower_service::Service<axum::http::Request<B>>>::Response;
+    type Error = <Router as tower_service::Service<axum::http::Request<B>>>::Error;
+    type Future = <Router as tower_service::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::<axum::http::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        if let Some(c) = &self.client {
+            req.extensions_mut().insert(c.clone());
+        }
+        self.router.call(req)
+    }
+}
+
+/// Serves HTTP/1.1 on `io` until the client closes, a timeout fires, or the drain ends it.
+async fn http<I>(
+    io: I,
+    service: WithClient,
+    activity: Arc<Activity>,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) -> Option<ServeEvent>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
-    let conn = builder.serve_connection(io, TowerToHyperService::new(router));
+    let conn = builder.serve_connection(io, TowerToHyperService::new(service));
     tokio::pin!(conn);
     let mut draining = false;
     loop {

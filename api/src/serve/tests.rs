@@ -25,7 +25,7 @@ async fn start() -> (SocketAddr, CancellationToken, Events, tokio::task::JoinHan
     let stop = CancellationToken::new();
     let events: Events = Arc::default();
     let seen = events.clone();
-    let task = tokio::spawn(serve_router("test", listener, router, LIMITS, stop.clone(), move |e| {
+    let task = tokio::spawn(serve_router("test", listener, router, Transport::Plain, LIMITS, stop.clone(), move |e| {
         seen.lock().unwrap().push(e)
     }));
     (addr, stop, events, task)

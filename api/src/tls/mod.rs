@@ -1,4 +1,5 @@
-//! Certificates for every Skybridge TLS endpoint (gateway tunnel, control stream): loading,
+//! Certificates for every Skybridge TLS endpoint (gateway tunnel, control stream, the
+//! federator's HTTPS API): loading,
 //! hot reload from disk, and SPIFFE-checking verifiers.
 //!
 //! Configs are built once and point at a [`CertStore`]; a reload swaps what the store holds,
@@ -9,6 +10,7 @@
 //! previous identity stays), because every peer would refuse it anyway and the only symptom
 //! would be failed connections far away.
 
+mod https;
 mod validity;
 mod verify;
 
@@ -31,6 +33,7 @@ use crate::identity::{Role, SpiffeId};
 use crate::model::ClusterId;
 use crate::trust::{DomainScope, TrustScopes};
 
+pub use https::{HttpsIdentity, client_identity, https_server_config};
 pub use validity::{DEFAULT_EXPIRY_WARNING, DateProblem, Expiry, Validity, expiry, rfc3339};
 pub use verify::{PeerIdentityError, PeerVerifier, ServerExpectation};
 

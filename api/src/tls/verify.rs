@@ -44,7 +44,7 @@ impl std::fmt::Debug for CertStore {
     }
 }
 
-fn other(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+pub(super) fn other(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
@@ -87,13 +87,7 @@ impl PeerVerifier {
     /// After the chain verified: its intermediates bind it to the leaf's domain (see
     /// [`check_delegation`]).
     fn delegated(&self, id: &SpiffeId, intermediates: &[CertificateDer<'_>]) -> Result<(), Error> {
-        let tds: Vec<Option<String>> = intermediates
-            .iter()
-            .map(|c| ca_trust_domain(c))
-            .collect::<Result<_, _>>()
-            .map_err(|e| other(PeerIdentityError::Spiffe(e)))?;
-        let shared = self.store.current().shared_roots.contains(&id.trust_domain);
-        check_delegation(id, &tds, shared).map_err(|e| other(PeerIdentityError::Scope(e)))
+        delegated(&self.store, id, intermediates)
     }
 
     /// After the chain verified: the domain may claim the cluster, and it is a gateway.
@@ -104,6 +98,18 @@ impl PeerVerifier {
         }
         Ok(id)
     }
+}
+
+/// After a chain verified: its intermediates bind it to the leaf's domain (see
+/// [`check_delegation`]).
+pub(super) fn delegated(store: &CertStore, id: &SpiffeId, intermediates: &[CertificateDer<'_>]) -> Result<(), Error> {
+    let tds: Vec<Option<String>> = intermediates
+        .iter()
+        .map(|c| ca_trust_domain(c))
+        .collect::<Result<_, _>>()
+        .map_err(|e| other(PeerIdentityError::Spiffe(e)))?;
+    let shared = store.current().shared_roots.contains(&id.trust_domain);
+    check_delegation(id, &tds, shared).map_err(|e| other(PeerIdentityError::Scope(e)))
 }
 
 impl ClientCertVerifier for PeerVerifier {

@@ -80,7 +80,7 @@ pub struct Overview {
 
 /// `skybridge status`.
 pub fn status(args: &PlainArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.api.api)?;
+    let api = Api::new(&args.api)?;
     let paths = [
         "/api/v1/clusters",
         "/api/v1/services",
@@ -193,7 +193,7 @@ pub fn status_text(api: &str, o: &Overview, now: u64) -> String {
 
 /// `skybridge clusters`.
 pub fn clusters(args: &PlainArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.api.api)?;
+    let api = Api::new(&args.api)?;
     let (clusters, services) = block_on(async {
         let c = api.get("/api/v1/clusters").await?;
         let s = if args.api.output == Output::Table { Some(api.get("/api/v1/services").await?) } else { None };
@@ -227,7 +227,7 @@ pub fn clusters_table(c: &ClustersResponse, s: &ServicesResponse) -> String {
 
 /// `skybridge services [NS/NAME]`.
 pub fn services(args: &ServicesArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.api.api)?;
+    let api = Api::new(&args.api)?;
     let path = match &args.service {
         Some(s) => {
             let (ns, name) = s

@@ -392,7 +392,7 @@ pub fn report(findings: &[Finding]) -> String {
 
 /// `skybridge check`: fetches, evaluates, prints; a failed check is an error.
 pub fn run(args: &CheckArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.api.api)?;
+    let api = Api::new(&args.api)?;
     let fetched = block_on(fetch(&api, args))?;
     let findings = evaluate(&fetched);
     match args.api.output {
@@ -421,7 +421,10 @@ async fn fetch(api: &Api, args: &CheckArgs) -> Fetched {
     };
     let mut admins = Vec::new();
     for addr in &args.gateway_admin {
-        let st = match super::get(addr, "/status").await {
+        // Gateway admin ports are plain HTTP on the pod network.
+        let url = super::Url { https: false, authority: addr.clone(), prefix: String::new() };
+        let admin = super::Api { url, tls: None };
+        let st = match admin.get("/status").await {
             Ok(body) => decode::<AdminStatus>("/status", &body).map_err(text),
             Err(e) => Err(text(e)),
         };

@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use skybridge_cli::http;
 use skybridge_federator::api::sources::ConfirmedDto;
 
-use super::{ApiArgs, ClientError, Output, Url, block_on, decode, encode};
+use super::{Api, ApiArgs, ClientError, Output, block_on, decode, encode, status_error};
 
 /// Arguments of `skybridge confirm-removal`.
 #[derive(Debug, Args)]
@@ -25,15 +24,23 @@ pub struct ConfirmArgs {
     pub token: Option<String>,
 }
 
-/// The `Authorization` value: the token file when given, else `$SKYBRIDGE_TOKEN`.
-fn bearer(token_file: Option<&std::path::Path>, token: Option<&str>) -> Result<String, ClientError> {
+/// The `Authorization` value: the token file when given, else `$SKYBRIDGE_TOKEN`; `None` when
+/// neither is and an operator certificate (`--cert`) authorizes instead.
+fn bearer(
+    token_file: Option<&std::path::Path>,
+    token: Option<&str>,
+    cert: bool,
+) -> Result<Option<String>, ClientError> {
     let token = match (token_file, token) {
         (Some(f), _) => std::fs::read_to_string(f)
             .map_err(|e| ClientError::BadArgument(format!("--token-file {}: {e}", f.display())))?,
         (None, Some(t)) => t.to_owned(),
+        (None, None) if cert => return Ok(None),
         (None, None) => {
             return Err(ClientError::BadArgument(
-                "no API token: give --token-file FILE (or $SKYBRIDGE_TOKEN_FILE), or set $SKYBRIDGE_TOKEN".into(),
+                "no API token: give --token-file FILE (or $SKYBRIDGE_TOKEN_FILE), set $SKYBRIDGE_TOKEN, or \
+                 present an operator certificate (--cert/--key) over https"
+                    .into(),
             ));
         }
     };
@@ -41,24 +48,21 @@ fn bearer(token_file: Option<&std::path::Path>, token: Option<&str>) -> Result<S
     if token.is_empty() {
         return Err(ClientError::BadArgument("the API token is empty".into()));
     }
-    Ok(format!("Bearer {token}"))
+    Ok(Some(format!("Bearer {token}")))
 }
 
 /// Sends the confirmation; prints what it applies.
 pub fn run(args: &ConfirmArgs) -> Result<(), ClientError> {
-    let url = Url::parse(&args.api.api)?;
-    let auth = bearer(args.token_file.as_deref(), args.token.as_deref())?;
-    let path = format!("{}/api/v1/sources/{}/confirm-removal", url.prefix, encode(&args.source));
-    let headers = [("Authorization", auth.as_str()), ("Accept", "application/json")];
-    let req = http::Request { method: "POST", host: &url.authority, path: &path, headers: &headers, body: &[] };
-    let (status, body) = block_on(http::request(&url.authority, req, super::TIMEOUT, super::MAX_RESPONSE))?
-        .map_err(|e| ClientError::Http(format!("http://{}{path}", url.authority), e))?;
+    let api = Api::new(&args.api)?;
+    let auth = bearer(args.token_file.as_deref(), args.token.as_deref(), args.api.cert.is_some())?;
+    let path = format!("/api/v1/sources/{}/confirm-removal", encode(&args.source));
+    let mut headers = vec![("Accept", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    let (status, body) = block_on(api.request("POST", &path, &headers))??;
     if status != 202 {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
-        return Err(ClientError::Status { what: path, status, message });
+        return Err(status_error(&path, status, &body));
     }
     let c: ConfirmedDto = decode(&path, &body)?;
     match args.api.output {
@@ -80,11 +84,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "from-file\n").unwrap();
-        assert_eq!(bearer(Some(&file), Some("from-env")).unwrap(), "Bearer from-file");
-        assert_eq!(bearer(None, Some(" from-env ")).unwrap(), "Bearer from-env");
-        let none = bearer(None, None).unwrap_err().to_string();
-        assert!(none.contains("--token-file") && none.contains("SKYBRIDGE_TOKEN"), "{none}");
-        assert!(bearer(None, Some("  ")).is_err());
-        assert!(bearer(Some(&dir.path().join("missing")), None).unwrap_err().to_string().contains("missing"));
+        assert_eq!(bearer(Some(&file), Some("from-env"), false).unwrap().unwrap(), "Bearer from-file");
+        assert_eq!(bearer(None, Some(" from-env "), true).unwrap().unwrap(), "Bearer from-env");
+        let none = bearer(None, None, false).unwrap_err().to_string();
+        assert!(none.contains("--token-file") && none.contains("SKYBRIDGE_TOKEN") && none.contains("--cert"), "{none}");
+        assert_eq!(bearer(None, None, true).unwrap(), None, "an operator certificate needs no token");
+        assert!(bearer(None, Some("  "), false).is_err());
+        assert!(bearer(Some(&dir.path().join("missing")), None, false).unwrap_err().to_string().contains("missing"));
     }
 }

@@ -15,6 +15,7 @@ pub mod whatif;
 
 use std::fmt::Write as _;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
@@ -30,9 +31,20 @@ const MAX_RESPONSE: u64 = 256 << 20;
 /// The arguments every client command takes.
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
-    /// The federator's REST API, http://host[:port][/prefix].
+    /// The federator's REST API, http[s]://host[:port][/prefix].
     #[arg(long, env = "SKYBRIDGE_API", default_value = "http://127.0.0.1:8080")]
     pub api: String,
+    /// With https: the CA certificates (PEM) to verify the API's certificate with, instead of
+    /// the system's.
+    #[arg(long, env = "SKYBRIDGE_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// With https: a client certificate (PEM chain) to present; an operator's
+    /// (`skybridge ca issue --admin NAME`) authorizes writes without a token.
+    #[arg(long, env = "SKYBRIDGE_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, env = "SKYBRIDGE_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Output format: a table, or the API's JSON as is (pretty-printed).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -48,8 +60,12 @@ pub enum Output {
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("--api {0:?}: expected http://host[:port][/prefix] (https is not supported)")]
+    #[error("--api {0:?}: expected http[s]://host[:port][/prefix]")]
     BadUrl(String),
+    #[error("--cacert, --cert and --key apply to an https:// --api only")]
+    TlsOptionsWithoutHttps,
+    #[error("setting up TLS for {0}")]
+    Tls(String, #[source] http::TlsSetupError),
     #[error("{0}")]
     BadArgument(String),
     #[error("asking {0}")]
@@ -64,9 +80,11 @@ pub enum ClientError {
     ChecksFailed { failed: usize, total: usize },
 }
 
-/// `http://host[:port][/prefix]`, split into what a request needs.
+/// `http[s]://host[:port][/prefix]`, split into what a request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
+    /// Whether the scheme is https.
+    pub https: bool,
     /// `host:port`, as dialed and as sent in `Host`.
     pub authority: String,
     /// A path the API is mounted under (behind a proxy), without the trailing slash.
@@ -76,17 +94,31 @@ pub struct Url {
 impl Url {
     pub fn parse(s: &str) -> Result<Url, ClientError> {
         let bad = || ClientError::BadUrl(s.to_owned());
-        let rest = s.strip_prefix("http://").ok_or_else(bad)?;
+        let (https, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(bad()),
+        };
         let (host, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
         if host.is_empty() || host.contains(['@', '?', '#']) {
             return Err(bad());
         }
         // A port is present when the text after the last ':' is not inside an IPv6 literal.
         let has_port = host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
-        let authority = if has_port { host.to_owned() } else { format!("{host}:80") };
+        let authority = if has_port { host.to_owned() } else { format!("{host}:{}", if https { 443 } else { 80 }) };
         let prefix = prefix.trim_end_matches('/');
         let prefix = if prefix.is_empty() { String::new() } else { format!("/{prefix}") };
-        Ok(Url { authority, prefix })
+        Ok(Url { https, authority, prefix })
+    }
+
+    /// The host part of the authority (what a server certificate is verified against).
+    pub fn host(&self) -> &str {
+        self.authority.rsplit_once(':').map_or(self.authority.as_str(), |(h, _)| h)
+    }
+
+    /// `scheme://authority` + `path`, for messages.
+    pub fn show(&self, path: &str) -> String {
+        format!("{}://{}{path}", if self.https { "https" } else { "http" }, self.authority)
     }
 }
 
@@ -111,17 +143,53 @@ pub fn encode_query(pairs: &[(&str, Option<&str>)]) -> String {
 #[derive(Debug, Clone)]
 pub struct Api {
     pub url: Url,
+    /// Set for https.
+    pub tls: Option<http::TlsClient>,
 }
 
 impl Api {
-    pub fn new(api: &str) -> Result<Api, ClientError> {
-        Ok(Api { url: Url::parse(api)? })
+    /// From `--api`, `--cacert`, `--cert` and `--key`.
+    pub fn new(args: &ApiArgs) -> Result<Api, ClientError> {
+        let url = Url::parse(&args.api)?;
+        if !url.https {
+            if args.cacert.is_some() || args.cert.is_some() {
+                return Err(ClientError::TlsOptionsWithoutHttps);
+            }
+            return Ok(Api { url, tls: None });
+        }
+        let identity = args.cert.as_deref().zip(args.key.as_deref());
+        let tls = http::TlsClient::new(url.host(), args.cacert.as_deref(), identity)
+            .map_err(|e| ClientError::Tls(url.show(""), e))?;
+        Ok(Api { url, tls: Some(tls) })
     }
 
     /// `GET path` (below the prefix); the body of a 200, or [`ClientError::Status`] with the
     /// API's error message.
     pub async fn get(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        get(&self.url.authority, &format!("{}{path}", self.url.prefix)).await
+        let accept = [("Accept", "application/json")];
+        let (status, body) = self.request("GET", path, &accept).await?;
+        if status == 200 { Ok(body) } else { Err(status_error(path, status, &body)) }
+    }
+
+    /// `method path` (below the prefix) with `headers` and no body: the status and body.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let full = format!("{}{path}", self.url.prefix);
+        let req = http::Request {
+            method,
+            host: &self.url.authority,
+            path: &full,
+            headers,
+            body: &[],
+            tls: self.tls.as_ref(),
+        };
+        http::request(&self.url.authority, req, TIMEOUT, MAX_RESPONSE)
+            .await
+            .map_err(|e| ClientError::Http(self.url.show(&full), e))
     }
 
     /// `GET path`, decoded as `T`.
@@ -130,21 +198,14 @@ impl Api {
     }
 }
 
-/// GETs `path` from `authority` and returns the body of a 200; other statuses become
-/// [`ClientError::Status`] with the API's error message.
-pub async fn get(authority: &str, path: &str) -> Result<Vec<u8>, ClientError> {
-    let what = || format!("http://{authority}{path}");
-    let (status, body) =
-        http::get(authority, authority, path, TIMEOUT, MAX_RESPONSE).await.map_err(|e| ClientError::Http(what(), e))?;
-    if status == 200 {
-        return Ok(body);
-    }
+/// A non-success answer as [`ClientError::Status`], with the API's own message when it sent one.
+pub fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
     // The API's errors are {"error": "..."}; anything else (a proxy's page) is shown as text.
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
+    let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
-    Err(ClientError::Status { what: path.to_owned(), status, message })
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().chars().take(200).collect());
+    ClientError::Status { what: path.to_owned(), status, message }
 }
 
 /// Decodes a JSON body; `what` names it in the error.
@@ -207,7 +268,10 @@ mod tests {
         assert_eq!(u("http://fed.example/skybridge/").unwrap(), ("fed.example:80".into(), "/skybridge".into()));
         assert_eq!(u("http://[::1]").unwrap().0, "[::1]:80");
         assert_eq!(u("http://[::1]:9000").unwrap().0, "[::1]:9000");
-        for bad in ["https://x", "127.0.0.1:8080", "http://", "http://u@x"] {
+        let https = Url::parse("https://fed.example/x").unwrap();
+        assert_eq!((https.https, https.authority.as_str(), https.host()), (true, "fed.example:443", "fed.example"));
+        assert_eq!(Url::parse("https://[::1]:8443").unwrap().host(), "[::1]");
+        for bad in ["ftp://x", "127.0.0.1:8080", "http://", "http://u@x", "https://"] {
             assert!(u(bad).is_err(), "{bad}");
         }
         assert_eq!(
@@ -246,9 +310,10 @@ mod tests {
             let resp = format!("HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\n\r\n{body}", body.len());
             s.write_all(resp.as_bytes()).await.unwrap();
         });
-        let e = get(&addr, "/api/v1/whatif?down=nope-1").await.unwrap_err();
+        let api = |a: &str| Api { url: Url::parse(&format!("http://{a}")).unwrap(), tls: None };
+        let e = api(&addr).get("/api/v1/whatif?down=nope-1").await.unwrap_err();
         assert_eq!(e.to_string(), "/api/v1/whatif?down=nope-1: the server answered 400: down: unknown cluster nope-1");
-        let e = get("127.0.0.1:1", "/").await.unwrap_err();
+        let e = api("127.0.0.1:1").get("/").await.unwrap_err();
         assert!(matches!(e, ClientError::Http(_, http::HttpError::Connect { .. })), "{e}");
     }
 }

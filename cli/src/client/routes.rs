@@ -22,7 +22,7 @@ pub struct RoutesArgs {
 
 /// `skybridge routes`.
 pub fn run(args: &RoutesArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.api.api)?;
+    let api = Api::new(&args.api)?;
     let q = encode_query(&[("service", args.service.as_deref()), ("from", args.from.as_deref())]);
     let path = if q.is_empty() { "/api/v1/latency".to_owned() } else { format!("/api/v1/latency?{q}") };
     let body = block_on(api.get(&path))??;

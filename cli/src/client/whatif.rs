@@ -32,7 +32,7 @@ pub struct WhatIfArgs {
 
 /// Runs the command: one request, then a table (or the JSON) on stdout.
 pub fn run(args: &WhatIfArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.api.api)?;
+    let api = Api::new(&args.api)?;
     let query = encode_query(&[
         ("down", Some(args.down.as_str())),
         ("service", args.service.as_deref()),

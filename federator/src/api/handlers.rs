@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 
 use skybridge_api::model::ServiceKey;
 
@@ -18,7 +18,7 @@ use super::dto::{
     WhatIfResponse,
 };
 use super::error::{ApiError, ErrorBody};
-use super::policy::{self, PoliciesResponse, PolicyDto, PolicyResponse};
+use super::policy::{self, PoliciesResponse, PolicyDto, PolicyResponse, Writer};
 use super::routes::{self, Network, RouteFilter, WhatIfQuery};
 use super::view::{self, ServiceFilter};
 
@@ -218,18 +218,18 @@ pub(super) async fn get_policy(
         (status = 200, description = "Stored and in effect", body = PolicyResponse),
         (status = 400, description = "Malformed JSON, unknown field, bad cluster id or weight; `field` names it", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token, or writes disabled", body = ErrorBody),
+        (status = 403, description = "The client certificate is not an operator's (spiffe://<td>/admin/<name>)", body = ErrorBody),
         (status = 500, description = "The store failed; nothing changed", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
 pub(super) async fn put_policy(
+    // Authorization first: an unauthenticated caller learns nothing about what it sent.
+    writer: Writer,
     State(ctx): State<Ctx>,
-    headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
-    // Authorization first: an unauthenticated caller learns nothing about what it sent.
-    policy::authorize(ctx.token.current().as_deref(), &headers)?;
     let key = key_from_path(p)?;
     let body = body.map_err(|e| ApiError::status(e.status(), format!("unreadable body: {}", e.body_text())))?;
     let new = policy::parse_policy(&body)?;
@@ -241,7 +241,7 @@ pub(super) async fn put_policy(
         ctx.state.set_policy(key.clone(), Some(new.clone()));
     }
     let shown = serde_json::to_string(&PolicyDto::from(&new)).unwrap_or_default();
-    ctx.state.event("policy", format!("policy for {key} set: {shown}")).await;
+    ctx.state.event("policy", format!("policy for {key} set by {writer}: {shown}")).await;
     Ok(Json(policy_response(&ctx, &key, &new)))
 }
 
@@ -256,17 +256,17 @@ pub(super) async fn put_policy(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Namespace or name is not an RFC 1123 label", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token, or writes disabled", body = ErrorBody),
+        (status = 403, description = "The client certificate is not an operator's (spiffe://<td>/admin/<name>)", body = ErrorBody),
         (status = 404, description = "No policy is set for the service", body = ErrorBody),
         (status = 500, description = "The store failed; nothing changed", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
 pub(super) async fn delete_policy(
+    writer: Writer,
     State(ctx): State<Ctx>,
-    headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    policy::authorize(ctx.token.current().as_deref(), &headers)?;
     let key = key_from_path(p)?;
     let _guard = ctx.policy_writes.lock().await;
     if !ctx.state.policies().contains_key(&key) {
@@ -276,6 +276,6 @@ pub(super) async fn delete_policy(
     if ctx.state.identity().single_node {
         ctx.state.set_policy(key.clone(), None);
     }
-    ctx.state.event("policy", format!("policy for {key} deleted")).await;
+    ctx.state.event("policy", format!("policy for {key} deleted by {writer}")).await;
     Ok(StatusCode::NO_CONTENT)
 }

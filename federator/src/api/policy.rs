@@ -1,13 +1,17 @@
 //! Routing policies over the API: the request/response shape, parsing with errors that name the
-//! offending JSON field, validation, and bearer-token authorization of writes.
+//! offending JSON field, validation, and the authorization of writes (a bearer token, or an
+//! operator's client certificate over HTTPS).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use axum::http::{HeaderMap, header};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
+use skybridge_api::identity::{Role, SpiffeId};
 use skybridge_api::model::ClusterId;
 use skybridge_api::routing::SourceMatcher;
 use subtle::ConstantTimeEq;
@@ -15,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::store::Policy;
 
+use super::Ctx;
 use super::error::ApiError;
 
 /// A service's routing policy. Every field is optional in a PUT; the PUT replaces the whole
@@ -302,12 +307,48 @@ impl WriteToken {
     }
 }
 
-/// Checks the `Authorization: Bearer` header against the configured token, in constant time
-/// (for equal lengths). With no token configured, writes are refused outright.
-pub fn authorize(token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Who a write is from, for the event log: an operator's certificate, or the bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writer {
+    /// An operator's client certificate (`spiffe://<td>/admin/<name>`).
+    Admin(SpiffeId),
+    /// The bearer token (whoever holds it).
+    Token,
+}
+
+impl std::fmt::Display for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Writer::Admin(id) => write!(f, "{id}"),
+            Writer::Token => f.write_str("the API token"),
+        }
+    }
+}
+
+/// Decides whether a write may go ahead. `client` is the SPIFFE ID of the client certificate
+/// the HTTPS server's verifier accepted (our trust domain only), if one was presented:
+/// - an operator (`/admin/<name>`) may write, token or not;
+/// - any other identity (a gateway, the federator) may not, even with the token: nothing of
+///   ours writes to the API, so that is a stolen key at work, not an operator;
+/// - without a certificate, the `Authorization: Bearer` header must carry the token, compared
+///   in constant time (for equal lengths). With no token configured, it is refused.
+pub fn authorize(token: Option<&str>, headers: &HeaderMap, client: Option<&SpiffeId>) -> Result<Writer, ApiError> {
+    if let Some(id) = client {
+        return match id.role {
+            Role::Admin(_) => Ok(Writer::Admin(id.clone())),
+            _ => Err(ApiError::status(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{id} may not write: writes need an operator certificate (spiffe://{}/admin/<name>, \
+                     `skybridge ca issue --admin NAME`) or, without a client certificate, the bearer token",
+                    id.trust_domain
+                ),
+            )),
+        };
+    }
     let Some(token) = token else {
         return Err(ApiError::unauthorized(
-            "writes are disabled: no API token is configured; set api.token_file in the federator config",
+            "writes are disabled: no API token is configured (set api.token_file), and no operator certificate was presented",
         ));
     };
     let value = headers
@@ -321,9 +362,28 @@ pub fn authorize(token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiErro
         .map(|(_, t)| t.trim())
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        Ok(())
+        Ok(Writer::Token)
     } else {
         Err(ApiError::unauthorized("invalid bearer token"))
+    }
+}
+
+/// As an extractor, listed first in a write handler: the write is authorized before anything
+/// of the request is read.
+impl FromRequestParts<Ctx> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, ApiError> {
+        let client = match parts.extensions.get::<skybridge_api::serve::ClientCertificates>() {
+            Some(certs) => Some(
+                skybridge_api::tls::client_identity(&certs.0, &ctx.trust_domain)
+                    .map_err(|e| ApiError::status(StatusCode::FORBIDDEN, format!("client certificate: {e}")))?,
+            ),
+            None => None,
+        };
+        let writer = authorize(ctx.token.current().as_deref(), &parts.headers, client.as_ref())?;
+        tracing::info!(by = %writer, method = %parts.method, path = %parts.uri.path(), "API write authorized");
+        Ok(writer)
     }
 }
 

@@ -3,14 +3,14 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Ctx;
 use super::dto::HeldRemovalDto;
 use super::error::{ApiError, ErrorBody};
-use super::policy;
+use super::policy::Writer;
 use crate::sources::now_millis;
 use crate::store::AnyStore;
 
@@ -29,6 +29,7 @@ pub struct ConfirmedDto {
     responses(
         (status = 202, description = "Sent to the leader, which applies the held answer", body = ConfirmedDto),
         (status = 401, description = "Missing or wrong bearer token, or writes disabled", body = ErrorBody),
+        (status = 403, description = "The client certificate is not an operator's (spiffe://<td>/admin/<name>)", body = ErrorBody),
         (status = 404, description = "No such source", body = ErrorBody),
         (status = 409, description = "Nothing is held for that source", body = ErrorBody),
         (status = 500, description = "The store failed, or no core runs here to take it", body = ErrorBody),
@@ -36,11 +37,10 @@ pub struct ConfirmedDto {
     security(("bearer" = [])),
 )]
 pub(super) async fn confirm_removal(
+    writer: Writer,
     State(ctx): State<Ctx>,
-    headers: HeaderMap,
     p: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<ConfirmedDto>), ApiError> {
-    policy::authorize(ctx.token.current().as_deref(), &headers)?;
     let Path(id) = p.map_err(|e| ApiError::bad_request(format!("unreadable path: {}", e.body_text())))?;
     let status = ctx.state.sources();
     let source = status.get(&id).ok_or_else(|| ApiError::not_found(format!("no source {id}")))?;
@@ -59,7 +59,7 @@ pub(super) async fn confirm_removal(
             etcd.put_confirmation(&id, now_millis()).await.map_err(|e| ApiError::internal(e.to_string()))?;
         }
     }
-    let msg = format!("removal of {} of {} services of source {id} confirmed by an operator", held.removed, held.of);
+    let msg = format!("removal of {} of {} services of source {id} confirmed by {writer}", held.removed, held.of);
     ctx.state.event("removal_confirmed", msg).await;
     let held = HeldRemovalDto { since: held.since, removed: held.removed, of: held.of, applies_at: held.applies_at };
     Ok((StatusCode::ACCEPTED, Json(ConfirmedDto { source: id, held })))

@@ -226,3 +226,51 @@ async fn a_rotated_token_file_applies_without_a_restart() {
     write_token("the-second-token");
     assert_eq!(put("the-second-token").await, StatusCode::OK);
 }
+
+/// A request as the HTTPS server hands it on: with the client's verified certificate chain.
+async fn write_as(f: &super::Fixture, id: &skybridge_api::identity::SpiffeId, auth: Option<&str>) -> super::Reply {
+    use axum::body::Body;
+    use axum::http::Request;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let now = time::OffsetDateTime::now_utc();
+    let ca = skybridge_api::ca::init(&id.trust_domain, now, 1).unwrap();
+    let leaf = skybridge_api::ca::issue(&ca, id, &[], now, 1).unwrap();
+    let der = CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+    let mut req = Request::builder().method(Method::PUT).uri(URI).header(header::CONTENT_TYPE, "application/json");
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    let mut req = req.body(Body::from("{}")).unwrap();
+    req.extensions_mut().insert(skybridge_api::serve::ClientCertificates(vec![der].into()));
+    super::call(&f.app, req).await
+}
+
+#[tokio::test]
+async fn an_operator_certificate_writes_and_a_gateway_certificate_does_not() {
+    use skybridge_api::identity::SpiffeId;
+    // No token configured: the operator's certificate alone authorizes, and is named in the event.
+    let f = fixture(None);
+    let admin = SpiffeId::admin("test.skybridge", "alice").unwrap();
+    let r = write_as(&f, &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let events = get(&f.app, "/api/v1/events").await.json();
+    let last = events["events"].as_array().unwrap().last().unwrap()["message"].as_str().unwrap().to_owned();
+    assert!(last.contains("by spiffe://test.skybridge/admin/alice"), "{last}");
+
+    // A gateway's (or the federator's) certificate may not write, even with the right token.
+    let f = fixture(Some(TOKEN));
+    let gateway = SpiffeId::gateway("test.skybridge", cluster("aws-1"));
+    for id in [gateway, SpiffeId::federator("test.skybridge")] {
+        let r = write_as(&f, &id, Some(&bearer())).await;
+        let msg = assert_error(&r, StatusCode::FORBIDDEN, None);
+        assert!(msg.contains(&id.to_string()) && msg.contains("--admin"), "{msg}");
+    }
+    // An operator of another trust domain is not ours (the TLS verifier refuses it first; the
+    // API refuses it too).
+    let foreign = SpiffeId::admin("other.example", "mallory").unwrap();
+    assert_error(&write_as(&f, &foreign, Some(&bearer())).await, StatusCode::FORBIDDEN, None);
+    assert!(f.state.policies().is_empty());
+    // Without a certificate the token still works.
+    assert_eq!(write(&f.app, Method::PUT, URI, Some(&bearer()), "{}").await.status, StatusCode::OK);
+}

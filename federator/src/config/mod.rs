@@ -15,6 +15,9 @@ use skybridge_cloud_adapters::aws::CloudMapConfig;
 use skybridge_cloud_adapters::gke::GkeConfig;
 use skybridge_cloud_adapters::kubernetes::KubernetesConfig;
 
+mod api;
+pub use api::{ApiSection, ApiTls};
+
 /// The whole federator config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,32 +146,6 @@ pub struct ListenSection {
 impl Default for ListenSection {
     fn default() -> Self {
         ListenSection { control: defaults::control(), api: defaults::api() }
-    }
-}
-
-/// REST API settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiSection {
-    /// File holding the bearer token for writes (policies); without it writes are refused.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Connections served at once; one more is answered 503 and closed.
-    #[serde(default = "defaults::api_max_connections")]
-    pub max_connections: usize,
-    /// A complete request head must arrive within this (from the connection or the previous
-    /// response): idle keep-alive connections and slow senders are closed.
-    #[serde(default = "defaults::api_header_timeout", with = "duration")]
-    pub header_timeout: Duration,
-    /// A connection on which no byte moves for this long is closed (the event stream sends a
-    /// keep-alive every 15 s, so this must be longer).
-    #[serde(default = "defaults::api_idle_timeout", with = "duration")]
-    pub idle_timeout: Duration,
-}
-
-impl Default for ApiSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every API key has a default")
     }
 }
 
