@@ -8,7 +8,7 @@ use crate::catalog::{
     ClusterExport, ClusterInfo, Conflict, Delta, Endpoint, GlobalCatalog, GlobalService, PortSpec, Provenance,
 };
 use crate::model::{Cloud, ClusterId, Protocol, ServiceKey};
-use crate::routing::{Policy, SourceMatcher};
+use crate::routing::{DefaultAction, Policy, SourceMatcher};
 
 /// The generated messages and gRPC client/server of `skybridge.control.v1`.
 #[allow(missing_docs, clippy::all)]
@@ -175,12 +175,27 @@ pub fn service_from_wire(s: &wire::Service) -> Result<(ServiceKey, GlobalService
     Ok((key, GlobalService { ports, clusters, conflicts }))
 }
 
+/// The policies as sent to gateways: every service's, and the federation-wide default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WirePolicies {
+    pub services: Vec<wire::ServicePolicy>,
+    pub deny_by_default: bool,
+}
+
+/// A bare policy list: the federation's default is allow.
+impl From<Vec<wire::ServicePolicy>> for WirePolicies {
+    fn from(services: Vec<wire::ServicePolicy>) -> Self {
+        WirePolicies { services, deny_by_default: false }
+    }
+}
+
 /// Encodes a whole catalog, its gateway list and the policies as a single-part snapshot.
 pub fn snapshot_to_wire(
     c: &GlobalCatalog,
     gateways: Vec<wire::Gateway>,
-    policies: Vec<wire::ServicePolicy>,
+    policies: impl Into<WirePolicies>,
 ) -> wire::Snapshot {
+    let policies = policies.into();
     wire::Snapshot {
         version: c.version,
         digest: c.digest,
@@ -188,7 +203,8 @@ pub fn snapshot_to_wire(
         services: c.services.iter().map(|(k, s)| service_to_wire(k, s)).collect(),
         gateways,
         more: false,
-        policies,
+        policies: policies.services,
+        deny_by_default: policies.deny_by_default,
     }
 }
 
@@ -197,9 +213,10 @@ pub fn snapshot_to_wire(
 pub fn snapshot_parts(
     c: &GlobalCatalog,
     gateways: Vec<wire::Gateway>,
-    policies: Vec<wire::ServicePolicy>,
+    policies: impl Into<WirePolicies>,
     services_per_part: usize,
 ) -> Vec<wire::Snapshot> {
+    let policies = policies.into();
     let services: Vec<wire::Service> = c.services.iter().map(|(k, s)| service_to_wire(k, s)).collect();
     let mut chunks: Vec<Vec<wire::Service>> =
         services.chunks(services_per_part.max(1)).map(<[wire::Service]>::to_vec).collect();
@@ -207,7 +224,8 @@ pub fn snapshot_parts(
         chunks.push(Vec::new());
     }
     let last = chunks.len() - 1;
-    let mut first = Some((gateways, policies));
+    let deny_by_default = policies.deny_by_default;
+    let mut first = Some((gateways, policies.services));
     chunks
         .into_iter()
         .enumerate()
@@ -221,6 +239,7 @@ pub fn snapshot_parts(
                 gateways,
                 more: i != last,
                 policies,
+                deny_by_default,
             }
         })
         .collect()
@@ -265,11 +284,7 @@ pub fn snapshot_from_wire(s: &wire::Snapshot) -> Result<GlobalCatalog, WireError
 }
 
 /// Encodes a catalog delta; `gateways` and `policies`, when given, replace the receiver's lists.
-pub fn delta_to_wire(
-    d: &Delta,
-    gateways: Option<Vec<wire::Gateway>>,
-    policies: Option<Vec<wire::ServicePolicy>>,
-) -> wire::Delta {
+pub fn delta_to_wire(d: &Delta, gateways: Option<Vec<wire::Gateway>>, policies: Option<WirePolicies>) -> wire::Delta {
     wire::Delta {
         from_version: d.from_version,
         to_version: d.to_version,
@@ -281,7 +296,8 @@ pub fn delta_to_wire(
         gateways_changed: gateways.is_some(),
         gateways: gateways.unwrap_or_default(),
         policies_changed: policies.is_some(),
-        policies: policies.unwrap_or_default(),
+        deny_by_default: policies.as_ref().is_some_and(|p| p.deny_by_default),
+        policies: policies.map(|p| p.services).unwrap_or_default(),
     }
 }
 
@@ -306,10 +322,10 @@ pub fn delta_from_wire(d: &wire::Delta) -> Result<Delta, WireError> {
     })
 }
 
-/// Encodes every policy, sorted by service (the map's order).
-pub fn policies_to_wire(policies: &BTreeMap<ServiceKey, Policy>) -> Vec<wire::ServicePolicy> {
+/// Encodes every policy, sorted by service (the map's order), with the federation's default.
+pub fn policies_to_wire(policies: &BTreeMap<ServiceKey, Policy>, default: DefaultAction) -> WirePolicies {
     let ids = |v: &[ClusterId]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
-    policies
+    let services = policies
         .iter()
         .map(|(key, p)| wire::ServicePolicy {
             namespace: key.namespace.clone(),
@@ -321,7 +337,13 @@ pub fn policies_to_wire(policies: &BTreeMap<ServiceKey, Policy>) -> Vec<wire::Se
             has_allow: p.allow.is_some(),
             deny: p.deny.iter().map(ToString::to_string).collect(),
         })
-        .collect()
+        .collect();
+    WirePolicies { services, deny_by_default: default == DefaultAction::Deny }
+}
+
+/// The default a snapshot's or delta's `deny_by_default` stands for.
+pub fn default_from_wire(deny_by_default: bool) -> DefaultAction {
+    if deny_by_default { DefaultAction::Deny } else { DefaultAction::Allow }
 }
 
 /// Decodes and validates policies: service names and cluster ids must be valid, and a service
@@ -506,7 +528,7 @@ mod tests {
     fn policies_round_trip_through_protobuf() {
         use prost::Message;
         let p = policies();
-        let wire = policies_to_wire(&p);
+        let wire = policies_to_wire(&p, DefaultAction::Allow).services;
         assert_eq!(wire.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["api", "locked", "web"]);
         assert!(wire[1].has_allow && wire[1].allow.is_empty());
         assert!(!wire[0].has_allow);
@@ -514,6 +536,14 @@ mod tests {
         let back = wire::Snapshot::decode(bytes.as_slice()).unwrap();
         assert_eq!(policies_from_wire(&back.policies).unwrap(), p);
         assert_eq!(policies_from_wire(&[]).unwrap(), BTreeMap::new());
+        assert_eq!(default_from_wire(back.deny_by_default), DefaultAction::Allow);
+        // The federation's default deny rides along, in a snapshot and in a delta's policy list.
+        let deny = policies_to_wire(&p, DefaultAction::Deny);
+        let back =
+            wire::Snapshot::decode(snapshot_to_wire(&catalog(), vec![], deny.clone()).encode_to_vec().as_slice());
+        assert_eq!(default_from_wire(back.unwrap().deny_by_default), DefaultAction::Deny);
+        let d = Delta { from_version: 4, to_version: 4, ..Delta::default() };
+        assert!(delta_to_wire(&d, None, Some(deny)).deny_by_default);
     }
 
     #[test]
@@ -522,7 +552,7 @@ mod tests {
         let (k, s) = c.services.iter().next().map(|(k, s)| (k.clone(), s.clone())).unwrap();
         c.services.insert(ServiceKey::new(&k.namespace, "other").unwrap(), s);
         c.digest = digest(&c);
-        let parts = snapshot_parts(&c, vec![], policies_to_wire(&policies()), 1);
+        let parts = snapshot_parts(&c, vec![], policies_to_wire(&policies(), DefaultAction::Allow), 1);
         assert_eq!(parts.len(), 2);
         assert_eq!((parts[0].policies.len(), parts[1].policies.len()), (3, 0));
         let mut asm = SnapshotAssembler::default();
@@ -533,7 +563,7 @@ mod tests {
         assert_eq!(digest(&snapshot_from_wire(&whole).unwrap()), c.digest);
 
         let d = Delta { from_version: 4, to_version: 4, to_digest: c.digest, ..Delta::default() };
-        let w = delta_to_wire(&d, None, Some(vec![]));
+        let w = delta_to_wire(&d, None, Some(vec![].into()));
         assert!(w.policies_changed && w.policies.is_empty() && !w.gateways_changed, "an emptied list is a change");
         let w = delta_to_wire(&d, None, None);
         assert!(!w.policies_changed);
@@ -542,7 +572,7 @@ mod tests {
     #[test]
     fn invalid_policies_are_rejected_with_the_field() {
         type Break = fn(&mut wire::ServicePolicy);
-        let good = policies_to_wire(&policies());
+        let good = policies_to_wire(&policies(), DefaultAction::Allow).services;
         let cases: [(&str, Break); 7] = [
             ("policy.service", |p| p.namespace = "Prod".into()),
             ("policy.weights", |p| {

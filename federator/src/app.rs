@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use skybridge_api::identity::Role;
+use skybridge_api::model::ServiceKey;
 use skybridge_api::proto::wire::control_server::ControlServer;
 use skybridge_api::tls::{CertStore, HttpsIdentity, TlsError, TlsFiles, https_server_config};
 use tokio::net::TcpListener;
@@ -23,6 +24,7 @@ use crate::control::{ControlLimits, ControlService, incoming};
 use crate::ha::Replica;
 use crate::leader::Leader;
 use crate::metrics::{EventLabels, Metrics, ResultLabels};
+use crate::policies::file::PolicyFile;
 use crate::sources::now_millis;
 use crate::state::{Identity, State, StateLimits};
 use crate::store::etcd::records::CertificateStatus;
@@ -46,6 +48,8 @@ pub enum StartError {
     DataDir { path: String, source: std::io::Error },
     #[error("cannot read the API token file {path}: {source}")]
     Token { path: String, source: std::io::Error },
+    #[error("policies file {path}: {reason}")]
+    Policies { path: String, reason: String },
     #[error("cannot bind {what} on {addr} (is another process using the port?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -99,6 +103,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             Some((identity, config))
         }
     };
+    let policy_file = match &cfg.policies.path {
+        None => None,
+        Some(p) => {
+            let policies = crate::policies::file::load(p)
+                .map_err(|reason| StartError::Policies { path: p.display().to_string(), reason })?;
+            Some((PolicyFile::new(p.clone()), policies))
+        }
+    };
     let name = replica_name(f.name.as_deref());
     let (store, persisted) = match &cfg.store {
         StoreSection::Embedded => {
@@ -150,6 +162,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         limits,
         identity,
     ));
+    state.set_authorization_default(cfg.authorization.default);
+    let policy_file = policy_file.map(|(file, policies)| {
+        let n = policies.len();
+        state.set_file_policies(policies);
+        tracing::info!(path = %file.path().display(), policies = n, "loaded the policies file");
+        file
+    });
 
     let control_listener = bind("control (gRPC)", cfg.listen.control, cfg.limits.listen_backlog)?;
     let api_listener = bind("REST API", cfg.listen.api, cfg.limits.listen_backlog)?;
@@ -259,6 +278,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             Transport::Tls(Arc::new(config))
         }
     };
+    if let Some(file) = policy_file {
+        let (stop, st, m) = (cancel.clone(), state.clone(), metrics.clone());
+        tasks.spawn(
+            watch_policy_file(file, cfg.policies.reload_interval, st, m, stop)
+                .instrument(tracing::info_span!("policy_file")),
+        );
+    }
     let (stop, events) = (cancel.clone(), api_events);
     tasks.spawn(
         serve_router("api", api_listener, router, transport, api_limits, stop, move |e| {
@@ -307,6 +333,55 @@ impl Running {
             tracing::warn!("federator tasks did not stop within the drain deadline");
         }
         tracing::info!("federator stopped");
+    }
+}
+
+/// Applies the policies file whenever it changes, until cancelled. A refused file (malformed,
+/// empty, gone) leaves the policies in effect as they were. Every replica reads its own copy
+/// (the same ConfigMap); only the leader records events, so the log has each change once.
+async fn watch_policy_file(
+    mut file: PolicyFile,
+    every: Duration,
+    state: Arc<State>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(read) = file.poll() else { continue };
+        let path = file.path().display().to_string();
+        let leader = state.role().0 == crate::store::etcd::records::Role::Leader;
+        let message = match read {
+            Ok(policies) => {
+                metrics.policy_file_reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
+                let n = policies.len();
+                let change = state.set_file_policies(policies);
+                if change.is_empty() {
+                    continue;
+                }
+                tracing::info!(%path, policies = n, "applied the changed policies file");
+                let names = |v: &[ServiceKey]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                format!(
+                    "policies file {path} applied: {n} policies; added [{}], changed [{}], removed [{}]",
+                    names(&change.added),
+                    names(&change.changed),
+                    names(&change.removed)
+                )
+            }
+            Err(reason) => {
+                metrics.policy_file_reloads.get_or_create(&ResultLabels { result: "error" }).inc();
+                tracing::error!(%path, %reason, "policies file refused; the previous policies stay in effect");
+                format!("policies file {path} refused, the previous policies stay in effect: {reason}")
+            }
+        };
+        if leader {
+            state.event("policy", message).await;
+        }
     }
 }
 

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub control_connections: Family<EventLabels, Counter>,
     pub source_removal_held: Family<SourceLabels, Gauge>,
     pub cert_reloads: Family<ResultLabels, Counter>,
+    pub policy_file_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Gauge<f64, AtomicU64>,
     pub cert_expiring: Gauge,
 }
@@ -99,6 +100,7 @@ impl Metrics {
             control_connections: Family::default(),
             source_removal_held: Family::default(),
             cert_reloads: Family::default(),
+            policy_file_reloads: Family::default(),
             cert_expiry: Gauge::default(),
             cert_expiring: Gauge::default(),
         };
@@ -158,6 +160,11 @@ impl Metrics {
             m.gateways_expired.clone(),
         );
         r.register("cert_reloads", "Certificate reload attempts by result", m.cert_reloads.clone());
+        r.register(
+            "policy_file_reloads",
+            "Changes of the policies file by result (ok: applied; error: refused, the previous policies stay)",
+            m.policy_file_reloads.clone(),
+        );
         r.register(
             "cert_expiry_timestamp_seconds",
             "Unix time when this replica's certificate expires",

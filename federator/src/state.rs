@@ -7,10 +7,12 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use skybridge_api::catalog::{GlobalCatalog, SourceId, UnixMillis, diff};
 use skybridge_api::model::{ClusterId, ServiceKey};
-use skybridge_api::proto::{delta_to_wire, policies_to_wire, wire};
+use skybridge_api::proto::{WirePolicies, delta_to_wire, wire};
+use skybridge_api::routing::DefaultAction;
 use tokio::sync::{broadcast, watch};
 
 use crate::core::SourceStatus;
+use crate::policies::{FileChange, PolicyLayers};
 use crate::sources::now_millis;
 use crate::store::etcd::records::{CertificateStatus, PeerSample, PresenceRecord, ReplicaRecord, Role};
 use crate::store::{AnyStore, Event, GatewayRecord, Policy, Store};
@@ -222,11 +224,11 @@ pub struct State {
     gateways_changed: watch::Sender<u64>,
     /// The policies as sent to gateways, encoded once per change; a new value is a change
     /// every session pushes.
-    policies_wire: watch::Sender<Arc<Vec<wire::ServicePolicy>>>,
+    policies_wire: watch::Sender<Arc<WirePolicies>>,
     sources: RwLock<BTreeMap<SourceId, SourceStatus>>,
     gateways: RwLock<BTreeMap<(ClusterId, String), GatewayState>>,
     latency: RwLock<BTreeMap<(ClusterId, ClusterId), LatencySample>>,
-    policies: RwLock<BTreeMap<ServiceKey, Policy>>,
+    policies: RwLock<PolicyLayers>,
     events: broadcast::Sender<Event>,
     store: Arc<AnyStore>,
     identity: Identity,
@@ -275,10 +277,11 @@ impl State {
             AnyStore::Embedded(_) => Role::Leader,
             AnyStore::Etcd(_) => Role::Follower,
         };
+        let policies = PolicyLayers::new(policies, DefaultAction::Allow);
         State {
             catalog: watch::channel(Published { catalog, delta_from_previous: None, previous_digest: 0 }).0,
             gateways_changed: watch::channel(0).0,
-            policies_wire: watch::channel(Arc::new(policies_to_wire(&policies))).0,
+            policies_wire: watch::channel(Arc::new(policies.wire())).0,
             sources: RwLock::new(BTreeMap::new()),
             gateways: RwLock::new(gateways),
             latency: RwLock::new(BTreeMap::new()),
@@ -437,29 +440,49 @@ impl State {
         self.latency.read().expect("latency lock").clone()
     }
 
-    /// Current policies.
+    /// The policies in effect (the file's and the API's).
     pub fn policies(&self) -> BTreeMap<ServiceKey, Policy> {
+        self.policies.read().expect("policies lock").effective()
+    }
+
+    /// Both layers of policies, to ask where one comes from.
+    pub fn policy_layers(&self) -> PolicyLayers {
         self.policies.read().expect("policies lock").clone()
     }
 
-    /// Sets or deletes a policy (already persisted by the caller); every gateway session then
-    /// pushes the new list. Setting what is already there changes nothing (a replica sees its
-    /// own writes again through the store's watch).
+    /// Sets or deletes an API policy (already persisted by the caller); every gateway session
+    /// then pushes the new list. Setting what is already there changes nothing (a replica sees
+    /// its own writes again through the store's watch).
     pub fn set_policy(&self, key: ServiceKey, p: Option<Policy>) {
-        let mut all = self.policies.write().expect("policies lock");
-        if all.get(&key) == p.as_ref() {
-            return;
+        self.update_policies(|l| l.set_api(key, p));
+    }
+
+    /// Replaces the policies from the policies file; what changed among them.
+    pub fn set_file_policies(&self, file: BTreeMap<ServiceKey, Policy>) -> FileChange {
+        let mut change = FileChange::default();
+        self.update_policies(|l| {
+            change = l.set_file(file);
+            !change.is_empty()
+        });
+        change
+    }
+
+    /// Sets the federation's `[authorization] default`, pushed with the policies.
+    pub fn set_authorization_default(&self, default: DefaultAction) {
+        self.update_policies(|l| l.set_default(default));
+    }
+
+    /// Changes the layers with `f`; when it reports a change, every session pushes the result.
+    fn update_policies(&self, f: impl FnOnce(&mut PolicyLayers) -> bool) {
+        let mut layers = self.policies.write().expect("policies lock");
+        if f(&mut layers) {
+            // Encoded under the lock, so that concurrent writers publish in the order they wrote.
+            self.policies_wire.send_replace(Arc::new(layers.wire()));
         }
-        match p {
-            Some(p) => all.insert(key, p),
-            None => all.remove(&key),
-        };
-        // Encoded under the lock, so that concurrent writers publish in the order they wrote.
-        self.policies_wire.send_replace(Arc::new(policies_to_wire(&all)));
     }
 
     /// A receiver of the policies as sent to gateways; it sees every change.
-    pub fn watch_policies(&self) -> watch::Receiver<Arc<Vec<wire::ServicePolicy>>> {
+    pub fn watch_policies(&self) -> watch::Receiver<Arc<WirePolicies>> {
         self.policies_wire.subscribe()
     }
 

@@ -302,6 +302,11 @@ impl CertStore {
         for d in &files.federated {
             bundles.push((d.trust_domain.clone(), read_bundle(&d.bundle)?));
         }
+        let paths = std::iter::once(&files.trust_bundle).chain(files.federated.iter().map(|d| &d.bundle));
+        for ((domain, certs), path) in bundles.iter().zip(paths) {
+            misplaced_root(domain, certs, &bundles)
+                .map_err(|reason| TlsError::Bundle { path: path.to_owned(), reason })?;
+        }
         let DomainRoots { roots, client_verifier } = domain_roots(&files.trust_bundle, &bundles[0].1, provider)?;
         let mut federated = BTreeMap::new();
         for (d, (_, certs)) in files.federated.iter().zip(&bundles[1..]) {
@@ -485,6 +490,33 @@ impl CertStore {
     }
 }
 
+/// A CA in `domain`'s bundle that records another configured domain (its `spiffe://` SAN) and
+/// is not in that domain's bundle too: most likely the wrong file under the wrong key. A root
+/// that records no domain or a domain not configured here (an organisation root delegating to
+/// intermediates) passes, as does a root shared by two domains' bundles.
+fn misplaced_root(
+    domain: &str,
+    certs: &[CertificateDer<'static>],
+    bundles: &[(String, Vec<CertificateDer<'static>>)],
+) -> Result<(), String> {
+    for (i, c) in certs.iter().enumerate() {
+        let Ok(Some(named)) = crate::identity::ca_trust_domain(c) else { continue };
+        if named == domain {
+            continue;
+        }
+        if let Some((_, theirs)) = bundles.iter().find(|(d, _)| *d == named)
+            && !theirs.contains(c)
+        {
+            return Err(format!(
+                "certificate {} is a CA of trust domain {named}, not {domain}, and is not in {named}'s bundle: \
+                 is this the right file? (a root shared by several domains goes in each one's bundle)",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a PEM bundle into roots and a client verifier over them.
 fn domain_roots(
     bundle: &Path,
@@ -584,6 +616,26 @@ mod tests {
         std::fs::write(&path, &a.cert_pem).unwrap();
         assert_eq!(read_bundle(&path).unwrap().len(), 1, "PEM still reads");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_bundle_holding_another_configured_domains_root_is_refused() {
+        let now = time::OffsetDateTime::now_utc();
+        let der = |td: &str| {
+            let pem = crate::ca::init(td, now, 1).unwrap().cert_pem;
+            CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+        };
+        let (a, b, org) = (der("a.example"), der("b.example"), der("corp.example"));
+        let bundles =
+            vec![("a.example".to_owned(), vec![a.clone(), b.clone()]), ("b.example".to_owned(), vec![org.clone()])];
+        let e = misplaced_root("a.example", &bundles[0].1, &bundles).unwrap_err();
+        assert!(e.contains("certificate 2") && e.contains("b.example"), "{e}");
+        // Shared by both bundles: one root serving two domains, fine.
+        let shared = vec![("a.example".to_owned(), vec![a.clone(), b.clone()]), ("b.example".to_owned(), vec![b])];
+        assert!(misplaced_root("a.example", &shared[0].1, &shared).is_ok());
+        // A root of a domain not configured here (an organisation root) is not judged.
+        assert!(misplaced_root("b.example", &bundles[1].1, &bundles).is_ok());
+        assert!(misplaced_root("a.example", &[a, org], &bundles).is_ok());
     }
 
     #[test]

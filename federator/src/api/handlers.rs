@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 
 use skybridge_api::model::ServiceKey;
 
+use crate::policies::Origin;
 use crate::sources::now_millis;
 use crate::store::Store;
 
@@ -116,11 +117,12 @@ async fn off_workers<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 )]
 pub(super) async fn get_latency(State(ctx): State<Ctx>, q: RawPairs) -> Result<Json<LatencyResponse>, ApiError> {
     let filter = RouteFilter::from_query(&pairs(q)?)?;
-    let (catalog, samples, policies, gateways) =
-        (ctx.state.catalog(), ctx.state.latency(), ctx.state.policies(), ctx.state.gateways());
+    let (catalog, samples, layers, gateways) =
+        (ctx.state.catalog(), ctx.state.latency(), ctx.state.policy_layers(), ctx.state.gateways());
     let td = ctx.trust_domain.clone();
     off_workers(move || {
-        let net = Network::new(&catalog, &gateways, &samples).in_trust_domain(&td);
+        let policies = layers.effective();
+        let net = Network::new(&catalog, &gateways, &samples).in_trust_domain(&td).with_default(layers.default());
         let routes = routes::routes(&catalog, &policies, &net, &filter);
         Json(view::latency(&catalog, &samples, routes))
     })
@@ -138,11 +140,12 @@ pub(super) async fn get_latency(State(ctx): State<Ctx>, q: RawPairs) -> Result<J
 )]
 pub(super) async fn get_whatif(State(ctx): State<Ctx>, q: RawPairs) -> Result<Json<WhatIfResponse>, ApiError> {
     let q = WhatIfQuery::from_query(&pairs(q)?)?;
-    let (catalog, samples, policies, gateways) =
-        (ctx.state.catalog(), ctx.state.latency(), ctx.state.policies(), ctx.state.gateways());
+    let (catalog, samples, layers, gateways) =
+        (ctx.state.catalog(), ctx.state.latency(), ctx.state.policy_layers(), ctx.state.gateways());
     let td = ctx.trust_domain.clone();
     off_workers(move || {
-        let net = Network::new(&catalog, &gateways, &samples).in_trust_domain(&td);
+        let policies = layers.effective();
+        let net = Network::new(&catalog, &gateways, &samples).in_trust_domain(&td).with_default(layers.default());
         net.check_known(&q.down)?;
         Ok(Json(routes::whatif(&catalog, &policies, &net, &q.filter(), &q.down)))
     })
@@ -158,7 +161,7 @@ pub(super) async fn list_sources(State(ctx): State<Ctx>) -> Json<SourcesResponse
     Json(view::sources(ctx.state.sources()))
 }
 
-fn policy_response(ctx: &Ctx, key: &ServiceKey, p: &crate::store::Policy) -> PolicyResponse {
+fn policy_response(ctx: &Ctx, key: &ServiceKey, p: &crate::store::Policy, source: Origin) -> PolicyResponse {
     let catalog = ctx.state.catalog();
     let sources = p.allow.iter().flatten().chain(&p.deny).filter_map(skybridge_api::routing::SourceMatcher::cluster);
     let named = p.weights.keys().chain(&p.failover).chain(&p.avoid).chain(sources);
@@ -169,8 +172,20 @@ fn policy_response(ctx: &Ctx, key: &ServiceKey, p: &crate::store::Policy) -> Pol
         name: key.name.clone(),
         in_catalog: catalog.services.contains_key(key),
         unknown_clusters: unknown.into_iter().collect(),
+        source,
         policy: PolicyDto::from(p),
     }
+}
+
+/// 409 for an API write to a service the policies file names: the file would win anyway.
+fn not_in_file(ctx: &Ctx, key: &ServiceKey) -> Result<(), ApiError> {
+    if ctx.state.policy_layers().in_file(key) {
+        return Err(ApiError::status(
+            StatusCode::CONFLICT,
+            format!("the policy for {key} comes from the policies file ([policies] path); change it there"),
+        ));
+    }
+    Ok(())
 }
 
 /// All routing policies.
@@ -179,8 +194,13 @@ fn policy_response(ctx: &Ctx, key: &ServiceKey, p: &crate::store::Policy) -> Pol
     responses((status = 200, description = "Every routing policy", body = PoliciesResponse)),
 )]
 pub(super) async fn list_policies(State(ctx): State<Ctx>) -> Json<PoliciesResponse> {
-    let policies = ctx.state.policies().iter().map(|(k, p)| policy_response(&ctx, k, p)).collect();
-    Json(PoliciesResponse { policies })
+    let layers = ctx.state.policy_layers();
+    let policies = layers
+        .effective()
+        .keys()
+        .filter_map(|k| layers.get(k).map(|(p, origin)| policy_response(&ctx, k, p, origin)))
+        .collect();
+    Json(PoliciesResponse { authorization_default: layers.default().as_str().to_owned(), policies })
 }
 
 /// One service's routing policy.
@@ -201,9 +221,9 @@ pub(super) async fn get_policy(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
     let key = key_from_path(p)?;
-    let policy =
-        ctx.state.policies().remove(&key).ok_or_else(|| ApiError::not_found(format!("no policy for {key}")))?;
-    Ok(Json(policy_response(&ctx, &key, &policy)))
+    let layers = ctx.state.policy_layers();
+    let (policy, origin) = layers.get(&key).ok_or_else(|| ApiError::not_found(format!("no policy for {key}")))?;
+    Ok(Json(policy_response(&ctx, &key, policy, origin)))
 }
 
 /// Sets (creates or replaces) a service's routing policy.
@@ -219,6 +239,7 @@ pub(super) async fn get_policy(
         (status = 400, description = "Malformed JSON, unknown field, bad cluster id or weight; `field` names it", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token, or writes disabled", body = ErrorBody),
         (status = 403, description = "The client certificate is not an operator's (spiffe://<td>/admin/<name>)", body = ErrorBody),
+        (status = 409, description = "The policies file sets this service's policy; change it there", body = ErrorBody),
         (status = 500, description = "The store failed; nothing changed", body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -231,6 +252,7 @@ pub(super) async fn put_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
     let key = key_from_path(p)?;
+    not_in_file(&ctx, &key)?;
     let body = body.map_err(|e| ApiError::status(e.status(), format!("unreadable body: {}", e.body_text())))?;
     let new = policy::parse_policy(&body)?;
     // One writer at a time, so the store and the in-memory state end in the same order.
@@ -242,7 +264,7 @@ pub(super) async fn put_policy(
     }
     let shown = serde_json::to_string(&PolicyDto::from(&new)).unwrap_or_default();
     ctx.state.event("policy", format!("policy for {key} set by {writer}: {shown}")).await;
-    Ok(Json(policy_response(&ctx, &key, &new)))
+    Ok(Json(policy_response(&ctx, &key, &new, Origin::Api)))
 }
 
 /// Deletes a service's routing policy.
@@ -257,6 +279,7 @@ pub(super) async fn put_policy(
         (status = 400, description = "Namespace or name is not an RFC 1123 label", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token, or writes disabled", body = ErrorBody),
         (status = 403, description = "The client certificate is not an operator's (spiffe://<td>/admin/<name>)", body = ErrorBody),
+        (status = 409, description = "The policies file sets this service's policy; change it there", body = ErrorBody),
         (status = 404, description = "No policy is set for the service", body = ErrorBody),
         (status = 500, description = "The store failed; nothing changed", body = ErrorBody),
     ),
@@ -268,8 +291,9 @@ pub(super) async fn delete_policy(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let key = key_from_path(p)?;
+    not_in_file(&ctx, &key)?;
     let _guard = ctx.policy_writes.lock().await;
-    if !ctx.state.policies().contains_key(&key) {
+    if ctx.state.policy_layers().api(&key).is_none() {
         return Err(ApiError::not_found(format!("no policy for {key}")));
     }
     ctx.state.store().put_policy(&key, None).await.map_err(|e| ApiError::internal(e.to_string()))?;

@@ -74,12 +74,19 @@ pub struct PolicyResponse {
     /// synced yet): the policy is kept, and these entries take effect if the cluster appears.
     #[serde(default)]
     pub unknown_clusters: Vec<String>,
+    /// Where the policy comes from: `api` (set through this API) or `file` (the policies file,
+    /// which the API cannot change).
+    pub source: crate::policies::Origin,
     pub policy: PolicyDto,
 }
 
 /// `GET /api/v1/policies`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PoliciesResponse {
+    /// The federation's `[authorization] default` (`allow` or `deny`), pushed to every gateway
+    /// with the policies: each admits a source no list names under the stricter of it and its own.
+    #[schema(example = "deny")]
+    pub authorization_default: String,
     /// Sorted by namespace, then name.
     pub policies: Vec<PolicyResponse>,
 }

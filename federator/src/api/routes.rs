@@ -59,6 +59,8 @@ pub struct Network {
     links: HashMap<ClusterId, HashMap<ClusterId, Link>>,
     /// The trust domain sources are taken to be of, for `spiffe://` allow and deny entries.
     trust_domain: String,
+    /// The federation's `[authorization] default` (gateways may be stricter still).
+    default: routing::DefaultAction,
 }
 
 impl Network {
@@ -92,6 +94,13 @@ impl Network {
         self
     }
 
+    /// Admits a source no list names under `default` (the federation's `[authorization]
+    /// default`; it does not know each gateway's own).
+    pub fn with_default(mut self, default: routing::DefaultAction) -> Network {
+        self.default = default;
+        self
+    }
+
     fn link(&self, from: &ClusterId, to: &ClusterId) -> Link {
         self.links.get(from).and_then(|m| m.get(to)).copied().unwrap_or(Link::UNREPORTED)
     }
@@ -117,12 +126,12 @@ impl Network {
         down: &BTreeSet<ClusterId>,
     ) -> Vec<Candidate<'a>> {
         // Remote gateways refuse a source the lists leave out; its own cluster's endpoints are
-        // reached without them. The federator does not know each gateway's `[authorization]
-        // default` or trust domain: the preview assumes allow, and its own trust domain.
-        let allowed = policy.is_none_or(|p| {
-            routing::decide(p.allow.as_deref(), &p.deny, routing::DefaultAction::Allow, from, &self.trust_domain)
-                .allowed
-        });
+        // reached without them. The federator does not know each gateway's own `[authorization]
+        // default` or trust domain: the preview takes the federation's, and its own domain.
+        let allowed = match policy {
+            Some(p) => routing::decide(p.allow.as_deref(), &p.deny, self.default, from, &self.trust_domain).allowed,
+            None => self.default == routing::DefaultAction::Allow,
+        };
         hosts
             .iter()
             .filter(|c| !down.contains(**c))

@@ -16,7 +16,9 @@ use skybridge_cloud_adapters::gke::GkeConfig;
 use skybridge_cloud_adapters::kubernetes::KubernetesConfig;
 
 mod api;
+mod policies;
 pub use api::{ApiSection, ApiTls};
+pub use policies::{AuthorizationSection, PoliciesSection};
 
 /// The whole federator config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +30,10 @@ pub struct Config {
     pub listen: ListenSection,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub authorization: AuthorizationSection,
+    #[serde(default)]
+    pub policies: PoliciesSection,
     #[serde(default)]
     pub limits: Limits,
     /// Where the catalog, policies, gateways and events are kept (docs/federator.md, "Store").
@@ -429,6 +435,11 @@ impl Config {
         {
             return Err(invalid("api.token_file", t.display(), format!("cannot be read: {e}")));
         }
+        if let Some(p) = &self.policies.path
+            && let Err(e) = crate::policies::file::load(p)
+        {
+            return Err(invalid("policies.path", p.display(), e));
+        }
         if let (StoreSection::Embedded, Some(d)) = (&self.store, &self.federator.data_dir)
             && d.exists()
             && !d.is_dir()
@@ -514,6 +525,7 @@ impl Config {
             ("federator.merge_interval", f.merge_interval, HOUR),
             ("api.header_timeout", self.api.header_timeout, HOUR),
             ("api.idle_timeout", self.api.idle_timeout, HOUR),
+            ("policies.reload_interval", self.policies.reload_interval, HOUR),
         ] {
             if d.is_zero() || d > max {
                 return Err(invalid(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use skybridge_api::catalog::{Delta, GlobalCatalog, diff};
 use skybridge_api::model::{Cloud, ClusterId};
-use skybridge_api::proto::{delta_to_wire, wire};
+use skybridge_api::proto::{WirePolicies, delta_to_wire, wire};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -87,7 +87,7 @@ enum Outgoing {
         parts: Arc<Vec<wire::Snapshot>>,
         index: usize,
         /// The gateway and policy lists, for the first part (they are not in the cache).
-        lists: Option<(Vec<wire::Gateway>, Vec<wire::ServicePolicy>)>,
+        lists: Option<(Vec<wire::Gateway>, WirePolicies)>,
     },
 }
 
@@ -97,7 +97,10 @@ impl Outgoing {
             Outgoing::Message(m) => m,
             Outgoing::Part { parts, index, lists } => {
                 let mut part = parts[index].clone();
-                (part.gateways, part.policies) = lists.unwrap_or_default();
+                let (gateways, policies) = lists.unwrap_or_default();
+                // The receiver keeps the first part's lists and default (SnapshotAssembler).
+                (part.gateways, part.policies, part.deny_by_default) =
+                    (gateways, policies.services, policies.deny_by_default);
                 wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(part)) }
             }
         }
@@ -159,7 +162,7 @@ fn delta(from: &GlobalCatalog, to: &GlobalCatalog) -> wire::FederatorMessage {
 fn no_change(
     c: &GlobalCatalog,
     gateways: Option<Vec<wire::Gateway>>,
-    policies: Option<Vec<wire::ServicePolicy>>,
+    policies: Option<WirePolicies>,
 ) -> wire::FederatorMessage {
     let d = Delta { from_version: c.version, to_version: c.version, to_digest: c.digest, ..Delta::default() };
     wire::FederatorMessage { msg: Some(federator_message::Msg::Delta(delta_to_wire(&d, gateways, policies))) }
@@ -309,7 +312,8 @@ impl Session {
         let mut open = match opening {
             // Policies are not in the digest, so they go along whatever the gateway holds.
             Opening::Confirm => {
-                let lists = (Some(gateways_wire(&self.state)), Some(policies.borrow_and_update().to_vec()));
+                let lists =
+                    (Some(gateways_wire(&self.state)), Some(WirePolicies::clone(&policies.borrow_and_update())));
                 self.push(no_change(&current, lists.0, lists.1)) != Pushed::Closed
             }
             Opening::CatchUp(deltas) => {
@@ -329,7 +333,8 @@ impl Session {
                 }
                 if pushed == Pushed::Sent {
                     // Lists may have changed since those versions.
-                    let lists = (Some(gateways_wire(&self.state)), Some(policies.borrow_and_update().to_vec()));
+                    let lists =
+                        (Some(gateways_wire(&self.state)), Some(WirePolicies::clone(&policies.borrow_and_update())));
                     pushed = self.push(no_change(&current, lists.0, lists.1));
                 }
                 logic.pushed(pushed, None)
@@ -349,7 +354,7 @@ impl Session {
                 slot = self.snapshot_slot(), if snapshot_due => {
                     let current = catalogs.borrow_and_update().catalog.clone();
                     // Read now, so a change made before the snapshot is not pushed again after it.
-                    let current_policies = policies.borrow_and_update().to_vec();
+                    let current_policies = WirePolicies::clone(&policies.borrow_and_update());
                     if !self.send_snapshot_in_time(&current, current_policies).await {
                         break;
                     }
@@ -386,7 +391,7 @@ impl Session {
                 }
                 changed = policies.changed() => {
                     if changed.is_err() { break }
-                    let current_policies = policies.borrow_and_update().to_vec();
+                    let current_policies = WirePolicies::clone(&policies.borrow_and_update());
                     if logic.wants_lists() {
                         open = logic.pushed(self.push(no_change(logic.sent(), None, Some(current_policies))), None);
                     }
@@ -438,7 +443,7 @@ impl Session {
 
     /// Sends a whole snapshot within the send timeout; false (and the session must end) when
     /// the gateway did not take it in time or the stream is gone.
-    async fn send_snapshot_in_time(&self, c: &GlobalCatalog, policies: Vec<wire::ServicePolicy>) -> bool {
+    async fn send_snapshot_in_time(&self, c: &GlobalCatalog, policies: WirePolicies) -> bool {
         let send = tokio::time::timeout(self.limits.snapshot_send_timeout, self.send_snapshot(c, policies));
         tokio::select! {
             _ = self.shutdown.cancelled() => false,
@@ -463,7 +468,7 @@ impl Session {
 
     /// Sends every part of `c`'s snapshot with `policies`, waiting for queue space (the gateway
     /// reads them in order); false when the stream is gone.
-    async fn send_snapshot(&self, c: &GlobalCatalog, policies: Vec<wire::ServicePolicy>) -> bool {
+    async fn send_snapshot(&self, c: &GlobalCatalog, policies: WirePolicies) -> bool {
         let parts = self.state.snapshot_for(c);
         // The gateway and policy lists change without a new catalog version (so they are not
         // in the cached parts); they ride in the first part.

@@ -122,6 +122,12 @@ async fn status(State(s): State<AdminState>) -> Response {
         "ready": ctx.is_ready(),
         "draining": ctx.draining.is_cancelled(),
         "config_version": catalog.version,
+        // What a source no allow or deny list names meets: the stricter of ours and the federation's.
+        "authorization": {
+            "default": ctx.authorization.and(catalog.authorization_default).as_str(),
+            "gateway": ctx.authorization.as_str(),
+            "federation": catalog.authorization_default.as_str(),
+        },
         // `static` without a federator; else `none (…)`, `cached (version N, age 3m12s)` or
         // `federator (version N)`, with the details under `federator`.
         "catalog": federation.as_ref().map_or_else(|| "static".to_owned(), |f| f.catalog_summary(now_ms)),

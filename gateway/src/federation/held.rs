@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use skybridge_api::catalog::{DeltaError, GlobalCatalog, apply_in_place, digest};
 use skybridge_api::model::{ClusterId, ServiceKey};
 use skybridge_api::proto::{
-    delta_from_wire, policies_from_wire, policies_to_wire, snapshot_from_wire, snapshot_to_wire, wire,
+    default_from_wire, delta_from_wire, policies_from_wire, policies_to_wire, snapshot_from_wire, snapshot_to_wire,
+    wire,
 };
-use skybridge_api::routing::Policy;
+use skybridge_api::routing::{DefaultAction, Policy};
 use wire::federator_message;
 
 use crate::routing::Catalog;
@@ -59,6 +60,8 @@ pub struct HeldCatalog {
     catalog: Option<GlobalCatalog>,
     gateways: Vec<wire::Gateway>,
     policies: BTreeMap<ServiceKey, Policy>,
+    /// The federation's `[authorization] default`, which travels with the policies.
+    default: DefaultAction,
 }
 
 impl HeldCatalog {
@@ -88,6 +91,7 @@ impl HeldCatalog {
         self.catalog = Some(c);
         self.gateways = s.gateways;
         self.policies = policies;
+        self.default = default_from_wire(s.deny_by_default);
         Ok(Applied { version: s.version, kind: UpdateKind::Snapshot })
     }
 
@@ -111,6 +115,7 @@ impl HeldCatalog {
         }
         if let Some(p) = policies {
             self.policies = p;
+            self.default = default_from_wire(d.deny_by_default);
         }
         Ok(Applied { version: d.to_version, kind: UpdateKind::Delta })
     }
@@ -128,13 +133,15 @@ impl HeldCatalog {
     /// The routing view of what is held.
     pub fn routing(&self, local: &ClusterId, overrides: &BTreeMap<ClusterId, String>) -> Option<Catalog> {
         let c = self.catalog.as_ref()?;
-        Some(Catalog::from_global(local, c, &self.gateways, &self.policies, overrides))
+        let mut routing = Catalog::from_global(local, c, &self.gateways, &self.policies, overrides);
+        routing.authorization_default = self.default;
+        Some(routing)
     }
 
     /// Everything held as one whole snapshot (what the cache file stores).
     pub fn to_wire(&self) -> Option<wire::Snapshot> {
         let c = self.catalog.as_ref()?;
-        Some(snapshot_to_wire(c, self.gateways.clone(), policies_to_wire(&self.policies)))
+        Some(snapshot_to_wire(c, self.gateways.clone(), policies_to_wire(&self.policies, self.default)))
     }
 }
 
@@ -289,7 +296,7 @@ pub(crate) mod tests {
         let mut h = held_at(&v1);
         let before = h.clone();
         let bad = wire::ServicePolicy { namespace: "Prod".into(), name: "web".into(), ..Default::default() };
-        let d = delta_to_wire(&no_change(&v1), Some(vec![gateway("gcp-1", "new:1")]), Some(vec![bad.clone()]));
+        let d = delta_to_wire(&no_change(&v1), Some(vec![gateway("gcp-1", "new:1")]), Some(vec![bad.clone()].into()));
         let e = h.apply(delta(d)).unwrap_err();
         assert!(e.reason.contains("policy.service"), "{e}");
         assert_eq!(h, before, "neither gateways nor policies changed");
@@ -305,10 +312,13 @@ pub(crate) mod tests {
         let mut h = held_at(&v1);
         let web: ServiceKey = "prod/web".parse().unwrap();
         let policy = BTreeMap::from([(web.clone(), Policy { avoid: vec![id("gcp-1")], ..Default::default() })]);
-        let d = delta_to_wire(&no_change(&v1), None, Some(policies_to_wire(&policy)));
+        let d = delta_to_wire(&no_change(&v1), None, Some(policies_to_wire(&policy, DefaultAction::Deny)));
         assert_eq!(h.apply(delta(d)), Ok(Applied { version: 1, kind: UpdateKind::Delta }));
         let r = h.routing(&id("aws-1"), &BTreeMap::new()).unwrap();
         assert_eq!(r.policies[&web].avoid, vec![id("gcp-1")]);
+        assert_eq!(r.authorization_default, DefaultAction::Deny, "the federation's default came with the policies");
+        let cached = h.to_wire().unwrap();
+        assert!(cached.deny_by_default, "and is kept in the cache file");
         assert_eq!(r.peers[&id("gcp-1")].address, "127.0.0.1:1", "gateways untouched without gateways_changed");
 
         let d = delta_to_wire(&no_change(&v1), Some(vec![gateway("gcp-1", "127.0.0.2:2")]), None);
@@ -316,11 +326,13 @@ pub(crate) mod tests {
         let r = h.routing(&id("aws-1"), &BTreeMap::new()).unwrap();
         assert_eq!(r.peers[&id("gcp-1")].address, "127.0.0.2:2");
         assert_eq!(r.policies.len(), 1, "policies untouched without policies_changed");
+        assert_eq!(r.authorization_default, DefaultAction::Deny, "the default too");
 
-        let d = delta_to_wire(&no_change(&v1), Some(vec![]), Some(vec![]));
+        let d = delta_to_wire(&no_change(&v1), Some(vec![]), Some(vec![].into()));
         h.apply(delta(d)).unwrap();
         let r = h.routing(&id("aws-1"), &BTreeMap::new()).unwrap();
         assert!(r.peers.is_empty() && r.policies.is_empty(), "emptied lists are changes too");
+        assert_eq!(r.authorization_default, DefaultAction::Allow);
         assert_eq!(h.have(), (1, v1.digest));
     }
 }

@@ -71,6 +71,9 @@ pub struct Catalog {
     pub services: HashMap<ServiceKey, Service>,
     /// Routing policies from the federator, by service.
     pub policies: HashMap<ServiceKey, Policy>,
+    /// The federation's `[authorization] default` (allow for a static catalog); streams are
+    /// admitted under the stricter of it and this gateway's own.
+    pub authorization_default: DefaultAction,
 }
 
 impl Catalog {
@@ -113,7 +116,14 @@ impl Catalog {
                 (key, svc)
             })
             .collect();
-        Catalog { version, local: cfg.gateway.cluster.clone(), peers, services, policies: HashMap::new() }
+        Catalog {
+            version,
+            local: cfg.gateway.cluster.clone(),
+            peers,
+            services,
+            policies: HashMap::new(),
+            authorization_default: DefaultAction::Allow,
+        }
     }
 
     /// Builds the routing view from the federator's catalog, gateway list and policies. Peers
@@ -176,7 +186,14 @@ impl Catalog {
             })
             .collect();
         let policies = policies.iter().map(|(k, p)| (k.clone(), p.clone())).collect();
-        Catalog { version: format!("federator-{}", g.version), local: local.clone(), peers, services, policies }
+        Catalog {
+            version: format!("federator-{}", g.version),
+            local: local.clone(),
+            peers,
+            services,
+            policies,
+            authorization_default: DefaultAction::Allow,
+        }
     }
 
     /// Whether this gateway's cluster hosts `service` with endpoints on `port`.

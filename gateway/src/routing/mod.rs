@@ -132,6 +132,7 @@ mod tests {
             peers,
             services: HashMap::from([(key, svc)]),
             policies: HashMap::new(),
+            authorization_default: Default::default(),
         }
     }
 

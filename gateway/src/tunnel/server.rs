@@ -271,7 +271,9 @@ pub async fn stream(
     };
     let catalog = ctx.catalog.load();
     let draining = ctx.draining.is_cancelled();
-    let endpoints = match admit(&req, (&peer, &peer_domain), draining, &catalog, &ctx.local, ctx.authorization) {
+    // The federation can make this gateway stricter, never looser.
+    let default = ctx.authorization.and(catalog.authorization_default);
+    let endpoints = match admit(&req, (&peer, &peer_domain), draining, &catalog, &ctx.local, default) {
         Ok(Admitted::Probe) => {
             respond(&mut send, Status::Ok, "").await;
             send.finish();

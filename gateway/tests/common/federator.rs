@@ -158,7 +158,14 @@ impl Control for Service {
             let (kind, msg) = if hello.have_version == c.version && hello.have_digest == c.digest {
                 let d =
                     Delta { from_version: c.version, to_version: c.version, to_digest: c.digest, ..Delta::default() };
-                ("delta", federator_message::Msg::Delta(delta_to_wire(&d, Some(shared.gateways.clone()), Some(vec![]))))
+                (
+                    "delta",
+                    federator_message::Msg::Delta(delta_to_wire(
+                        &d,
+                        Some(shared.gateways.clone()),
+                        Some(vec![].into()),
+                    )),
+                )
             } else {
                 ("snapshot", federator_message::Msg::Snapshot(snapshot_to_wire(c, shared.gateways.clone(), vec![])))
             };

@@ -1,6 +1,8 @@
 //! Policy endpoints: round trip, persistence, events, auth, and every bad-input case.
 
 use axum::http::{Method, StatusCode, header};
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use super::{TOKEN, assert_error, cluster, fixture, get, key, write};
@@ -21,10 +23,13 @@ async fn put_get_list_delete_round_trip() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let want_policy = json!({"weights": {"aws-1": 70, "gcp-1": 30}, "failover": ["gcp-1"], "avoid": [],
         "allow": ["aws-1", "spiffe://gcp.example"], "deny": ["aws-dev-*"]});
-    let want = json!({"namespace": "prod", "name": "payments", "in_catalog": true, "unknown_clusters": [], "policy": want_policy});
+    let want = json!({"namespace": "prod", "name": "payments", "in_catalog": true, "unknown_clusters": [], "source": "api", "policy": want_policy});
     assert_eq!(r.json(), want);
     assert_eq!(get(&f.app, URI).await.json(), want);
-    assert_eq!(get(&f.app, "/api/v1/policies").await.json(), json!({"policies": [want]}));
+    assert_eq!(
+        get(&f.app, "/api/v1/policies").await.json(),
+        json!({"authorization_default": "allow", "policies": [want]})
+    );
     assert_eq!(get(&f.app, "/api/v1/services/prod/payments").await.json()["policy"], want_policy);
 
     // Persisted, in memory, and recorded as an event.
@@ -178,7 +183,7 @@ async fn bad_path_labels_are_400() {
         assert_error(&r, StatusCode::BAD_REQUEST, Some(field));
     }
     let v: Value = get(&f.app, "/api/v1/policies").await.json();
-    assert_eq!(v, json!({"policies": []}));
+    assert_eq!(v, json!({"authorization_default": "allow", "policies": []}));
 }
 
 #[tokio::test]
@@ -273,4 +278,43 @@ async fn an_operator_certificate_writes_and_a_gateway_certificate_does_not() {
     assert!(f.state.policies().is_empty());
     // Without a certificate the token still works.
     assert_eq!(write(&f.app, Method::PUT, URI, Some(&bearer()), "{}").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_policies_file_wins_shows_its_source_and_refuses_api_writes() {
+    use skybridge_api::routing::DefaultAction;
+    let f = fixture(Some(TOKEN));
+    // An API policy first, then the file names the same service and another one.
+    let r = write(&f.app, Method::PUT, URI, Some(&bearer()), r#"{"avoid": ["gcp-1"]}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let file = crate::policies::file::parse(
+        "[policy.\"prod/payments\"]\nallow = [\"aws-1\"]\n[policy.\"prod/web\"]\nfailover = [\"gcp-1\"]\n",
+    )
+    .unwrap();
+    let change = f.state.set_file_policies(file);
+    assert_eq!(change.added.len(), 2);
+    f.state.set_authorization_default(DefaultAction::Deny);
+
+    let got = get(&f.app, URI).await.json();
+    assert_eq!(got["source"], "file");
+    assert_eq!(got["policy"]["allow"], json!(["aws-1"]), "the file's policy is in effect");
+    let list = get(&f.app, "/api/v1/policies").await.json();
+    assert_eq!(list["authorization_default"], "deny");
+    let sources: Vec<_> = list["policies"].as_array().unwrap().iter().map(|p| p["source"].clone()).collect();
+    assert_eq!(sources, [json!("file"), json!("file")]);
+    // What gateways get: the file's policies and the default.
+    let wire = f.state.watch_policies().borrow().clone();
+    assert!(wire.deny_by_default);
+    assert_eq!(wire.services.iter().find(|p| p.name == "payments").unwrap().allow, ["aws-1"]);
+
+    // The API cannot change or delete what the file sets.
+    for (method, body) in [(Method::PUT, "{}"), (Method::DELETE, "")] {
+        let r = write(&f.app, method, URI, Some(&bearer()), body).await;
+        let msg = assert_error(&r, StatusCode::CONFLICT, None);
+        assert!(msg.contains("policies file"), "{msg}");
+    }
+    // Once the file drops the service, the API's policy is back in effect.
+    f.state.set_file_policies(BTreeMap::new());
+    let got = get(&f.app, URI).await.json();
+    assert_eq!((got["source"].clone(), got["policy"]["avoid"].clone()), (json!("api"), json!(["gcp-1"])));
 }
