@@ -180,12 +180,14 @@ pub fn service_from_wire(s: &wire::Service) -> Result<(ServiceKey, GlobalService
 pub struct WirePolicies {
     pub services: Vec<wire::ServicePolicy>,
     pub deny_by_default: bool,
+    /// The trust domains the federator distributes.
+    pub trust_domains: Vec<wire::TrustDomain>,
 }
 
 /// A bare policy list: the federation's default is allow.
 impl From<Vec<wire::ServicePolicy>> for WirePolicies {
     fn from(services: Vec<wire::ServicePolicy>) -> Self {
-        WirePolicies { services, deny_by_default: false }
+        WirePolicies { services, deny_by_default: false, trust_domains: Vec::new() }
     }
 }
 
@@ -205,6 +207,7 @@ pub fn snapshot_to_wire(
         more: false,
         policies: policies.services,
         deny_by_default: policies.deny_by_default,
+        trust_domains: policies.trust_domains,
     }
 }
 
@@ -225,12 +228,12 @@ pub fn snapshot_parts(
     }
     let last = chunks.len() - 1;
     let deny_by_default = policies.deny_by_default;
-    let mut first = Some((gateways, policies.services));
+    let mut first = Some((gateways, policies.services, policies.trust_domains));
     chunks
         .into_iter()
         .enumerate()
         .map(|(i, services)| {
-            let (gateways, policies) = first.take().unwrap_or_default();
+            let (gateways, policies, trust_domains) = first.take().unwrap_or_default();
             wire::Snapshot {
                 version: c.version,
                 digest: c.digest,
@@ -240,6 +243,7 @@ pub fn snapshot_parts(
                 more: i != last,
                 policies,
                 deny_by_default,
+                trust_domains,
             }
         })
         .collect()
@@ -297,6 +301,7 @@ pub fn delta_to_wire(d: &Delta, gateways: Option<Vec<wire::Gateway>>, policies: 
         gateways: gateways.unwrap_or_default(),
         policies_changed: policies.is_some(),
         deny_by_default: policies.as_ref().is_some_and(|p| p.deny_by_default),
+        trust_domains: policies.as_ref().map(|p| p.trust_domains.clone()).unwrap_or_default(),
         policies: policies.map(|p| p.services).unwrap_or_default(),
     }
 }
@@ -338,7 +343,7 @@ pub fn policies_to_wire(policies: &BTreeMap<ServiceKey, Policy>, default: Defaul
             deny: p.deny.iter().map(ToString::to_string).collect(),
         })
         .collect();
-    WirePolicies { services, deny_by_default: default == DefaultAction::Deny }
+    WirePolicies { services, deny_by_default: default == DefaultAction::Deny, trust_domains: Vec::new() }
 }
 
 /// The default a snapshot's or delta's `deny_by_default` stands for.

@@ -80,6 +80,18 @@ pub struct DomainScope {
     pub trust_domain: String,
     /// `None`: any cluster another domain does not claim.
     pub clusters: Option<Vec<ClusterGlob>>,
+    /// Set for a domain the federator distributed: its claims count only for clusters these
+    /// globs (the gateway's `[federator] distributed_trust`) match, so the federator cannot
+    /// hand a domain of its choosing any other cluster.
+    pub ceiling: Option<Vec<ClusterGlob>>,
+}
+
+impl DomainScope {
+    /// Whether the domain explicitly claims `cluster` (its globs and its ceiling match).
+    fn claims(&self, cluster: &str) -> bool {
+        let within = |g: &Option<Vec<ClusterGlob>>| g.as_ref().is_some_and(|g| g.iter().any(|g| g.matches(cluster)));
+        within(&self.clusters) && (self.ceiling.is_none() || within(&self.ceiling))
+    }
 }
 
 /// Why a verified certificate may still not speak for the cluster it names.
@@ -140,9 +152,7 @@ impl TrustScopes {
         let Some(cluster) = id.cluster().map(|c| c.as_str()) else { return Ok(()) };
         // An explicit claim by another domain wins over our own roots and over a domain without
         // globs.
-        let owner = self.federated.iter().find(|d| {
-            &d.trust_domain != td && d.clusters.as_ref().is_some_and(|g| g.iter().any(|g| g.matches(cluster)))
-        });
+        let owner = self.federated.iter().find(|d| &d.trust_domain != td && d.claims(cluster));
         if let Some(owner) = owner {
             return Err(ScopeError::ClaimedByOther {
                 id: id.clone(),
@@ -151,11 +161,12 @@ impl TrustScopes {
             });
         }
         match self.federated.iter().find(|d| &d.trust_domain == td) {
-            Some(DomainScope { clusters: Some(globs), .. }) if !globs.iter().any(|g| g.matches(cluster)) => {
+            Some(d @ DomainScope { clusters: Some(globs), .. }) if !d.claims(cluster) => {
+                let ceiling = d.ceiling.iter().flatten().map(|g| format!("{} (distributed_trust)", g.as_str()));
                 Err(ScopeError::OutOfScope {
                     id: id.clone(),
                     domain: td.clone(),
-                    globs: globs.iter().map(|g| g.as_str().to_owned()).collect(),
+                    globs: globs.iter().map(|g| g.as_str().to_owned()).chain(ceiling).collect(),
                 })
             }
             _ => Ok(()),
@@ -180,10 +191,33 @@ mod tests {
         TrustScopes {
             own: "aws.corp".into(),
             federated: vec![
-                DomainScope { trust_domain: "gcp.corp".into(), clusters: Some(vec![glob("gcp-*")]) },
-                DomainScope { trust_domain: "partner.example".into(), clusters: None },
+                DomainScope { trust_domain: "gcp.corp".into(), clusters: Some(vec![glob("gcp-*")]), ceiling: None },
+                DomainScope { trust_domain: "partner.example".into(), clusters: None, ceiling: None },
             ],
         }
+    }
+
+    #[test]
+    fn a_distributed_domain_claims_only_within_the_gateways_ceiling() {
+        // The federator handed out partner.example for partner-* and aws-1; the gateway lets
+        // it introduce domains for partner-* only.
+        let s = TrustScopes {
+            own: "aws.corp".into(),
+            federated: vec![DomainScope {
+                trust_domain: "partner.example".into(),
+                clusters: Some(vec![glob("partner-*"), glob("aws-1")]),
+                ceiling: Some(vec![glob("partner-*")]),
+            }],
+        };
+        assert_eq!(s.check(&gw("partner.example", "partner-3")), Ok(()));
+        let e = s.check(&gw("partner.example", "aws-1")).unwrap_err();
+        assert!(
+            matches!(&e, ScopeError::OutOfScope { globs, .. } if globs.iter().any(|g| g.contains("distributed_trust"))),
+            "{e}"
+        );
+        // ... and so aws-1 stays our own domain's: the claim outside the ceiling takes nothing away.
+        assert_eq!(s.check(&gw("aws.corp", "aws-1")), Ok(()));
+        assert!(matches!(s.check(&gw("aws.corp", "partner-3")), Err(ScopeError::ClaimedByOther { .. })));
     }
 
     #[test]

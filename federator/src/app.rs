@@ -9,8 +9,9 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use skybridge_api::identity::Role;
 use skybridge_api::model::ServiceKey;
+use skybridge_api::proto::wire;
 use skybridge_api::proto::wire::control_server::ControlServer;
-use skybridge_api::tls::{CertStore, HttpsIdentity, TlsError, TlsFiles, https_server_config};
+use skybridge_api::tls::{CertStore, DistributedDomain, HttpsIdentity, TlsError, TlsFiles, https_server_config};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -163,6 +164,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         identity,
     ));
     state.set_authorization_default(cfg.authorization.default);
+    state.set_distributed_trust(distributed_trust(&certs, &cfg));
     let policy_file = policy_file.map(|(file, policies)| {
         let n = policies.len();
         state.set_file_policies(policies);
@@ -293,12 +295,16 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         .instrument(tracing::info_span!("api", addr = %addrs.api)),
     );
     let (stop, own, st, m) = (cancel.clone(), certs.clone(), state.clone(), metrics.clone());
+    let trust_cfg = cfg.clone();
     tasks.spawn(
         certs
             .clone()
             .watch(cfg.tls.reload_interval, stop, move |r| {
                 // Every tick: the warning window is entered by time passing, not by a reload.
                 own_certificate(&own, &st, &m);
+                if matches!(r, Ok(true)) {
+                    st.set_distributed_trust(distributed_trust(&own, &trust_cfg));
+                }
                 if let Some(result) = CertStore::reload_label(r) {
                     m.cert_reloads.get_or_create(&ResultLabels { result }).inc();
                 }
@@ -334,6 +340,26 @@ impl Running {
         }
         tracing::info!("federator stopped");
     }
+}
+
+/// The `[federator] distribute_trust` domains as gateways get them: the roots as last loaded,
+/// and the clusters their `[[tls.federated]]` entries give them.
+fn distributed_trust(certs: &CertStore, cfg: &Config) -> Vec<wire::TrustDomain> {
+    let loaded = certs.current();
+    cfg.federator
+        .distribute_trust
+        .iter()
+        .filter_map(|td| {
+            let entry = cfg.tls.federated.iter().find(|d| d.trust_domain == *td)?;
+            let roots = loaded.federated.get(td)?;
+            let d = DistributedDomain {
+                trust_domain: td.clone(),
+                roots: roots.certs.to_vec(),
+                clusters: entry.clusters.clone().unwrap_or_default(),
+            };
+            Some(wire::TrustDomain::from(&d))
+        })
+        .collect()
 }
 
 /// Applies the policies file whenever it changes, until cancelled. A refused file (malformed,

@@ -472,6 +472,11 @@ impl State {
         self.update_policies(|l| l.set_default(default));
     }
 
+    /// Sets the trust domains distributed to gateways (after a certificate reload, say).
+    pub fn set_distributed_trust(&self, trust: Vec<wire::TrustDomain>) {
+        self.update_policies(|l| l.set_trust(trust));
+    }
+
     /// Changes the layers with `f`; when it reports a change, every session pushes the result.
     fn update_policies(&self, f: impl FnOnce(&mut PolicyLayers) -> bool) {
         let mut layers = self.policies.write().expect("policies lock");

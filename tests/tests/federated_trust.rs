@@ -96,3 +96,94 @@ fn the_federators_domain_must_be_ours_or_federated() {
     let e = GwConfig::parse(&text).unwrap_err().to_string();
     assert!(e.contains("federator.trust_domain") && e.contains(AWS_TD), "{e}");
 }
+
+/// `GET http://<svc>.prod/` through a gateway's HTTP listener: the status, 0 when nothing came.
+fn get_service(http: std::net::SocketAddr, svc: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(http) else { return 0 };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!("GET / HTTP/1.1\r\nHost: {svc}.prod.svc.clusterset.local\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(req.as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// The federator distributes the GCP domain's roots: an AWS gateway that opted in for gcp-*
+/// takes them and serves GCP gateways without any GCP bundle of its own; one that did not opt
+/// in refuses them (and so the GCP gateway's connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_federator_distributes_a_domain_to_gateways_that_opted_in() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (aws, gcp) = (dir.path().join("aws"), dir.path().join("gcp"));
+    write_identities(&aws, AWS_TD, &["aws-1", "aws-2"]);
+    write_identities(&gcp, GCP_TD, &["gcp-1"]);
+    let (web, api) = (skybridge_tests::http_backend("aws-1").await, skybridge_tests::http_backend("aws-2").await);
+    let catalog = dir.path().join("catalog.toml");
+    let mut text = String::new();
+    for c in ["aws-1", "aws-2", "gcp-1"] {
+        text += &format!("[[clusters]]\nid = \"{c}\"\ncloud = \"other\"\nregion = \"r\"\n");
+    }
+    for (svc, cluster, ep) in [("web", "aws-1", web), ("api", "aws-2", api)] {
+        text += &format!(
+            "[[services]]\nnamespace = \"prod\"\nname = \"{svc}\"\n[[services.exports]]\ncluster = \"{cluster}\"\n\
+             [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{ep}\"]\n"
+        );
+    }
+    std::fs::write(&catalog, text).unwrap();
+    let control = free_tcp(1)[0];
+    let a = aws.display();
+    let text = format!(
+        "[federator]\ntrust_domain = \"{AWS_TD}\"\ndata_dir = \"{}/data\"\nmerge_interval = \"100ms\"\n\
+         distribute_trust = [\"{GCP_TD}\"]\n\
+         [tls]\ncert = \"{a}/fed/cert.pem\"\nkey = \"{a}/fed/key.pem\"\ntrust_bundle = \"{a}/fed/ca.pem\"\n{}\
+         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
+         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
+        dir.path().display(),
+        federated(GCP_TD, &gcp.join("fed/ca.pem"), "\"gcp-*\""),
+        catalog.display()
+    );
+    let fed = fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap();
+
+    // aws-1 opts in for gcp-*; aws-2 does not. Neither has a GCP bundle of its own.
+    let aws_gw = |c: &str, opt_in: &str| federated_gateway_toml(&aws, AWS_TD, c, control, false) + opt_in;
+    let a1 =
+        gw_app::start(GwConfig::parse(&aws_gw("aws-1", "distributed_trust = [\"gcp-*\"]\n")).unwrap()).await.unwrap();
+    let a2 = gw_app::start(GwConfig::parse(&aws_gw("aws-2", "")).unwrap()).await.unwrap();
+    // gcp-1 trusts the AWS domain locally (for the federator and the AWS gateways).
+    let g1_text = federated_gateway_toml(&gcp, GCP_TD, "gcp-1", control, true)
+        + &format!("trust_domain = \"{AWS_TD}\"\n")
+        + &federated(AWS_TD, &aws.join("fed/ca.pem"), "\"aws-*\"");
+    let g1 = gw_app::start(GwConfig::parse(&g1_text).unwrap()).await.unwrap();
+    let http = g1.addrs.http.unwrap();
+
+    let status =
+        |admin| tokio::task::block_in_place(|| skybridge_tests::get_json(admin, "/status")).unwrap_or_default();
+    until("aws-1 takes the distributed GCP domain", || {
+        status(a1.addrs.admin)["distributed_trust"]["taken"][0]["trust_domain"] == GCP_TD
+    })
+    .await;
+    assert_eq!(status(a1.addrs.admin)["distributed_trust"]["taken"][0]["clusters"], serde_json::json!(["gcp-*"]));
+    until("aws-2 refuses it, saying why", || {
+        status(a2.addrs.admin)["distributed_trust"]["refused"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("distributed_trust"))
+    })
+    .await;
+    // gcp-1 reaches aws-1's service: aws-1 verifies gcp-1 through the distributed roots.
+    until("gcp-1 reaches web.prod on aws-1", || tokio::task::block_in_place(|| get_service(http, "web")) == 200).await;
+    // aws-2 never learned the GCP roots: its tunnel refuses gcp-1's certificate.
+    for _ in 0..3 {
+        assert_ne!(tokio::task::block_in_place(|| get_service(http, "api")), 200, "aws-2 accepted a GCP gateway");
+    }
+    // ... at the handshake: gcp-1 sees the path to aws-2 down, to aws-1 healthy.
+    let peers = status(g1.addrs.admin)["peers"].clone();
+    let state = |c: &str| peers.as_array().unwrap().iter().find(|p| p["cluster"] == c).map(|p| p["state"].clone());
+    assert_eq!(state("aws-1"), Some(serde_json::json!("healthy")), "{peers:#}");
+    assert_eq!(state("aws-2"), Some(serde_json::json!("down")), "{peers:#}");
+    for g in [g1, a1, a2] {
+        g.shutdown().await;
+    }
+    fed.shutdown().await;
+}

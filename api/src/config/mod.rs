@@ -168,6 +168,7 @@ impl TlsSection {
                 .map(|d| crate::trust::DomainScope {
                     trust_domain: d.trust_domain.clone(),
                     clusters: d.clusters.clone(),
+                    ceiling: None,
                 })
                 .collect(),
         }

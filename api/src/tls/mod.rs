@@ -10,6 +10,7 @@
 //! previous identity stays), because every peer would refuse it anyway and the only symptom
 //! would be failed connections far away.
 
+mod distributed;
 mod https;
 mod validity;
 mod verify;
@@ -33,6 +34,7 @@ use crate::identity::{Role, SpiffeId};
 use crate::model::ClusterId;
 use crate::trust::{DomainScope, TrustScopes};
 
+pub use distributed::{Accepted, DistributedDomain, from_wire as distributed_from_wire};
 pub use https::{HttpsIdentity, client_identity, https_server_config};
 pub use validity::{DEFAULT_EXPIRY_WARNING, DateProblem, Expiry, Validity, expiry, rfc3339};
 pub use verify::{PeerIdentityError, PeerVerifier, ServerExpectation};
@@ -108,18 +110,26 @@ impl From<&crate::config::TlsSection> for TlsFiles {
 }
 
 /// The roots of one trust domain and a client-certificate verifier over them.
+#[derive(Clone)]
 pub struct DomainRoots {
+    /// The roots as read (what the federator distributes).
+    pub certs: Arc<[CertificateDer<'static>]>,
     pub roots: Arc<RootCertStore>,
     pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
 }
 
 /// What is loaded now: our certified key and the verifiers built over the trust bundles.
+#[derive(Clone)]
 pub struct Loaded {
     pub key: Arc<CertifiedKey>,
     pub roots: Arc<RootCertStore>,
     pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// The federated trust domains' roots, by trust domain.
     pub federated: BTreeMap<String, DomainRoots>,
+    /// The roots of the domains the federator distributed and this gateway took.
+    pub distributed: BTreeMap<String, DomainRoots>,
+    /// Which domain may claim which cluster: the configured domains and the distributed ones.
+    pub scopes: Arc<TrustScopes>,
     /// Trust domains whose bundle shares a root with another domain's: their chains must come
     /// through an intermediate naming them (one root delegating a CA per domain).
     pub shared_roots: std::collections::BTreeSet<String>,
@@ -129,12 +139,22 @@ pub struct Loaded {
     pub not_before: SystemTime,
 }
 
+/// The federator's distributed trust as this store last saw it.
+#[derive(Debug, Default)]
+struct Distributed {
+    offered: Vec<DistributedDomain>,
+    ceiling: Vec<crate::trust::ClusterGlob>,
+    accepted: Accepted,
+}
+
 /// Holds the current identity; swapped atomically on reload.
 pub struct CertStore {
     files: TlsFiles,
     trust_domain: String,
-    /// Which domain may claim which cluster.
+    /// Which configured domain may claim which cluster.
     scopes: TrustScopes,
+    /// What the federator last offered, the ceiling, and what was taken of it.
+    distributed: RwLock<Distributed>,
     role: Role,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<Loaded>>,
@@ -239,13 +259,19 @@ impl CertStore {
             federated: files
                 .federated
                 .iter()
-                .map(|d| DomainScope { trust_domain: d.trust_domain.clone(), clusters: d.clusters.clone() })
+                .map(|d| DomainScope {
+                    trust_domain: d.trust_domain.clone(),
+                    clusters: d.clusters.clone(),
+                    ceiling: None,
+                })
                 .collect(),
         };
+        let loaded = Loaded { scopes: Arc::new(scopes.clone()), ..loaded };
         let store = Arc::new(CertStore {
             files,
             trust_domain: trust_domain.to_owned(),
             scopes,
+            distributed: RwLock::new(Distributed::default()),
             role,
             provider,
             current: RwLock::new(Arc::new(loaded)),
@@ -307,7 +333,7 @@ impl CertStore {
             misplaced_root(domain, certs, &bundles)
                 .map_err(|reason| TlsError::Bundle { path: path.to_owned(), reason })?;
         }
-        let DomainRoots { roots, client_verifier } = domain_roots(&files.trust_bundle, &bundles[0].1, provider)?;
+        let DomainRoots { roots, client_verifier, .. } = domain_roots(&files.trust_bundle, &bundles[0].1, provider)?;
         let mut federated = BTreeMap::new();
         for (d, (_, certs)) in files.federated.iter().zip(&bundles[1..]) {
             federated.insert(d.trust_domain.clone(), domain_roots(&d.bundle, certs, provider)?);
@@ -329,6 +355,8 @@ impl CertStore {
             roots,
             client_verifier,
             federated,
+            distributed: BTreeMap::new(),
+            scopes: Arc::new(TrustScopes::own(td)),
             shared_roots,
             not_after: validity.not_after,
             not_before: validity.not_before,
@@ -345,9 +373,65 @@ impl CertStore {
         &self.trust_domain
     }
 
-    /// Which trust domain may claim which cluster.
-    pub fn scopes(&self) -> &TrustScopes {
-        &self.scopes
+    /// Which trust domain may claim which cluster (configured and distributed domains).
+    pub fn scopes(&self) -> Arc<TrustScopes> {
+        self.current().scopes.clone()
+    }
+
+    /// Takes the trust domains the federator distributed (replacing those taken before), as
+    /// far as `ceiling` (`[federator] distributed_trust`) allows; see [`distributed::accept`].
+    /// New handshakes use the result at once; established connections stay.
+    /// `None` when the offer and the ceiling are what they were (nothing changes).
+    pub fn set_distributed(
+        &self,
+        ceiling: &[crate::trust::ClusterGlob],
+        offered: Vec<DistributedDomain>,
+    ) -> Option<Accepted> {
+        {
+            let mut d = self.distributed.write().expect("distributed lock");
+            if d.offered == offered && d.ceiling == ceiling {
+                return None;
+            }
+            d.accepted = distributed::accept(&self.scopes, ceiling, offered.clone());
+            (d.offered, d.ceiling) = (offered, ceiling.to_vec());
+        }
+        self.install(None);
+        Some(self.distributed())
+    }
+
+    /// The distributed domains taken, and those refused with why.
+    pub fn distributed(&self) -> Accepted {
+        self.distributed.read().expect("distributed lock").accepted.clone()
+    }
+
+    /// Puts `loaded` (a fresh read; `None`: what is in use) in use with the distributed domains
+    /// added to its roots and scopes. Under the lock, so a reload and a new distribution
+    /// cannot undo each other.
+    fn install(&self, loaded: Option<Loaded>) {
+        let mut current = self.current.write().expect("cert store lock");
+        let mut loaded = loaded.unwrap_or_else(|| Loaded::clone(&current));
+        let (domains, ceiling) = {
+            let d = self.distributed.read().expect("distributed lock");
+            (d.accepted.domains.clone(), d.ceiling.clone())
+        };
+        let mut scopes = self.scopes.clone();
+        loaded.distributed = BTreeMap::new();
+        for d in domains {
+            let label = PathBuf::from(format!("(distributed by the federator: {})", d.trust_domain));
+            match domain_roots(&label, &d.roots, &self.provider) {
+                Ok(roots) => {
+                    loaded.distributed.insert(d.trust_domain.clone(), roots);
+                    scopes.federated.push(DomainScope {
+                        trust_domain: d.trust_domain,
+                        clusters: Some(d.clusters),
+                        ceiling: Some(ceiling.clone()),
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "a distributed trust domain's roots are unusable; not trusted"),
+            }
+        }
+        loaded.scopes = Arc::new(scopes);
+        *current = Arc::new(loaded);
     }
 
     /// Re-reads the files if any changed. `Ok(true)` when a new identity was installed; on
@@ -372,7 +456,7 @@ impl CertStore {
                 return Err(e);
             }
         };
-        *self.current.write().expect("cert store lock") = Arc::new(loaded);
+        self.install(Some(loaded));
         Ok(true)
     }
 
@@ -532,7 +616,7 @@ fn domain_roots(
     let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .build()
         .map_err(|e| bad(e.to_string()))?;
-    Ok(DomainRoots { roots, client_verifier })
+    Ok(DomainRoots { certs: certs.into(), roots, client_verifier })
 }
 
 impl Loaded {
@@ -545,7 +629,8 @@ impl Loaded {
         if trust_domain == own {
             return Some((&self.roots, &self.client_verifier));
         }
-        self.federated.get(trust_domain).map(|d| (&d.roots, &d.client_verifier))
+        let d = self.federated.get(trust_domain).or_else(|| self.distributed.get(trust_domain))?;
+        Some((&d.roots, &d.client_verifier))
     }
 }
 

@@ -99,8 +99,8 @@ impl Outgoing {
                 let mut part = parts[index].clone();
                 let (gateways, policies) = lists.unwrap_or_default();
                 // The receiver keeps the first part's lists and default (SnapshotAssembler).
-                (part.gateways, part.policies, part.deny_by_default) =
-                    (gateways, policies.services, policies.deny_by_default);
+                (part.gateways, part.policies, part.deny_by_default, part.trust_domains) =
+                    (gateways, policies.services, policies.deny_by_default, policies.trust_domains);
                 wire::FederatorMessage { msg: Some(federator_message::Msg::Snapshot(part)) }
             }
         }

@@ -1,8 +1,8 @@
 //! The routing policies in effect, from two places: those set through the API (kept in the
 //! store, replicated) and those in the policies file (`[policies] path`, kept in Git and
-//! mounted on every replica), which win for the services they name. With them travels the
-//! federation's `[authorization] default`. Pure: the API, the store watch and the file watcher
-//! drive it.
+//! mounted on every replica), which win for the services they name. With them travel the
+//! federation's `[authorization] default` and the trust domains it distributes. Pure: the API,
+//! the store watch, the file watcher and the certificate reload drive it.
 
 pub mod file;
 
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use skybridge_api::model::ServiceKey;
-use skybridge_api::proto::{WirePolicies, policies_to_wire};
+use skybridge_api::proto::{WirePolicies, policies_to_wire, wire};
 use skybridge_api::routing::DefaultAction;
 use utoipa::ToSchema;
 
@@ -32,6 +32,8 @@ pub struct PolicyLayers {
     api: BTreeMap<ServiceKey, Policy>,
     file: BTreeMap<ServiceKey, Policy>,
     default: DefaultAction,
+    /// The trust domains distributed to gateways (`[federator] distribute_trust`).
+    trust: Vec<wire::TrustDomain>,
 }
 
 /// What a new policies file changed among the services it names.
@@ -52,7 +54,7 @@ impl FileChange {
 impl PolicyLayers {
     /// API policies as loaded from the store; no file yet.
     pub fn new(api: BTreeMap<ServiceKey, Policy>, default: DefaultAction) -> Self {
-        PolicyLayers { api, file: BTreeMap::new(), default }
+        PolicyLayers { api, file: BTreeMap::new(), default, trust: Vec::new() }
     }
 
     /// Every policy in effect: the file's, then the API's for the services the file does not name.
@@ -117,9 +119,14 @@ impl PolicyLayers {
         std::mem::replace(&mut self.default, default) != default
     }
 
+    /// Sets the distributed trust domains; `true` when they changed.
+    pub fn set_trust(&mut self, trust: Vec<wire::TrustDomain>) -> bool {
+        std::mem::replace(&mut self.trust, trust.clone()) != trust
+    }
+
     /// What gateways get.
     pub fn wire(&self) -> WirePolicies {
-        policies_to_wire(&self.effective(), self.default)
+        WirePolicies { trust_domains: self.trust.clone(), ..policies_to_wire(&self.effective(), self.default) }
     }
 }
 

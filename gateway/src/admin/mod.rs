@@ -116,6 +116,7 @@ async fn status(State(s): State<AdminState>) -> Response {
     let federation = ctx.federation.lock().ok().filter(|f| !f.state.is_empty()).map(|f| f.clone());
     let cert = ctx.certs.current();
     let expiry = ctx.certs.expiry(SystemTime::now());
+    let distributed = ctx.certs.distributed();
     Json(json!({
         "cluster": ctx.local,
         "trust_domain": ctx.trust_domain,
@@ -127,6 +128,15 @@ async fn status(State(s): State<AdminState>) -> Response {
             "default": ctx.authorization.and(catalog.authorization_default).as_str(),
             "gateway": ctx.authorization.as_str(),
             "federation": catalog.authorization_default.as_str(),
+        },
+        // Trust domains the federator distributes: those taken (within `[federator]
+        // distributed_trust`) and those refused, with why.
+        "distributed_trust": {
+            "taken": distributed.domains.iter().map(|d| json!({
+                "trust_domain": d.trust_domain,
+                "clusters": d.clusters.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "refused": distributed.refused.iter().map(|(td, why)| json!({"trust_domain": td, "reason": why})).collect::<Vec<_>>(),
         },
         // `static` without a federator; else `none (…)`, `cached (version N, age 3m12s)` or
         // `federator (version N)`, with the details under `federator`.

@@ -112,6 +112,10 @@ pub struct FederatorSection {
     /// in 3 clusters is about 10 MB.
     #[serde(default = "defaults::max_control_message")]
     pub max_message_size: usize,
+    /// Cluster-id globs for which the federator may introduce trust domains (its `[federator]
+    /// distribute_trust`); empty (the default): distributed trust is not taken.
+    #[serde(default)]
+    pub distributed_trust: Vec<skybridge_api::trust::ClusterGlob>,
 }
 
 /// The catalog cache file setting (`[federator] catalog_cache`).

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use skybridge_api::catalog::{DeltaError, GlobalCatalog, apply_in_place, digest};
 use skybridge_api::model::{ClusterId, ServiceKey};
 use skybridge_api::proto::{
-    default_from_wire, delta_from_wire, policies_from_wire, policies_to_wire, snapshot_from_wire, snapshot_to_wire,
-    wire,
+    WirePolicies, default_from_wire, delta_from_wire, policies_from_wire, policies_to_wire, snapshot_from_wire,
+    snapshot_to_wire, wire,
 };
 use skybridge_api::routing::{DefaultAction, Policy};
 use wire::federator_message;
@@ -62,6 +62,8 @@ pub struct HeldCatalog {
     policies: BTreeMap<ServiceKey, Policy>,
     /// The federation's `[authorization] default`, which travels with the policies.
     default: DefaultAction,
+    /// The trust domains the federator distributes; they travel with the policies too.
+    trust: Vec<wire::TrustDomain>,
 }
 
 impl HeldCatalog {
@@ -92,6 +94,7 @@ impl HeldCatalog {
         self.gateways = s.gateways;
         self.policies = policies;
         self.default = default_from_wire(s.deny_by_default);
+        self.trust = s.trust_domains;
         Ok(Applied { version: s.version, kind: UpdateKind::Snapshot })
     }
 
@@ -116,8 +119,14 @@ impl HeldCatalog {
         if let Some(p) = policies {
             self.policies = p;
             self.default = default_from_wire(d.deny_by_default);
+            self.trust = d.trust_domains;
         }
         Ok(Applied { version: d.to_version, kind: UpdateKind::Delta })
+    }
+
+    /// The trust domains the federator distributes, as last sent.
+    pub fn trust_domains(&self) -> &[wire::TrustDomain] {
+        &self.trust
     }
 
     /// The verified catalog, if one is held.
@@ -141,7 +150,8 @@ impl HeldCatalog {
     /// Everything held as one whole snapshot (what the cache file stores).
     pub fn to_wire(&self) -> Option<wire::Snapshot> {
         let c = self.catalog.as_ref()?;
-        Some(snapshot_to_wire(c, self.gateways.clone(), policies_to_wire(&self.policies, self.default)))
+        let policies = policies_to_wire(&self.policies, self.default);
+        Some(snapshot_to_wire(c, self.gateways.clone(), WirePolicies { trust_domains: self.trust.clone(), ..policies }))
     }
 }
 
@@ -312,13 +322,22 @@ pub(crate) mod tests {
         let mut h = held_at(&v1);
         let web: ServiceKey = "prod/web".parse().unwrap();
         let policy = BTreeMap::from([(web.clone(), Policy { avoid: vec![id("gcp-1")], ..Default::default() })]);
-        let d = delta_to_wire(&no_change(&v1), None, Some(policies_to_wire(&policy, DefaultAction::Deny)));
+        let mut sent = policies_to_wire(&policy, DefaultAction::Deny);
+        let gcp =
+            wire::TrustDomain { trust_domain: "gcp.corp".into(), roots: vec![vec![1]], clusters: vec!["gcp-*".into()] };
+        sent.trust_domains = vec![gcp.clone()];
+        let d = delta_to_wire(&no_change(&v1), None, Some(sent));
         assert_eq!(h.apply(delta(d)), Ok(Applied { version: 1, kind: UpdateKind::Delta }));
         let r = h.routing(&id("aws-1"), &BTreeMap::new()).unwrap();
         assert_eq!(r.policies[&web].avoid, vec![id("gcp-1")]);
         assert_eq!(r.authorization_default, DefaultAction::Deny, "the federation's default came with the policies");
         let cached = h.to_wire().unwrap();
         assert!(cached.deny_by_default, "and is kept in the cache file");
+        assert_eq!(
+            (h.trust_domains(), cached.trust_domains.as_slice()),
+            (&[gcp.clone()][..], &[gcp][..]),
+            "so are the distributed domains"
+        );
         assert_eq!(r.peers[&id("gcp-1")].address, "127.0.0.1:1", "gateways untouched without gateways_changed");
 
         let d = delta_to_wire(&no_change(&v1), Some(vec![gateway("gcp-1", "127.0.0.2:2")]), None);

@@ -105,6 +105,7 @@ pub async fn restore(ctx: &Context, cfg: &FederatorSection) -> HeldCatalog {
         }
         Ok(Some(c)) => {
             count("loaded");
+            take_trust(ctx, cfg, &c.held);
             if let Some(routing) = c.held.routing(&ctx.local, &cfg.peer_addresses) {
                 ctx.catalog.store(routing);
             }
@@ -440,6 +441,7 @@ impl Client<'_> {
         let ctx = self.ctx;
         match held.apply(msg) {
             Ok(applied) => {
+                take_trust(ctx, self.cfg, held);
                 if let Some(routing) = held.routing(&ctx.local, &self.cfg.peer_addresses) {
                     ctx.catalog.store(routing);
                 }
@@ -461,5 +463,20 @@ impl Client<'_> {
                 gateway_message::Msg::Nack(wire::Nack { version: r.version, reason: r.reason })
             }
         }
+    }
+}
+
+/// Takes the trust domains the federator distributes, as far as `[federator] distributed_trust`
+/// allows; logs what changed (nothing when the offer is as before).
+fn take_trust(ctx: &Context, cfg: &FederatorSection, held: &HeldCatalog) {
+    let (offered, mut refused) = skybridge_api::tls::distributed_from_wire(held.trust_domains());
+    let Some(accepted) = ctx.certs.set_distributed(&cfg.distributed_trust, offered) else { return };
+    for d in &accepted.domains {
+        let clusters: Vec<&str> = d.clusters.iter().map(|g| g.as_str()).collect();
+        tracing::info!(trust_domain = %d.trust_domain, ?clusters, "trusting a domain the federator distributes");
+    }
+    refused.extend(accepted.refused);
+    for (trust_domain, reason) in refused {
+        tracing::warn!(%trust_domain, %reason, "not trusting a domain the federator distributes");
     }
 }
