@@ -72,6 +72,8 @@ enum Command {
     /// Apply a source's held mass removal now (the federator held an answer that would remove
     /// most of the source's services; docs/federator.md).
     ConfirmRemoval(client::confirm::ConfirmArgs),
+    /// Show, set or delete the federator's per-service routing policies.
+    Policy(client::policy::PolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::WhatIf(args) => client::whatif::run(&args).map_err(Into::into),
         Command::Check(args) => client::check::run(&args).map_err(Into::into),
         Command::ConfirmRemoval(args) => client::confirm::run(&args).map_err(Into::into),
+        Command::Policy(args) => client::policy::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@ pub mod expiry;
 pub mod ha;
 pub mod leader;
 pub mod metrics;
+pub mod paths;
 pub mod policies;
 pub mod sources;
 pub mod state;

@@ -12,6 +12,7 @@ use skybridge_api::routing::DefaultAction;
 use tokio::sync::{broadcast, watch};
 
 use crate::core::SourceStatus;
+use crate::paths::PathEvent;
 use crate::policies::{FileChange, PolicyLayers};
 use crate::sources::now_millis;
 use crate::store::etcd::records::{CertificateStatus, PeerSample, PresenceRecord, ReplicaRecord, Role};
@@ -409,19 +410,30 @@ impl State {
     }
 
     /// Records one gateway's measurements to its peers.
-    pub fn report_latency(&self, from: &ClusterId, by: &str, samples: Vec<PeerReport>) {
-        self.report_latency_at(from, by, samples, now_millis());
+    pub fn report_latency(&self, from: &ClusterId, by: &str, samples: Vec<PeerReport>) -> Vec<PathEvent> {
+        self.report_latency_at(from, by, samples, now_millis())
     }
 
     /// Records measurements reported at `at`; an older report than the one held for a path
-    /// (another replica's, arriving late) does not replace it.
-    pub fn report_latency_at(&self, from: &ClusterId, by: &str, samples: Vec<PeerReport>, at: UnixMillis) {
+    /// (another replica's, arriving late) does not replace it. Returns the path events the
+    /// changes make (see [`crate::paths::transition`]).
+    pub fn report_latency_at(
+        &self,
+        from: &ClusterId,
+        by: &str,
+        samples: Vec<PeerReport>,
+        at: UnixMillis,
+    ) -> Vec<PathEvent> {
         let mut l = self.latency.write().expect("latency lock");
+        let mut events = Vec::new();
         for PeerReport { to, rtt_ms, rank_rtt_ms, state, transport, transport_for_s } in samples {
             let key = (from.clone(), to);
-            if l.get(&key).is_some_and(|s| s.reported_at > at) {
+            let before = l.get(&key);
+            if before.is_some_and(|s| s.reported_at > at) {
                 continue;
             }
+            let before = before.map(|s| (s.state.as_str(), s.transport.as_str()));
+            events.extend(crate::paths::transition(&key.0, &key.1, before, &state, &transport));
             let s = LatencySample {
                 rtt_ms,
                 rank_rtt_ms,
@@ -433,6 +445,7 @@ impl State {
             };
             l.insert(key, s);
         }
+        events
     }
 
     /// The cluster-to-cluster matrix.
@@ -716,7 +729,8 @@ impl State {
                 transport: s.transport.clone(),
                 transport_for_s: s.transport_for_s,
             });
-            self.report_latency_at(&key.0, &key.1, samples.collect(), p.last_report.unwrap_or_else(now_millis));
+            // The replica that took the report recorded its path events.
+            let _ = self.report_latency_at(&key.0, &key.1, samples.collect(), p.last_report.unwrap_or_else(now_millis));
         }
         let known = self.gateways.read().expect("gateways lock").contains_key(&key);
         if p.is_none() && !known {

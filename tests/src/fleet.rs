@@ -164,6 +164,11 @@ impl Fleet {
         std::fs::rename(tmp, self.dir.path().join("catalog.toml")).unwrap();
     }
 
+    /// The file holding the federator's API token.
+    pub fn token_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("token")
+    }
+
     /// Cuts (or restores) what `from` sends to `to` and the answers.
     pub fn cut(&self, from: &str, to: &str, cut: bool) {
         self.link(from, to).blackhole(cut);

@@ -1,4 +1,5 @@
-//! The client commands (`status`, `clusters`, `services`, `routes`, `whatif`, `check`) of the
+//! The client commands (`status`, `clusters`, `services`, `routes`, `whatif`, `check`,
+//! `policy`) of the
 //! real binary against a real fleet: a federator and three gateway processes whose tunnels run
 //! through the WAN relay (see `skybridge_tests::fleet`).
 
@@ -126,6 +127,28 @@ async fn client_commands_against_a_running_fleet() {
         s.contains("FAIL  cert") && s.contains("certificate expires in") && s.contains("within --cert-warn 60d"),
         "{s}"
     );
+
+    // policy set / get / delete, the token from a file; without one a write is refused.
+    let token = f.token_file();
+    let tf = token.to_str().unwrap();
+    let set =
+        ["policy", "set", "prod/web", "--api", api, "--token-file", tf, "--avoid", "azure-1", "--allow", "aws-*,gcp-*"];
+    let s = text(&sky(&set).await);
+    assert!(s.contains("prod/web   api      -         -          azure-1   aws-*,gcp-*"), "{s}");
+    let s = text(&sky(&["policy", "get", "--api", api]).await);
+    assert!(s.starts_with("Authorization default: allow\n") && s.contains("prod/web"), "{s}");
+    let one = json(&sky(&["policy", "get", "prod/web", "--api", api, "-o", "json"]).await);
+    assert_eq!(
+        (one["source"].clone(), one["policy"]["avoid"].clone()),
+        (serde_json::json!("api"), serde_json::json!(["azure-1"]))
+    );
+    let out = sky(&["policy", "set", "prod/web", "--api", api, "--avoid", "gcp-1"]).await;
+    assert!(!out.status.success() && text(&out).contains("--token-file"), "{}", text(&out));
+    let out = sky(&["policy", "set", "prod/web", "--api", api, "--token-file", tf, "--weights", "aws-1=60"]).await;
+    assert!(!out.status.success() && text(&out).contains("400") && text(&out).contains("sum to 60"), "{}", text(&out));
+    assert!(text(&sky(&["policy", "delete", "prod/web", "--api", api, "--token-file", tf]).await).contains("deleted"));
+    let out = sky(&["policy", "get", "prod/web", "--api", api]).await;
+    assert!(!out.status.success() && text(&out).contains("404"), "{}", text(&out));
 
     // An unreachable federator is named.
     let out = sky(&["check", "--api", "http://127.0.0.1:1"]).await;

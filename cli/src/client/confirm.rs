@@ -26,7 +26,7 @@ pub struct ConfirmArgs {
 
 /// The `Authorization` value: the token file when given, else `$SKYBRIDGE_TOKEN`; `None` when
 /// neither is and an operator certificate (`--cert`) authorizes instead.
-fn bearer(
+pub(super) fn bearer(
     token_file: Option<&std::path::Path>,
     token: Option<&str>,
     cert: bool,

@@ -1,4 +1,5 @@
-//! The client commands (`status`, `clusters`, `services`, `routes`, `whatif`, `check`): each
+//! The client commands (`status`, `clusters`, `services`, `routes`, `whatif`, `check`,
+//! `policy`, `confirm-removal`): each
 //! asks the federator's REST API (docs/api.md) and prints a kubectl-style table or, with
 //! `-o json`, the API's JSON as is. Answers are read with the federator's own response types
 //! (`skybridge_federator::api::dto`), so the client cannot drift from the server.
@@ -9,6 +10,7 @@
 pub mod catalog;
 pub mod check;
 pub mod confirm;
+pub mod policy;
 pub mod routes;
 pub mod table;
 pub mod whatif;
@@ -178,15 +180,20 @@ impl Api {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<(u16, Vec<u8>), ClientError> {
+        self.send(method, path, headers, &[]).await
+    }
+
+    /// `method path` (below the prefix) with `headers` and `body`: the status and body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let full = format!("{}{path}", self.url.prefix);
-        let req = http::Request {
-            method,
-            host: &self.url.authority,
-            path: &full,
-            headers,
-            body: &[],
-            tls: self.tls.as_ref(),
-        };
+        let req =
+            http::Request { method, host: &self.url.authority, path: &full, headers, body, tls: self.tls.as_ref() };
         http::request(&self.url.authority, req, TIMEOUT, MAX_RESPONSE)
             .await
             .map_err(|e| ClientError::Http(self.url.show(&full), e))

@@ -63,7 +63,7 @@ impl From<&Policy> for PolicyDto {
 }
 
 /// A policy together with the service it applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PolicyResponse {
     pub namespace: String,
     pub name: String,
@@ -81,7 +81,7 @@ pub struct PolicyResponse {
 }
 
 /// `GET /api/v1/policies`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PoliciesResponse {
     /// The federation's `[authorization] default` (`allow` or `deny`), pushed to every gateway
     /// with the policies: each admits a source no list names under the stricter of it and its own.

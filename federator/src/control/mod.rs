@@ -9,6 +9,7 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::paths::PathEvent;
 use skybridge_api::catalog::{Delta, GlobalCatalog, diff};
 use skybridge_api::model::{Cloud, ClusterId};
 use skybridge_api::proto::{WirePolicies, delta_to_wire, wire};
@@ -408,7 +409,9 @@ impl Session {
                         {
                             permit = None;
                         }
-                        self.on_message(m);
+                        for e in self.on_message(m) {
+                            self.state.event(e.kind, e.message).await;
+                        }
                     }
                     None => break,
                     Some(Err(e)) => {
@@ -487,7 +490,8 @@ impl Session {
     }
 
     /// Records what one gateway message says (ACK/NACK bookkeeping and measurement reports).
-    fn on_message(&self, m: wire::GatewayMessage) {
+    /// Applies one message from the gateway; returns the path events a report made.
+    fn on_message(&self, m: wire::GatewayMessage) -> Vec<PathEvent> {
         let key = (self.cluster.clone(), self.instance.clone());
         match m.msg {
             Some(gateway_message::Msg::Ack(a)) => {
@@ -537,16 +541,18 @@ impl Session {
                         transport_for_s: s.transport_for_s,
                     })
                     .collect();
-                self.state.report_latency(&self.cluster, &self.instance, samples);
+                let events = self.state.report_latency(&self.cluster, &self.instance, samples);
                 self.state.update_local(key, false, |g| {
                     if g.session == self.id {
                         g.last_report = Some(now_millis());
                         g.peers = peers;
                     }
                 });
+                return events;
             }
             Some(gateway_message::Msg::Hello(_)) | None => {}
         }
+        Vec::new()
     }
 }
 

@@ -8,7 +8,7 @@ pub mod file;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use skybridge_api::model::ServiceKey;
 use skybridge_api::proto::{WirePolicies, policies_to_wire, wire};
 use skybridge_api::routing::DefaultAction;
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::store::Policy;
 
 /// Where a policy in effect comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// Set through the API (`PUT /api/v1/policies/...`), kept in the store.

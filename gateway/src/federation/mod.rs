@@ -390,6 +390,9 @@ impl Client<'_> {
         tracing::info!(replica = %addr, have_version, "connected to the federator");
         let mut report = tokio::time::interval(cfg.report_interval);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = tokio::time::interval(TRANSITION_CHECK);
+        changes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sent = Vec::new();
         let mut parts = SnapshotAssembler::default();
         loop {
             tokio::select! {
@@ -413,21 +416,22 @@ impl Client<'_> {
                     }
                 }
                 _ = report.tick() => {
-                    let now = std::time::Instant::now();
-                    let peers = ctx
-                        .pool
-                        .paths()
-                        .into_iter()
-                        .map(|(c, p)| wire::PeerMeasurement {
-                            cluster: c.to_string(),
-                            rtt_micros: p.health.srtt().map_or(0, |d| d.as_micros() as u64),
-                            rank_rtt_micros: p.health.rank_rtt().map_or(0, |d| d.as_micros() as u64),
-                            state: p.health.state().as_str().to_owned(),
-                            transport: ctx.pool.transport_of(&c).as_str().to_owned(),
-                            transport_seconds: p.transport.for_how_long(now).map_or(0, |d| d.as_secs()),
-                        })
-                        .collect();
-                    if tx.send(send(gateway_message::Msg::Report(wire::Report { peers }))).await.is_err() {
+                    let r = peer_report(ctx);
+                    sent = signature(&r);
+                    if tx.send(send(gateway_message::Msg::Report(r))).await.is_err() {
+                        return Ended::Broken(FederationError::Closed);
+                    }
+                }
+                // A path changing state or transport is reported at once (the federator turns
+                // it into an event), not at the next report interval.
+                _ = changes.tick() => {
+                    let r = peer_report(ctx);
+                    if signature(&r) == sent {
+                        continue;
+                    }
+                    sent = signature(&r);
+                    report.reset();
+                    if tx.send(send(gateway_message::Msg::Report(r))).await.is_err() {
                         return Ended::Broken(FederationError::Closed);
                     }
                 }
@@ -479,4 +483,32 @@ fn take_trust(ctx: &Context, cfg: &FederatorSection, held: &HeldCatalog) {
     for (trust_domain, reason) in refused {
         tracing::warn!(%trust_domain, %reason, "not trusting a domain the federator distributes");
     }
+}
+
+/// How often path states are compared with the last report, to report a change at once.
+const TRANSITION_CHECK: Duration = Duration::from_millis(200);
+
+/// The measurements of every path, as the federator takes them.
+fn peer_report(ctx: &Context) -> wire::Report {
+    let now = std::time::Instant::now();
+    let peers = ctx
+        .pool
+        .paths()
+        .into_iter()
+        .map(|(c, p)| wire::PeerMeasurement {
+            cluster: c.to_string(),
+            rtt_micros: p.health.srtt().map_or(0, |d| d.as_micros() as u64),
+            rank_rtt_micros: p.health.rank_rtt().map_or(0, |d| d.as_micros() as u64),
+            state: p.health.state().as_str().to_owned(),
+            transport: ctx.pool.transport_of(&c).as_str().to_owned(),
+            transport_seconds: p.transport.for_how_long(now).map_or(0, |d| d.as_secs()),
+        })
+        .collect();
+    wire::Report { peers }
+}
+
+/// What a report says about each path's state and transport (not its RTT, which moves all
+/// the time): a change of it is worth a report now.
+fn signature(r: &wire::Report) -> Vec<(String, String, String)> {
+    r.peers.iter().map(|p| (p.cluster.clone(), p.state.clone(), p.transport.clone())).collect()
 }
