@@ -148,7 +148,9 @@ pub async fn request(addr: &str, req: Request<'_>, within: Duration, max: u64) -
             }
         }
     };
-    let raw = tokio::time::timeout(within, exchange)
+    // Boxed: with a TLS session and its buffers the exchange is tens of kilobytes, too much for
+    // the caller's stack (a test thread's, in debug builds).
+    let raw = tokio::time::timeout(within, Box::pin(exchange))
         .await
         .map_err(|_| HttpError::Timeout { addr: addr.to_owned(), after: within })??;
     parse_response(&raw)
@@ -179,7 +181,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(head.as_bytes()).await.map_err(io)?;
     s.write_all(req.body).await.map_err(io)?;
     let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
     while (raw.len() as u64) < max && !complete(&raw) {
         let n = match s.read(&mut buf).await {
             Ok(n) => n,

@@ -16,3 +16,4 @@ pub mod policies;
 pub mod sources;
 pub mod state;
 pub mod store;
+pub mod traffic;

@@ -229,6 +229,8 @@ pub struct State {
     sources: RwLock<BTreeMap<SourceId, SourceStatus>>,
     gateways: RwLock<BTreeMap<(ClusterId, String), GatewayState>>,
     latency: RwLock<BTreeMap<(ClusterId, ClusterId), LatencySample>>,
+    /// The gateways' egress traffic, as they report it.
+    traffic: RwLock<crate::traffic::TrafficLog>,
     policies: RwLock<PolicyLayers>,
     events: broadcast::Sender<Event>,
     store: Arc<AnyStore>,
@@ -286,6 +288,7 @@ impl State {
             sources: RwLock::new(BTreeMap::new()),
             gateways: RwLock::new(gateways),
             latency: RwLock::new(BTreeMap::new()),
+            traffic: RwLock::default(),
             policies: RwLock::new(policies),
             // Bounded: a slow SSE client misses events (and is told so) rather than growing memory.
             events: broadcast::channel(1024).0,
@@ -446,6 +449,21 @@ impl State {
             l.insert(key, s);
         }
         events
+    }
+
+    /// Records a gateway's traffic counters (cumulative since `since`, Unix ms).
+    pub fn report_traffic(
+        &self,
+        gateway: (ClusterId, String),
+        since: u64,
+        entries: BTreeMap<crate::traffic::Entry, crate::traffic::Counters>,
+    ) {
+        self.traffic.write().expect("traffic lock").record(gateway, since, now_millis(), entries);
+    }
+
+    /// The federation's traffic at `now`.
+    pub fn traffic(&self, now: UnixMillis) -> crate::traffic::TrafficResponse {
+        self.traffic.read().expect("traffic lock").view(now)
     }
 
     /// The cluster-to-cluster matrix.
@@ -784,6 +802,7 @@ impl State {
     pub fn remove_gateway(&self, key: &GatewayKey) -> bool {
         let removed = self.gateways.write().expect("gateways lock").remove(key).is_some();
         if removed {
+            self.traffic.write().expect("traffic lock").forget(key);
             self.gateways_changed.send_modify(|v| *v += 1);
         }
         removed

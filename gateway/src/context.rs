@@ -66,6 +66,10 @@ pub struct Context {
     pub draining: CancellationToken,
     /// Cancelled when the drain deadline passes: in-flight relays are cut.
     pub force_close: CancellationToken,
+    /// Egress traffic per service, destination and transport (metrics and reports).
+    pub traffic: std::sync::Mutex<crate::traffic::Traffic>,
+    /// When this process started (Unix ms): the traffic counters count from it.
+    pub started_at_ms: u64,
     ready: AtomicBool,
 }
 
@@ -90,6 +94,8 @@ impl Context {
             egress_slots: Arc::new(Semaphore::new(limits.max_connections)),
             ingress_slots: Arc::new(Semaphore::new(limits.max_connections)),
             relay_budget: crate::tunnel::splice::BufferBudget::new(limits.relay_buffer_budget),
+            traffic: std::sync::Mutex::new(crate::traffic::Traffic::new(limits.traffic_services)),
+            started_at_ms: crate::federation::cache::unix_ms(std::time::SystemTime::now()),
             local,
             cloud,
             region,

@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod routing;
 pub mod telemetry;
 pub mod tls;
+pub mod traffic;
 pub mod tunnel;

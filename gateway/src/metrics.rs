@@ -101,6 +101,44 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// A traffic entry (see [`crate::traffic`]): a service (or `other`), the cluster that served
+/// (or `none`), the transport (`quic`, `tcp`, `local`, `none`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    pub service: String,
+    pub cluster: String,
+    pub transport: &'static str,
+}
+
+/// A traffic entry's connections by result (`ok`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficResultLabels {
+    pub service: String,
+    pub cluster: String,
+    pub transport: &'static str,
+    pub result: &'static str,
+}
+
+/// A traffic entry's bytes by direction relative to the client.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficBytesLabels {
+    pub service: String,
+    pub cluster: String,
+    pub direction: &'static str,
+}
+
+/// A service (or `other`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+type OpenHistograms = Family<ServiceLabels, Histogram, fn() -> Histogram>;
+
+fn open_histogram() -> Histogram {
+    Histogram::new(crate::traffic::OPEN_BUCKETS_MS.iter().map(|ms| *ms as f64 / 1000.0))
+}
+
 /// Every metric of the gateway. Cloning shares the underlying series.
 #[derive(Clone)]
 pub struct Metrics {
@@ -135,6 +173,10 @@ pub struct Metrics {
     pub catalog_cache_loads: Family<ResultLabels, Counter>,
     pub catalog_cache_writes: Family<ResultLabels, Counter>,
     pub otlp_spans: Family<ResultLabels, Counter>,
+    pub traffic_connections: Family<TrafficResultLabels, Counter>,
+    pub traffic_retried: Family<TrafficLabels, Counter>,
+    pub traffic_bytes: Family<TrafficBytesLabels, Counter>,
+    pub traffic_open: OpenHistograms,
 }
 
 impl Metrics {
@@ -158,6 +200,10 @@ impl Metrics {
             peer_transitions: Family::default(),
             retries: Counter::default(),
             endpoint_failures: Counter::default(),
+            traffic_connections: Family::default(),
+            traffic_retried: Family::default(),
+            traffic_bytes: Family::default(),
+            traffic_open: Family::new_with_constructor(open_histogram),
             cert_reloads: Family::default(),
             cert_expiry: Gauge::default(),
             cert_expiring: Gauge::default(),
@@ -218,6 +264,22 @@ impl Metrics {
         r.register("refusals", "Connections refused before routing, by listener and reason", m.refusals.clone());
         r.register("bytes", "Bytes relayed, by direction relative to the client", m.bytes.clone());
         r.register("stream_opens", "Tunnel stream opens by side, status and transport", m.stream_opens.clone());
+        r.register(
+            "traffic_connections",
+            "Egress connections by service, serving cluster, transport and result (limits.traffic_services services, then other)",
+            m.traffic_connections.clone(),
+        );
+        r.register(
+            "traffic_retried",
+            "Served egress connections whose first choice failed, by service, cluster and transport",
+            m.traffic_retried.clone(),
+        );
+        r.register("traffic_bytes", "Egress bytes by service, cluster and direction", m.traffic_bytes.clone());
+        r.register(
+            "traffic_open_seconds",
+            "Time to an open stream of served egress connections, by service",
+            m.traffic_open.clone(),
+        );
         r.register(
             "open_latency_seconds",
             "Time from opening a tunnel stream to receiving its status",
@@ -339,6 +401,27 @@ impl Metrics {
     /// Counts a stream open result.
     pub fn open(&self, side: &'static str, status: &'static str, transport: &'static str) {
         self.stream_opens.get_or_create(&OpenLabels { side, status, transport }).inc();
+    }
+
+    /// Counts one egress connection under its traffic entry.
+    pub fn traffic(&self, key: &crate::traffic::Key, c: &crate::traffic::Connection<'_>) {
+        let (service, cluster, transport) = (key.service.clone(), key.cluster.clone(), key.transport);
+        let result = if c.served_by.is_some() { "ok" } else { "failed" };
+        let labels = TrafficResultLabels { service: service.clone(), cluster: cluster.clone(), transport, result };
+        self.traffic_connections.get_or_create(&labels).inc();
+        if c.served_by.is_none() {
+            return;
+        }
+        if c.attempts > 1 {
+            self.traffic_retried
+                .get_or_create(&TrafficLabels { service: service.clone(), cluster: cluster.clone(), transport })
+                .inc();
+        }
+        for (direction, n) in [("upstream", c.bytes_up), ("downstream", c.bytes_down)] {
+            let labels = TrafficBytesLabels { service: service.clone(), cluster: cluster.clone(), direction };
+            self.traffic_bytes.get_or_create(&labels).inc_by(n);
+        }
+        self.traffic_open.get_or_create(&ServiceLabels { service }).observe(c.open.as_secs_f64());
     }
 
     /// Adds relayed bytes.

@@ -18,7 +18,7 @@ use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::webdriver::{Driver, Session};
-use skybridge_tests::{federated_gateway_toml, free_tcp, write_identity};
+use skybridge_tests::{federated_gateway_toml, free_tcp, http_backend, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -163,7 +163,13 @@ fn identities(clusters: &[&str]) -> tempfile::TempDir {
 async fn dashboard_shows_the_api_and_follows_catalog_changes() {
     let dir = identities(&CLUSTERS.map(|c| c.0));
     let d = dir.path();
-    write_catalog(d, &catalog(""));
+    // prod/echo has a real backend in gcp-1, for the traffic view.
+    let echo = format!(
+        "[[services]]\nnamespace = \"prod\"\nname = \"echo\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
+         [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{}\"]\n",
+        http_backend("gcp-1").await
+    );
+    write_catalog(d, &catalog(&echo));
     let control = free_tcp(1)[0];
     let fed = federator(d, control, true).await;
     let mut gateways = Vec::new();
@@ -262,6 +268,8 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
         assert_eq!(shown, want, "{sel}");
     }
 
+    traffic_view(&page, base, gateways[0].addrs.http.unwrap()).await;
+
     // Sources and events have content; no error banner.
     assert_eq!(page.find_all("#sources tr[data-source='demo-file'][data-state='ok']").await.len(), 1);
     // The single federator on its embedded store is listed as the leader.
@@ -290,13 +298,9 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
 
     // A catalog change shows up live: the page is not reloaded (the marker survives).
     page.execute("window.__notReloaded = true; return null").await;
-    write_catalog(
-        d,
-        &catalog(
-            "[[services]]\nnamespace = \"prod\"\nname = \"checkout\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
-         [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.1.0.9:8080\"]\n",
-        ),
-    );
+    let checkout = "[[services]]\nnamespace = \"prod\"\nname = \"checkout\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
+         [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"10.1.0.9:8080\"]\n";
+    write_catalog(d, &catalog(&format!("{echo}{checkout}")));
     let changed = Instant::now();
     until("the new service's row appears", 10, async || {
         let n = page.find_all("#services tr[data-service='prod/checkout']").await.len();
@@ -322,6 +326,33 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
     // The session closes the browser before its driver is killed.
     drop(page);
     drop(driver);
+}
+
+/// Requests from aws-1's clients to prod/echo (in gcp-1): the page shows the API's numbers for
+/// the service and for the path.
+async fn traffic_view(page: &Session, base: SocketAddr, aws_http: SocketAddr) {
+    for _ in 0..12 {
+        let mut s = TcpStream::connect(aws_http).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: echo.prod\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+    }
+    let (shown, traffic) = until("the page shows the API's traffic for prod/echo", 15, async || {
+        let t = api(base, "/api/v1/traffic").await;
+        let row = t["services"].as_array()?.iter().find(|s| s["service"] == "prod/echo")?.clone();
+        let sel = "#traffic-services tr[data-service='prod/echo']";
+        let el = page.find_all(sel).await.into_iter().next()?;
+        let shown = page.attr(&el, "data-connections").await?;
+        (row["traffic"]["connections"].as_u64().is_some_and(|n| n > 0 && shown == n.to_string()))
+            .then_some((shown, row))
+    })
+    .await;
+    assert!(shown.parse::<u64>().unwrap() >= 12, "{shown}");
+    let cell = |field: &str| format!("#traffic-services tr[data-service='prod/echo'] td[data-field='{field}']");
+    let success = page.text(&page.find_all(&cell("success_ratio")).await[0]).await;
+    let want = traffic["traffic"]["success_ratio"].as_f64().map_or("—".to_owned(), |r| format!("{:.1}%", r * 100.0));
+    assert_eq!(success, want);
+    assert_eq!(page.find_all("#traffic-paths tr[data-path='aws-1>gcp-1'] svg.spark polyline").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,6 +129,15 @@ pub(super) async fn get_latency(State(ctx): State<Ctx>, q: RawPairs) -> Result<J
     .await
 }
 
+/// The federation's traffic per service and per path, from the gateways' reports.
+#[utoipa::path(
+    get, path = "/api/v1/traffic", tag = "gateways",
+    responses((status = 200, description = "Totals, 1 and 5 minute rates, success ratio, p99 open time and a 15-minute history per service and per path", body = crate::traffic::TrafficResponse)),
+)]
+pub(super) async fn get_traffic(State(ctx): State<Ctx>) -> Json<crate::traffic::TrafficResponse> {
+    Json(ctx.state.traffic(now_millis()))
+}
+
 /// What happens to routes if some clusters go down. Changes nothing.
 #[utoipa::path(
     get, path = "/api/v1/whatif", tag = "gateways",

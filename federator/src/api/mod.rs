@@ -74,6 +74,7 @@ pub fn router(
         .route("/services", get(handlers::list_services))
         .route("/services/{namespace}/{name}", get(handlers::get_service))
         .route("/latency", get(handlers::get_latency))
+        .route("/traffic", get(handlers::get_traffic))
         .route("/whatif", get(handlers::get_whatif))
         .route("/sources", get(handlers::list_sources))
         .route("/sources/{id}/confirm-removal", axum::routing::post(sources::confirm_removal))
@@ -111,6 +112,7 @@ pub fn router(
         handlers::list_services,
         handlers::get_service,
         handlers::get_latency,
+        handlers::get_traffic,
         handlers::get_whatif,
         handlers::list_sources,
         sources::confirm_removal,

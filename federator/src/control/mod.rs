@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::paths::PathEvent;
+use crate::traffic::{Counters, Entry};
 use skybridge_api::catalog::{Delta, GlobalCatalog, diff};
 use skybridge_api::model::{Cloud, ClusterId};
 use skybridge_api::proto::{WirePolicies, delta_to_wire, wire};
@@ -542,6 +543,23 @@ impl Session {
                     })
                     .collect();
                 let events = self.state.report_latency(&self.cluster, &self.instance, samples);
+                let traffic = r
+                    .traffic
+                    .into_iter()
+                    .map(|t| {
+                        let entry = Entry { service: t.service, cluster: t.cluster, transport: t.transport };
+                        let c = Counters {
+                            ok: t.ok,
+                            failed: t.failed,
+                            retried: t.retried,
+                            bytes_up: t.bytes_up,
+                            bytes_down: t.bytes_down,
+                            open_buckets: t.open_buckets,
+                        };
+                        (entry, c)
+                    })
+                    .collect();
+                self.state.report_traffic(key.clone(), r.traffic_since_ms, traffic);
                 self.state.update_local(key, false, |g| {
                     if g.session == self.id {
                         g.last_report = Some(now_millis());

@@ -91,6 +91,10 @@ pub struct Limits {
     /// Admin server connections at once; one more is answered 503 and closed.
     #[serde(default = "defaults::admin_max_connections")]
     pub admin_max_connections: usize,
+    /// Services with their own traffic counters (metrics and reports); connections of services
+    /// seen after these are counted under `other`.
+    #[serde(default = "defaults::traffic_services")]
+    pub traffic_services: usize,
     /// An admin connection must deliver a complete request head within this (of opening, or of
     /// the previous response).
     #[serde(default = "defaults::admin_header_timeout", with = "duration")]
@@ -192,6 +196,9 @@ pub mod defaults {
     pub fn admin_max_connections() -> usize {
         256
     }
+    pub fn traffic_services() -> usize {
+        100
+    }
     pub fn admin_header_timeout() -> Duration {
         Duration::from_secs(10)
     }
@@ -257,7 +264,8 @@ impl Limits {
                 format!("must be shorter than limits.idle_timeout ({})", duration::format(self.idle_timeout)),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 13] = [
+        let ranges: [(&str, usize, usize, usize); 14] = [
+            ("limits.traffic_services", self.traffic_services, 0, 10_000),
             ("limits.listen_backlog", self.listen_backlog, 1, 65_535),
             ("limits.relay_buffer_budget", self.relay_buffer_budget, 0, 1 << 36),
             ("limits.udp_recv_buffer", self.udp_recv_buffer, 64 * 1024, 1 << 30),

@@ -504,11 +504,31 @@ fn peer_report(ctx: &Context) -> wire::Report {
             transport_seconds: p.transport.for_how_long(now).map_or(0, |d| d.as_secs()),
         })
         .collect();
-    wire::Report { peers }
+    let traffic = ctx
+        .traffic
+        .lock()
+        .expect("traffic lock")
+        .entries()
+        .iter()
+        .map(|(k, c)| wire::ServiceTraffic {
+            service: k.service.clone(),
+            cluster: k.cluster.clone(),
+            transport: k.transport.to_owned(),
+            ok: c.ok,
+            failed: c.failed,
+            retried: c.retried,
+            bytes_up: c.bytes_up,
+            bytes_down: c.bytes_down,
+            open_buckets: c.open_buckets.to_vec(),
+            open_ms_sum: c.open_ms_sum,
+        })
+        .collect();
+    wire::Report { peers, traffic, traffic_since_ms: ctx.started_at_ms }
 }
 
 /// What a report says about each path's state and transport (not its RTT, which moves all
 /// the time): a change of it is worth a report now.
 fn signature(r: &wire::Report) -> Vec<(String, String, String)> {
+    // Traffic moves all the time too: it rides along with the next report.
     r.peers.iter().map(|p| (p.cluster.clone(), p.state.clone(), p.transport.clone())).collect()
 }

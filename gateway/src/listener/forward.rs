@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use crate::context::Context;
 use crate::routing::{Target, candidates};
 use crate::telemetry::{Outcome, Side};
+use crate::traffic::Connection;
 use crate::tunnel::splice::{self, Relayed};
 
 /// Forwards `client` to `service:port`, continuing the client's trace context `parent` if it
@@ -58,7 +59,7 @@ pub async fn forward(
         if attempts > 1 {
             ctx.metrics.retries.inc();
         }
-        let (chosen, relayed) = match &target {
+        let (chosen, transport, opened, relayed) = match &target {
             Target::Local => {
                 let Some(eps) = catalog.local_endpoints(&service, port) else { continue };
                 let (mut up, _) = match ctx.delivery.connect(eps, left).await {
@@ -74,8 +75,14 @@ pub async fn forward(
                     trace.attempt_failed(&ctx.local, &last);
                     continue;
                 }
+                let opened = start.elapsed();
                 let r = splice::tcp_tcp(client, up, &ctx.relay_budget, &ctx.force_close).await;
-                (ctx.local.clone(), Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r })
+                (
+                    ctx.local.clone(),
+                    "local",
+                    opened,
+                    Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r },
+                )
             }
             Target::Peer(c) => {
                 let Some(peer) = catalog.peers.get(c) else { continue };
@@ -83,9 +90,15 @@ pub async fn forward(
                 let timeouts = ctx.routing.open_timeouts(ctx.pool.srtt(c), ctx.limits.open_timeout, order.is_empty());
                 match ctx.pool.open(peer, &req, &held, timeouts, left).await {
                     Ok(s) => {
+                        let (opened, transport) = (start.elapsed(), ctx.pool.transport_of(c).as_str());
                         let _load = ctx.pool.load_guard(c);
                         let r = splice::tcp_stream(client, s.send, s.recv, &ctx.relay_budget, &ctx.force_close).await;
-                        (c.clone(), Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r })
+                        (
+                            c.clone(),
+                            transport,
+                            opened,
+                            Relayed { tcp_to_stream: r.tcp_to_stream + held.len() as u64, ..r },
+                        )
                     }
                     Err(e) => {
                         tracing::info!(peer = %c, error = %e, "open failed; trying next candidate");
@@ -101,6 +114,18 @@ pub async fn forward(
             }
         };
         ctx.metrics.relayed("egress", relayed.tcp_to_stream, relayed.stream_to_tcp);
+        count(
+            ctx,
+            Connection {
+                service: &service,
+                served_by: Some(&chosen),
+                transport,
+                attempts,
+                open: opened,
+                bytes_up: relayed.tcp_to_stream,
+                bytes_down: relayed.stream_to_tcp,
+            },
+        );
         let result = if relayed.reset { "reset" } else { "ok" };
         trace.finish(Outcome {
             cluster: Some(&chosen),
@@ -128,8 +153,24 @@ pub async fn forward(
         return Ok(());
     }
     tracing::warn!(%service, port, attempts, reason = %last, %traceparent, "no route");
+    let failed = Connection {
+        service: &service,
+        served_by: None,
+        transport: "none",
+        attempts,
+        open: start.elapsed(),
+        bytes_up: 0,
+        bytes_down: 0,
+    };
+    count(ctx, failed);
     let why = format!("no route to {service}:{port}: {last}");
     let o = Outcome { cluster: None, attempts, bytes_up: 0, bytes_down: 0, result: "no_route", error: Some(&why) };
     trace.finish(o);
     Err((client, why))
+}
+
+/// Counts a finished connection in the traffic accounting and its metrics.
+fn count(ctx: &Context, c: Connection<'_>) {
+    let key = ctx.traffic.lock().expect("traffic lock").record(c);
+    ctx.metrics.traffic(&key, &c);
 }

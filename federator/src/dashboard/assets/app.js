@@ -155,6 +155,56 @@ function renderServices(services, routes) {
   }));
 }
 
+// ---- traffic -----------------------------------------------------------------------------
+
+/// A small SVG line of a 15-minute history (conn/s per 10 s), drawn from numbers only.
+function sparkline(history) {
+  const NS = "http://www.w3.org/2000/svg";
+  const w = 180, h = 28;
+  const max = Math.max(1e-9, ...history.map((p) => p.conn_per_s));
+  const pts = history.map((p, i) => `${(i * w / Math.max(1, history.length - 1)).toFixed(1)},${(h - 2 - (p.conn_per_s / max) * (h - 4)).toFixed(1)}`);
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("width", w); svg.setAttribute("height", h); svg.setAttribute("class", "spark");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `peak ${max.toFixed(2)} conn/s`);
+  const line = document.createElementNS(NS, "polyline");
+  line.setAttribute("points", pts.join(" "));
+  svg.append(line);
+  return svg;
+}
+
+const rate = (v) => (v >= 100 ? String(Math.round(v)) : v.toFixed(2));
+const bytes = (v) => (v >= 1e6 ? `${(v / 1e6).toFixed(1)} MB` : v >= 1e3 ? `${(v / 1e3).toFixed(1)} kB` : `${Math.round(v)} B`);
+const pct = (r) => (r === null ? "—" : `${(r * 100).toFixed(1)}%`);
+const p99 = (v) => (v === null ? "—" : `≤ ${v} ms`);
+
+function renderTraffic(t) {
+  const empty = (cols, text) => el("tr", {}, el("td", { colspan: cols, class: "empty" }, text));
+  put($("traffic-services").tBodies[0], t.services.length === 0 ? empty(8, "No traffic reported yet.") : t.services.map((s) => {
+    const f = s.traffic;
+    return el("tr", { "data-service": s.service, "data-connections": f.connections },
+      el("td", {}, s.service),
+      el("td", { class: "num", "data-field": "conn_per_s_1m" }, rate(f.conn_per_s_1m)),
+      el("td", { class: `num${f.success_ratio !== null && f.success_ratio < 0.99 ? " error-text" : ""}`, "data-field": "success_ratio" }, pct(f.success_ratio)),
+      el("td", { class: "num", "data-field": "p99_open_ms" }, p99(f.p99_open_ms)),
+      el("td", { class: "num", "data-field": "bytes_per_s_1m" }, bytes(f.bytes_per_s_1m)),
+      el("td", { class: "num", "data-field": "connections" }, f.connections),
+      el("td", { class: "num", "data-field": "retried" }, f.retried),
+      el("td", {}, sparkline(f.history)));
+  }));
+  put($("traffic-paths").tBodies[0], t.paths.length === 0 ? empty(7, "No traffic reported yet.") : t.paths.map((p) => {
+    const f = p.traffic;
+    return el("tr", { "data-path": `${p.from}>${p.to}`, "data-transport": p.transport },
+      el("td", {}, `${p.from} → ${p.to}`),
+      el("td", {}, p.transport),
+      el("td", { class: "num", "data-field": "conn_per_s_1m" }, rate(f.conn_per_s_1m)),
+      el("td", { class: "num", "data-field": "p99_open_ms" }, p99(f.p99_open_ms)),
+      el("td", { class: "num", "data-field": "bytes_per_s_1m" }, bytes(f.bytes_per_s_1m)),
+      el("td", { class: "num", "data-field": "connections" }, f.connections),
+      el("td", {}, sparkline(f.history)));
+  }));
+}
+
 // ---- sources -----------------------------------------------------------------------------
 
 function renderSources(sources) {
@@ -300,13 +350,15 @@ async function refresh() {
   again = false;
   clearTimeout(timer);
   try {
-    const [cl, gw, sv, lat, src, fed, st] = await Promise.all([
+    const [cl, gw, sv, lat, src, fed, st, tr] = await Promise.all([
       api("clusters"), api("gateways"), api("services"), api("latency"), api("sources"), api("federators"), api("status"),
+      api("traffic"),
     ]);
     banner(null);
     renderTopology(cl.clusters, gw.gateways);
     renderHeatmap(lat);
     renderServices(sv.services, lat.routes);
+    renderTraffic(tr);
     renderSources(src.sources);
     renderFederators(fed, st);
     renderWhatifChoices([...new Set([...cl.clusters.map((c) => c.id), ...lat.clusters])].sort());
