@@ -33,6 +33,11 @@ const TAG_CRITICAL: u8 = 0x80;
 const TAG_PROBE: u8 = 0x81;
 // A receiver that cannot answer probes must refuse them, never deliver them as a connection.
 const _: () = assert!(TAG_PROBE >= TAG_CRITICAL);
+/// Must-understand: a reachability proof. The receiver admits it like a connection to the
+/// service (authorization included), connects to one of its endpoints, answers with the
+/// result and closes both: no byte of payload either way.
+const TAG_PROOF: u8 = 0x82;
+const _: () = assert!(TAG_PROOF >= TAG_CRITICAL);
 
 /// Why a header could not be decoded. Every variant means the peer is broken or hostile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +77,9 @@ pub struct OpenRequest {
     /// A health probe: the receiver answers with its status and delivers nothing. The service
     /// is [`OpenRequest::PROBE_SERVICE`] so that the required fields stay required.
     pub probe: bool,
+    /// A reachability proof of `service:port`: the receiver connects to an endpoint, answers
+    /// with the outcome and delivers nothing.
+    pub proof: bool,
 }
 
 impl OpenRequest {
@@ -88,7 +96,13 @@ impl OpenRequest {
             source,
             trace: None,
             probe: true,
+            proof: false,
         }
+    }
+
+    /// A reachability proof of `service:port` from `source`.
+    pub fn proof(source: ClusterId, service: ServiceKey, port: u16) -> Self {
+        OpenRequest { service, port, source, trace: None, probe: false, proof: true }
     }
 
     /// Appends the encoded header to `out`.
@@ -102,6 +116,9 @@ impl OpenRequest {
         put_field(out, TAG_SOURCE_CLUSTER, self.source.as_str().as_bytes());
         if self.probe {
             put_field(out, TAG_PROBE, &[]);
+        }
+        if self.proof {
+            put_field(out, TAG_PROOF, &[]);
         }
         if let Some(t) = &self.trace {
             put_field(out, TAG_TRACEPARENT, t.traceparent.as_bytes());
@@ -136,6 +153,7 @@ impl OpenRequest {
         let mut traceparent = None;
         let mut tracestate = None;
         let mut probe = None;
+        let mut proof = None;
         while !body.is_empty() {
             if body.len() < 3 {
                 return Err(HeaderError::Truncated);
@@ -152,6 +170,7 @@ impl OpenRequest {
                 TAG_TRACEPARENT => &mut traceparent,
                 TAG_TRACESTATE => &mut tracestate,
                 TAG_PROBE => &mut probe,
+                TAG_PROOF => &mut proof,
                 t if t >= TAG_CRITICAL => return Err(HeaderError::UnknownCritical(t)),
                 _ => continue,
             };
@@ -182,7 +201,7 @@ impl OpenRequest {
             }),
             None => None,
         };
-        Ok(OpenRequest { service, port, source, trace, probe: probe.is_some() })
+        Ok(OpenRequest { service, port, source, trace, probe: probe.is_some(), proof: proof.is_some() })
     }
 
     /// Decodes a whole header from the front of `buf`: `Ok(None)` when more bytes are needed,
@@ -282,7 +301,16 @@ mod tests {
                 tracestate: Some("x=y".into()),
             }),
             probe: false,
+            proof: false,
         }
+    }
+
+    #[test]
+    fn a_proof_round_trips() {
+        let p = OpenRequest::proof(ClusterId::new("gcp-1").unwrap(), "prod/web".parse().unwrap(), 80);
+        let got = OpenRequest::decode(&encoded(&p), 4096).unwrap().unwrap().0;
+        assert!(got.proof && !got.probe);
+        assert_eq!(got, p);
     }
 
     #[test]

@@ -231,6 +231,8 @@ pub struct State {
     latency: RwLock<BTreeMap<(ClusterId, ClusterId), LatencySample>>,
     /// The gateways' egress traffic, as they report it.
     traffic: RwLock<crate::traffic::TrafficLog>,
+    /// Each gateway's latest reachability proofs, as it reported them.
+    proofs: RwLock<BTreeMap<GatewayKey, Vec<crate::api::dto::ProofDto>>>,
     policies: RwLock<PolicyLayers>,
     events: broadcast::Sender<Event>,
     store: Arc<AnyStore>,
@@ -289,6 +291,7 @@ impl State {
             gateways: RwLock::new(gateways),
             latency: RwLock::new(BTreeMap::new()),
             traffic: RwLock::default(),
+            proofs: RwLock::default(),
             policies: RwLock::new(policies),
             // Bounded: a slow SSE client misses events (and is told so) rather than growing memory.
             events: broadcast::channel(1024).0,
@@ -459,6 +462,28 @@ impl State {
         entries: BTreeMap<crate::traffic::Entry, crate::traffic::Counters>,
     ) {
         self.traffic.write().expect("traffic lock").record(gateway, since, now_millis(), entries);
+    }
+
+    /// Replaces a gateway's proofs with those of its latest report.
+    pub fn report_proofs(&self, gateway: GatewayKey, proofs: Vec<crate::api::dto::ProofDto>) {
+        self.proofs.write().expect("proofs lock").insert(gateway, proofs);
+    }
+
+    /// The latest proof of every (service, port, source cluster, target cluster): among a
+    /// cluster's gateway instances, the newest.
+    pub fn proofs(&self) -> Vec<crate::api::dto::ProofDto> {
+        let all = self.proofs.read().expect("proofs lock");
+        let mut latest: BTreeMap<(String, u16, String, String), crate::api::dto::ProofDto> = BTreeMap::new();
+        for p in all.values().flatten() {
+            let key = (p.service.clone(), p.port, p.from.clone(), p.to.clone());
+            if latest.get(&key).is_none_or(|q| q.at < p.at) {
+                latest.insert(key, p.clone());
+            }
+        }
+        let mut out: Vec<_> = latest.into_values().collect();
+        // Failing first: what an operator looks for.
+        out.sort_by_key(|p| p.ok);
+        out
     }
 
     /// The federation's traffic at `now`.
@@ -803,6 +828,7 @@ impl State {
         let removed = self.gateways.write().expect("gateways lock").remove(key).is_some();
         if removed {
             self.traffic.write().expect("traffic lock").forget(key);
+            self.proofs.write().expect("proofs lock").remove(key);
             self.gateways_changed.send_modify(|v| *v += 1);
         }
         removed

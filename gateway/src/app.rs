@@ -259,6 +259,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     );
     background
         .spawn(tunnel::probe::run(ctx.clone(), stop_background.clone()).instrument(tracing::info_span!("prober")));
+    background
+        .spawn(tunnel::proof::run(ctx.clone(), stop_background.clone()).instrument(tracing::info_span!("proofs")));
 
     if let (Some(fed), Some(held)) = (cfg.federator.clone(), restored) {
         let advertised = if fed.tunnel_addresses.is_empty() {

@@ -70,6 +70,9 @@ pub struct Context {
     pub traffic: std::sync::Mutex<crate::traffic::Traffic>,
     /// When this process started (Unix ms): the traffic counters count from it.
     pub started_at_ms: u64,
+    /// The latest reachability proof of each remote service port and hosting cluster.
+    pub proofs:
+        std::sync::Mutex<std::collections::BTreeMap<crate::tunnel::proof::ProofKey, crate::tunnel::proof::ProofResult>>,
     ready: AtomicBool,
 }
 
@@ -96,6 +99,7 @@ impl Context {
             relay_budget: crate::tunnel::splice::BufferBudget::new(limits.relay_buffer_budget),
             traffic: std::sync::Mutex::new(crate::traffic::Traffic::new(limits.traffic_services)),
             started_at_ms: crate::federation::cache::unix_ms(std::time::SystemTime::now()),
+            proofs: std::sync::Mutex::default(),
             local,
             cloud,
             region,

@@ -77,6 +77,7 @@ async fn default_deny_lets_through_only_what_is_allowed_and_deny_wins() {
                 source: ClusterId::new("aws-1").unwrap(),
                 trace: None,
                 probe: false,
+                proof: false,
             };
             quic::raw_open(&conn, &quic::header(&req)).await.unwrap()
         }

@@ -221,6 +221,7 @@ fn req(service: &str, port: u16, source: &str) -> OpenRequest {
         source: ClusterId::new(source).unwrap(),
         trace: None,
         probe: false,
+        proof: false,
     }
 }
 

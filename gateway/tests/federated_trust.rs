@@ -107,6 +107,7 @@ async fn open_as(tunnel: SocketAddr, identity: &PemPair, cluster: &str) -> Resul
         source: ClusterId::new(cluster).unwrap(),
         trace: None,
         probe: false,
+        proof: false,
     };
     let r = tokio::time::timeout(Duration::from_secs(5), quic::raw_open(&conn, &quic::header(&req)))
         .await

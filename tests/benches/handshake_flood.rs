@@ -71,6 +71,7 @@ fn probe() -> Vec<u8> {
         source: ClusterId::new("gcp-1").unwrap(),
         trace: None,
         probe: true,
+        proof: false,
     })
 }
 

@@ -155,6 +155,7 @@ fn one_service_in_detail() {
         has_conflicts: false,
         stale: true,
         policy: Some(PolicyDto { failover: vec!["gcp-1".into()], ..Default::default() }),
+        proofs: vec![],
     };
     let text = service_detail(&d, 46_000);
     assert!(text.starts_with("Name:              payments.prod.svc.clusterset.local\n"), "{text}");

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use skybridge_federator::api::dto::{ClustersResponse, GatewaysResponse, LatencyResponse, SourcesResponse};
+use skybridge_federator::api::dto::{
+    ClustersResponse, GatewaysResponse, LatencyResponse, ProofsResponse, SourcesResponse,
+};
 use skybridge_federator::api::federation::FederatorsResponse;
 
 use super::catalog::source_state;
@@ -108,6 +110,7 @@ pub struct Docs {
     pub sources: Result<SourcesResponse, String>,
     pub latency: Result<LatencyResponse, String>,
     pub federators: Result<FederatorsResponse, String>,
+    pub proofs: Result<ProofsResponse, String>,
 }
 
 /// Everything `check` looks at.
@@ -139,6 +142,7 @@ pub fn evaluate(f: &Fetched) -> Vec<Finding> {
         gateways(d, f.now_ms, &mut out);
         sources(d, f.now_ms, &mut out);
         paths(d, f.now_ms, &mut out);
+        proofs(d, f.now_ms, &mut out);
     }
     admins(f, &mut out);
     out
@@ -273,6 +277,34 @@ fn sources(d: &Docs, now: u64, out: &mut Vec<Finding>) {
                 ),
             ),
         });
+    }
+}
+
+/// Each failing reachability proof fails the check, naming the service, the source and the
+/// target; passing ones are summed up in one line.
+fn proofs(d: &Docs, now: u64, out: &mut Vec<Finding>) {
+    let p = match &d.proofs {
+        Ok(p) => p,
+        Err(e) => return out.push(skip("proof", format!("cannot read the reachability proofs: {e}"))),
+    };
+    for f in p.proofs.iter().filter(|f| !f.ok) {
+        let why = f.error.as_deref().unwrap_or("no reason given");
+        out.push(fail(
+            "proof",
+            format!(
+                "{}:{} from {} through {}: {why} ({} ago, by {})",
+                f.service,
+                f.port,
+                f.from,
+                f.to,
+                age_at(now, f.at),
+                f.by
+            ),
+        ));
+    }
+    let passing = p.proofs.len() - p.failing;
+    if passing > 0 {
+        out.push(ok("proof", format!("{passing} service ports proven reachable from their sources")));
     }
 }
 
@@ -417,6 +449,7 @@ async fn fetch(api: &Api, args: &CheckArgs) -> Fetched {
             sources: api.get_json("/api/v1/sources").await.map_err(text),
             latency: api.get_json("/api/v1/latency").await.map_err(text),
             federators: api.get_json("/api/v1/federators").await.map_err(text),
+            proofs: api.get_json("/api/v1/proofs").await.map_err(text),
         })
     };
     let mut admins = Vec::new();

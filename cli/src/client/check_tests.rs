@@ -1,7 +1,8 @@
 //! `check`'s logic on hand-made documents: no sockets.
 
 use skybridge_federator::api::dto::{
-    CloudDto, ClusterDto, ClusterFailureDto, GatewayCounts, GatewayDto, HeldRemovalDto, LatencyPath, SourceStatusDto,
+    CloudDto, ClusterDto, ClusterFailureDto, GatewayCounts, GatewayDto, HeldRemovalDto, LatencyPath, ProofDto,
+    SourceStatusDto,
 };
 
 use super::*;
@@ -105,6 +106,7 @@ fn healthy() -> Fetched {
                 routes: vec![],
             }),
             federators: Ok(federators("ok", Some("fed-1"))),
+            proofs: Ok(ProofsResponse { proofs: vec![proof(true), proof(true)], failing: 0 }),
         }),
         admins: vec![],
         now_ms: NOW,
@@ -131,9 +133,10 @@ ok    gateway    gcp-1/gw-gcp-1 connected for 2m, at catalog version 7
 ok    source     static (static) synced 100s ago, 3 services
 ok    path       aws-1 → gcp-1 healthy, RTT 20.2 ms (reported 2s ago by gw-aws-1)
 ok    path       gcp-1 → aws-1 healthy, RTT 19.5 ms (reported 2s ago by gw-gcp-1)
+ok    proof      2 service ports proven reachable from their sources
 skip  cert       gateway certificates not checked: the federator does not report their expiry; pass --gateway-admin HOST:PORT for each gateway
 
-all 7 checks passed
+all 8 checks passed
 "
     );
 }
@@ -355,7 +358,39 @@ fn a_path_on_the_tcp_fallback_is_a_warning_with_how_long() {
     );
     let text = report(&findings);
     assert!(
-        text.contains("\nWARN  path       aws-1 → gcp-1") && text.ends_with("all 7 checks passed, 1 with a warning\n"),
+        text.contains("\nWARN  path       aws-1 → gcp-1") && text.ends_with("all 8 checks passed, 1 with a warning\n"),
         "{text}"
+    );
+}
+
+fn proof(ok: bool) -> ProofDto {
+    ProofDto {
+        service: "prod/web".into(),
+        port: 80,
+        from: "aws-1".into(),
+        to: "gcp-1".into(),
+        ok,
+        at: NOW - 5_000,
+        error: (!ok).then(|| "upstream_unreachable: connecting to 10.1.0.1:8080: connection refused".into()),
+        took_ms: ok.then_some(3.0),
+        by: "aws-1-gw-0".into(),
+    }
+}
+
+#[test]
+fn a_failing_proof_fails_the_check_naming_service_source_and_target() {
+    let mut f = healthy();
+    let text = report(&evaluate(&f));
+    assert!(text.contains("ok    proof      2 service ports proven reachable"), "{text}");
+    if let Some(Docs { proofs: Ok(p), .. }) = &mut f.docs {
+        p.proofs[0] = proof(false);
+        p.failing = 1;
+    }
+    let findings = evaluate(&f);
+    let failed: Vec<_> = findings.iter().filter(|x| x.result == Verdict::Fail).collect();
+    assert_eq!(failed.len(), 1, "{findings:?}");
+    assert_eq!(
+        failed[0].message,
+        "prod/web:80 from aws-1 through gcp-1: upstream_unreachable: connecting to 10.1.0.1:8080: connection refused (5s ago, by aws-1-gw-0)"
     );
 }

@@ -208,7 +208,7 @@ pub struct ConflictDto {
 }
 
 /// `GET /api/v1/services/{namespace}/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ServiceDetail {
     pub namespace: String,
     pub name: String,
@@ -221,6 +221,38 @@ pub struct ServiceDetail {
     pub stale: bool,
     /// The service's routing policy; null when none is set.
     pub policy: Option<PolicyDto>,
+    /// The latest reachability proofs of the service (see `GET /api/v1/proofs`).
+    #[serde(default)]
+    pub proofs: Vec<ProofDto>,
+}
+
+/// One reachability proof: a gateway of `from` asked the gateway of `to` to connect to an
+/// endpoint of `service:port`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProofDto {
+    /// `namespace/name`.
+    pub service: String,
+    pub port: u16,
+    pub from: String,
+    pub to: String,
+    pub ok: bool,
+    /// When it was made (Unix ms).
+    pub at: u64,
+    /// Why it failed: the remote gateway's refusal (`denied`, `no_route`, `upstream_unreachable`)
+    /// with its reason, or the stream error; null when it succeeded.
+    pub error: Option<String>,
+    /// Time to the answer; null without one.
+    pub took_ms: Option<f64>,
+    /// The gateway instance that made it.
+    pub by: String,
+}
+
+/// `GET /api/v1/proofs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProofsResponse {
+    /// Failing proofs first, then by service, port, source and target.
+    pub proofs: Vec<ProofDto>,
+    pub failing: usize,
 }
 
 /// One measured path between two clusters.

@@ -15,8 +15,8 @@ use crate::store::Store;
 
 use super::Ctx;
 use super::dto::{
-    ClustersResponse, GatewaysResponse, LatencyResponse, ServiceDetail, ServicesResponse, SourcesResponse,
-    WhatIfResponse,
+    ClustersResponse, GatewaysResponse, LatencyResponse, ProofsResponse, ServiceDetail, ServicesResponse,
+    SourcesResponse, WhatIfResponse,
 };
 use super::error::{ApiError, ErrorBody};
 use super::policy::{self, PoliciesResponse, PolicyDto, PolicyResponse, Writer};
@@ -95,8 +95,9 @@ pub(super) async fn get_service(
         .filter(|(_, s)| s.stale_since.is_none())
         .filter_map(|(id, s)| Some((id, s.last_success?)))
         .collect();
+    let proofs = ctx.state.proofs().into_iter().filter(|p| p.service == key.to_string()).collect();
     view::service_detail(&ctx.state.catalog(), &key, policy.as_ref(), &synced, now_millis())
-        .map(Json)
+        .map(|d| Json(ServiceDetail { proofs, ..d }))
         .ok_or_else(|| ApiError::not_found(format!("no service {key} in the catalog")))
 }
 
@@ -127,6 +128,17 @@ pub(super) async fn get_latency(State(ctx): State<Ctx>, q: RawPairs) -> Result<J
         Json(view::latency(&catalog, &samples, routes))
     })
     .await
+}
+
+/// Every service port's latest reachability proof, per source and hosting cluster.
+#[utoipa::path(
+    get, path = "/api/v1/proofs", tag = "gateways",
+    responses((status = 200, description = "The latest proof of each (service, port, source cluster, target cluster), failing first", body = ProofsResponse)),
+)]
+pub(super) async fn get_proofs(State(ctx): State<Ctx>) -> Json<ProofsResponse> {
+    let proofs = ctx.state.proofs();
+    let failing = proofs.iter().filter(|p| !p.ok).count();
+    Json(ProofsResponse { proofs, failing })
 }
 
 /// The federation's traffic per service and per path, from the gateways' reports.

@@ -75,6 +75,7 @@ pub fn router(
         .route("/services/{namespace}/{name}", get(handlers::get_service))
         .route("/latency", get(handlers::get_latency))
         .route("/traffic", get(handlers::get_traffic))
+        .route("/proofs", get(handlers::get_proofs))
         .route("/whatif", get(handlers::get_whatif))
         .route("/sources", get(handlers::list_sources))
         .route("/sources/{id}/confirm-removal", axum::routing::post(sources::confirm_removal))
@@ -113,6 +114,7 @@ pub fn router(
         handlers::get_service,
         handlers::get_latency,
         handlers::get_traffic,
+        handlers::get_proofs,
         handlers::get_whatif,
         handlers::list_sources,
         sources::confirm_removal,

@@ -304,6 +304,7 @@ pub fn service_detail(
         has_conflicts: has_conflicts(svc),
         stale: is_stale(svc),
         policy: policy.map(PolicyDto::from),
+        proofs: Vec::new(),
     })
 }
 

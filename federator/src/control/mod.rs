@@ -560,6 +560,22 @@ impl Session {
                     })
                     .collect();
                 self.state.report_traffic(key.clone(), r.traffic_since_ms, traffic);
+                let proofs = r
+                    .proofs
+                    .into_iter()
+                    .map(|p| crate::api::dto::ProofDto {
+                        service: p.service,
+                        port: u16::try_from(p.port).unwrap_or(0),
+                        from: self.cluster.to_string(),
+                        to: p.cluster,
+                        ok: p.ok,
+                        at: p.at_ms,
+                        error: (!p.error.is_empty()).then_some(p.error),
+                        took_ms: (p.took_micros > 0).then(|| p.took_micros as f64 / 1000.0),
+                        by: self.instance.clone(),
+                    })
+                    .collect();
+                self.state.report_proofs(key.clone(), proofs);
                 self.state.update_local(key, false, |g| {
                     if g.session == self.id {
                         g.last_report = Some(now_millis());

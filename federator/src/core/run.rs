@@ -90,12 +90,17 @@ pub async fn run<S: Store>(
                     }
                     let started = std::time::Instant::now();
                     let failed = u.result.as_ref().err().map(|e| e.to_string());
-                    let first_failure = failed.is_some()
-                        && core.status().get(&source).is_some_and(|s| s.consecutive_failures == 0);
+                    let failing_before = core.status().get(&source).map_or(0, |s| s.consecutive_failures);
+                    let first_failure = failed.is_some() && failing_before == 0;
+                    let recovered = failed.is_none() && failing_before > 0;
                     let changed = core.on_update(u);
                     metrics.merge_seconds.observe(started.elapsed().as_secs_f64());
                     if let (Some(err), true) = (failed, first_failure) {
                         state.event("source_failed", format!("source {source} failed: {err}; serving its last good data")).await;
+                    }
+                    if recovered {
+                        let msg = format!("source {source} recovered after {failing_before} failed syncs");
+                        state.event("source_recovered", msg).await;
                     }
                     changed
                 }
@@ -138,6 +143,7 @@ pub async fn run<S: Store>(
             // gateways never wait for the disk; a crash loses at most the versions not yet
             // written, and digests make gateways resnapshot if the restarted federator's
             // content differs from what they hold.
+            let before = state.catalog();
             if publish {
                 state.publish(catalog.clone());
             }
@@ -149,6 +155,9 @@ pub async fn run<S: Store>(
                 catalog.clusters.len()
             );
             state.event("catalog", msg).await;
+            for (kind, message) in crate::catalog::conflicts::conflict_events(&before, &catalog) {
+                state.event(kind, message).await;
+            }
         }
     }
     // Closing the channel lets the writer finish the pending write and stop.

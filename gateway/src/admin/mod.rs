@@ -117,6 +117,16 @@ async fn status(State(s): State<AdminState>) -> Response {
     let cert = ctx.certs.current();
     let expiry = ctx.certs.expiry(SystemTime::now());
     let distributed = ctx.certs.distributed();
+    let proofs: Vec<_> = crate::tunnel::proof::snapshot(ctx)
+        .into_iter()
+        .map(|((service, port, cluster), r)| {
+            json!({
+                "service": service.to_string(), "port": port, "cluster": cluster,
+                "ok": r.ok, "at_ms": r.at_ms, "error": r.error,
+                "took_ms": r.took.map(|d| d.as_secs_f64() * 1000.0),
+            })
+        })
+        .collect();
     Json(json!({
         "cluster": ctx.local,
         "trust_domain": ctx.trust_domain,
@@ -129,6 +139,8 @@ async fn status(State(s): State<AdminState>) -> Response {
             "gateway": ctx.authorization.as_str(),
             "federation": catalog.authorization_default.as_str(),
         },
+        // The latest reachability proof of each remote service port, per hosting cluster.
+        "proofs": proofs,
         // Trust domains the federator distributes: those taken (within `[federator]
         // distributed_trust`) and those refused, with why.
         "distributed_trust": {

@@ -61,6 +61,13 @@ pub struct RoutingSection {
     /// A fallback this soon after a recovery doubles the QUIC probe interval.
     #[serde(default = "defaults::quic_flap_window", with = "duration")]
     pub quic_flap_window: Duration,
+    /// How often (±20 % jitter) every remote service port is proven reachable: its hosting
+    /// clusters' gateways each connect to one endpoint (docs/routing.md, "Reachability proofs").
+    #[serde(default = "defaults::proof_interval", with = "duration")]
+    pub proof_interval: Duration,
+    /// Proofs per round at most (the rest wait for the next rounds, in turn).
+    #[serde(default = "defaults::proofs_per_round")]
+    pub proofs_per_round: usize,
 }
 
 /// `routing.tcp_fallback`.
@@ -133,6 +140,12 @@ pub mod defaults {
     pub fn quic_flap_window() -> Duration {
         Duration::from_secs(300)
     }
+    pub fn proof_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn proofs_per_round() -> usize {
+        256
+    }
 }
 
 /// How long one open may wait for the receiver's status: see [`RoutingSection::open_timeouts`].
@@ -202,8 +215,12 @@ impl RoutingSection {
             ("routing.tcp_fallback_after", self.tcp_fallback_after, ms, s(60)),
             ("routing.quic_probe_interval", self.quic_probe_interval, ms, s(3600)),
             ("routing.quic_flap_window", self.quic_flap_window, Duration::ZERO, s(86400)),
+            ("routing.proof_interval", self.proof_interval, Duration::from_millis(100), s(86400)),
         ] {
             super::within(key, d, min, max)?;
+        }
+        if !(1..=100_000).contains(&self.proofs_per_round) {
+            return Err(invalid("routing.proofs_per_round", self.proofs_per_round, "must be between 1 and 100000"));
         }
         if self.probe_timeout > self.probe_interval {
             return Err(invalid(

@@ -523,7 +523,19 @@ fn peer_report(ctx: &Context) -> wire::Report {
             open_ms_sum: c.open_ms_sum,
         })
         .collect();
-    wire::Report { peers, traffic, traffic_since_ms: ctx.started_at_ms }
+    let proofs = crate::tunnel::proof::snapshot(ctx)
+        .into_iter()
+        .map(|((service, port, cluster), r)| wire::Proof {
+            service: service.to_string(),
+            port: u32::from(port),
+            cluster: cluster.to_string(),
+            ok: r.ok,
+            at_ms: r.at_ms,
+            error: r.error.unwrap_or_default(),
+            took_micros: r.took.map_or(0, |d| d.as_micros() as u64),
+        })
+        .collect();
+    wire::Report { peers, traffic, traffic_since_ms: ctx.started_at_ms, proofs }
 }
 
 /// What a report says about each path's state and transport (not its RTT, which moves all

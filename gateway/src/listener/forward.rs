@@ -40,6 +40,7 @@ pub async fn forward(
         source: ctx.local.clone(),
         trace: Some(trace.context.clone()),
         probe: false,
+        proof: false,
     };
     let budget = ctx.limits.connect_budget;
     let mut last = String::from("no cluster hosts this service");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use quinn::Endpoint;
 use skybridge_api::header::{HeaderError, OpenRequest, OpenResponse, RESPONSE_PREFIX_LEN, Status};
-use skybridge_api::model::ClusterId;
+use skybridge_api::model::{ClusterId, ServiceKey};
 use skybridge_api::routing::{HealthConfig, PathHealth, State, Transition};
 use tokio_rustls::TlsConnector;
 
@@ -405,12 +405,26 @@ impl Pool {
     /// One probe stream on `conn`, timed from the stream open (a handshake the probe had to make
     /// is not path latency).
     async fn probe_on(&self, peer: &Peer, conn: &Conn) -> Result<Duration, OpenError> {
+        self.ask_on(peer, conn, OpenRequest::probe(self.local.clone())).await
+    }
+
+    /// Asks `peer` to prove `service:port` reachable: its gateway connects to one endpoint and
+    /// answers (see [`OpenRequest::proof`]). Health is not touched: a service's failure is not
+    /// the path's.
+    pub async fn prove(&self, peer: &Peer, service: &ServiceKey, port: u16) -> Result<Duration, OpenError> {
+        let conn = self.connection(peer).await?;
+        self.ask_on(peer, &conn, OpenRequest::proof(self.local.clone(), service.clone(), port)).await
+    }
+
+    /// Sends `req` (a probe or a proof: header only) on a new stream of `conn` and reads the
+    /// answer; the time from the stream open to the answer.
+    async fn ask_on(&self, peer: &Peer, conn: &Conn, req: OpenRequest) -> Result<Duration, OpenError> {
         let cluster = || peer.cluster.clone();
         let stream_err = |e: super::stream::StreamError| OpenError::Stream { cluster: cluster(), reason: e.reason };
         let start = Instant::now();
         let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
-        let mut head = BytesMut::with_capacity(64);
-        OpenRequest::probe(self.local.clone()).encode(&mut head);
+        let mut head = BytesMut::with_capacity(128);
+        req.encode(&mut head);
         send.write_chunk(head.freeze()).await.map_err(stream_err)?;
         send.finish();
         let (status, reason) =

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod client;
 pub mod fallback;
 pub mod probe;
+pub mod proof;
 pub mod server;
 pub mod splice;
 pub mod stream;

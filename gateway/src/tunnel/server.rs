@@ -264,8 +264,9 @@ pub async fn stream(
     let transport = send.transport().as_str();
     // As received: both gateways' log lines for one connection carry the same string.
     let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
-    // Probes measure the path and this process, not a service: they are not traced.
-    let trace = match req.probe {
+    // Probes measure the path and this process, proofs check reachability: neither is a
+    // client's connection, so neither is traced.
+    let trace = match req.probe || req.proof {
         true => ConnTrace::none(),
         false => ctx.telemetry.connection(Side::Ingress, req.trace.as_ref(), &req.service, req.port, &peer, "tunnel"),
     };
@@ -294,6 +295,15 @@ pub async fn stream(
             return refuse(send, recv, &ctx, r, trace, &traceparent).await;
         }
     };
+    if req.proof {
+        // Proven: an endpoint took a connection. It is closed at once, unused.
+        drop(upstream);
+        respond(&mut send, Status::Ok, "").await;
+        send.finish();
+        recv.stop(codes::CANCELLED);
+        tracing::debug!(source = %peer, service = %req.service, port = req.port, "reachability proof answered");
+        return;
+    }
     if !respond(&mut send, Status::Ok, "").await {
         return;
     }
@@ -350,7 +360,14 @@ mod tests {
     }
 
     fn req(service: &str, port: u16, source: &str) -> OpenRequest {
-        OpenRequest { service: service.parse().unwrap(), port, source: id(source), trace: None, probe: false }
+        OpenRequest {
+            service: service.parse().unwrap(),
+            port,
+            source: id(source),
+            trace: None,
+            probe: false,
+            proof: false,
+        }
     }
 
     #[test]

@@ -260,6 +260,8 @@ async fn openapi_document_matches_the_router() {
         "GET /api/v1/services",
         "GET /api/v1/services/{namespace}/{name}",
         "GET /api/v1/latency",
+        "GET /api/v1/traffic",
+        "GET /api/v1/proofs",
         "GET /api/v1/whatif",
         "GET /api/v1/sources",
         "POST /api/v1/sources/{id}/confirm-removal",

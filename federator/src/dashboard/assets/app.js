@@ -205,6 +205,23 @@ function renderTraffic(t) {
   }));
 }
 
+function renderProofs(p) {
+  $("proofs-count").textContent = p.proofs.length === 0 ? "" : `(${p.failing} failing of ${p.proofs.length})`;
+  const tbody = $("proofs").tBodies[0];
+  if (p.proofs.length === 0) {
+    put(tbody, el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No proofs reported yet (gateways prove every remote service port every 30 s).")));
+    return;
+  }
+  put(tbody, p.proofs.map((f) =>
+    el("tr", { "data-proof": `${f.service}:${f.port}:${f.from}>${f.to}`, "data-ok": f.ok ? "true" : "false", class: f.ok ? null : "unhealthy" },
+      el("td", {}, `${f.service}:${f.port}`),
+      el("td", {}, `${f.from} → ${f.to}`),
+      el("td", {}, el("span", { class: `badge ${f.ok ? "ok" : "bad"}` }, f.ok ? "✓ reachable" : "✗ failed")),
+      el("td", {}, ago(f.at)),
+      el("td", { class: "num" }, f.took_ms === null ? "—" : `${ms(f.took_ms)} ms`),
+      el("td", { class: "error-text" }, f.error ?? ""))));
+}
+
 // ---- sources -----------------------------------------------------------------------------
 
 function renderSources(sources) {
@@ -350,15 +367,16 @@ async function refresh() {
   again = false;
   clearTimeout(timer);
   try {
-    const [cl, gw, sv, lat, src, fed, st, tr] = await Promise.all([
+    const [cl, gw, sv, lat, src, fed, st, tr, pr] = await Promise.all([
       api("clusters"), api("gateways"), api("services"), api("latency"), api("sources"), api("federators"), api("status"),
-      api("traffic"),
+      api("traffic"), api("proofs"),
     ]);
     banner(null);
     renderTopology(cl.clusters, gw.gateways);
     renderHeatmap(lat);
     renderServices(sv.services, lat.routes);
     renderTraffic(tr);
+    renderProofs(pr);
     renderSources(src.sources);
     renderFederators(fed, st);
     renderWhatifChoices([...new Set([...cl.clusters.map((c) => c.id), ...lat.clusters])].sort());
