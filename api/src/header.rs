@@ -388,8 +388,8 @@ mod tests {
         assert_eq!(r.port, 5432);
         assert_eq!(r.trace, None);
         let mut body = minimal();
-        body.extend(field(0x82, b"x"));
-        assert_eq!(OpenRequest::decode(&with_body(&body), 4096), Err(HeaderError::UnknownCritical(0x82)));
+        body.extend(field(0x83, b"x"));
+        assert_eq!(OpenRequest::decode(&with_body(&body), 4096), Err(HeaderError::UnknownCritical(0x83)));
     }
 
     #[test]

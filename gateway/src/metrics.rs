@@ -456,4 +456,36 @@ mod tests {
             .collect();
         assert!(missing.is_empty(), "not in docs/metrics.md: {missing:?}");
     }
+
+    /// 10,000 services, 50 of them with traffic of their own: the traffic families' series stay
+    /// bounded by `limits.traffic_services`, whatever the catalog's size.
+    #[test]
+    fn traffic_series_are_bounded() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let mut t = crate::traffic::Traffic::new(50);
+        let gcp = skybridge_api::model::ClusterId::new("gcp-1").unwrap();
+        for i in 0..10_000 {
+            let service: skybridge_api::model::ServiceKey = format!("prod/s{i}").parse().unwrap();
+            let c = crate::traffic::Connection {
+                service: &service,
+                served_by: Some(&gcp),
+                transport: "quic",
+                attempts: 2,
+                open: std::time::Duration::from_millis(3),
+                bytes_up: 10,
+                bytes_down: 20,
+            };
+            let key = t.record(c);
+            m.traffic(&key, &c);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series = |family: &str| text.lines().filter(|l| l.starts_with(family) && !l.starts_with('#')).count();
+        // 50 services and `other`, one cluster and transport each.
+        assert_eq!(series("skybridge_gateway_traffic_connections_total{"), 51);
+        assert_eq!(series("skybridge_gateway_traffic_retried_total{"), 51);
+        assert_eq!(series("skybridge_gateway_traffic_bytes_total{"), 2 * 51);
+        assert!(text.contains(r#"skybridge_gateway_traffic_connections_total{service="other",cluster="gcp-1",transport="quic",result="ok"} 9950"#));
+    }
 }

@@ -98,7 +98,9 @@ api = "127.0.0.1:0"
 async fn gateway(d: &Path, cluster: &str, control: SocketAddr) -> gw_app::Running {
     // The harness's text ends in the [federator] table: these lines extend it.
     let text = federated_gateway_toml(d, TD, cluster, control, true)
-        + &format!("instance = \"{cluster}-gw-0\"\nreport_interval = \"200ms\"\n");
+        + &format!(
+            "instance = \"{cluster}-gw-0\"\nreport_interval = \"200ms\"\n[routing]\nproof_interval = \"500ms\"\n"
+        );
     gw_app::start(GwConfig::parse(&text).unwrap()).await.unwrap()
 }
 
@@ -163,10 +165,13 @@ fn identities(clusters: &[&str]) -> tempfile::TempDir {
 async fn dashboard_shows_the_api_and_follows_catalog_changes() {
     let dir = identities(&CLUSTERS.map(|c| c.0));
     let d = dir.path();
-    // prod/echo has a real backend in gcp-1, for the traffic view.
+    // prod/echo has a real backend in gcp-1, for the traffic view; prod/broken's endpoint
+    // refuses connections (port 1), for the proofs.
     let echo = format!(
         "[[services]]\nnamespace = \"prod\"\nname = \"echo\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
-         [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{}\"]\n",
+         [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{}\"]\n\
+         [[services]]\nnamespace = \"prod\"\nname = \"broken\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
+         [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"127.0.0.1:1\"]\n",
         http_backend("gcp-1").await
     );
     write_catalog(d, &catalog(&echo));
@@ -268,7 +273,7 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
         assert_eq!(shown, want, "{sel}");
     }
 
-    traffic_view(&page, base, gateways[0].addrs.http.unwrap()).await;
+    traffic_and_proofs(&page, base, gateways[0].addrs.http.unwrap()).await;
 
     // Sources and events have content; no error banner.
     assert_eq!(page.find_all("#sources tr[data-source='demo-file'][data-state='ok']").await.len(), 1);
@@ -329,8 +334,8 @@ async fn dashboard_shows_the_api_and_follows_catalog_changes() {
 }
 
 /// Requests from aws-1's clients to prod/echo (in gcp-1): the page shows the API's numbers for
-/// the service and for the path.
-async fn traffic_view(page: &Session, base: SocketAddr, aws_http: SocketAddr) {
+/// the service and for the path; and the proofs, passing and failing, as the API has them.
+async fn traffic_and_proofs(page: &Session, base: SocketAddr, aws_http: SocketAddr) {
     for _ in 0..12 {
         let mut s = TcpStream::connect(aws_http).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: echo.prod\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -353,6 +358,27 @@ async fn traffic_view(page: &Session, base: SocketAddr, aws_http: SocketAddr) {
     let want = traffic["traffic"]["success_ratio"].as_f64().map_or("—".to_owned(), |r| format!("{:.1}%", r * 100.0));
     assert_eq!(success, want);
     assert_eq!(page.find_all("#traffic-paths tr[data-path='aws-1>gcp-1'] svg.spark polyline").await.len(), 1);
+
+    // Proofs: prod/echo (a live backend in gcp-1) is proven from aws-1; prod/broken's endpoint
+    // refuses, so its proof fails. The page marks each as the API says.
+    for (proof, ok) in [("prod/echo:80:aws-1>gcp-1", "true"), ("prod/broken:80:aws-1>gcp-1", "false")] {
+        until(&format!("the page shows proof {proof} as ok={ok}"), 20, async || {
+            let proofs = api(base, "/api/v1/proofs").await;
+            let name = |p: &Value| {
+                format!(
+                    "{}:{}:{}>{}",
+                    p["service"].as_str().unwrap_or(""),
+                    p["port"],
+                    p["from"].as_str().unwrap_or(""),
+                    p["to"].as_str().unwrap_or("")
+                )
+            };
+            let api_ok = proofs["proofs"].as_array()?.iter().find(|p| name(p) == proof)?["ok"].to_string();
+            let sel = format!("#proofs tr[data-proof='{proof}'][data-ok='{ok}']");
+            (api_ok == ok && page.find_all(&sel).await.len() == 1).then_some(())
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
