@@ -16,6 +16,7 @@ pub mod serve;
 pub mod source;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod traffic;
 pub mod trust;
 
 /// ALPN protocol id spoken on the gateway-to-gateway tunnel.

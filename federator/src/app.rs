@@ -362,6 +362,21 @@ fn distributed_trust(certs: &CertStore, cfg: &Config) -> Vec<wire::TrustDomain> 
         .collect()
 }
 
+/// An interval for a file watcher: after a stall it waits a whole period again, never bursts.
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick; `false` once `cancel` is cancelled.
+async fn next_tick(tick: &mut tokio::time::Interval, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tick.tick() => true,
+    }
+}
+
 /// Applies the policies file whenever it changes, until cancelled. A refused file (malformed,
 /// empty, gone) leaves the policies in effect as they were. Every replica reads its own copy
 /// (the same ConfigMap); only the leader records events, so the log has each change once.
@@ -372,13 +387,8 @@ async fn watch_policy_file(
     metrics: Metrics,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = ticker(every);
+    while next_tick(&mut tick, &cancel).await {
         let Some(read) = file.poll() else { continue };
         let path = file.path().display().to_string();
         let leader = state.role().0 == crate::store::etcd::records::Role::Leader;
@@ -413,13 +423,8 @@ async fn watch_policy_file(
 
 /// Reloads the API's HTTPS certificate when its files change, until cancelled.
 async fn watch_https(identity: Arc<HttpsIdentity>, every: Duration, cancel: CancellationToken, metrics: Metrics) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = ticker(every);
+    while next_tick(&mut tick, &cancel).await {
         let r = identity.reload_if_changed();
         match &r {
             Ok(true) => tracing::info!(cert = %identity.cert_path().display(), "reloaded the API's HTTPS certificate"),

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use skybridge_api::model::{ClusterId, ServiceKey};
 
-/// Upper bounds (ms) of the open-time buckets; the last bucket is everything above.
-pub const OPEN_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000];
+pub use skybridge_api::traffic::{OPEN_BUCKETS_MS, quantile_ms};
 
 /// The service name counted for services past the cap.
 pub const OTHER: &str = "other";
@@ -107,24 +106,6 @@ impl Traffic {
     pub fn entries(&self) -> &BTreeMap<Key, Counters> {
         &self.entries
     }
-}
-
-/// The open time (ms) below which `q` (0..=1) of the counted opens fall, from bucket counts:
-/// the upper bound of the bucket holding that rank (the last bucket reports its lower bound).
-pub fn quantile_ms(buckets: &[u64], q: f64) -> Option<u64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (i, n) in buckets.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return Some(OPEN_BUCKETS_MS.get(i).copied().unwrap_or(OPEN_BUCKETS_MS[OPEN_BUCKETS_MS.len() - 1]));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -89,6 +89,8 @@ async fn idle_connections_cannot_take_the_admin_port() {
     assert!(answered_503 >= 99, "only {answered_503} of 100 extra connections got a 503");
     assert!(refused() >= 99, "{}", refused());
     assert!(start.elapsed() < Duration::from_millis(950), "the refusals were not immediate");
+    // Closed, so that the server's lingering refusals end and the probe below is answered in turn.
+    drop(extra);
     let (status, body) = admin_get(admin, "/healthz").await;
     assert_eq!(status, 503, "full: {body}");
     assert!(body.contains(&format!("limit {CAP}")), "{body}");

@@ -415,3 +415,40 @@ pub fn peer_gateway_toml(
         peer.0, peer.1
     )
 }
+
+/// A static catalog (the federator's `static` source format): `clusters` (cloud `other`, region
+/// `r`) and, per `(name, cluster, endpoint)`, `prod/<name>` exported by that cluster on port 80
+/// (HTTP).
+pub fn catalog_toml(clusters: &[&str], services: &[(&str, &str, SocketAddr)]) -> String {
+    let mut t = String::new();
+    for c in clusters {
+        t += &format!("[[clusters]]\nid = \"{c}\"\ncloud = \"other\"\nregion = \"r\"\n");
+    }
+    for (name, cluster, ep) in services {
+        t += &format!(
+            "[[services]]\nnamespace = \"prod\"\nname = \"{name}\"\n[[services.exports]]\ncluster = \"{cluster}\"\n\
+             [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{ep}\"]\n"
+        );
+    }
+    t
+}
+
+/// Writes `dir/catalog.toml` by rename, as the static source expects a whole file.
+pub fn write_catalog_file(dir: &Path, text: &str) {
+    let tmp = dir.join("catalog.toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join("catalog.toml")).unwrap();
+}
+
+/// An in-process federator's config: trust domain `td` with the identity [`write_identities`]
+/// put under `dir/fed`, control on `control`, the API on any free port, the static source
+/// `dir/catalog.toml` (polled every 50 ms); `extra` (whole sections) is appended.
+pub fn federator_toml(dir: &Path, td: &str, control: SocketAddr, extra: &str) -> String {
+    let p = dir.display();
+    format!(
+        "[federator]\ntrust_domain = \"{td}\"\ndata_dir = \"{p}/data\"\nmerge_interval = \"100ms\"\n\
+         [tls]\ncert = \"{p}/fed/cert.pem\"\nkey = \"{p}/fed/key.pem\"\ntrust_bundle = \"{p}/fed/ca.pem\"\n\
+         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
+         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{p}/catalog.toml\"\ninterval = \"50ms\"\n{extra}"
+    )
+}

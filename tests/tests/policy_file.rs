@@ -10,7 +10,10 @@ use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{federated_gateway_toml, free_tcp, get_json, http_backend, http_get, write_identities};
+use skybridge_tests::{
+    catalog_toml, federated_gateway_toml, federator_toml, free_tcp, get_json, http_backend, http_get,
+    write_catalog_file, write_identities,
+};
 
 const TD: &str = "policy.file.example";
 
@@ -56,32 +59,16 @@ async fn a_federation_wide_deny_and_a_watched_policies_file_decide_who_crosses()
     let d = dir.path();
     write_identities(d, TD, &["aws-1", "gcp-1"]);
     let backend = http_backend("gcp-1").await;
-    let catalog = d.join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        format!(
-            "[[clusters]]\nid = \"aws-1\"\ncloud = \"other\"\nregion = \"r\"\n\
-             [[clusters]]\nid = \"gcp-1\"\ncloud = \"other\"\nregion = \"r\"\n\
-             [[services]]\nnamespace = \"prod\"\nname = \"web\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
-             [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\n"
-        ),
-    )
-    .unwrap();
+    write_catalog_file(d, &catalog_toml(&["aws-1", "gcp-1"], &[("web", "gcp-1", backend)]));
     let policies = d.join("policies.toml");
     // Only another cluster is allowed: aws-1 is refused under the federation's default deny.
     write_policies(&policies, "[policy.\"prod/web\"]\nallow = [\"azure-*\"]\n");
     let control = free_tcp(1)[0];
-    let text = format!(
-        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{p}/data\"\nmerge_interval = \"100ms\"\n\
-         [tls]\ncert = \"{p}/fed/cert.pem\"\nkey = \"{p}/fed/key.pem\"\ntrust_bundle = \"{p}/fed/ca.pem\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
-         [authorization]\ndefault = \"deny\"\n\
-         [policies]\npath = \"{}\"\nreload_interval = \"100ms\"\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
-        policies.display(),
-        catalog.display(),
-        p = d.display(),
+    let extra = format!(
+        "[authorization]\ndefault = \"deny\"\n[policies]\npath = \"{}\"\nreload_interval = \"100ms\"\n",
+        policies.display()
     );
+    let text = federator_toml(d, TD, control, &extra);
     let fed = fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap();
     let api = fed.addrs.api;
     // Both gateways allow by default themselves: the federation makes them stricter.

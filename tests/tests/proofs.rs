@@ -10,24 +10,18 @@ use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{federated_gateway_toml, free_tcp, get_json, http_backend, run, write_identities};
+use skybridge_tests::{
+    catalog_toml, federated_gateway_toml, federator_toml, free_tcp, get_json, http_backend, run, write_catalog_file,
+    write_identities,
+};
 
 const TD: &str = "proofs.example";
 
 fn write_catalog(d: &Path, dead_endpoint: SocketAddr, live: SocketAddr) {
-    let mut t = String::new();
-    for c in ["aws-1", "gcp-1"] {
-        t += &format!("[[clusters]]\nid = \"{c}\"\ncloud = \"other\"\nregion = \"r\"\n");
-    }
-    for (name, ep) in [("web", live), ("dead", dead_endpoint)] {
-        t += &format!(
-            "[[services]]\nnamespace = \"prod\"\nname = \"{name}\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
-             [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{ep}\"]\n"
-        );
-    }
-    let tmp = d.join("catalog.toml.tmp");
-    std::fs::write(&tmp, t).unwrap();
-    std::fs::rename(tmp, d.join("catalog.toml")).unwrap();
+    write_catalog_file(
+        d,
+        &catalog_toml(&["aws-1", "gcp-1"], &[("web", "gcp-1", live), ("dead", "gcp-1", dead_endpoint)]),
+    );
 }
 
 /// The proof of `prod/<name>:80` from aws-1 through gcp-1, once there is one.
@@ -57,13 +51,7 @@ async fn a_dead_endpoint_behind_a_healthy_path_fails_its_proof_until_fixed() {
     let dead = free_tcp(1)[0];
     write_catalog(d, dead, live);
     let control = free_tcp(1)[0];
-    let text = format!(
-        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{p}/data\"\nmerge_interval = \"100ms\"\n\
-         [tls]\ncert = \"{p}/fed/cert.pem\"\nkey = \"{p}/fed/key.pem\"\ntrust_bundle = \"{p}/fed/ca.pem\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{p}/catalog.toml\"\ninterval = \"50ms\"\n",
-        p = d.display(),
-    );
+    let text = federator_toml(d, TD, control, "");
     let fed = fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap();
     let gw = |c: &str| {
         let text = federated_gateway_toml(d, TD, c, control, true)

@@ -10,7 +10,10 @@ use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{federated_gateway_toml, free_tcp, get_json, http_backend, http_get, write_identities};
+use skybridge_tests::{
+    catalog_toml, federated_gateway_toml, federator_toml, free_tcp, get_json, http_backend, http_get,
+    write_catalog_file, write_identities,
+};
 
 const TD: &str = "traffic.example";
 
@@ -40,26 +43,9 @@ async fn connections_and_bytes_are_counted_the_same_by_the_gateway_and_the_feder
     let d = dir.path();
     write_identities(d, TD, &["aws-1", "gcp-1"]);
     let backend = http_backend("gcp-1").await;
-    let catalog = d.join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        format!(
-            "[[clusters]]\nid = \"aws-1\"\ncloud = \"other\"\nregion = \"r\"\n\
-             [[clusters]]\nid = \"gcp-1\"\ncloud = \"other\"\nregion = \"r\"\n\
-             [[services]]\nnamespace = \"prod\"\nname = \"web\"\n[[services.exports]]\ncluster = \"gcp-1\"\n\
-             [[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\n"
-        ),
-    )
-    .unwrap();
+    write_catalog_file(d, &catalog_toml(&["aws-1", "gcp-1"], &[("web", "gcp-1", backend)]));
     let control = free_tcp(1)[0];
-    let text = format!(
-        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{p}/data\"\nmerge_interval = \"100ms\"\n\
-         [tls]\ncert = \"{p}/fed/cert.pem\"\nkey = \"{p}/fed/key.pem\"\ntrust_bundle = \"{p}/fed/ca.pem\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
-        catalog.display(),
-        p = d.display(),
-    );
+    let text = federator_toml(d, TD, control, "");
     let fed = fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap();
     let gw = |c: &str| {
         GwConfig::parse(&(federated_gateway_toml(d, TD, c, control, true) + "report_interval = \"200ms\"\n")).unwrap()

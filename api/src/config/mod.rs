@@ -185,6 +185,17 @@ impl TlsSection {
     }
 }
 
+/// `[authorization]` (gateway and federator): what a source no `allow` or `deny` list names
+/// meets. On a gateway, its own default; on the federator, the federation's, pushed to every
+/// gateway, which applies the stricter of the two.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationSection {
+    /// `allow` (any authenticated gateway) or `deny` (only what an `allow` list names).
+    #[serde(default)]
+    pub default: crate::routing::DefaultAction,
+}
+
 /// Whether two TCP listeners would fail to bind together: the same non-zero port on the same
 /// IP, or on a wildcard of the other's family (a `[::]` listener also takes IPv4: Linux binds
 /// dual-stack by default). Port 0 (any free port) never collides.

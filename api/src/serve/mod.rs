@@ -224,7 +224,13 @@ pub async fn serve_router(
 fn refuse(stream: TcpStream, max: usize, linger: &Arc<Semaphore>) {
     // A fresh socket's send buffer is empty: this never blocks and almost never writes short.
     let _ = stream.try_write(refusal(max).as_bytes());
-    let Ok(slot) = linger.clone().try_acquire_owned() else { return };
+    let Ok(slot) = linger.clone().try_acquire_owned() else {
+        // No time to linger: read what already arrived (usually the whole request) so that the
+        // close is a FIN, not a reset that would discard the answer.
+        let mut sink = [0u8; 4096];
+        while let Ok(1..) = stream.try_read(&mut sink) {}
+        return;
+    };
     tokio::spawn(async move {
         let mut stream = stream;
         let _ = stream.shutdown().await;

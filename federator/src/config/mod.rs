@@ -20,7 +20,8 @@ mod etcd;
 mod policies;
 pub use api::{ApiSection, ApiTls};
 pub use etcd::{EtcdConfig, EtcdTls};
-pub use policies::{AuthorizationSection, PoliciesSection};
+pub use policies::PoliciesSection;
+pub use skybridge_api::config::AuthorizationSection;
 
 /// The whole federator config file.
 #[derive(Debug, Clone, Deserialize)]

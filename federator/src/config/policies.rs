@@ -1,22 +1,10 @@
-//! `[authorization]` and `[policies]`: the federation's default for sources no list names, and
-//! the policies file.
+//! `[policies]`: the policies file.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use skybridge_api::config::duration;
-use skybridge_api::routing::DefaultAction;
-
-/// `[authorization]`: pushed to every gateway with the policies; a gateway admits a source no
-/// `allow` or `deny` list names under the stricter of this and its own `[authorization] default`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthorizationSection {
-    /// `allow` (any authenticated gateway) or `deny` (only what an `allow` list names).
-    #[serde(default)]
-    pub default: DefaultAction,
-}
 
 /// `[policies]`: routing policies from a file (kept in Git, mounted from a ConfigMap), which
 /// win over the API's for the services they name.

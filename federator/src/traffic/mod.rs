@@ -17,8 +17,6 @@ pub use view::{Figures, PathRow, Point, ServiceRow, TrafficResponse};
 pub const SAMPLE_EVERY_MS: u64 = 10_000;
 /// How far back samples are kept (the history's span).
 pub const HORIZON_MS: u64 = 15 * 60_000;
-/// Open-time bucket upper bounds (ms), as the gateways count them; one more bucket is above.
-pub const OPEN_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000];
 
 /// One traffic entry of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

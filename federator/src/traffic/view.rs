@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use skybridge_api::model::ClusterId;
 use utoipa::ToSchema;
 
-use super::{Counters, Entry, HORIZON_MS, History, OPEN_BUCKETS_MS, SAMPLE_EVERY_MS};
+use super::{Counters, Entry, HORIZON_MS, History, SAMPLE_EVERY_MS};
 
 /// Points in a history: 15 minutes at 10 s.
 const POINTS: usize = (HORIZON_MS / SAMPLE_EVERY_MS) as usize;
@@ -89,19 +89,7 @@ fn rate(n: u64, span: u64) -> f64 {
 
 /// The p99 open time from bucket counts.
 fn p99(buckets: &[u64]) -> Option<u64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((total as f64) * 0.99).ceil() as u64;
-    let mut seen = 0;
-    for (i, n) in buckets.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return Some(OPEN_BUCKETS_MS.get(i).copied().unwrap_or(OPEN_BUCKETS_MS[OPEN_BUCKETS_MS.len() - 1]));
-        }
-    }
-    None
+    skybridge_api::traffic::quantile_ms(buckets, 0.99)
 }
 
 /// Sums every gateway's history (with its source cluster) into the view at `now`.

@@ -5,7 +5,7 @@ mod limits;
 mod routing;
 mod telemetry;
 
-use skybridge_api::routing::{DefaultAction, SourceMatcher};
+use skybridge_api::routing::SourceMatcher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use limits::{Limits, deadline};
 pub use routing::{OpenTimeouts, RoutingSection, TcpFallbackMode};
 use serde::Deserialize;
-pub use skybridge_api::config::{ConfigError, TlsSection, duration};
+pub use skybridge_api::config::{AuthorizationSection, ConfigError, TlsSection, duration};
 use skybridge_api::config::{from_toml, invalid};
 use skybridge_api::identity::valid_trust_domain;
 use skybridge_api::model::{Cloud, ClusterId, Protocol, ServiceKey};
@@ -47,16 +47,6 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     #[serde(default)]
     pub authorization: AuthorizationSection,
-}
-
-/// `[authorization]`: who may reach this gateway's services when a service's policy says
-/// nothing (no `allow` list, no matching `deny` entry).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthorizationSection {
-    /// `allow` (any authenticated gateway) or `deny` (only what an `allow` list names).
-    #[serde(default)]
-    pub default: DefaultAction,
 }
 
 /// Who this gateway is.
