@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine, then runs them all.
-# Usage: scripts/test.sh        (as root, or with sudo available)
+# Usage: scripts/test.sh             (as root, or with sudo available)
+#        scripts/test.sh --deps-only (install only: .ci/run does it before clippy, which needs protoc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,9 +10,10 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the build, the tests and the local-tunnel smoke use (protoc builds the control
 # protocol, chromium and its driver run the dashboard's browser test, python3-venv holds the
-# deployment checkers, etcd-server and etcd-client are the replicated store's real etcd).
+# deployment checkers, etcd-server and etcd-client are the replicated store's real etcd, dig from
+# bind9-dnsutils queries the gateway's clusterset.local DNS server).
 APT_PACKAGES=(ca-certificates curl python3 python3-pip python3-venv protobuf-compiler chromium chromium-driver
-  etcd-server etcd-client iproute2)
+  etcd-server etcd-client iproute2 bind9-dnsutils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,6 +45,8 @@ fi
 export SKYBRIDGE_DEPLOY_TOOLS="$DEPLOY_TOOLS"
 # Terraform is not in the package registries; tests/tests/deploy.rs fails naming it if absent.
 command -v terraform >/dev/null || echo "WARNING: terraform is not installed: the Terraform tests will fail" >&2
+
+if [ "${1:-}" = "--deps-only" ]; then exit 0; fi
 
 # Unit, in-process integration and end-to-end tests.
 cargo test --workspace --locked
