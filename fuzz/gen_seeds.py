@@ -77,6 +77,16 @@ def stream_header(fields, trailer=b""):
     return u8(1) + vec16(body) + trailer
 
 
+def dns_name(name): return b"".join(vec8(l.encode()) for l in name.split(".") if l) + b"\0"
+
+
+def dns_query(qid, name, qtype, edns=None, flags=0x0100):
+    """A DNS query (RFC 1035 §4.1), with an OPT record (RFC 6891) when edns is a payload size."""
+    header = u16(qid) + u16(flags) + u16(1) + u16(0) + u16(0) + u16(1 if edns else 0)
+    opt = b"\0" + u16(41) + u16(edns) + struct.pack(">I", 0) + u16(0) if edns else b""
+    return header + dns_name(name) + u16(qtype) + u16(1) + opt
+
+
 def write(target, name, data):
     d = os.path.join(HERE, target)
     os.makedirs(d, exist_ok=True)
@@ -116,6 +126,15 @@ def main():
     write("policy_body", "weights", b'{"weights": {"aws-1": 70, "gcp-1": 30}}')
     write("policy_body", "failover-avoid-allow", b'{"failover": ["aws-1", "gcp-1"], "avoid": ["azure-1"], "allow": ["aws-1"]}')
     write("policy_body", "empty", b"{}")
+
+    write("dns_request", "a", dns_query(1, "payments.prod.svc.clusterset.local", 1))
+    write("dns_request", "aaaa-edns", dns_query(2, "Web.Prod.svc.clusterset.local", 28, edns=4096))
+    write("dns_request", "srv", dns_query(3, "_tcp._tcp.db.prod.svc.clusterset.local", 33))
+    write("dns_request", "nxdomain", dns_query(4, "typo.prod.svc.clusterset.local", 1))
+    write("dns_request", "other-zone", dns_query(5, "example.com", 1))
+    write("dns_request", "soa-apex", dns_query(6, "clusterset.local", 6))
+    # A question name that is a compression pointer to itself.
+    write("dns_request", "pointer-loop", u16(7) + u16(0x0100) + u16(1) + u16(0) * 3 + b"\xc0\x0c" + u16(1) + u16(1))
 
 
 if __name__ == "__main__":

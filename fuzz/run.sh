@@ -13,7 +13,7 @@ case "$SECS" in '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
-TARGETS="${TARGETS:-sni http_head stream_header catalog_file policy_body tcp_frames}"
+TARGETS="${TARGETS:-sni http_head stream_header catalog_file policy_body tcp_frames dns_request}"
 LOGS="fuzz/target/run-logs"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

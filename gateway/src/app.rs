@@ -24,7 +24,7 @@ use crate::routing::Catalog;
 use crate::telemetry::{self, Telemetry};
 use crate::tls::{self, CertStore, TlsError, TlsFiles};
 use crate::tunnel::{self, client::Pool, codes};
-use crate::{admin, config};
+use crate::{admin, config, dns};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,8 @@ pub struct Bound {
     pub http: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub tcp: Vec<SocketAddr>,
+    /// The `clusterset.local` DNS server, UDP and TCP on this one address (`None`: off).
+    pub dns: Option<SocketAddr>,
 }
 
 /// A started gateway.
@@ -179,6 +181,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         http: None,
         admin: tunnel_addr,
         tcp: Vec::new(),
+        dns: None,
     };
     // Unset, it is the tunnel's own address and port (as bound: port 0 picks one for UDP first).
     let tunnel_tcp = match tunnel_tcp {
@@ -235,6 +238,28 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     for (tl, kind) in listeners {
         let span = tracing::info_span!("accept", listener = kind.label(), addr = %tl.local_addr().expect("bound"));
         background.spawn(listener::serve(tl, kind, ctx.clone(), work.clone()).instrument(span));
+    }
+    if let Some(a) = listen_addr("listen.dns", &cfg.listen.dns)? {
+        let (udp, tcp) = bind_dns(a, cfg.limits.listen_backlog)?;
+        let bound = udp.local_addr().expect("bound");
+        addrs.dns = Some(bound);
+        let server = dns::DnsServer::new(
+            ctx.clone(),
+            cfg.dns.clone(),
+            servable(&cfg, &addrs),
+            cfg.listen.egress_ips()?,
+            dns::DnsMetrics::register(&mut registry),
+        );
+        let stop = stop_background.clone();
+        background.spawn(server.clone().resolve(stop.clone()).instrument(tracing::info_span!("dns_resolve")));
+        background.spawn(
+            server.clone().serve_udp(udp, stop.clone()).instrument(tracing::info_span!("dns_udp", addr = %bound)),
+        );
+        background.spawn(
+            server
+                .serve_tcp(tcp, stop, background.clone())
+                .instrument(tracing::info_span!("dns_tcp_accept", addr = %bound)),
+        );
     }
     let router = admin::router(ctx.clone(), Arc::new(registry));
     let (stop, m) = (stop_background.clone(), metrics.clone());
@@ -316,6 +341,46 @@ fn bind_tunnel(
             Err(_) if attempts > 0 && explicit.is_none() => continue,
             Err(source) => return Err(StartError::Bind { what: "tunnel (TCP)", addr: tcp_addr, source }),
         }
+    }
+}
+
+/// Binds DNS on UDP and TCP at one address; with port 0, one free number for both.
+fn bind_dns(addr: SocketAddr, backlog: usize) -> Result<(tokio::net::UdpSocket, TcpListener), StartError> {
+    let mut attempts = if addr.port() == 0 { 64 } else { 1 };
+    loop {
+        attempts -= 1;
+        let udp = std::net::UdpSocket::bind(addr)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(tokio::net::UdpSocket::from_std)
+            .map_err(|source| StartError::Bind { what: "DNS (UDP)", addr, source })?;
+        let at = udp.local_addr().expect("bound");
+        match skybridge_api::serve::listen(at, backlog) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if attempts > 0 => continue,
+            Err(source) => return Err(StartError::Bind { what: "DNS (TCP)", addr: at, source }),
+        }
+    }
+}
+
+/// What the egress listeners serve, with the ports clients dial for each: `dns.tls_port` and
+/// `dns.http_port`, else the listeners' own; a port-mapped listener's `advertised_port`, else the
+/// service port behind an answer address (a Service exposes it) or the listener's own port.
+fn servable(cfg: &Config, addrs: &Bound) -> dns::zone::Servable {
+    let tcp = cfg
+        .listen
+        .tcp
+        .iter()
+        .zip(&addrs.tcp)
+        .map(|(t, bound)| {
+            let key = ServiceKey::from_host(&t.service).expect("validated");
+            let own = if cfg.dns.answer.is_empty() { bound.port() } else { t.port };
+            ((key, t.port), t.advertised_port.unwrap_or(own))
+        })
+        .collect();
+    dns::zone::Servable {
+        tls_port: addrs.sni.map(|a| cfg.dns.tls_port.unwrap_or(a.port())),
+        http_port: addrs.http.map(|a| cfg.dns.http_port.unwrap_or(a.port())),
+        tcp,
     }
 }
 

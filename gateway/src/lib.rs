@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod context;
 pub mod delivery;
+pub mod dns;
 pub mod federation;
 pub mod listener;
 pub mod metrics;

@@ -60,6 +60,8 @@ pub struct Fleet {
     /// Each gateway's HTTP (Host-routed) listener.
     pub http: BTreeMap<&'static str, SocketAddr>,
     pub admin: BTreeMap<&'static str, SocketAddr>,
+    /// Each gateway's `clusterset.local` DNS server (UDP and TCP).
+    pub dns: BTreeMap<&'static str, SocketAddr>,
     /// (from, to) → the link `from` dials `to` through.
     links: BTreeMap<(&'static str, &'static str), Link>,
     backends: BTreeMap<&'static str, SocketAddr>,
@@ -117,6 +119,7 @@ impl Fleet {
             api,
             http: BTreeMap::new(),
             admin: BTreeMap::new(),
+            dns: BTreeMap::new(),
             links,
             backends,
             _relays: Vec::new(),
@@ -128,18 +131,21 @@ impl Fleet {
         f._procs.push(fed);
         for c in CLUSTERS {
             let [http, admin] = free_tcp(2)[..] else { unreachable!() };
+            let dns = free_udp(1)[0];
             let peer_addresses: Vec<String> = CLUSTERS
                 .into_iter()
                 .filter(|p| *p != c)
                 .map(|p| format!("\"{p}\" = \"{}\"", relay_addr(&relays, c, p)))
                 .collect();
-            let text = gateway_toml(&fleet_dir, c, tunnels[c], http, admin, control, &peer_addresses.join(", "));
+            let listen = Listen { tunnel: tunnels[c], http, admin, dns };
+            let text = gateway_toml(&fleet_dir, c, &listen, control, &peer_addresses.join(", "));
             let path = fleet_dir.join(format!("{c}.toml"));
             std::fs::write(&path, text).unwrap();
             let p = Proc::spawn(&["gateway", "--config", path.to_str().unwrap()], fleet_dir.join(format!("{c}.log")));
             assert!(wait_ready(admin, Duration::from_secs(30)), "{c} not ready:\n{}", p.log_text());
             f.http.insert(c, http);
             f.admin.insert(c, admin);
+            f.dns.insert(c, dns);
             f._procs.push(p);
         }
         f._relays = relays;
@@ -148,16 +154,24 @@ impl Fleet {
 
     /// Rewrites the federator's static catalog: `web.prod` exported by `hosts`.
     pub fn write_catalog(&self, hosts: &[&str]) {
+        self.write_services(&[("web", hosts)]);
+    }
+
+    /// Rewrites the federator's static catalog: each `(name, hosts)` an HTTP service on port 80
+    /// in namespace `prod`, exported by the clusters `hosts` (their backends answer).
+    pub fn write_services(&self, services: &[(&str, &[&str])]) {
         let mut text = String::new();
         for (c, cloud) in CLUSTERS.iter().zip(["aws", "gcp", "azure"]) {
             text += &format!("[[clusters]]\nid = \"{c}\"\ncloud = \"{cloud}\"\nregion = \"r\"\n");
         }
-        text += "[[services]]\nnamespace = \"prod\"\nname = \"web\"\n";
-        for c in hosts {
-            text += &format!(
-                "[[services.exports]]\ncluster = \"{c}\"\n[[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{}\"]\n",
-                self.backends[c]
-            );
+        for (name, hosts) in services {
+            text += &format!("[[services]]\nnamespace = \"prod\"\nname = \"{name}\"\n");
+            for c in *hosts {
+                text += &format!(
+                    "[[services.exports]]\ncluster = \"{c}\"\n[[services.exports.ports]]\nport = 80\nprotocol = \"http\"\nendpoints = [\"{}\"]\n",
+                    self.backends[c]
+                );
+            }
         }
         let tmp = self.dir.path().join("catalog.toml.tmp");
         std::fs::write(&tmp, text).unwrap();
@@ -249,22 +263,23 @@ fn federator_toml(d: &Path, api: SocketAddr, control: SocketAddr) -> String {
     )
 }
 
-fn gateway_toml(
-    d: &Path,
-    cluster: &str,
+/// One gateway's listeners.
+struct Listen {
     tunnel: SocketAddr,
     http: SocketAddr,
     admin: SocketAddr,
-    control: SocketAddr,
-    peer_addresses: &str,
-) -> String {
+    dns: SocketAddr,
+}
+
+fn gateway_toml(d: &Path, cluster: &str, l: &Listen, control: SocketAddr, peer_addresses: &str) -> String {
     let d = d.display();
+    let Listen { tunnel, http, admin, dns } = l;
     // Routing knobs are the shipped defaults; only the connect budget is shortened so that a
     // connection the gateway could not place shows up quickly as a failure.
     format!(
         "[gateway]\ncluster = \"{cluster}\"\ncloud = \"other\"\nregion = \"r\"\ntrust_domain = \"{TD}\"\n\
          [tls]\ncert = \"{d}/{cluster}/cert.pem\"\nkey = \"{d}/{cluster}/key.pem\"\ntrust_bundle = \"{d}/{cluster}/ca.pem\"\n\
-         [listen]\ntunnel = \"{tunnel}\"\nsni = \"off\"\nhttp = \"{http}\"\nadmin = \"{admin}\"\n\
+         [listen]\ntunnel = \"{tunnel}\"\nsni = \"off\"\nhttp = \"{http}\"\nadmin = \"{admin}\"\ndns = \"{dns}\"\n\
          [limits]\nconnect_budget = \"2s\"\n\
          [federator]\naddress = \"{control}\"\ninstance = \"{cluster}-0\"\nreport_interval = \"500ms\"\n\
          reconnect_min = \"100ms\"\nreconnect_max = \"400ms\"\npeer_addresses = {{ {peer_addresses} }}\n"

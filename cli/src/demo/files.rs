@@ -145,7 +145,7 @@ pub fn gateway_toml(
     format!(
         "[gateway]\ncluster = {id}\ncloud = {cloud}\nregion = {region}\ntrust_domain = {td}\n\
          [tls]\ncert = {cert}\nkey = {key}\ntrust_bundle = {bundle}\n\
-         [listen]\ntunnel = \"{tunnel}\"\nsni = \"{sni}\"\nhttp = \"{http}\"\nadmin = \"{admin}\"\n\
+         [listen]\ntunnel = \"{tunnel}\"\nsni = \"{sni}\"\nhttp = \"{http}\"\nadmin = \"{admin}\"\ndns = \"{dns}\"\n\
          [limits]\ndrain_deadline = \"3s\"\n\
          [federator]\naddress = \"{control}\"\ninstance = {instance}\n\
          # Reports every second so the latency matrix fills while you watch.\nreport_interval = \"1s\"\n\
@@ -161,6 +161,7 @@ pub fn gateway_toml(
         sni = ports.sni,
         http = ports.http,
         admin = ports.admin,
+        dns = ports.dns,
         instance = quoted(&format!("{}-gw-0", cluster.id)),
         peer_addresses = peer_addresses.join(", "),
     )

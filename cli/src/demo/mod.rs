@@ -222,6 +222,7 @@ async fn launch(opts: &DemoOptions, layout: &Layout, dir: &Path, parts: &mut Par
             sni: b.sni.expect("configured on"),
             http: b.http.expect("configured on"),
             admin: b.admin,
+            dns: b.dns.expect("configured on"),
         };
         gateways.push(GatewayInfo { cluster: *cluster, addrs });
         parts.gateways.push(running);

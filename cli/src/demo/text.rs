@@ -95,6 +95,11 @@ pub fn banner(demo: &Demo, readiness: &Readiness) -> String {
         let _ = writeln!(w, "  curl -H 'Host: {}' http://{http}/", svc.host());
         let _ = writeln!(w, "      # {}", explain(demo, from, svc));
     }
+    if let Some(&(from, name)) = EXAMPLES.first() {
+        let (svc, dns) = (service(name), demo.gateways[from].addrs.dns);
+        let _ = writeln!(w, "  dig @{} -p {} +short {}", dns.ip(), dns.port(), svc.host());
+        let _ = writeln!(w, "      # the gateway's DNS answers clusterset names from its catalog (a typo: NXDOMAIN)");
+    }
     let _ = writeln!(w, "  skybridge whatif --api http://{api} --down aws-demo");
     let _ = writeln!(w, "      # which routes would move if aws-demo went down");
 

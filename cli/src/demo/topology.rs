@@ -170,6 +170,8 @@ pub struct GatewayPorts {
     pub http: SocketAddr,
     /// `/healthz`, `/readyz`, `/metrics`, `/status`.
     pub admin: SocketAddr,
+    /// The `clusterset.local` DNS server (UDP and TCP).
+    pub dns: SocketAddr,
 }
 
 /// Every address the demo binds except the federator's API (which has its own flag).
@@ -197,7 +199,7 @@ fn local(port: u16) -> SocketAddr {
 impl Layout {
     /// The layout for `ports`. With a base port B (default 18000): control B+10, links API
     /// B+90; gateway i (0 aws, 1 gcp, 2 azure) in block B+100·(i+1): SNI +1, admin +21, tunnel
-    /// +43 (UDP), HTTP +80 (so aws's HTTP is 18180); relay from i to j at B+400+10·i+j;
+    /// +43 (UDP), DNS +53 (UDP and TCP), HTTP +80 (so aws's HTTP is 18180); relay from i to j at B+400+10·i+j;
     /// backend of service s in cluster c at B+500+10·c+s. The endings echo the production
     /// defaults (15001, 15021, 15080, 15010).
     pub fn new(ports: Ports) -> Result<Layout, TopologyError> {
@@ -214,6 +216,7 @@ impl Layout {
                 sni: at(block + 1)?,
                 admin: at(block + 21)?,
                 tunnel: at(block + 43)?,
+                dns: at(block + 53)?,
                 http: at(block + 80)?,
             })
         };
@@ -233,14 +236,14 @@ impl Layout {
     /// Every TCP address (for checking a base port's range is free).
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
         let mut out = vec![self.control, self.links];
-        out.extend(self.gateways.iter().flat_map(|g| [g.sni, g.http, g.admin]));
+        out.extend(self.gateways.iter().flat_map(|g| [g.sni, g.http, g.admin, g.dns]));
         out.extend(self.backends.values());
         out
     }
 
     /// Every UDP address: tunnels and relays.
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = self.gateways.iter().map(|g| g.tunnel).collect();
+        let mut out: Vec<SocketAddr> = self.gateways.iter().flat_map(|g| [g.tunnel, g.dns]).collect();
         out.extend(self.relays.values());
         out
     }
@@ -265,7 +268,8 @@ mod tests {
         let mut udp: Vec<u16> = l.udp_addrs().iter().map(|a| a.port()).collect();
         udp.sort();
         udp.dedup();
-        assert_eq!(udp.len(), 3 + 6, "three tunnels, six one-way relays");
+        assert_eq!(udp.len(), 3 + 3 + 6, "three tunnels, three DNS servers, six one-way relays");
+        assert_eq!(l.gateways[0].dns, local(18153));
         assert_eq!(l.backends.len(), SERVICES.iter().map(|s| s.clusters.len()).sum::<usize>());
         assert_eq!(Layout::new(Ports::Base(65000)), Err(TopologyError::BasePort(65000)));
     }

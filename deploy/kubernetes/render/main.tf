@@ -12,6 +12,11 @@ module "skybridge" {
   federator_address    = "federator.corp.example:15010"
   advertised_addresses = ["203.0.113.10:15443"]
 
+  # The gateway's DNS server for clusterset.local is on by default (`dns`; port 53 of the egress
+  # Service). The plain YAML leaves the cluster DNS alone: forward the zone to the egress
+  # Service's ClusterIP by hand (docs/deploy/kubernetes.md#forwarding-by-hand), or fix that
+  # address here with dns = { cluster_ip = "..." }.
+
   federator = {
     # Replace with your catalog sources: docs/federator.md and docs/sources/.
     sources_toml          = "# [[sources]] tables go here (docs/federator.md, docs/sources/)."

@@ -1,6 +1,7 @@
 //! The gateway's one typed config: TOML, parsed once, unknown keys rejected, every semantic
 //! error naming the key, the value and the reason.
 
+mod dns;
 mod limits;
 mod routing;
 mod telemetry;
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use dns::{AnswerAddress, DnsSection};
 pub use limits::{Limits, deadline};
 pub use routing::{OpenTimeouts, RoutingSection, TcpFallbackMode};
 use serde::Deserialize;
@@ -47,6 +49,9 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     #[serde(default)]
     pub authorization: AuthorizationSection,
+    /// The `clusterset.local` DNS server's answers (it listens at `listen.dns`).
+    #[serde(default)]
+    pub dns: DnsSection,
 }
 
 /// Who this gateway is.
@@ -251,6 +256,9 @@ pub struct ListenSection {
     pub admin: String,
     #[serde(default)]
     pub tcp: Vec<TcpListenerConfig>,
+    /// The `clusterset.local` DNS server, UDP and TCP on one address; `"off"` (the default).
+    #[serde(default = "defaults::dns")]
+    pub dns: String,
 }
 
 impl Default for ListenSection {
@@ -262,6 +270,7 @@ impl Default for ListenSection {
             http: defaults::http(),
             admin: defaults::admin(),
             tcp: Vec::new(),
+            dns: defaults::dns(),
         }
     }
 }
@@ -274,6 +283,11 @@ pub struct TcpListenerConfig {
     /// `<name>.<namespace>` or the full clusterset name.
     pub service: String,
     pub port: u16,
+    /// The port clients dial for this listener, which DNS SRV answers give (the egress
+    /// Service's port in front of it). Unset: the service port when `dns.answer` is set (the
+    /// Service exposes it), else this listener's own port.
+    #[serde(default)]
+    pub advertised_port: Option<u16>,
 }
 
 /// Defaults of the non-`[limits]` keys, also quoted in docs/operations.md.
@@ -290,6 +304,9 @@ pub mod defaults {
     }
     pub fn admin() -> String {
         "0.0.0.0:15021".into()
+    }
+    pub fn dns() -> String {
+        "off".into()
     }
     pub fn handshake_timeout() -> Duration {
         Duration::from_secs(3)
@@ -407,6 +424,7 @@ impl Config {
             }
         }
         self.listen.validate(self.federator.as_ref())?;
+        self.validate_dns()?;
         self.limits.validate()?;
         self.routing.validate()?;
         self.telemetry.validate()?;
@@ -469,7 +487,52 @@ impl Config {
     }
 }
 
+impl Config {
+    /// `[dns]` and `listen.dns`: the section's own bounds, and an answer address to give.
+    fn validate_dns(&self) -> Result<(), ConfigError> {
+        self.dns.validate()?;
+        if listen_addr("listen.dns", &self.listen.dns)?.is_some()
+            && self.dns.answer.is_empty()
+            && self.listen.egress_ips()?.is_empty()
+        {
+            return Err(invalid(
+                "dns.answer",
+                "[]",
+                "listen.dns is on but every egress listener is a wildcard address: give the address clients \
+                 reach the egress listeners at (the egress Service's ClusterIP or DNS name)",
+            ));
+        }
+        for (i, t) in self.listen.tcp.iter().enumerate() {
+            if t.advertised_port == Some(0) {
+                return Err(invalid(format!("listen.tcp[{i}].advertised_port"), 0, "expected the port clients dial"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ListenSection {
+    /// The concrete (not wildcard) addresses of the egress listeners: what DNS answers when
+    /// `dns.answer` is empty.
+    pub fn egress_ips(&self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+        let mut ips = Vec::new();
+        let mut consider = |key: &str, v: &str| -> Result<(), ConfigError> {
+            if let Some(a) = listen_addr(key, v)?
+                && !a.ip().is_unspecified()
+                && !ips.contains(&a.ip())
+            {
+                ips.push(a.ip());
+            }
+            Ok(())
+        };
+        consider("listen.sni", &self.sni)?;
+        consider("listen.http", &self.http)?;
+        for (i, t) in self.tcp.iter().enumerate() {
+            consider(&format!("listen.tcp[{i}].address"), &t.address)?;
+        }
+        Ok(ips)
+    }
+
     /// Where the tunnel over TLS on TCP listens: `tunnel_tcp`, or `tunnel`'s address when it is
     /// unset; `None` when it is `"off"`.
     pub fn tunnel_tcp_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
@@ -487,7 +550,12 @@ impl ListenSection {
         if let Some(a) = self.tunnel_tcp_addr()? {
             tcp.push(("listen.tunnel_tcp".to_owned(), a));
         }
-        for (key, v) in [("listen.sni", &self.sni), ("listen.http", &self.http), ("listen.admin", &self.admin)] {
+        for (key, v) in [
+            ("listen.sni", &self.sni),
+            ("listen.http", &self.http),
+            ("listen.admin", &self.admin),
+            ("listen.dns", &self.dns),
+        ] {
             if let Some(a) = listen_addr(key, v)? {
                 tcp.push((key.to_owned(), a));
             }
@@ -510,6 +578,12 @@ impl ListenSection {
             }
         }
         let tunnel = listen_addr("listen.tunnel", &self.tunnel)?.expect("checked: the tunnel cannot be off");
+        // The two UDP sockets: the tunnel's and DNS's.
+        if let Some(dns) = listen_addr("listen.dns", &self.dns)?
+            && skybridge_api::config::listeners_collide(dns, tunnel)
+        {
+            return Err(invalid("listen.dns", dns, "listen.tunnel takes the same UDP address; give DNS its own port"));
+        }
         if let Some(f) = federator
             && tunnel.port() == 0
             && !f.tunnel_addresses.is_empty()

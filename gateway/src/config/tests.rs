@@ -297,3 +297,38 @@ fn tunnel_port_zero_only_without_fixed_advertised_addresses() {
         .replace("[federator]", "[listen]\ntunnel = \"127.0.0.1:0\"\n\n[federator]");
     Config::parse(&ok).unwrap();
 }
+
+#[test]
+fn dns_is_off_by_default_and_needs_an_address_to_answer() {
+    let c = Config::parse(BASE).unwrap();
+    assert_eq!(c.listen.dns, "off");
+    assert_eq!(c.dns.ttl, Duration::from_secs(5));
+    // On, with wildcard egress listeners and no dns.answer: nothing to answer with.
+    let e = err(&format!("{BASE}\n[listen]\ndns = \"0.0.0.0:15053\"\n"));
+    assert!(e.contains("`dns.answer`") && e.contains("wildcard"), "{e}");
+    // A concrete egress address, or an explicit answer (an IP or a host name), will do.
+    Config::parse(&format!("{BASE}\n[listen]\ndns = \"0.0.0.0:15053\"\nsni = \"10.0.0.5:15001\"\n")).unwrap();
+    let c = Config::parse(&format!(
+        "{BASE}\n[listen]\ndns = \"0.0.0.0:15053\"\n[dns]\nanswer = [\"10.96.0.42\", \"skybridge-egress.skybridge-system.svc.cluster.local\"]\nttl = \"30s\"\ntls_port = 443\n"
+    ))
+    .unwrap();
+    assert_eq!(c.dns.answer[0], AnswerAddress::Ip("10.96.0.42".parse().unwrap()));
+    assert_eq!(c.dns.answer[1], AnswerAddress::Host("skybridge-egress.skybridge-system.svc.cluster.local".into()));
+    for (dns, key, why) in [
+        ("answer = [\"0.0.0.0\"]", "dns.answer[0]", "wildcard"),
+        ("answer = [\"not a host\"]", "dns.answer[0]", "host name"),
+        ("ttl = \"0s\"", "dns.ttl", "at least"),
+        ("max_queries_per_second = 0", "dns.max_queries_per_second", "positive"),
+        ("tls_port = 0", "dns.tls_port", "port"),
+    ] {
+        let e = err(&format!("{BASE}\n[dns]\n{dns}\n"));
+        assert!(e.contains(&format!("`{key}`")) && e.contains(why), "{dns}: {e}");
+    }
+    // DNS takes UDP and TCP: neither the tunnel's UDP nor a TCP listener's address.
+    let e = err(&format!(
+        "{BASE}\n[listen]\ntunnel = \"0.0.0.0:15053\"\ndns = \"0.0.0.0:15053\"\nsni = \"10.0.0.5:15001\"\n"
+    ));
+    assert!(e.contains("`listen.dns`") && e.contains("listen.tunnel"), "{e}");
+    let e = err(&format!("{BASE}\n[listen]\ndns = \"10.0.0.5:15001\"\nsni = \"10.0.0.5:15001\"\n"));
+    assert!(e.contains("`listen.dns`") && e.contains("listen.sni"), "{e}");
+}

@@ -267,6 +267,13 @@ module "manifests" {
   otlp_endpoint               = var.otlp_endpoint
   extra_gateway_config        = var.extra_gateway_config
 
+  dns = {
+    enabled       = var.dns.enabled
+    cluster_ip    = var.dns.cluster_ip
+    ttl           = var.dns.ttl
+    source_ranges = var.dns.source_ranges
+  }
+
   federator = !local.federator_enabled ? null : {
     sources_toml          = local.sources_toml
     tls_secret_name       = var.federator.tls_secret_name
@@ -331,4 +338,83 @@ resource "kubernetes_manifest" "gateway_health_check_policy" {
   }
 
   depends_on = [kubernetes_manifest.namespace]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cluster DNS: forward clusterset.local to the gateway's DNS server (dns.forward)
+# ---------------------------------------------------------------------------------------------
+# EKS's CoreDNS (self-managed, or the managed add-on) reads one key, Corefile, of the ConfigMap
+# kube-system/coredns, and its Corefile imports nothing, so the server block must go into that
+# text. The module merges it into the live Corefile (between BEGIN/END skybridge markers,
+# replacing the block an earlier apply wrote) and writes the key back with server-side apply; the
+# Corefile's `reload` plugin picks the change up within a minute or two, without a restart.
+# Why not the add-on's configuration_values.corefile: that needs this module to own the
+# aws_eks_addon resource, which the cluster's own Terraform (e.g. terraform-aws-modules/eks
+# cluster_addons) already owns, and to restate the whole Corefile. Editing the ConfigMap works
+# with either kind of CoreDNS and leaves the add-on alone; an add-on update with
+# resolve_conflicts_on_update = "OVERWRITE" resets the Corefile, and the next apply merges the
+# block again ("PRESERVE" keeps it).
+#
+# The address: the egress Service's ClusterIP. CoreDNS forwards to addresses, not names. A
+# fixed dns.cluster_ip is known at plan time; otherwise it is read from the applied Service
+# (kubernetes_manifest's object carries spec.clusterIP), which is unknown until the Service
+# exists: on a fresh cluster `terraform plan` shows the Corefile as known after apply, and one
+# apply creates the Service and then writes the forward. (The ConfigMap is written with
+# kubernetes_config_map_v1_data, which takes values unknown at plan time; kubernetes_manifest
+# does not.)
+
+locals {
+  dns_forward = var.dns.enabled && var.dns.forward
+  dns_forward_address = !local.dns_forward ? null : (
+    var.dns.cluster_ip != null ? var.dns.cluster_ip : kubernetes_manifest.objects["Service/${module.manifests.egress_service_name}"].object.spec.clusterIP
+  )
+}
+
+data "kubernetes_config_map_v1" "coredns" {
+  count = local.dns_forward ? 1 : 0
+
+  metadata {
+    name      = "coredns"
+    namespace = "kube-system"
+  }
+}
+
+module "dns_forward" {
+  count  = local.dns_forward ? 1 : 0
+  source = "../gateway-manifests/modules/dns-forward"
+
+  address  = local.dns_forward_address
+  corefile = try(data.kubernetes_config_map_v1.coredns[0].data["Corefile"], null)
+}
+
+resource "kubernetes_config_map_v1_data" "coredns" {
+  count = local.dns_forward ? 1 : 0
+
+  metadata {
+    name      = "coredns"
+    namespace = "kube-system"
+  }
+  data = { Corefile = module.dns_forward[0].corefile }
+  # The Corefile key belongs to EKS (the add-on) or to whoever created CoreDNS: take it over.
+  # A field manager of its own: server-side apply treats one manager's apply as its whole
+  # intent, so under the provider's default ("Terraform") it would drop keys another
+  # Terraform configuration wrote into the same object.
+  force         = true
+  field_manager = "skybridge"
+
+  lifecycle {
+    # Destroying this resource (terraform destroy, dns.forward = false) would not restore the
+    # Corefile: server-side apply removes a key its last manager gives up, and CoreDNS pods
+    # started after that fail for want of their config. The README's "Cluster DNS" section
+    # gives the safe way out (terraform state rm, then remove the block by hand).
+    prevent_destroy = true
+
+    precondition {
+      condition     = try(data.kubernetes_config_map_v1.coredns[0].data["Corefile"], null) != null
+      error_message = "kube-system/coredns has no Corefile to add the clusterset.local forward to (no CoreDNS in this cluster, e.g. EKS Auto Mode?): set dns.forward = false and forward clusterset.local to the egress Service by other means (docs/deploy/kubernetes.md)."
+    }
+  }
+
+  # The forward goes in once the Service holds its address.
+  depends_on = [kubernetes_manifest.objects]
 }

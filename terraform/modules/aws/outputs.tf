@@ -62,3 +62,8 @@ output "federator_service_name" {
   description = "Name of the federator's LoadBalancer Service (control port 15010), or null when the federator is off."
   value       = local.federator_enabled ? module.manifests.federator_service_name : null
 }
+
+output "dns_forward_address" {
+  description = "The address CoreDNS forwards clusterset.local to (port 53): the egress Service's ClusterIP, dns.cluster_ip or the one Kubernetes assigned (known after the first apply). null without dns.forward."
+  value       = local.dns_forward_address
+}

@@ -166,6 +166,23 @@ variable "otlp_endpoint" {
 }
 
 # ---------------------------------------------------------------------------------------------
+# DNS for clusterset.local
+# ---------------------------------------------------------------------------------------------
+
+variable "dns" {
+  description = "The gateway's DNS server for clusterset.local (docs/dns.md) and the cluster DNS's forward of that zone to it. enabled: render it (listen.dns on 15053, the [dns] table, port 53 UDP and TCP on skybridge-egress); false: nothing DNS-related is rendered or forwarded. forward: merge the server block `clusterset.local:53 { forward . <egress ClusterIP> }` into the Corefile of kube-system/coredns (self-managed CoreDNS or the EKS add-on; the README says why there and what removing it takes). cluster_ip: a fixed ClusterIP for skybridge-egress, a free address of the cluster's service CIDR; null: the address Kubernetes assigns, read from the applied Service. ttl and source_ranges: as in ../gateway-manifests (defaults 5s and [])."
+  type = object({
+    enabled       = optional(bool, true)
+    forward       = optional(bool, true)
+    cluster_ip    = optional(string)
+    ttl           = optional(string)
+    source_ranges = optional(list(string))
+  })
+  default  = {}
+  nullable = false
+}
+
+# ---------------------------------------------------------------------------------------------
 # Federator (optional; one per federation)
 # ---------------------------------------------------------------------------------------------
 

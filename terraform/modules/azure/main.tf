@@ -205,6 +205,13 @@ module "manifests" {
   load_balancer_ip            = null
   load_balancer_source_ranges = var.peer_cidrs
 
+  dns = {
+    enabled       = var.dns.enabled
+    cluster_ip    = var.dns.cluster_ip
+    ttl           = var.dns.ttl
+    source_ranges = var.dns.source_ranges
+  }
+
   federator = local.fed_enabled ? {
     sources_toml          = local.sources_toml
     tls_secret_name       = var.federator.tls_secret_name
@@ -245,4 +252,78 @@ resource "kubernetes_manifest" "objects" {
     azurerm_federated_identity_credential.federator,
     azurerm_role_assignment.federator,
   ]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cluster DNS: forward clusterset.local to the gateway's DNS server (dns.forward)
+# ---------------------------------------------------------------------------------------------
+# AKS manages the Corefile; the way it offers to extend CoreDNS is the ConfigMap
+# kube-system/coredns-custom (created empty by AKS), whose *.server keys the Corefile imports as
+# server blocks. The module writes one key, clusterset.server, with server-side apply, leaving
+# the other keys alone. CoreDNS reads imported files only when it starts (its reload plugin
+# watches the Corefile itself), so a change of the block rolls the coredns Deployment through
+# a pod-template annotation (dns.restart_coredns; AKS's own `kubectl rollout restart` advice).
+#
+# The address: the egress Service's ClusterIP (CoreDNS forwards to addresses, not names). A
+# fixed dns.cluster_ip is known at plan time; otherwise it is read from the applied Service
+# (kubernetes_manifest's object carries spec.clusterIP), unknown until the Service exists: on a
+# fresh cluster `terraform plan` shows the block as known after apply, and one apply creates
+# the Service and then the forward. (kubernetes_config_map_v1_data and kubernetes_annotations
+# take values unknown at plan time; kubernetes_manifest does not.)
+
+locals {
+  dns_forward = var.dns.enabled && var.dns.forward
+  dns_forward_address = !local.dns_forward ? null : (
+    var.dns.cluster_ip != null ? var.dns.cluster_ip : kubernetes_manifest.objects["Service/${module.manifests.egress_service_name}"].object.spec.clusterIP
+  )
+}
+
+module "dns_forward" {
+  count  = local.dns_forward ? 1 : 0
+  source = "../gateway-manifests/modules/dns-forward"
+
+  address = local.dns_forward_address
+}
+
+resource "kubernetes_config_map_v1_data" "coredns_custom" {
+  count = local.dns_forward ? 1 : 0
+
+  metadata {
+    name      = "coredns-custom"
+    namespace = "kube-system"
+  }
+  # Removing the forward (dns.forward = false, destroy) removes just this key; CoreDNS drops
+  # the block at its next start (the README says how to restart it).
+  data = module.dns_forward[0].coredns_custom_data
+  # A field manager of its own: server-side apply treats one manager's apply as its whole
+  # intent, so under the provider's default ("Terraform") it would drop keys another
+  # Terraform configuration wrote into the same object.
+  force         = true
+  field_manager = "skybridge"
+
+  # The forward goes in once the Service holds its address.
+  depends_on = [kubernetes_manifest.objects]
+}
+
+resource "kubernetes_annotations" "coredns_restart" {
+  count = local.dns_forward && var.dns.restart_coredns ? 1 : 0
+
+  api_version = "apps/v1"
+  kind        = "Deployment"
+  metadata {
+    name      = "coredns"
+    namespace = "kube-system"
+  }
+  # A new value rolls the CoreDNS pods (a rolling update), which then import the new
+  # clusterset.server.
+  template_annotations = {
+    "skybridge.dev/clusterset-server-sha256" = sha256(module.dns_forward[0].server_block)
+  }
+  # A field manager of its own: server-side apply treats one manager's apply as its whole
+  # intent, so under the provider's default ("Terraform") it would drop keys another
+  # Terraform configuration wrote into the same object.
+  force         = true
+  field_manager = "skybridge"
+
+  depends_on = [kubernetes_config_map_v1_data.coredns_custom]
 }

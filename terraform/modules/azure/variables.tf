@@ -221,6 +221,24 @@ variable "extra_gateway_config" {
 }
 
 # ---------------------------------------------------------------------------------------------
+# DNS for clusterset.local
+# ---------------------------------------------------------------------------------------------
+
+variable "dns" {
+  description = "The gateway's DNS server for clusterset.local (docs/dns.md) and the cluster DNS's forward of that zone to it. enabled: render it (listen.dns on 15053, the [dns] table, port 53 UDP and TCP on skybridge-egress); false: nothing DNS-related is rendered or forwarded. forward: put the server block `clusterset.local:53 { forward . <egress ClusterIP> }` in kube-system/coredns-custom as clusterset.server (AKS's Corefile imports custom/*.server). restart_coredns: roll the coredns Deployment when that block changes (a pod-template annotation): CoreDNS reads imported files only at start. cluster_ip: a fixed ClusterIP for skybridge-egress, a free address of the cluster's service CIDR; null: the address Kubernetes assigns, read from the applied Service. ttl and source_ranges: as in ../gateway-manifests (defaults 5s and [])."
+  type = object({
+    enabled         = optional(bool, true)
+    forward         = optional(bool, true)
+    restart_coredns = optional(bool, true)
+    cluster_ip      = optional(string)
+    ttl             = optional(string)
+    source_ranges   = optional(list(string))
+  })
+  default  = {}
+  nullable = false
+}
+
+# ---------------------------------------------------------------------------------------------
 # Federator (one per federation; optional)
 # ---------------------------------------------------------------------------------------------
 

@@ -22,6 +22,11 @@ locals {
       { name = "http", containerPort = 15080, protocol = "TCP" },
       { name = "admin", containerPort = 15021, protocol = "TCP" },
     ],
+    # listen.dns: the clusterset.local DNS server, reached through the egress Service's port 53.
+    local.dns_enabled ? [
+      { name = "dns-udp", containerPort = local.dns_port, protocol = "UDP" },
+      { name = "dns-tcp", containerPort = local.dns_port, protocol = "TCP" },
+    ] : [],
   )
 
   gateway_objects = [
@@ -153,17 +158,29 @@ locals {
     {
       apiVersion = "v1"
       kind       = "Service"
-      metadata   = { name = "skybridge-egress", namespace = var.namespace, labels = local.gateway_labels }
-      spec = {
-        type     = "ClusterIP"
-        selector = local.gateway_selector
-        # Clients keep their usual ports: point *.svc.clusterset.local here (docs/deploy/kubernetes.md).
-        ports = [
-          { name = "tls", port = 443, targetPort = 15001, protocol = "TCP" },
-          { name = "http", port = 80, targetPort = 15080, protocol = "TCP" },
-          { name = "admin", port = 15021, targetPort = 15021, protocol = "TCP" },
-        ]
-      }
+      metadata   = { name = local.egress_service, namespace = var.namespace, labels = local.gateway_labels }
+      spec = merge(
+        {
+          type     = "ClusterIP"
+          selector = local.gateway_selector
+          # Clients keep their usual ports; *.svc.clusterset.local resolves here (docs/dns.md).
+          ports = concat(
+            [
+              { name = "tls", port = local.egress_tls_port, targetPort = 15001, protocol = "TCP" },
+              { name = "http", port = local.egress_http_port, targetPort = 15080, protocol = "TCP" },
+              { name = "admin", port = 15021, targetPort = 15021, protocol = "TCP" },
+            ],
+            # The cluster DNS forwards clusterset.local to this Service's ClusterIP on port 53.
+            local.dns_enabled ? [
+              { name = "dns-udp", port = 53, targetPort = local.dns_port, protocol = "UDP" },
+              { name = "dns-tcp", port = 53, targetPort = local.dns_port, protocol = "TCP" },
+            ] : [],
+          )
+        },
+        # Fixed, so that the forward's address is known before the Service exists (immutable
+        # once the Service is created).
+        local.dns_enabled && var.dns.cluster_ip != null ? { clusterIP = var.dns.cluster_ip } : {},
+      )
     },
     {
       apiVersion = "networking.k8s.io/v1"
@@ -172,15 +189,23 @@ locals {
       spec = {
         podSelector = { matchLabels = local.gateway_selector }
         policyTypes = ["Ingress"]
-        ingress = [
-          # The tunnel: peers in other clouds, through the load balancer.
-          { ports = [for p in local.gateway_ports : { port = p.containerPort, protocol = p.protocol } if startswith(p.name, "tunnel")] },
-          # Egress listeners and admin: workloads (and Prometheus) in this cluster.
-          {
-            from  = [{ namespaceSelector = {} }]
-            ports = [{ port = 15001, protocol = "TCP" }, { port = 15080, protocol = "TCP" }, { port = 15021, protocol = "TCP" }]
-          },
-        ]
+        ingress = concat(
+          [
+            # The tunnel: peers in other clouds, through the load balancer.
+            { ports = [for p in local.gateway_ports : { port = p.containerPort, protocol = p.protocol } if startswith(p.name, "tunnel")] },
+            # Egress listeners and admin: workloads (and Prometheus) in this cluster.
+            {
+              from  = [{ namespaceSelector = {} }]
+              ports = [{ port = 15001, protocol = "TCP" }, { port = 15080, protocol = "TCP" }, { port = 15021, protocol = "TCP" }]
+            },
+          ],
+          # DNS: the cluster DNS pods (kube-system) forwarding clusterset.local, and any pod asking
+          # directly; node-level resolvers on the host network need dns.source_ranges.
+          !local.dns_enabled ? [] : [{
+            from  = concat([{ namespaceSelector = {} }], [for c in var.dns.source_ranges : { ipBlock = { cidr = c } }])
+            ports = [for p in local.gateway_ports : { port = p.containerPort, protocol = p.protocol } if startswith(p.name, "dns-")]
+          }],
+        )
       }
     },
   ]

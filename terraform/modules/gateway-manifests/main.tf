@@ -40,6 +40,26 @@ locals {
   federator_control_headless = "skybridge-federator-control"
   gateway_federator_address  = local.ha ? "${local.federator_control_headless}.${var.namespace}.svc.${var.cluster_domain}:15010" : var.federator_address
 
+  # ---- DNS for clusterset.local (var.dns; docs/dns.md) -----------------------------------------
+  # The egress Service's ports: clients dial these, so SRV records give them (dns.tls_port and
+  # dns.http_port) rather than the listeners' own 15001 and 15080.
+  egress_service   = "skybridge-egress"
+  egress_tls_port  = 443
+  egress_http_port = 80
+  dns_enabled      = var.dns.enabled
+  dns_port         = 15053 # listen.dns, UDP and TCP; the egress Service exposes it as 53
+  # A/AAAA answers give the egress Service, by name: the gateway resolves it at start and every
+  # dns.resolve_interval, so the answers follow the Service's ClusterIP whatever it is.
+  dns_answer = "${local.egress_service}.${var.namespace}.svc.${var.cluster_domain}"
+  dns_config = !local.dns_enabled ? null : join("\n", [
+    "",
+    "[dns]",
+    "answer = ${jsonencode([local.dns_answer])}",
+    "ttl = ${jsonencode(var.dns.ttl)}",
+    "tls_port = ${local.egress_tls_port}",
+    "http_port = ${local.egress_http_port}",
+  ])
+
   # TOML basic strings share JSON's escapes, so jsonencode quotes any value safely.
   q = { for k, v in {
     cluster      = var.cluster_id
@@ -71,6 +91,8 @@ locals {
     "sni = \"0.0.0.0:15001\"",
     "http = \"0.0.0.0:15080\"",
     "admin = \"0.0.0.0:15021\"",
+    local.dns_enabled ? "dns = \"0.0.0.0:${local.dns_port}\"" : null,
+    local.dns_config,
     "",
     "[limits]",
     "drain_deadline = \"${var.drain_deadline_seconds}s\"",

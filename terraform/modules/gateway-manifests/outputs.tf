@@ -74,8 +74,19 @@ output "gateway_service_name" {
 }
 
 output "egress_service_name" {
-  description = "The ClusterIP Service local clients reach the gateway through (443 → SNI, 80 → HTTP)."
-  value       = "skybridge-egress"
+  description = "The ClusterIP Service local clients reach the gateway through (443 → SNI, 80 → HTTP, and 53 → the gateway's DNS with dns.enabled)."
+  value       = local.egress_service
+}
+
+output "dns_forward" {
+  description = "What the cluster DNS needs to forward clusterset.local to the gateway (a CoreDNS server block `clusterset.local:53 { forward . <cluster_ip> }`, or a kube-dns stub domain): zone, the egress Service's namespace and name, port 53, and cluster_ip, the fixed dns.cluster_ip or null when Kubernetes picks it (then read spec.clusterIP of the applied Service: CoreDNS and kube-dns forward to addresses, not names). null with dns.enabled = false."
+  value = !local.dns_enabled ? null : {
+    zone       = "clusterset.local"
+    namespace  = var.namespace
+    service    = local.egress_service
+    port       = 53
+    cluster_ip = var.dns.cluster_ip
+  }
 }
 
 output "gateway_service_account" {

@@ -290,3 +290,29 @@ variable "cluster_domain" {
     error_message = "cluster_domain must be a DNS name such as cluster.local."
   }
 }
+
+variable "dns" {
+  description = "The gateway's DNS server for clusterset.local (docs/dns.md): listen.dns on 15053 (UDP and TCP), a [dns] table whose answers give the egress Service, and port 53 (UDP and TCP) on the egress Service in front of it, which the cluster DNS forwards clusterset.local to. cluster_ip: a fixed spec.clusterIP for skybridge-egress (a free address of the cluster's service CIDR), so that the forward's address is known before the Service exists; null: Kubernetes picks one (read it from the applied Service). ttl: the answers' TTL, whole seconds (the gateway accepts 1s to 1d). source_ranges: CIDRs admitted to the DNS port besides pods of any namespace, for node-level resolvers on the host network (NodeLocal DNSCache). enabled = false: nothing DNS-related is rendered."
+  type = object({
+    enabled       = optional(bool, true)
+    cluster_ip    = optional(string)
+    ttl           = optional(string, "5s")
+    source_ranges = optional(list(string), [])
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    # cidrhost accepts an IPv4 address with /32 and an IPv6 address with /128, and nothing else.
+    condition     = var.dns.cluster_ip == null ? true : can(cidrhost("${var.dns.cluster_ip}/${strcontains(var.dns.cluster_ip, ":") ? 128 : 32}", 0))
+    error_message = "dns.cluster_ip must be an IP address of the cluster's service CIDR (e.g. 172.20.0.53), or null to let Kubernetes pick one."
+  }
+  validation {
+    condition     = can(regex("^[1-9][0-9]*(s|m|h)$", var.dns.ttl))
+    error_message = "dns.ttl must be whole seconds, minutes or hours, such as 5s or 1m."
+  }
+  validation {
+    condition     = alltrue([for c in var.dns.source_ranges : can(cidrhost(c, 0))])
+    error_message = "dns.source_ranges must be CIDRs such as 10.0.0.0/16."
+  }
+}

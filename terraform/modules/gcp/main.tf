@@ -247,6 +247,13 @@ module "manifests" {
   otlp_endpoint        = var.otlp_endpoint
   extra_gateway_config = var.extra_gateway_config
 
+  dns = {
+    enabled       = var.dns.enabled
+    cluster_ip    = var.dns.cluster_ip
+    ttl           = var.dns.ttl
+    source_ranges = var.dns.source_ranges
+  }
+
   federator = !local.federator_enabled ? null : {
     sources_toml          = local.sources_toml
     tls_secret_name       = var.federator.tls_secret_name
@@ -282,6 +289,67 @@ resource "kubernetes_manifest" "objects" {
   manifest = yamldecode(each.value)
 
   depends_on = [kubernetes_manifest.namespace]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cluster DNS: forward clusterset.local to the gateway's DNS server (dns.forward)
+# ---------------------------------------------------------------------------------------------
+# GKE's kube-dns takes per-domain name servers from the stubDomains key of the ConfigMap
+# kube-system/kube-dns (GKE creates it empty and leaves edits alone: addonmanager mode
+# EnsureExists) and applies a change without a restart. The module adds clusterset.local to the
+# stub domains already there and writes the key back with server-side apply. Cloud DNS for GKE
+# does not forward to a ClusterIP; the README shows its equivalent.
+#
+# The address: the egress Service's ClusterIP (kube-dns forwards to addresses, not names). A
+# fixed dns.cluster_ip is known at plan time; otherwise it is read from the applied Service
+# (kubernetes_manifest's object carries spec.clusterIP), unknown until the Service exists: on a
+# fresh cluster `terraform plan` shows stubDomains as known after apply, and one apply creates
+# the Service and then the stub domain. (kubernetes_config_map_v1_data takes values unknown at
+# plan time; kubernetes_manifest does not.)
+
+locals {
+  dns_forward = var.dns.enabled && var.dns.forward
+  dns_forward_address = !local.dns_forward ? null : (
+    var.dns.cluster_ip != null ? var.dns.cluster_ip : kubernetes_manifest.objects["Service/${module.manifests.egress_service_name}"].object.spec.clusterIP
+  )
+}
+
+data "kubernetes_config_map_v1" "kube_dns" {
+  count = local.dns_forward ? 1 : 0
+
+  metadata {
+    name      = "kube-dns"
+    namespace = "kube-system"
+  }
+}
+
+module "dns_forward" {
+  count  = local.dns_forward ? 1 : 0
+  source = "../gateway-manifests/modules/dns-forward"
+
+  address      = local.dns_forward_address
+  stub_domains = try(data.kubernetes_config_map_v1.kube_dns[0].data["stubDomains"], null)
+}
+
+resource "kubernetes_config_map_v1_data" "kube_dns" {
+  count = local.dns_forward ? 1 : 0
+
+  metadata {
+    name      = "kube-dns"
+    namespace = "kube-system"
+  }
+  # Other stub domains in the key are kept. Destroying this resource (dns.forward = false)
+  # removes the whole stubDomains key, theirs too: server-side apply removes a key its last
+  # manager gives up.
+  data = { stubDomains = module.dns_forward[0].stub_domains }
+  # A field manager of its own: server-side apply treats one manager's apply as its whole
+  # intent, so under the provider's default ("Terraform") it would drop keys another
+  # Terraform configuration wrote into the same object.
+  force         = true
+  field_manager = "skybridge"
+
+  # The forward goes in once the Service holds its address.
+  depends_on = [kubernetes_manifest.objects]
 }
 
 # Read-only access for federators reading this cluster through the connect gateway: the

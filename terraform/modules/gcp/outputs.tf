@@ -62,3 +62,8 @@ output "firewall_rules" {
   description = "Names of the VPC firewall rules this module created."
   value       = concat([google_compute_firewall.tunnel.name], google_compute_firewall.federator_control[*].name)
 }
+
+output "dns_forward_address" {
+  description = "The address kube-dns forwards clusterset.local to (port 53): the egress Service's ClusterIP, dns.cluster_ip or the one Kubernetes assigned (known after the first apply). null without dns.forward."
+  value       = local.dns_forward_address
+}

@@ -217,6 +217,23 @@ variable "extra_gateway_config" {
 }
 
 # ---------------------------------------------------------------------------------------------
+# DNS for clusterset.local
+# ---------------------------------------------------------------------------------------------
+
+variable "dns" {
+  description = "The gateway's DNS server for clusterset.local (docs/dns.md) and the cluster DNS's forward of that zone to it. enabled: render it (listen.dns on 15053, the [dns] table, port 53 UDP and TCP on skybridge-egress); false: nothing DNS-related is rendered or forwarded. forward: add clusterset.local to the stubDomains of kube-system/kube-dns (GKE Standard with kube-dns); set false with Cloud DNS for GKE (Autopilot's only DNS) and use the Cloud DNS setup in the README. cluster_ip: a fixed ClusterIP for skybridge-egress, a free address of the cluster's Service range; null: the address Kubernetes assigns, read from the applied Service. ttl and source_ranges: as in ../gateway-manifests (defaults 5s and []); with NodeLocal DNSCache give the nodes' range in source_ranges."
+  type = object({
+    enabled       = optional(bool, true)
+    forward       = optional(bool, true)
+    cluster_ip    = optional(string)
+    ttl           = optional(string)
+    source_ranges = optional(list(string))
+  })
+  default  = {}
+  nullable = false
+}
+
+# ---------------------------------------------------------------------------------------------
 # Fleet (GKE Hub)
 # ---------------------------------------------------------------------------------------------
 

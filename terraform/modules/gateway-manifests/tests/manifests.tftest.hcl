@@ -41,9 +41,41 @@ run "gateway_objects" {
   assert {
     condition = (
       yamldecode(output.manifests["Service/skybridge-egress"]).spec.type == "ClusterIP" &&
-      toset([for p in yamldecode(output.manifests["Service/skybridge-egress"]).spec.ports : "${p.port}>${p.targetPort}"]) == toset(["443>15001", "80>15080", "15021>15021"])
+      toset([for p in yamldecode(output.manifests["Service/skybridge-egress"]).spec.ports : "${p.port}/${p.protocol}>${p.targetPort}"]) == toset(["443/TCP>15001", "80/TCP>15080", "15021/TCP>15021", "53/UDP>15053", "53/TCP>15053"]) &&
+      !can(yamldecode(output.manifests["Service/skybridge-egress"]).spec.clusterIP)
     )
-    error_message = "the egress Service must map 443 to SNI, 80 to HTTP and expose admin"
+    error_message = "the egress Service must map 443 to SNI, 80 to HTTP, 53 (UDP and TCP) to the gateway's DNS and expose admin, with a ClusterIP Kubernetes picks"
+  }
+  assert {
+    condition = (
+      toset([for p in yamldecode(output.manifests["Deployment/skybridge-gateway"]).spec.template.spec.containers[0].ports : "${p.containerPort}/${p.protocol}" if startswith(p.name, "dns-")]) == toset(["15053/UDP", "15053/TCP"]) &&
+      strcontains(output.gateway_config, "admin = \"0.0.0.0:15021\"\ndns = \"0.0.0.0:15053\"\n")
+    )
+    error_message = "the gateway must listen for DNS on 15053, UDP and TCP: ${output.gateway_config}"
+  }
+  assert {
+    condition = strcontains(output.gateway_config, join("\n", [
+      "[dns]",
+      "answer = [\"skybridge-egress.skybridge-system.svc.cluster.local\"]",
+      "ttl = \"5s\"",
+      "tls_port = 443",
+      "http_port = 80",
+    ]))
+    error_message = "the [dns] table must answer the egress Service's name and give its ports in SRV records: ${output.gateway_config}"
+  }
+  assert {
+    condition = anytrue([
+      for r in yamldecode(output.manifests["NetworkPolicy/skybridge-gateway"]).spec.ingress :
+      try(r.from, null) == [{ namespaceSelector = {} }] && toset([for p in r.ports : "${p.port}/${p.protocol}"]) == toset(["15053/UDP", "15053/TCP"])
+    ])
+    error_message = "the NetworkPolicy must admit the cluster DNS pods (kube-system) and other pods to 15053, UDP and TCP"
+  }
+  assert {
+    condition = (
+      output.dns_forward.zone == "clusterset.local" && output.dns_forward.port == 53 && output.dns_forward.cluster_ip == null &&
+      "${output.dns_forward.service}.${output.dns_forward.namespace}" == "skybridge-egress.skybridge-system"
+    )
+    error_message = "dns_forward must say where the cluster DNS forwards clusterset.local: ${jsonencode(output.dns_forward)}"
   }
   assert {
     condition = (
@@ -114,6 +146,62 @@ run "drain_and_tcp_fallback_follow_inputs" {
     condition     = strcontains(output.gateway_config, "[telemetry]\notlp_endpoint = \"http://otel-collector.observability:4317\"")
     error_message = "the OTLP endpoint must reach the gateway config"
   }
+}
+
+run "dns_with_a_fixed_cluster_ip" {
+  command = plan
+  variables {
+    namespace      = "skybridge"
+    cluster_domain = "corp.internal"
+    dns = {
+      cluster_ip    = "172.20.0.53"
+      ttl           = "30s"
+      source_ranges = ["10.0.0.0/16"]
+    }
+  }
+  assert {
+    condition     = yamldecode(output.manifests["Service/skybridge-egress"]).spec.clusterIP == "172.20.0.53" && output.dns_forward.cluster_ip == "172.20.0.53"
+    error_message = "dns.cluster_ip must become the egress Service's spec.clusterIP and the forward's address"
+  }
+  assert {
+    condition     = strcontains(output.gateway_config, "answer = [\"skybridge-egress.skybridge.svc.corp.internal\"]\nttl = \"30s\"\n")
+    error_message = "the answer follows namespace and cluster_domain, the TTL dns.ttl: ${output.gateway_config}"
+  }
+  assert {
+    condition = anytrue([
+      for r in yamldecode(output.manifests["NetworkPolicy/skybridge-gateway"]).spec.ingress :
+      try(r.from, null) == [{ namespaceSelector = {} }, { ipBlock = { cidr = "10.0.0.0/16" } }] && contains([for p in r.ports : p.port], 15053)
+    ])
+    error_message = "dns.source_ranges (node-level resolvers) must be admitted to the DNS port"
+  }
+}
+
+run "dns_disabled_renders_nothing_of_it" {
+  command = plan
+  variables {
+    dns = { enabled = false, cluster_ip = "172.20.0.53" }
+  }
+  assert {
+    condition = (
+      !strcontains(output.gateway_config, "dns") &&
+      !strcontains(output.gateway_config, "15053") &&
+      toset([for p in yamldecode(output.manifests["Service/skybridge-egress"]).spec.ports : p.port]) == toset([443, 80, 15021]) &&
+      !can(yamldecode(output.manifests["Service/skybridge-egress"]).spec.clusterIP) &&
+      length([for p in yamldecode(output.manifests["Deployment/skybridge-gateway"]).spec.template.spec.containers[0].ports : p if p.containerPort == 15053]) == 0 &&
+      !strcontains(output.manifests["NetworkPolicy/skybridge-gateway"], "15053") &&
+      !strcontains(output.gateway_yaml, "15053") &&
+      output.dns_forward == null
+    )
+    error_message = "with dns.enabled = false no DNS listener, port, address, policy rule or config is rendered"
+  }
+}
+
+run "dns_inputs_are_validated" {
+  command = plan
+  variables {
+    dns = { cluster_ip = "skybridge-egress", ttl = "500ms", source_ranges = ["10.0.0.0"] }
+  }
+  expect_failures = [var.dns]
 }
 
 run "federator_objects" {
