@@ -46,6 +46,12 @@ export SKYBRIDGE_DEPLOY_TOOLS="$DEPLOY_TOOLS"
 # Terraform is not in the package registries; tests/tests/deploy.rs fails naming it if absent.
 command -v terraform >/dev/null || echo "WARNING: terraform is not installed: the Terraform tests will fail" >&2
 
+# cargo-deny checks the dependency rules in deny.toml (.ci/run runs scripts/deny.sh).
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "installing: cargo-deny"
+  cargo install -q --locked cargo-deny
+fi
+
 if [ "${1:-}" = "--deps-only" ]; then exit 0; fi
 
 # Unit, in-process integration and end-to-end tests.

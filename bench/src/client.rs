@@ -21,7 +21,7 @@ use crate::stats::{Report, Summary, percentile};
 
 /// Options of `rrlat run`.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub target: String,
     /// Requests per second over all connections.
     pub rate: f64,
@@ -50,7 +50,7 @@ struct ConnResult {
 }
 
 /// Runs the measurement and summarises it.
-pub fn run(opts: &RunOptions) -> anyhow::Result<Report> {
+pub(crate) fn run(opts: &RunOptions) -> anyhow::Result<Report> {
     validate(opts)?;
     let addr = resolve(&opts.target)?;
 

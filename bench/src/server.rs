@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Serves until SIGINT or SIGTERM.
-pub fn serve(listen: &str) -> anyhow::Result<()> {
+pub(crate) fn serve(listen: &str) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {
         let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Parses `10s`, `500ms`, `250us` (or `250µs`), `100ns`, `2m`, `1.5s`. A bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -32,7 +32,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 ///
 /// The result is always an observed sample: the smallest value such that at least `p`% of the
 /// samples are less than or equal to it.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -44,7 +44,7 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 /// Latency summary in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
@@ -54,7 +54,7 @@ pub struct Summary {
 
 impl Summary {
     /// Sorts `samples_ns` in place and summarises them in microseconds.
-    pub fn from_nanos(samples_ns: &mut [u64]) -> Summary {
+    pub(crate) fn from_nanos(samples_ns: &mut [u64]) -> Summary {
         samples_ns.sort_unstable();
         let us = |p: f64| percentile(samples_ns, p) as f64 / 1000.0;
         Summary { p50: us(50.0), p90: us(90.0), p99: us(99.0), p999: us(99.9), max: us(100.0) }
@@ -63,7 +63,7 @@ impl Summary {
 
 /// What `rrlat run` reports.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub target: String,
     pub rate: f64,
     pub connections: usize,
@@ -86,7 +86,7 @@ pub struct Report {
 
 impl Report {
     /// One JSON object on one line (hand-formatted).
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let mut s = String::with_capacity(320);
         let _ = write!(
             s,
@@ -114,7 +114,7 @@ impl Report {
     }
 
     /// A few human-readable lines.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let l = &self.latency;
         format!(
             "target {}  rate {}/s  connections {}  size {} B  duration {}s (+{}s warm-up)\n\

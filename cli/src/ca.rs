@@ -19,7 +19,7 @@ const CA_KEY: &str = "ca-key.pem";
 const ROOT_CERT: &str = "root.pem";
 
 #[derive(Subcommand)]
-pub enum CaCommand {
+pub(crate) enum CaCommand {
     /// Create a root CA for a trust domain: DIR/ca.pem and DIR/ca-key.pem (mode 0600).
     Init {
         #[arg(long)]
@@ -67,7 +67,7 @@ pub enum CaCommand {
 }
 
 /// Runs a `ca` subcommand.
-pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: CaCommand) -> anyhow::Result<()> {
     match cmd {
         CaCommand::Init { trust_domain, out, days, force } => {
             if out.join(CA_KEY).exists() && !force {

@@ -9,7 +9,7 @@ use skybridge_federator::app;
 use skybridge_federator::config::Config;
 
 /// Runs a federator until signalled, or only validates with `check_only`.
-pub fn run(path: &Path, check_only: bool) -> anyhow::Result<()> {
+pub(crate) fn run(path: &Path, check_only: bool) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     if check_only {
         if std::env::var_os("SKYBRIDGE_CHECK_SKIP_CERTS").is_none() {

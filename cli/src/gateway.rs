@@ -9,7 +9,7 @@ use skybridge_gateway::config::Config;
 use skybridge_gateway::tls::{CertStore, TlsFiles};
 
 /// Runs a gateway until signalled, or only validates with `check_only`.
-pub fn run(path: &Path, check_only: bool) -> anyhow::Result<()> {
+pub(crate) fn run(path: &Path, check_only: bool) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     if check_only {
         let files = TlsFiles::from(&cfg.tls);
@@ -31,7 +31,7 @@ pub fn run(path: &Path, check_only: bool) -> anyhow::Result<()> {
 }
 
 /// Waits for SIGTERM or SIGINT.
-pub async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {

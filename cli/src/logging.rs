@@ -4,13 +4,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
 
 /// Installs the global subscriber.
-pub fn init(format: Format) {
+pub(crate) fn init(format: Format) {
     let filter = EnvFilter::try_from_env("SKYBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

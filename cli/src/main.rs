@@ -79,7 +79,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    // One crypto provider for the whole process (see DEPENDENCIES.md: never two).
+    // One crypto provider for the whole process, aws-lc-rs; deny.toml bans a second (ring).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match cli.command {
         Command::Gateway { config, check_config } => gateway::run(&config, check_config),

@@ -56,7 +56,7 @@ pub struct Accepted {
 
 /// Decides which `offered` domains to trust, given our own and the locally configured ones
 /// (`local`) and the clusters the federator may introduce domains for (`ceiling`; empty: none).
-pub fn accept(local: &TrustScopes, ceiling: &[ClusterGlob], offered: Vec<DistributedDomain>) -> Accepted {
+pub(super) fn accept(local: &TrustScopes, ceiling: &[ClusterGlob], offered: Vec<DistributedDomain>) -> Accepted {
     let mut out = Accepted::default();
     for d in offered {
         let reason = if ceiling.is_empty() {

@@ -16,14 +16,14 @@ const RECENT_MS: u64 = 3_600_000;
 
 /// Arguments of `skybridge status` and `skybridge clusters`.
 #[derive(Debug, Args)]
-pub struct PlainArgs {
+pub(crate) struct PlainArgs {
     #[command(flatten)]
     pub api: ApiArgs,
 }
 
 /// Arguments of `skybridge services`.
 #[derive(Debug, Args)]
-pub struct ServicesArgs {
+pub(crate) struct ServicesArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     /// One service in detail, as namespace/name.
@@ -39,7 +39,7 @@ pub struct ServicesArgs {
 /// A source's state as `status` and `check` show it: `ok`, `degraded` (syncing, but some
 /// member clusters of a fleet fail and their data is stale), `stale` (failing; its last good
 /// data is still served), `failing` (no good data at all) or `pending` (not tried yet).
-pub fn source_state(s: &SourceStatusDto) -> &'static str {
+pub(crate) fn source_state(s: &SourceStatusDto) -> &'static str {
     match (s.last_attempt, s.consecutive_failures, s.stale_since) {
         (None, ..) => "pending",
         _ if s.held_removal.is_some() => "held",
@@ -51,13 +51,13 @@ pub fn source_state(s: &SourceStatusDto) -> &'static str {
 }
 
 /// The failing member clusters of a fleet source, in one line: `gke-2 (unavailable: …); gke-3 (…)`.
-pub fn failing_clusters(s: &SourceStatusDto) -> String {
+pub(crate) fn failing_clusters(s: &SourceStatusDto) -> String {
     let parts: Vec<String> = s.failing_clusters.iter().map(|(c, f)| format!("{c} ({}: {})", f.kind, f.error)).collect();
     parts.join("; ")
 }
 
 /// `443/tls,80/http`.
-pub fn ports(ports: &[PortDto]) -> String {
+pub(crate) fn ports(ports: &[PortDto]) -> String {
     let proto = |p: ProtocolDto| match p {
         ProtocolDto::Tls => "tls",
         ProtocolDto::Http => "http",
@@ -68,7 +68,7 @@ pub fn ports(ports: &[PortDto]) -> String {
 }
 
 /// Everything `status` shows, fetched together.
-pub struct Overview {
+pub(crate) struct Overview {
     pub clusters: ClustersResponse,
     pub services: ServicesResponse,
     pub gateways: GatewaysResponse,
@@ -79,7 +79,7 @@ pub struct Overview {
 }
 
 /// `skybridge status`.
-pub fn status(args: &PlainArgs) -> Result<(), ClientError> {
+pub(crate) fn status(args: &PlainArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.api)?;
     let paths = [
         "/api/v1/clusters",
@@ -120,7 +120,7 @@ pub fn status(args: &PlainArgs) -> Result<(), ClientError> {
 }
 
 /// The one-screen summary.
-pub fn status_text(api: &str, o: &Overview, now: u64) -> String {
+pub(crate) fn status_text(api: &str, o: &Overview, now: u64) -> String {
     let svcs = &o.services.services;
     let connected = o.gateways.gateways.iter().filter(|g| g.connected).count();
     let recent: Vec<_> = o.events.events.iter().filter(|e| now.saturating_sub(e.at) <= RECENT_MS).collect();
@@ -192,7 +192,7 @@ pub fn status_text(api: &str, o: &Overview, now: u64) -> String {
 }
 
 /// `skybridge clusters`.
-pub fn clusters(args: &PlainArgs) -> Result<(), ClientError> {
+pub(crate) fn clusters(args: &PlainArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.api)?;
     let (clusters, services) = block_on(async {
         let c = api.get("/api/v1/clusters").await?;
@@ -209,7 +209,7 @@ pub fn clusters(args: &PlainArgs) -> Result<(), ClientError> {
 }
 
 /// CLUSTER CLOUD REGION GATEWAYS SERVICES.
-pub fn clusters_table(c: &ClustersResponse, s: &ServicesResponse) -> String {
+pub(crate) fn clusters_table(c: &ClustersResponse, s: &ServicesResponse) -> String {
     let mut t = Table::new(&["CLUSTER", "CLOUD", "REGION", "GATEWAYS", "SERVICES"]);
     for cl in &c.clusters {
         let services = s.services.iter().filter(|svc| svc.clusters.iter().any(|x| x.cluster == cl.id)).count();
@@ -226,7 +226,7 @@ pub fn clusters_table(c: &ClustersResponse, s: &ServicesResponse) -> String {
 }
 
 /// `skybridge services [NS/NAME]`.
-pub fn services(args: &ServicesArgs) -> Result<(), ClientError> {
+pub(crate) fn services(args: &ServicesArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.api)?;
     let path = match &args.service {
         Some(s) => {
@@ -252,7 +252,7 @@ pub fn services(args: &ServicesArgs) -> Result<(), ClientError> {
 
 /// NAMESPACE NAME PORTS CLUSTERS CONFLICTS STALE; CLUSTERS is `cluster ready/total` per
 /// cluster.
-pub fn services_table(s: &ServicesResponse) -> String {
+pub(crate) fn services_table(s: &ServicesResponse) -> String {
     let mut t = Table::new(&["NAMESPACE", "NAME", "PORTS", "CLUSTERS", "CONFLICTS", "STALE"]);
     for svc in &s.services {
         let clusters: Vec<String> =
@@ -283,7 +283,7 @@ fn policy_text(p: Option<&PolicyDto>) -> String {
 }
 
 /// One service in detail: header fields, then a table per cluster and one per endpoint.
-pub fn service_detail(d: &ServiceDetail, now: u64) -> String {
+pub(crate) fn service_detail(d: &ServiceDetail, now: u64) -> String {
     let mut t = Table::new(&["Name:", &d.fqdn]);
     t.row(vec!["Namespace:".into(), d.namespace.clone()]);
     t.row(vec!["Ports:".into(), ports(&d.ports)]);

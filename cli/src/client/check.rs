@@ -24,7 +24,7 @@ const REPORT_MAX_AGE_MS: u64 = 60_000;
 
 /// Arguments of `skybridge check`.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     /// A gateway's admin address (host:port), to check its certificate and tunnels from its
@@ -39,7 +39,7 @@ pub struct CheckArgs {
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Ok,
     Fail,
     /// Not checked (and why is in the message); does not fail the run.
@@ -50,7 +50,7 @@ pub enum Verdict {
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub result: Verdict,
     /// `federator`, `gateway`, `source`, `path`, `cert` or `tunnel`.
     pub check: &'static str,
@@ -75,7 +75,7 @@ fn skip(check: &'static str, message: String) -> Finding {
 
 /// The fields of a gateway's admin `/status` that `check` reads (gateway/src/admin/mod.rs).
 #[derive(Debug, Clone, Deserialize)]
-pub struct AdminStatus {
+pub(crate) struct AdminStatus {
     pub cluster: String,
     pub ready: bool,
     pub certificate_expires_in_seconds: u64,
@@ -88,14 +88,14 @@ pub struct AdminStatus {
 
 /// The certificate in a gateway's `/status`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct AdminCertificate {
+pub(crate) struct AdminCertificate {
     /// Within the gateway's own `tls.expiry_warning` of expiry.
     pub expiring_soon: bool,
 }
 
 /// One peer in a gateway's `/status`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct AdminPeer {
+pub(crate) struct AdminPeer {
     pub cluster: String,
     pub state: String,
     pub rtt_ms: Option<f64>,
@@ -104,7 +104,7 @@ pub struct AdminPeer {
 
 /// The federator's documents; each is the error text when it could not be read.
 #[derive(Debug)]
-pub struct Docs {
+pub(crate) struct Docs {
     pub clusters: Result<ClustersResponse, String>,
     pub gateways: Result<GatewaysResponse, String>,
     pub sources: Result<SourcesResponse, String>,
@@ -115,7 +115,7 @@ pub struct Docs {
 
 /// Everything `check` looks at.
 #[derive(Debug)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// The API URL, for messages.
     pub api: String,
     /// `/readyz`: `Ok` on 200, else why not.
@@ -129,7 +129,7 @@ pub struct Fetched {
 }
 
 /// The findings, in a stable order: federator, gateways, sources, paths, certificates, tunnels.
-pub fn evaluate(f: &Fetched) -> Vec<Finding> {
+pub(crate) fn evaluate(f: &Fetched) -> Vec<Finding> {
     let mut out = Vec::new();
     match &f.ready {
         Ok(()) => out.push(ok("federator", format!("{} is reachable and ready", f.api))),
@@ -398,7 +398,7 @@ fn admins(f: &Fetched, out: &mut Vec<Finding>) {
 }
 
 /// The report: one `ok`/`FAIL`/`skip` line per finding, then a summary line.
-pub fn report(findings: &[Finding]) -> String {
+pub(crate) fn report(findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {
         let r = match f.result {
@@ -423,7 +423,7 @@ pub fn report(findings: &[Finding]) -> String {
 }
 
 /// `skybridge check`: fetches, evaluates, prints; a failed check is an error.
-pub fn run(args: &CheckArgs) -> Result<(), ClientError> {
+pub(crate) fn run(args: &CheckArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.api)?;
     let fetched = block_on(fetch(&api, args))?;
     let findings = evaluate(&fetched);

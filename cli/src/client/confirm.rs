@@ -10,7 +10,7 @@ use super::{Api, ApiArgs, ClientError, Output, block_on, decode, encode, status_
 
 /// Arguments of `skybridge confirm-removal`.
 #[derive(Debug, Args)]
-pub struct ConfirmArgs {
+pub(crate) struct ConfirmArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     /// The source whose held answer should apply now.
@@ -52,7 +52,7 @@ pub(super) fn bearer(
 }
 
 /// Sends the confirmation; prints what it applies.
-pub fn run(args: &ConfirmArgs) -> Result<(), ClientError> {
+pub(crate) fn run(args: &ConfirmArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.api)?;
     let auth = bearer(args.token_file.as_deref(), args.token.as_deref(), args.api.cert.is_some())?;
     let path = format!("/api/v1/sources/{}/confirm-removal", encode(&args.source));

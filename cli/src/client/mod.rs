@@ -7,13 +7,13 @@
 //! This module holds what they share: the `--api`/`-o` arguments, the URL, one GET that turns a
 //! non-200 into the API's own error message, JSON decoding and ages.
 
-pub mod catalog;
-pub mod check;
-pub mod confirm;
-pub mod policy;
-pub mod routes;
-pub mod table;
-pub mod whatif;
+pub(crate) mod catalog;
+pub(crate) mod check;
+pub(crate) mod confirm;
+pub(crate) mod policy;
+pub(crate) mod routes;
+pub(crate) mod table;
+pub(crate) mod whatif;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -32,7 +32,7 @@ const MAX_RESPONSE: u64 = 256 << 20;
 
 /// The arguments every client command takes.
 #[derive(Debug, Clone, Args)]
-pub struct ApiArgs {
+pub(crate) struct ApiArgs {
     /// The federator's REST API, http[s]://host[:port][/prefix].
     #[arg(long, env = "SKYBRIDGE_API", default_value = "http://127.0.0.1:8080")]
     pub api: String,
@@ -54,14 +54,14 @@ pub struct ApiArgs {
 
 /// `-o table|json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
 
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("--api {0:?}: expected http[s]://host[:port][/prefix]")]
     BadUrl(String),
     #[error("--cacert, --cert and --key apply to an https:// --api only")]
@@ -84,7 +84,7 @@ pub enum ClientError {
 
 /// `http[s]://host[:port][/prefix]`, split into what a request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
+pub(crate) struct Url {
     /// Whether the scheme is https.
     pub https: bool,
     /// `host:port`, as dialed and as sent in `Host`.
@@ -94,7 +94,7 @@ pub struct Url {
 }
 
 impl Url {
-    pub fn parse(s: &str) -> Result<Url, ClientError> {
+    pub(crate) fn parse(s: &str) -> Result<Url, ClientError> {
         let bad = || ClientError::BadUrl(s.to_owned());
         let (https, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
             (Some(rest), _) => (false, rest),
@@ -114,18 +114,18 @@ impl Url {
     }
 
     /// The host part of the authority (what a server certificate is verified against).
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         self.authority.rsplit_once(':').map_or(self.authority.as_str(), |(h, _)| h)
     }
 
     /// `scheme://authority` + `path`, for messages.
-    pub fn show(&self, path: &str) -> String {
+    pub(crate) fn show(&self, path: &str) -> String {
         format!("{}://{}{path}", if self.https { "https" } else { "http" }, self.authority)
     }
 }
 
 /// Percent-encodes everything but unreserved characters (a query value or a path segment).
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes().fold(String::new(), |mut out, b| {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(char::from(b));
@@ -137,13 +137,13 @@ pub fn encode(s: &str) -> String {
 }
 
 /// `k=v&...`, percent-encoded; pairs whose value is `None` are left out.
-pub fn encode_query(pairs: &[(&str, Option<&str>)]) -> String {
+pub(crate) fn encode_query(pairs: &[(&str, Option<&str>)]) -> String {
     pairs.iter().filter_map(|(k, v)| v.map(|v| format!("{}={}", encode(k), encode(v)))).collect::<Vec<_>>().join("&")
 }
 
 /// One federator (or gateway admin) to ask.
 #[derive(Debug, Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub url: Url,
     /// Set for https.
     pub tls: Option<http::TlsClient>,
@@ -151,7 +151,7 @@ pub struct Api {
 
 impl Api {
     /// From `--api`, `--cacert`, `--cert` and `--key`.
-    pub fn new(args: &ApiArgs) -> Result<Api, ClientError> {
+    pub(crate) fn new(args: &ApiArgs) -> Result<Api, ClientError> {
         let url = Url::parse(&args.api)?;
         if !url.https {
             if args.cacert.is_some() || args.cert.is_some() {
@@ -167,14 +167,14 @@ impl Api {
 
     /// `GET path` (below the prefix); the body of a 200, or [`ClientError::Status`] with the
     /// API's error message.
-    pub async fn get(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let accept = [("Accept", "application/json")];
         let (status, body) = self.request("GET", path, &accept).await?;
         if status == 200 { Ok(body) } else { Err(status_error(path, status, &body)) }
     }
 
     /// `method path` (below the prefix) with `headers` and no body: the status and body.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         path: &str,
@@ -184,7 +184,7 @@ impl Api {
     }
 
     /// `method path` (below the prefix) with `headers` and `body`: the status and body.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: &str,
         path: &str,
@@ -200,13 +200,13 @@ impl Api {
     }
 
     /// `GET path`, decoded as `T`.
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         decode(path, &self.get(path).await?)
     }
 }
 
 /// A non-success answer as [`ClientError::Status`], with the API's own message when it sent one.
-pub fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
+pub(crate) fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
     // The API's errors are {"error": "..."}; anything else (a proxy's page) is shown as text.
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
@@ -216,29 +216,29 @@ pub fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
 }
 
 /// Decodes a JSON body; `what` names it in the error.
-pub fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ClientError> {
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::Malformed { what: what.to_owned(), message: e.to_string() })
 }
 
 /// A JSON body as is, pretty-printed (`-o json`).
-pub fn pretty(what: &str, body: &[u8]) -> Result<String, ClientError> {
+pub(crate) fn pretty(what: &str, body: &[u8]) -> Result<String, ClientError> {
     let v: serde_json::Value = decode(what, body)?;
     Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
 }
 
 /// Runs `f` on a fresh single-threaded runtime: each command does a few requests, then exits.
-pub fn block_on<F: Future>(f: F) -> Result<F::Output, ClientError> {
+pub(crate) fn block_on<F: Future>(f: F) -> Result<F::Output, ClientError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ClientError::Runtime)?;
     Ok(rt.block_on(f))
 }
 
 /// Now, in Unix milliseconds (the API's instants).
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A kubectl-style age: `45s`, `12m`, `3h`, `5d` (the largest whole unit).
-pub fn age(ms: u64) -> String {
+pub(crate) fn age(ms: u64) -> String {
     let s = ms / 1000;
     match s {
         0..120 => format!("{s}s"),
@@ -249,12 +249,12 @@ pub fn age(ms: u64) -> String {
 }
 
 /// The age of the instant `at` (Unix ms) at `now`; a future instant (clock skew) is 0.
-pub fn age_at(now: u64, at: u64) -> String {
+pub(crate) fn age_at(now: u64, at: u64) -> String {
     age(now.saturating_sub(at))
 }
 
 /// Parses a duration: `<integer><unit>`, unit `ms`, `s`, `m`, `h` or `d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     match s.trim().strip_suffix('d').map(str::parse::<u64>) {
         Some(Ok(days)) => Ok(Duration::from_secs(days.saturating_mul(86_400))),
         Some(Err(_)) => Err(format!("{s:?} does not start with a whole number")),

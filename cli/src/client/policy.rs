@@ -13,14 +13,14 @@ use super::{Api, ApiArgs, ClientError, Output, block_on, decode, encode, pretty,
 
 /// `skybridge policy ...`.
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     #[command(subcommand)]
     pub command: PolicyCommand,
 }
 
 /// The policy subcommands.
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// List every policy, or show one service's (NAMESPACE/NAME).
     Get {
         #[command(flatten)]
@@ -69,7 +69,7 @@ pub enum PolicyCommand {
 
 /// How a write is authorized: the token (file or `$SKYBRIDGE_TOKEN`), or `--cert/--key`.
 #[derive(Debug, Args)]
-pub struct WriteAuth {
+pub(crate) struct WriteAuth {
     /// File holding the API's bearer token (the federator's `api.token_file`).
     #[arg(long, env = "SKYBRIDGE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -128,7 +128,7 @@ fn service_path(service: &str) -> Result<String, ClientError> {
 }
 
 /// Runs a `policy` subcommand.
-pub fn run(args: &PolicyArgs) -> Result<(), ClientError> {
+pub(crate) fn run(args: &PolicyArgs) -> Result<(), ClientError> {
     match &args.command {
         PolicyCommand::Get { api: a, service } => {
             let api = Api::new(a)?;
@@ -178,7 +178,7 @@ pub fn run(args: &PolicyArgs) -> Result<(), ClientError> {
 }
 
 /// The kubectl-style listing; `default` is the federation's `[authorization] default`.
-pub fn table(policies: &[PolicyResponse], default: Option<&str>) -> String {
+pub(crate) fn table(policies: &[PolicyResponse], default: Option<&str>) -> String {
     let mut out = String::new();
     if let Some(d) = default {
         out.push_str(&format!("Authorization default: {d}\n\n"));

@@ -9,7 +9,7 @@ use super::{Api, ApiArgs, ClientError, Output, block_on, decode, encode_query, p
 
 /// Arguments of `skybridge routes`.
 #[derive(Debug, Args)]
-pub struct RoutesArgs {
+pub(crate) struct RoutesArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     /// Only this service (namespace/name).
@@ -21,7 +21,7 @@ pub struct RoutesArgs {
 }
 
 /// `skybridge routes`.
-pub fn run(args: &RoutesArgs) -> Result<(), ClientError> {
+pub(crate) fn run(args: &RoutesArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.api)?;
     let q = encode_query(&[("service", args.service.as_deref()), ("from", args.from.as_deref())]);
     let path = if q.is_empty() { "/api/v1/latency".to_owned() } else { format!("/api/v1/latency?{q}") };
@@ -34,7 +34,7 @@ pub fn run(args: &RoutesArgs) -> Result<(), ClientError> {
 }
 
 /// `aws-1 70%,gcp-1 30%`, or `-` when no cluster can take the service.
-pub fn shares(s: &[RouteShare]) -> String {
+pub(crate) fn shares(s: &[RouteShare]) -> String {
     if s.is_empty() {
         return "-".into();
     }
@@ -42,13 +42,13 @@ pub fn shares(s: &[RouteShare]) -> String {
 }
 
 /// `12.5 ms`, or `?` when not measured.
-pub fn rtt(ms: Option<f64>) -> String {
+pub(crate) fn rtt(ms: Option<f64>) -> String {
     ms.map_or("?".into(), |ms| format!("{ms:.1} ms"))
 }
 
 /// SERVICE FROM PREFERRED SHARES EXPECTED-RTT; a share over a path on the TLS-over-TCP
 /// fallback (UDP blocked) is marked `(tcp)`.
-pub fn table(l: &LatencyResponse) -> String {
+pub(crate) fn table(l: &LatencyResponse) -> String {
     let tcp: std::collections::BTreeSet<(&str, &str)> =
         l.paths.iter().filter(|p| p.transport == "tcp").map(|p| (p.from.as_str(), p.to.as_str())).collect();
     let mut t = Table::new(&["SERVICE", "FROM", "PREFERRED", "SHARES", "EXPECTED-RTT"]);

@@ -3,33 +3,33 @@
 
 /// A table under construction.
 #[derive(Debug, Clone)]
-pub struct Table {
+pub(crate) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     /// A table with these column headers (written as given: upper-case them at the call site).
-    pub fn new(headers: &[&str]) -> Table {
+    pub(crate) fn new(headers: &[&str]) -> Table {
         Table { rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()] }
     }
 
     /// Adds a row; missing cells are empty, extra ones are kept.
-    pub fn row(&mut self, cells: Vec<String>) -> &mut Table {
+    pub(crate) fn row(&mut self, cells: Vec<String>) -> &mut Table {
         self.rows.push(cells);
         self
     }
 
     /// Rows added so far, without the header.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rows.len() - 1
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The text, one line per row, each ending in a newline.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
             .map(|i| self.rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
@@ -53,12 +53,12 @@ impl Table {
 }
 
 /// `yes` or `no`.
-pub fn yes_no(b: bool) -> String {
+pub(crate) fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
 }
 
 /// A list of names, or `-` when empty.
-pub fn list_or_dash(items: &[String], sep: &str) -> String {
+pub(crate) fn list_or_dash(items: &[String], sep: &str) -> String {
     if items.is_empty() { "-".to_owned() } else { items.join(sep) }
 }
 

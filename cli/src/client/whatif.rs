@@ -10,7 +10,7 @@ use super::{Api, ApiArgs, ClientError, Output, block_on, decode, encode_query, p
 
 /// Arguments of `skybridge whatif`.
 #[derive(Debug, Args)]
-pub struct WhatIfArgs {
+pub(crate) struct WhatIfArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     /// Clusters to treat as gone, comma-separated (gcp-1,azure-1).
@@ -31,7 +31,7 @@ pub struct WhatIfArgs {
 }
 
 /// Runs the command: one request, then a table (or the JSON) on stdout.
-pub fn run(args: &WhatIfArgs) -> Result<(), ClientError> {
+pub(crate) fn run(args: &WhatIfArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.api)?;
     let query = encode_query(&[
         ("down", Some(args.down.as_str())),
@@ -66,7 +66,7 @@ fn rtt(o: &RouteOutcome) -> String {
 }
 
 /// The answer as a table of the routes that move (every route with `all`), and a summary.
-pub fn table(answer: &WhatIfResponse, all: bool) -> String {
+pub(crate) fn table(answer: &WhatIfResponse, all: bool) -> String {
     let rows: Vec<&WhatIfRoute> = answer.routes.iter().filter(|r| all || r.changed).collect();
     let mut cells =
         vec![["SERVICE".to_owned(), "FROM".into(), "ROUTE (before → after)".into(), "RTT (before → after)".into()]];

@@ -20,13 +20,13 @@ const MAX_HEAD: usize = 8 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The body a backend answers with, given the request's path.
-pub fn greeting(cluster: &str, service: &str, path: &str) -> String {
+pub(super) fn greeting(cluster: &str, service: &str, path: &str) -> String {
     format!("hello from {cluster}: {service} {path}\n")
 }
 
 /// Serves the backend of `service` in `cluster` on `listener` until `cancel`; tasks are
 /// tracked by `tracker` so a shutdown can wait for them.
-pub fn spawn(
+pub(super) fn spawn(
     listener: TcpListener,
     cluster: &'static str,
     service: String,

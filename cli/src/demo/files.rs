@@ -33,7 +33,7 @@ pub enum FilesError {
 
 /// Writes `bytes` to `path` with `mode`, through a temporary file and a rename so that a
 /// watcher (the static source, the certificate reloader) never reads half a file.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FilesError> {
+pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FilesError> {
     let err = |source| FilesError::Write { path: path.to_owned(), source };
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(err)?;
@@ -47,7 +47,7 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FilesError
 
 /// A fresh CA, then `cert.pem`, `key.pem` (0600) and `ca.pem` under `dir/federator` and under
 /// `dir/<cluster-id>` for each gateway; the CA itself goes to `dir/ca`.
-pub fn write_identities(dir: &Path) -> Result<(), FilesError> {
+pub(super) fn write_identities(dir: &Path) -> Result<(), FilesError> {
     let now = OffsetDateTime::now_utc();
     let root = ca::init(TRUST_DOMAIN, now, CERT_DAYS)?;
     write_file(&dir.join("ca/ca.pem"), root.cert_pem.as_bytes(), 0o644)?;
@@ -89,7 +89,7 @@ fn path_str(p: &Path) -> String {
 
 /// The static catalog: the three clusters and, for every service copy, its backend's address.
 /// Keyed `(cluster, service)` as [`super::topology::Layout::backends`].
-pub fn catalog_toml(backends: &BTreeMap<(usize, usize), SocketAddr>) -> String {
+pub(super) fn catalog_toml(backends: &BTreeMap<(usize, usize), SocketAddr>) -> String {
     let mut out = String::from("# Written by `skybridge demo`: the sample services and where their copies run.\n");
     for c in &CLUSTERS {
         out.push_str(&format!(
@@ -114,7 +114,7 @@ pub fn catalog_toml(backends: &BTreeMap<(usize, usize), SocketAddr>) -> String {
 
 /// The federator's config: embedded store and certificates under `dir`, the static source
 /// reading `dir/catalog.toml`.
-pub fn federator_toml(dir: &Path, control: SocketAddr, api: SocketAddr) -> String {
+pub(super) fn federator_toml(dir: &Path, control: SocketAddr, api: SocketAddr) -> String {
     let f = dir.join("federator");
     format!(
         "[federator]\ntrust_domain = {td}\ndata_dir = {data}\nmerge_interval = \"1s\"\n\
@@ -133,7 +133,7 @@ pub fn federator_toml(dir: &Path, control: SocketAddr, api: SocketAddr) -> Strin
 
 /// A gateway's config: its listeners, the federator at `control`, and `peer_addresses`
 /// pointing every peer at the WAN relay in between rather than at the peer's own tunnel.
-pub fn gateway_toml(
+pub(super) fn gateway_toml(
     dir: &Path,
     cluster: &ClusterSpec,
     ports: &GatewayPorts,

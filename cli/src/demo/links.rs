@@ -44,7 +44,7 @@ impl PairLink {
 }
 
 /// The routes, over the demo's links.
-pub fn router(links: Arc<[PairLink]>) -> Router {
+pub(super) fn router(links: Arc<[PairLink]>) -> Router {
     Router::new()
         .route("/links", get(list))
         .route("/links/{a}/{b}/cut", post(|s, p| set(s, p, true)))

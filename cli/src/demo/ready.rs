@@ -19,14 +19,14 @@ const MAX_RESPONSE: u64 = 1024 * 1024;
 
 /// `GET path` on `addr` with `Host: host`: the status code and body, or `None` when the
 /// connection fails or no complete answer comes within `within`.
-pub async fn get(addr: SocketAddr, host: &str, path: &str, within: Duration) -> Option<(u16, String)> {
+pub(super) async fn get(addr: SocketAddr, host: &str, path: &str, within: Duration) -> Option<(u16, String)> {
     let (code, body) = crate::http::get(&addr.to_string(), host, path, within, MAX_RESPONSE).await.ok()?;
     Some((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// What one gateway must show.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expectation {
+pub(super) struct Expectation {
     /// The gateway's cluster id.
     pub cluster: &'static str,
     /// Its admin listener (`/status`).
@@ -37,7 +37,7 @@ pub struct Expectation {
 
 /// Where one gateway stands, from its `/status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GatewayProgress {
+pub(super) struct GatewayProgress {
     /// Connected to the federator and holding every sample service.
     pub has_catalog: bool,
     /// What is not there yet, one line each (peers not probed healthy, routes that still
@@ -50,7 +50,7 @@ fn field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 /// Reads a gateway's `/status` document against what it should show.
-pub fn progress(exp: &Expectation, status: &Value) -> GatewayProgress {
+pub(super) fn progress(exp: &Expectation, status: &Value) -> GatewayProgress {
     let empty = Vec::new();
     let services = status.get("services").and_then(Value::as_array).unwrap_or(&empty);
     let service = |host: &str| services.iter().find(|s| field(s, "name") == Some(host));
@@ -108,7 +108,7 @@ pub enum Readiness {
 /// Polls every gateway's `/status` until all show what they should. Gives up after
 /// `catalog_within` while a gateway lacks the catalog, or `settle_within` after they all have
 /// it; the result says what was missing.
-pub async fn wait(gateways: &[Expectation], catalog_within: Duration, settle_within: Duration) -> Readiness {
+pub(super) async fn wait(gateways: &[Expectation], catalog_within: Duration, settle_within: Duration) -> Readiness {
     let mut deadline = Instant::now() + catalog_within;
     let mut settling = false;
     loop {

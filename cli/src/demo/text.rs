@@ -47,7 +47,7 @@ fn explain(demo: &Demo, from: usize, svc: &ServiceSpec) -> String {
 }
 
 /// The whole banner.
-pub fn banner(demo: &Demo, readiness: &Readiness) -> String {
+pub(super) fn banner(demo: &Demo, readiness: &Readiness) -> String {
     let mut out = String::new();
     let w = &mut out;
     let api = demo.api;

@@ -43,6 +43,8 @@ struct ThrottleGuard;
 
 #[async_trait::async_trait]
 impl Policy for ThrottleGuard {
+    // azure_core's trait elides Context's lifetime; naming it here would not match the trait.
+    #[allow(elided_lifetimes_in_paths)]
     async fn send(&self, ctx: &Context, request: &mut Request, next: &[Arc<dyn Policy>]) -> PolicyResult {
         let response = next[0].send(ctx, request, &next[1..]).await?;
         let status = response.status();
@@ -76,7 +78,7 @@ pub(crate) struct Arm {
 impl Arm {
     /// A client for `cfg.arm_endpoint`, authenticating with `credential` for
     /// `{arm_endpoint}/.default`.
-    pub fn new(
+    pub(super) fn new(
         cfg: &AksConfig,
         credential: Arc<dyn TokenCredential>,
         http: &reqwest::Client,
@@ -101,7 +103,7 @@ impl Arm {
     }
 
     /// `{arm_endpoint}{path}?api-version={v}`; `path` is an ARM resource path or id.
-    pub fn url(&self, path: &str, api_version: &str) -> Url {
+    pub(super) fn url(&self, path: &str, api_version: &str) -> Url {
         let mut url = self.base.clone();
         let prefix = self.base.path().trim_end_matches('/');
         url.set_path(&format!("{prefix}{path}"));
@@ -131,20 +133,20 @@ impl Arm {
     }
 
     /// `GET url` decoded as `T`.
-    pub async fn get<T: DeserializeOwned>(&self, url: Url, t: &Target<'_>) -> Result<T, SourceError> {
+    pub(super) async fn get<T: DeserializeOwned>(&self, url: Url, t: &Target<'_>) -> Result<T, SourceError> {
         let resp = self.send(Method::Get, url, t).await?;
         serde_json::from_slice(resp.body()).map_err(|e| error::malformed(t, e))
     }
 
     /// `POST url` (an ARM action) decoded as `T`.
-    pub async fn post<T: DeserializeOwned>(&self, url: Url, t: &Target<'_>) -> Result<T, SourceError> {
+    pub(super) async fn post<T: DeserializeOwned>(&self, url: Url, t: &Target<'_>) -> Result<T, SourceError> {
         let resp = self.send(Method::Post, url, t).await?;
         serde_json::from_slice(resp.body()).map_err(|e| error::malformed(t, e))
     }
 
     /// Every item of a list, following `nextLink`. A `nextLink` must stay on the ARM host: the
     /// bearer token goes wherever it points.
-    pub async fn list<T: DeserializeOwned>(&self, first: Url, t: &Target<'_>) -> Result<Vec<T>, SourceError> {
+    pub(super) async fn list<T: DeserializeOwned>(&self, first: Url, t: &Target<'_>) -> Result<Vec<T>, SourceError> {
         let mut items = Vec::new();
         let mut url = first;
         for _ in 0..MAX_PAGES {

@@ -26,17 +26,17 @@ impl<T> Default for Table<T> {
 
 impl<T: PartialEq> Table<T> {
     /// A list starts (or restarts after an expired continue token): buffer from scratch.
-    pub fn begin(&mut self) {
+    pub(super) fn begin(&mut self) {
         self.pending = Some(BTreeMap::new());
     }
 
     /// Adds a listed object to the list being read.
-    pub fn listed(&mut self, key: ObjKey, item: T) {
+    pub(super) fn listed(&mut self, key: ObjKey, item: T) {
         self.pending.get_or_insert_default().insert(key, item);
     }
 
     /// The list is complete: it replaces the live set. Returns whether anything changed.
-    pub fn finish(&mut self) -> bool {
+    pub(super) fn finish(&mut self) -> bool {
         let new = self.pending.take().unwrap_or_default();
         let changed = new != self.items || !self.synced;
         self.items = new;
@@ -45,7 +45,7 @@ impl<T: PartialEq> Table<T> {
     }
 
     /// An object was added or modified (watch event). Returns whether anything changed.
-    pub fn apply(&mut self, key: ObjKey, item: T) -> bool {
+    pub(super) fn apply(&mut self, key: ObjKey, item: T) -> bool {
         match self.items.get(&key) {
             Some(old) if *old == item => false,
             _ => {
@@ -56,12 +56,12 @@ impl<T: PartialEq> Table<T> {
     }
 
     /// An object was deleted (watch event). Returns whether anything changed.
-    pub fn delete(&mut self, key: &ObjKey) -> bool {
+    pub(super) fn delete(&mut self, key: &ObjKey) -> bool {
         self.items.remove(key).is_some()
     }
 
     /// Drops objects (live and pending) for which `keep` is false.
-    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) -> bool {
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) -> bool {
         let before = self.items.len();
         self.items.retain(|_, v| keep(v));
         if let Some(p) = &mut self.pending {
@@ -83,12 +83,12 @@ pub(crate) struct Store {
 
 impl Store {
     /// A store for `groups` ServiceExport API groups.
-    pub fn new(groups: usize) -> Self {
+    pub(super) fn new(groups: usize) -> Self {
         Store { exports: (0..groups).map(|_| Table::default()).collect(), ..Default::default() }
     }
 
     /// Exported services and when each was first exported (the oldest export across groups).
-    pub fn exported(&self) -> BTreeMap<ServiceKey, UnixMillis> {
+    pub(super) fn exported(&self) -> BTreeMap<ServiceKey, UnixMillis> {
         let mut out = BTreeMap::new();
         for rec in self.exports.iter().flat_map(|t| t.items.values()) {
             out.entry(rec.key.clone())
@@ -99,14 +99,14 @@ impl Store {
     }
 
     /// Drops slices of services that are no longer exported. Returns whether any went.
-    pub fn prune_slices(&mut self) -> bool {
+    pub(super) fn prune_slices(&mut self) -> bool {
         let exported = self.exported();
         self.slices.retain(|s| exported.contains_key(&s.service))
     }
 
     /// Builds the cluster's snapshot. Endpoint lists equal to those in `prev` are shared with
     /// it rather than rebuilt, so unchanged ports cost nothing downstream.
-    pub fn snapshot(&self, cluster: &ClusterInfo, prev: Option<&SourceSnapshot>) -> SourceSnapshot {
+    pub(super) fn snapshot(&self, cluster: &ClusterInfo, prev: Option<&SourceSnapshot>) -> SourceSnapshot {
         let exported = self.exported();
         let services_by_key: HashMap<&ServiceKey, &ServiceRec> =
             self.services.items.values().map(|s| (&s.key, s)).collect();

@@ -105,7 +105,7 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     /// Runs until the runner drops its receiver (or the task is aborted).
-    pub async fn run(self) {
+    pub(super) async fn run(self) {
         let _ = self.run_inner().await;
     }
 

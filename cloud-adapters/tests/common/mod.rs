@@ -14,12 +14,16 @@ use skybridge_api::source::{CatalogSource, SourceError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The source's next outcome (15 s at most).
-pub async fn next(src: &mut impl CatalogSource) -> Result<SourceSnapshot, SourceError> {
+pub(crate) async fn next(src: &mut impl CatalogSource) -> Result<SourceSnapshot, SourceError> {
     tokio::time::timeout(Duration::from_secs(15), src.next()).await.expect("no snapshot within 15 s")
 }
 
 /// Waits for a snapshot satisfying `f`, skipping errors and other snapshots.
-pub async fn until(src: &mut impl CatalogSource, what: &str, f: impl Fn(&SourceSnapshot) -> bool) -> SourceSnapshot {
+pub(crate) async fn until(
+    src: &mut impl CatalogSource,
+    what: &str,
+    f: impl Fn(&SourceSnapshot) -> bool,
+) -> SourceSnapshot {
     for _ in 0..50 {
         if let Ok(s) = next(src).await
             && f(&s)
@@ -31,7 +35,7 @@ pub async fn until(src: &mut impl CatalogSource, what: &str, f: impl Fn(&SourceS
 }
 
 /// The clusters exporting `key` (`ns/name`), sorted.
-pub fn clusters_with(s: &SourceSnapshot, key: &str) -> Vec<String> {
+pub(crate) fn clusters_with(s: &SourceSnapshot, key: &str) -> Vec<String> {
     let key = key.parse().unwrap();
     let mut v: Vec<String> = s.services.get(&key).into_iter().flatten().map(|e| e.cluster.to_string()).collect();
     v.sort();
@@ -40,7 +44,7 @@ pub fn clusters_with(s: &SourceSnapshot, key: &str) -> Vec<String> {
 
 /// An HTTP proxy that answers the next `throttle` requests with Cloud Map's throttling error
 /// (HTTP 400 `ThrottlingException`, or 429 when `status_429`) and forwards the rest.
-pub struct Throttler {
+pub(crate) struct Throttler {
     pub addr: SocketAddr,
     pub throttle: Arc<AtomicUsize>,
     /// The next requests get a 200 whose body is not JSON.
@@ -49,7 +53,7 @@ pub struct Throttler {
 }
 
 impl Throttler {
-    pub async fn start(upstream: SocketAddr, status_429: bool) -> Throttler {
+    pub(crate) async fn start(upstream: SocketAddr, status_429: bool) -> Throttler {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let throttle = Arc::new(AtomicUsize::new(0));
@@ -67,7 +71,7 @@ impl Throttler {
         Throttler { addr, throttle, garbage, seen }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }

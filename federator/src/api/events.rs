@@ -86,7 +86,7 @@ pub(super) async fn stream_events(
 
 /// The SSE stream: `replay` (stored events after `last_id`, read with `limit`), then live
 /// events from `rx` not already replayed. Ends when the federator drops its event sender.
-pub fn event_stream(
+pub(super) fn event_stream(
     rx: broadcast::Receiver<Event>,
     last_id: Option<u64>,
     replay: Vec<Event>,

@@ -32,21 +32,21 @@ pub const SCHEMA_VERSION: u64 = 2;
 /// redb page cache size.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// Version, digest and clusters of the current catalog, in the row `current`.
-const CATALOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog_head");
+const CATALOG_HEAD: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("catalog_head");
 /// The current catalog's services by `namespace/name`.
-const CATALOG_SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog_services");
+const CATALOG_SERVICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("catalog_services");
 /// Per source: its clusters and sync times.
-const SOURCE_HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("source_heads");
+const SOURCE_HEADS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("source_heads");
 /// Per (source, `namespace/name`): that source's exports of the service.
-const SOURCE_SERVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("source_services");
+const SOURCE_SERVICES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("source_services");
 /// Schema 1 kept the catalog and each source as one value; `init` migrates them.
-const V1_CATALOG: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog");
-const V1_SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
-const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
-const GATEWAYS: TableDefinition<&str, &[u8]> = TableDefinition::new("gateways");
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const V1_CATALOG: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("catalog");
+const V1_SOURCES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sources");
+const POLICIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("policies");
+const GATEWAYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("gateways");
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 
 const META_SCHEMA_VERSION: &str = "schema_version";
 const META_LAST_EVENT_SEQ: &str = "last_event_seq";
@@ -305,7 +305,7 @@ impl Inner {
     fn rows(
         &self,
         txn: &redb::ReadTransaction,
-        def: TableDefinition<&str, &[u8]>,
+        def: TableDefinition<'_, &str, &[u8]>,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let table = txn.open_table(def).map_err(|e| self.io(e))?;
         let mut rows = Vec::new();
@@ -436,7 +436,7 @@ impl Inner {
         Ok(changes)
     }
 
-    fn put(&self, def: TableDefinition<&str, &[u8]>, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+    fn put(&self, def: TableDefinition<'_, &str, &[u8]>, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         {
             let mut table = txn.open_table(def).map_err(|e| self.io(e))?;

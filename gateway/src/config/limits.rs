@@ -111,98 +111,98 @@ impl Default for Limits {
 }
 
 /// Defaults, also quoted in docs/operations.md.
-pub mod defaults {
+pub(super) mod defaults {
     use std::time::Duration;
 
-    pub fn peek_timeout() -> Duration {
+    pub(crate) fn peek_timeout() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn max_client_hello() -> usize {
+    pub(crate) fn max_client_hello() -> usize {
         16 * 1024
     }
-    pub fn max_http_head() -> usize {
+    pub(crate) fn max_http_head() -> usize {
         16 * 1024
     }
-    pub fn max_connections() -> usize {
+    pub(crate) fn max_connections() -> usize {
         10_000
     }
-    pub fn listen_backlog() -> usize {
+    pub(crate) fn listen_backlog() -> usize {
         skybridge_api::serve::DEFAULT_LISTEN_BACKLOG
     }
-    pub fn max_streams_per_peer() -> u32 {
+    pub(crate) fn max_streams_per_peer() -> u32 {
         1024
     }
-    pub fn max_stream_header() -> usize {
+    pub(crate) fn max_stream_header() -> usize {
         4096
     }
-    pub fn idle_timeout() -> Duration {
+    pub(crate) fn idle_timeout() -> Duration {
         Duration::from_secs(30)
     }
-    pub fn keep_alive() -> Duration {
+    pub(crate) fn keep_alive() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn handshake_timeout() -> Duration {
+    pub(crate) fn handshake_timeout() -> Duration {
         Duration::from_secs(3)
     }
-    pub fn open_timeout() -> Duration {
+    pub(crate) fn open_timeout() -> Duration {
         Duration::from_secs(2)
     }
-    pub fn header_timeout() -> Duration {
+    pub(crate) fn header_timeout() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn connect_timeout() -> Duration {
+    pub(crate) fn connect_timeout() -> Duration {
         Duration::from_secs(2)
     }
-    pub fn connect_budget() -> Duration {
+    pub(crate) fn connect_budget() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn drain_deadline() -> Duration {
+    pub(crate) fn drain_deadline() -> Duration {
         Duration::from_secs(20)
     }
-    pub fn eject_duration() -> Duration {
+    pub(crate) fn eject_duration() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn connections_per_peer() -> usize {
+    pub(crate) fn connections_per_peer() -> usize {
         2
     }
-    pub fn stream_window() -> u32 {
+    pub(crate) fn stream_window() -> u32 {
         8 * 1024 * 1024
     }
-    pub fn connection_window() -> u32 {
+    pub(crate) fn connection_window() -> u32 {
         64 * 1024 * 1024
     }
-    pub fn relay_buffer_budget() -> usize {
+    pub(crate) fn relay_buffer_budget() -> usize {
         256 * 1024 * 1024
     }
-    pub fn udp_buffer() -> usize {
+    pub(crate) fn udp_buffer() -> usize {
         4 * 1024 * 1024
     }
     /// 128 per CPU core, from 128 to 1024: a completed handshake takes about one round trip,
     /// so even 128 admit thousands of legitimate handshakes a second, while each one in
     /// progress holds roughly 100 KB.
-    pub fn max_handshakes() -> usize {
+    pub(crate) fn max_handshakes() -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (128 * cores).clamp(128, 1024)
     }
-    pub fn max_handshakes_per_source() -> usize {
+    pub(crate) fn max_handshakes_per_source() -> usize {
         16
     }
-    pub fn handshake_retry_load() -> f64 {
+    pub(crate) fn handshake_retry_load() -> f64 {
         0.5
     }
-    pub fn noise_log_interval() -> Duration {
+    pub(crate) fn noise_log_interval() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn admin_max_connections() -> usize {
+    pub(crate) fn admin_max_connections() -> usize {
         256
     }
-    pub fn traffic_services() -> usize {
+    pub(crate) fn traffic_services() -> usize {
         100
     }
-    pub fn admin_header_timeout() -> Duration {
+    pub(crate) fn admin_header_timeout() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn admin_idle_timeout() -> Duration {
+    pub(crate) fn admin_idle_timeout() -> Duration {
         Duration::from_secs(60)
     }
 }

@@ -87,63 +87,63 @@ impl Default for RoutingSection {
 }
 
 /// Defaults, also quoted in docs/routing.md.
-pub mod defaults {
+pub(super) mod defaults {
     use std::time::Duration;
 
     use skybridge_api::routing::{ChoiceConfig, HealthConfig};
 
-    pub fn prefer_local() -> bool {
+    pub(crate) fn prefer_local() -> bool {
         ChoiceConfig::default().prefer_local
     }
-    pub fn probe_interval() -> Duration {
+    pub(crate) fn probe_interval() -> Duration {
         Duration::from_secs(1)
     }
-    pub fn probe_timeout() -> Duration {
+    pub(crate) fn probe_timeout() -> Duration {
         Duration::from_millis(500)
     }
-    pub fn down_after() -> u32 {
+    pub(crate) fn down_after() -> u32 {
         HealthConfig::default().down_after
     }
-    pub fn recover_after() -> u32 {
+    pub(crate) fn recover_after() -> u32 {
         HealthConfig::default().recover_after
     }
-    pub fn hold_down() -> Duration {
+    pub(crate) fn hold_down() -> Duration {
         HealthConfig::default().hold_down
     }
-    pub fn max_hold_down() -> Duration {
+    pub(crate) fn max_hold_down() -> Duration {
         HealthConfig::default().max_hold_down
     }
-    pub fn share_margin() -> f64 {
+    pub(crate) fn share_margin() -> f64 {
         ChoiceConfig::default().share_margin
     }
-    pub fn share_floor() -> Duration {
+    pub(crate) fn share_floor() -> Duration {
         ChoiceConfig::default().share_floor
     }
-    pub fn rank_hysteresis() -> f64 {
+    pub(crate) fn rank_hysteresis() -> f64 {
         HealthConfig::default().rank_hysteresis
     }
-    pub fn slow_open_factor() -> f64 {
+    pub(crate) fn slow_open_factor() -> f64 {
         4.0
     }
-    pub fn slow_open_min() -> Duration {
+    pub(crate) fn slow_open_min() -> Duration {
         Duration::from_millis(250)
     }
-    pub fn tcp_fallback_after() -> Duration {
+    pub(crate) fn tcp_fallback_after() -> Duration {
         Duration::from_secs(1)
     }
-    pub fn quic_probe_interval() -> Duration {
+    pub(crate) fn quic_probe_interval() -> Duration {
         Duration::from_secs(30)
     }
-    pub fn quic_recover_after() -> u32 {
+    pub(crate) fn quic_recover_after() -> u32 {
         2
     }
-    pub fn quic_flap_window() -> Duration {
+    pub(crate) fn quic_flap_window() -> Duration {
         Duration::from_secs(300)
     }
-    pub fn proof_interval() -> Duration {
+    pub(crate) fn proof_interval() -> Duration {
         Duration::from_secs(30)
     }
-    pub fn proofs_per_round() -> usize {
+    pub(crate) fn proofs_per_round() -> usize {
         256
     }
 }

@@ -36,22 +36,22 @@ impl Default for TelemetrySection {
 }
 
 /// Defaults, also quoted in docs/metrics.md.
-pub mod defaults {
+pub(super) mod defaults {
     use std::time::Duration;
 
-    pub fn otlp_timeout() -> Duration {
+    pub(crate) fn otlp_timeout() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn sample_ratio() -> f64 {
+    pub(crate) fn sample_ratio() -> f64 {
         1.0
     }
-    pub fn batch_delay() -> Duration {
+    pub(crate) fn batch_delay() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn max_queue() -> usize {
+    pub(crate) fn max_queue() -> usize {
         2048
     }
-    pub fn service_name() -> String {
+    pub(crate) fn service_name() -> String {
         "skybridge-gateway".into()
     }
 }

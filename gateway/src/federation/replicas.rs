@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 /// The rotation state of one gateway, kept across connect rounds.
 #[derive(Debug, Clone)]
-pub struct Rotation {
+pub(super) struct Rotation {
     /// Where the next round starts in the sorted address list; moves by one each round.
     cursor: usize,
     /// Replicas that failed (connect refused, stream broken), oldest failure first.
@@ -16,14 +16,14 @@ pub struct Rotation {
 
 impl Rotation {
     /// Starts at `start` (random, so gateways do not all pick the same first replica).
-    pub fn new(start: usize) -> Rotation {
+    pub(super) fn new(start: usize) -> Rotation {
         Rotation { cursor: start, failed: Vec::new() }
     }
 
     /// The order to try `resolved` in this round: duplicates removed, rotated from the cursor,
     /// replicas without a recent failure first, then the failed ones, the most recent failure
     /// last.
-    pub fn plan(&mut self, resolved: &[SocketAddr]) -> Vec<SocketAddr> {
+    pub(super) fn plan(&mut self, resolved: &[SocketAddr]) -> Vec<SocketAddr> {
         let mut all = resolved.to_vec();
         // Sorted so that the rotation is stable whatever order DNS answers in.
         all.sort();
@@ -43,7 +43,7 @@ impl Rotation {
 
     /// Records that `addr` failed (no session, or its stream broke): it goes to the back of the
     /// next rounds, behind replicas that failed earlier.
-    pub fn failed(&mut self, addr: SocketAddr) {
+    pub(super) fn failed(&mut self, addr: SocketAddr) {
         self.failed.retain(|a| *a != addr);
         self.failed.push(addr);
     }

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Echoes every byte back; half-close aware (shuts down its write side after reading EOF).
-pub async fn echo() -> SocketAddr {
+pub(crate) async fn echo() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -23,7 +23,7 @@ pub async fn echo() -> SocketAddr {
 }
 
 /// Answers every HTTP request head with `200` and a body naming `who`, then closes.
-pub async fn http(who: &'static str) -> SocketAddr {
+pub(crate) async fn http(who: &'static str) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -50,7 +50,7 @@ pub async fn http(who: &'static str) -> SocketAddr {
 
 /// Reads until EOF, then answers with how many bytes it got, then closes: proves that a
 /// client's half-close crossed the tunnel and the reply still came back.
-pub async fn count_then_reply() -> SocketAddr {
+pub(crate) async fn count_then_reply() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -69,7 +69,7 @@ pub async fn count_then_reply() -> SocketAddr {
 
 /// A TLS server (terminating TLS itself, as a real service would) for `name`; answers each
 /// connection with `tls hello from <who>` after the handshake.
-pub async fn tls(cert_pem: &str, key_pem: &str, who: &'static str) -> SocketAddr {
+pub(crate) async fn tls(cert_pem: &str, key_pem: &str, who: &'static str) -> SocketAddr {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
@@ -93,13 +93,13 @@ pub async fn tls(cert_pem: &str, key_pem: &str, who: &'static str) -> SocketAddr
 }
 
 /// A port that refuses connections (bound, then released).
-pub fn refusing() -> SocketAddr {
+pub(crate) fn refusing() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// A listener whose accept backlog is full, so further connects hang: an unreachable endpoint
 /// without leaving loopback. The returned guard keeps it alive.
-pub async fn blackhole() -> (SocketAddr, Vec<tokio::net::TcpStream>, tokio::net::TcpListener) {
+pub(crate) async fn blackhole() -> (SocketAddr, Vec<tokio::net::TcpStream>, tokio::net::TcpListener) {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let l = sock.listen(0).unwrap();
@@ -117,7 +117,7 @@ pub async fn blackhole() -> (SocketAddr, Vec<tokio::net::TcpStream>, tokio::net:
 }
 
 /// Reads `n` bytes, then resets the connection (RST via SO_LINGER 0) instead of closing it.
-pub async fn reset_after(n: usize) -> SocketAddr {
+pub(crate) async fn reset_after(n: usize) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -135,7 +135,7 @@ pub async fn reset_after(n: usize) -> SocketAddr {
 }
 
 /// Records how each connection ended: `Ok(bytes)` at a clean EOF, `Err(kind)` on an error.
-pub async fn observer() -> (SocketAddr, tokio::sync::mpsc::Receiver<Result<usize, std::io::ErrorKind>>) {
+pub(crate) async fn observer() -> (SocketAddr, tokio::sync::mpsc::Receiver<Result<usize, std::io::ErrorKind>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);

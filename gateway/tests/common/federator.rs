@@ -29,7 +29,7 @@ use super::{Pki, TD, write_identity};
 
 /// What a fake replica serves and what it saw.
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub hellos: Vec<wire::Hello>,
     /// `snapshot` or `delta`, per catalog message sent.
     pub sent: Vec<&'static str>,
@@ -47,7 +47,7 @@ struct Shared {
 }
 
 /// A running fake replica.
-pub struct FakeFederator {
+pub(crate) struct FakeFederator {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -55,7 +55,7 @@ pub struct FakeFederator {
 
 impl FakeFederator {
     /// Starts a replica on 127.0.0.1:0 serving `catalog` and `gateways`.
-    pub async fn start(pki: &Pki, catalog: GlobalCatalog, gateways: Vec<wire::Gateway>) -> FakeFederator {
+    pub(crate) async fn start(pki: &Pki, catalog: GlobalCatalog, gateways: Vec<wire::Gateway>) -> FakeFederator {
         let id = SpiffeId::federator(&pki.trust_domain());
         let leaf = ca::issue(&pki.ca, &id, &[], time::OffsetDateTime::now_utc(), 1).unwrap();
         let dir = pki.dir.path().join(format!("federator-{}", fastrand::u64(..)));
@@ -101,23 +101,23 @@ impl FakeFederator {
     }
 
     /// Holds back (true) or lets out (false) the first catalog message of sessions.
-    pub fn hold(&self, on: bool) {
+    pub(crate) fn hold(&self, on: bool) {
         self.shared.hold.send_replace(on);
     }
 
     /// Ends every open session with `UNAVAILABLE`, as a replica going away does.
-    pub fn break_sessions(&self) {
+    pub(crate) fn break_sessions(&self) {
         let old = std::mem::take(&mut *self.shared.breaker.lock().unwrap());
         old.cancel();
     }
 
     /// Reads what the replica saw.
-    pub fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+    pub(crate) fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
         f(&self.shared.seen.lock().unwrap())
     }
 
     /// Stops accepting and serving.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.shared.breaker.lock().unwrap().cancel();
         self.stop.cancel();
     }

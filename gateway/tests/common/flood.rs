@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// What a flood sent and got back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub initials: u64,
     pub sent_datagrams: u64,
     pub sent_bytes: u64,
@@ -25,7 +25,7 @@ pub struct Totals {
 }
 
 /// Floods `target` from one UDP socket per source address.
-pub struct Flooder {
+pub(crate) struct Flooder {
     target: SocketAddr,
     sockets: Vec<Arc<UdpSocket>>,
     config: quinn_proto::ClientConfig,
@@ -38,7 +38,7 @@ pub struct Flooder {
 impl Flooder {
     /// Binds one socket per address in `sources` (any 127.0.0.0/8 address works on Linux
     /// without configuration) and starts counting what comes back.
-    pub fn new(target: SocketAddr, sources: &[IpAddr]) -> Flooder {
+    pub(crate) fn new(target: SocketAddr, sources: &[IpAddr]) -> Flooder {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -73,7 +73,7 @@ impl Flooder {
 
     /// Sends the first flight of `n` new connections, spread over the sources, at about
     /// `per_second` connections a second.
-    pub fn send(&mut self, n: u64, per_second: u64) {
+    pub(crate) fn send(&mut self, n: u64, per_second: u64) {
         let start = Instant::now();
         let mut endpoint = None;
         let mut buf = Vec::with_capacity(4096);
@@ -104,7 +104,7 @@ impl Flooder {
     }
 
     /// Totals so far (what came back keeps being counted until [`Flooder::finish`]).
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         Totals {
             received_datagrams: self.received.0.load(Ordering::Relaxed),
             received_bytes: self.received.1.load(Ordering::Relaxed),
@@ -113,7 +113,7 @@ impl Flooder {
     }
 
     /// Stops counting and returns the totals.
-    pub fn finish(self) -> Totals {
+    pub(crate) fn finish(self) -> Totals {
         self.stop.store(true, Ordering::Relaxed);
         let totals = self.totals();
         for r in self.receivers {
@@ -124,12 +124,12 @@ impl Flooder {
 }
 
 /// `n` loopback source addresses 127.1.x.y (all route to `lo` on Linux).
-pub fn loopback_sources(n: usize) -> Vec<IpAddr> {
+pub(crate) fn loopback_sources(n: usize) -> Vec<IpAddr> {
     (0..n).map(|i| IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8])).collect()
 }
 
 /// Resident set size of process `pid` ("self" for this one), in bytes, from /proc.
-pub fn rss_bytes(pid: &str) -> u64 {
+pub(crate) fn rss_bytes(pid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

@@ -2,10 +2,10 @@
 //! on loopback, and small backends. Only 127.0.0.0/8 is used.
 #![allow(dead_code)]
 
-pub mod backends;
-pub mod federator;
-pub mod flood;
-pub mod quic;
+pub(crate) mod backends;
+pub(crate) mod federator;
+pub(crate) mod flood;
+pub(crate) mod quic;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,36 +19,36 @@ use skybridge_gateway::config::Config;
 use tempfile::TempDir;
 use time::OffsetDateTime;
 
-pub const TD: &str = "test.skybridge";
+pub(crate) const TD: &str = "test.skybridge";
 
 /// Installs the process-wide crypto provider, as `main` does.
-pub fn init() {
+pub(crate) fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// A CA and a folder to put issued certificates in.
-pub struct Pki {
+pub(crate) struct Pki {
     pub dir: TempDir,
     pub ca: PemPair,
 }
 
 impl Pki {
-    pub fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         Pki::with_domain(TD)
     }
 
-    pub fn with_domain(td: &str) -> Pki {
+    pub(crate) fn with_domain(td: &str) -> Pki {
         let ca = ca::init(td, OffsetDateTime::now_utc(), 1).unwrap();
         Pki { dir: tempfile::tempdir().unwrap(), ca }
     }
 
-    pub fn trust_domain(&self) -> String {
+    pub(crate) fn trust_domain(&self) -> String {
         ca::trust_domain_of(&self.ca.cert_pem).unwrap()
     }
 
     /// Issues a gateway certificate for `cluster` valid for `days` and writes cert/key/ca files
     /// into `<dir>/<name>/`; returns that folder.
-    pub fn issue_files(&self, name: &str, cluster: &str, days: u32) -> PathBuf {
+    pub(crate) fn issue_files(&self, name: &str, cluster: &str, days: u32) -> PathBuf {
         let id = SpiffeId::gateway(&self.trust_domain(), ClusterId::new(cluster).unwrap());
         let leaf = ca::issue(&self.ca, &id, &[], OffsetDateTime::now_utc(), days).unwrap();
         let dir = self.dir.path().join(name);
@@ -57,14 +57,14 @@ impl Pki {
     }
 
     /// A leaf for `cluster`, in memory.
-    pub fn issue(&self, cluster: &str, days: u32) -> PemPair {
+    pub(crate) fn issue(&self, cluster: &str, days: u32) -> PemPair {
         let id = SpiffeId::gateway(&self.trust_domain(), ClusterId::new(cluster).unwrap());
         ca::issue(&self.ca, &id, &[], OffsetDateTime::now_utc(), days).unwrap()
     }
 }
 
 /// Writes cert.pem, key.pem and ca.pem atomically (rename), as a Secret update would.
-pub fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
+pub(crate) fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
     std::fs::create_dir_all(dir).unwrap();
     for (name, body) in [("cert.pem", &leaf.cert_pem), ("key.pem", &leaf.key_pem), ("ca.pem", &ca_pem.to_owned())] {
         let tmp = dir.join(format!(".{name}.tmp"));
@@ -75,7 +75,7 @@ pub fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
 
 /// A free UDP port on 127.0.0.1 that no other test in this process was given: a released port
 /// can be handed out again by the kernel at once, and tests run in parallel.
-pub fn free_udp() -> SocketAddr {
+pub(crate) fn free_udp() -> SocketAddr {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         // A tunnel port serves UDP and TCP: free for both, and below the ephemeral range, where
@@ -95,7 +95,7 @@ pub fn free_udp() -> SocketAddr {
 }
 
 /// Everything needed to write one gateway's config.
-pub struct GwSpec {
+pub(crate) struct GwSpec {
     pub cluster: String,
     pub tunnel: SocketAddr,
     pub certs: PathBuf,
@@ -106,7 +106,7 @@ pub struct GwSpec {
 }
 
 impl GwSpec {
-    pub fn toml(&self) -> String {
+    pub(crate) fn toml(&self) -> String {
         let mut s = format!(
             r#"
 [gateway]
@@ -138,7 +138,7 @@ admin = "127.0.0.1:0"
         s
     }
 
-    pub async fn start(&self) -> Running {
+    pub(crate) async fn start(&self) -> Running {
         let cfg = Config::parse(&self.toml()).unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml()));
         app::start(cfg).await.unwrap()
     }
@@ -146,7 +146,7 @@ admin = "127.0.0.1:0"
 
 /// Starts gcp-1 (hosting `services(true)`, plus `b_extra`) and aws-1 (egress side: `a_extra`
 /// plus the same services without endpoints), peered with each other; returns (aws-1, gcp-1).
-pub async fn start_pair(
+pub(crate) async fn start_pair(
     pki: &Pki,
     services: impl Fn(bool) -> String,
     a_extra: &str,
@@ -175,12 +175,19 @@ pub async fn start_pair(
 }
 
 /// `[[services]]` TOML: a service hosted in `clusters`, with one port and local endpoints.
-pub fn service(ns: &str, name: &str, clusters: &[&str], port: u16, proto: &str, endpoints: &[SocketAddr]) -> String {
+pub(crate) fn service(
+    ns: &str,
+    name: &str,
+    clusters: &[&str],
+    port: u16,
+    proto: &str,
+    endpoints: &[SocketAddr],
+) -> String {
     service_allowing(ns, name, clusters, port, proto, endpoints, None)
 }
 
 /// Like [`service`], with an allow list of source clusters.
-pub fn service_allowing(
+pub(crate) fn service_allowing(
     ns: &str,
     name: &str,
     clusters: &[&str],
@@ -203,7 +210,7 @@ pub fn service_allowing(
 }
 
 /// Polls `f` every 20 ms until it returns true or `within` passes.
-pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
         if f() {
@@ -215,7 +222,7 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// GETs an admin path with a minimal HTTP/1.1 client; returns (status, body).
-pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
@@ -228,7 +235,7 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The value of one metric sample line (exact label set) from `/metrics`, or 0.
-pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+pub(crate) async fn metric(addr: SocketAddr, series: &str) -> f64 {
     let (_, body) = admin_get(addr, "/metrics").await;
     body.lines()
         .find_map(|l| {
@@ -238,7 +245,7 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
 }
 
 /// Polls `/metrics` until `series` reaches `at_least` (within 5 s).
-pub async fn wait_metric(addr: SocketAddr, series: &str, at_least: f64) -> bool {
+pub(crate) async fn wait_metric(addr: SocketAddr, series: &str, at_least: f64) -> bool {
     for _ in 0..100 {
         if metric(addr, series).await >= at_least {
             return true;

@@ -15,7 +15,7 @@ use skybridge_api::header::{OpenRequest, OpenResponse, Status};
 /// Accepts any server certificate: these tests probe the *server's* checks of the client (and
 /// the flood never gets as far as the server's certificate).
 #[derive(Debug)]
-pub struct AnyServer(pub Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AnyServer(pub Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AnyServer {
     fn verify_server_cert(
@@ -50,7 +50,7 @@ impl ServerCertVerifier for AnyServer {
 }
 
 /// Connects to a gateway tunnel presenting `identity` (or no certificate at all).
-pub async fn connect(server: SocketAddr, identity: Option<&PemPair>) -> Result<Connection, String> {
+pub(crate) async fn connect(server: SocketAddr, identity: Option<&PemPair>) -> Result<Connection, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -77,7 +77,7 @@ pub async fn connect(server: SocketAddr, identity: Option<&PemPair>) -> Result<C
 }
 
 /// Sends raw bytes as a stream's first bytes and returns the status, or the stream error.
-pub async fn raw_open(conn: &Connection, bytes: &[u8]) -> Result<(Status, String), String> {
+pub(crate) async fn raw_open(conn: &Connection, bytes: &[u8]) -> Result<(Status, String), String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     send.write_all(bytes).await.map_err(|e| e.to_string())?;
     let mut prefix = [0u8; 3];
@@ -89,7 +89,7 @@ pub async fn raw_open(conn: &Connection, bytes: &[u8]) -> Result<(Status, String
 }
 
 /// Encodes a request header.
-pub fn header(req: &OpenRequest) -> Vec<u8> {
+pub(crate) fn header(req: &OpenRequest) -> Vec<u8> {
     let mut b = BytesMut::new();
     req.encode(&mut b);
     b.to_vec()
