@@ -10,8 +10,8 @@ use common::Throttler;
 use skybridge_api::catalog::SourceSnapshot;
 use skybridge_api::model::ServiceKey;
 use skybridge_api::source::{CatalogSource, ErrorKind};
+use skybridge_cloud_adapters::aws::moto::Moto;
 use skybridge_cloud_adapters::aws::{CloudMap, CloudMapConfig};
-use skybridge_tests::Moto;
 
 fn creds() -> aws_credential_types::Credentials {
     aws_credential_types::Credentials::from_keys("AKIDTESTTESTTEST", "secret", None)

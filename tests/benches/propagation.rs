@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use skybridge_api::ca;
 use skybridge_api::catalog::{GlobalCatalog, diff};
-use skybridge_api::identity::{Role, SpiffeId};
+use skybridge_api::identity::Role;
 use skybridge_api::model::ClusterId;
 use skybridge_api::proto::wire::{self, federator_message, gateway_message};
 use skybridge_api::proto::{delta_to_wire, snapshot_to_wire};
@@ -27,8 +26,7 @@ use skybridge_federator::sources::static_file;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::{Config as GwConfig, FederatorSection};
 use skybridge_tests::etcd::Etcd;
-use skybridge_tests::{Proc, federated_gateway_toml, free_tcp, wait_ready, write_identity};
-use time::OffsetDateTime;
+use skybridge_tests::{Proc, federated_gateway_toml, free_tcp, wait_ready, write_identities};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -210,15 +208,9 @@ async fn main() {
     let snapshots = env("BENCH_CONCURRENT_SNAPSHOTS", 4);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let now = OffsetDateTime::now_utc();
-    let ca = ca::init(TD, now, 1).unwrap();
-    write_identity(&d.join("fed"), &ca::issue(&ca, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &ca.cert_pem);
     let gw_names: Vec<String> =
         CLUSTERS.iter().map(|s| s.to_string()).chain((0..sims).map(|i| format!("sim-{i}"))).collect();
-    for c in &gw_names {
-        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-        write_identity(&d.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
-    }
+    write_identities(d, TD, &gw_names.iter().map(String::as_str).collect::<Vec<_>>());
 
     // Offline: parse and merge time and message sizes for this catalog.
     let toml_text = catalog_text(services, 0);

@@ -9,15 +9,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use skybridge_api::ca;
-use skybridge_api::identity::SpiffeId;
-use skybridge_api::model::ClusterId;
 use skybridge_cloud_adapters::k8s::ExportApi;
 use skybridge_cloud_adapters::k8s::fake::{FakeApiServer, objects};
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{AWS_TEST_ENV, Moto, aws_cli, federated_gateway_toml, free_tcp, spawn_federator, write_identity};
-use time::OffsetDateTime;
+use skybridge_tests::{
+    AWS_TEST_ENV, Moto, aws_cli, federated_gateway_toml, free_tcp, spawn_federator, write_identities,
+};
 
 const TD: &str = "bench.test";
 const GATEWAYS: [&str; 3] = ["eks-1", "gke-1", "aks-1"];
@@ -63,13 +61,7 @@ async fn main() {
     let interval = std::env::var("BENCH_INTERVAL").unwrap_or_else(|_| "1s".into());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let now = OffsetDateTime::now_utc();
-    let ca = ca::init(TD, now, 1).unwrap();
-    write_identity(&d.join("fed"), &ca::issue(&ca, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &ca.cert_pem);
-    for c in GATEWAYS {
-        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-        write_identity(&d.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
-    }
+    write_identities(d, TD, &GATEWAYS);
 
     let moto = Moto::start(&[]);
     aws_cli(&moto, &["create-http-namespace", "--name", "prod.local"]);

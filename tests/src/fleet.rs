@@ -10,11 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::wan::{self, Impairment, Link, Relay};
-use crate::{Proc, free_tcp, free_udp, http_backend, spawn_federator, wait_ready, write_identity};
-use skybridge_api::ca;
-use skybridge_api::identity::SpiffeId;
-use skybridge_api::model::ClusterId;
-use time::OffsetDateTime;
+use crate::{FederatorToml, Proc, free_tcp, free_udp, http_backend, spawn_federator, wait_ready, write_identities};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -78,17 +74,7 @@ impl Fleet {
     pub async fn start(layout: Layout) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let now = OffsetDateTime::now_utc();
-        let root = ca::init(TD, now, 30).unwrap();
-        write_identity(
-            &d.join("fed"),
-            &ca::issue(&root, &SpiffeId::federator(TD), &[], now, 30).unwrap(),
-            &root.cert_pem,
-        );
-        for c in CLUSTERS {
-            let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-            write_identity(&d.join(c), &ca::issue(&root, &id, &[], now, 30).unwrap(), &root.cert_pem);
-        }
+        write_identities(d, TD, &CLUSTERS);
         std::fs::write(d.join("token"), TOKEN).unwrap();
         let mut backends = BTreeMap::new();
         for c in CLUSTERS {
@@ -254,13 +240,7 @@ fn relay_addr(relays: &[Relay], from: &str, to: &str) -> SocketAddr {
 }
 
 fn federator_toml(d: &Path, api: SocketAddr, control: SocketAddr) -> String {
-    let d = d.display();
-    format!(
-        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{d}/data\"\nmerge_interval = \"50ms\"\n\
-         [tls]\ncert = \"{d}/fed/cert.pem\"\nkey = \"{d}/fed/key.pem\"\ntrust_bundle = \"{d}/fed/ca.pem\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[api]\ntoken_file = \"{d}/token\"\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{d}/catalog.toml\"\ninterval = \"50ms\"\n"
-    )
+    FederatorToml::new(d, TD, control).api(api).federator("merge_interval", "\"50ms\"").token_file().build()
 }
 
 /// One gateway's listeners.

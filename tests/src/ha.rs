@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::etcd::Etcd;
-use crate::{Proc, eventually, free_tcp, free_udp, get_json, wait_ready, write_identities};
+use crate::{FederatorToml, Proc, eventually, free_tcp, free_udp, get_json, wait_ready, write_identities};
 use serde_json::Value;
 
 /// The trust domain of these federations.
@@ -97,20 +97,25 @@ impl Federation {
     }
 
     fn federator_toml(&self, name: &str, api: SocketAddr, control: SocketAddr) -> String {
-        let d = self.dir.path().display();
+        let d = self.dir.path();
         let o = &self.opts;
-        format!(
-            "[federator]\ntrust_domain = \"{TD}\"\nname = \"{name}\"\nmerge_interval = \"100ms\"\ngateway_expiry = \"{}\"\n\
-             [tls]\ncert = \"{d}/fed/cert.pem\"\nkey = \"{d}/fed/key.pem\"\ntrust_bundle = \"{d}/fed/ca.pem\"\n\
-             [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[api]\ntoken_file = \"{d}/token\"\n\
-             [store]\nbackend = \"etcd\"\nendpoints = {}\nprefix = \"/skybridge\"\nlease_ttl = \"{}\"\n\
-             [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{d}/catalog.toml\"\ninterval = \"{}\"\n\
-             backoff_min = \"100ms\"\nbackoff_max = \"500ms\"\n",
-            o.gateway_expiry,
-            self.etcd.endpoints_toml(),
-            o.lease_ttl,
-            o.source_interval
-        )
+        FederatorToml::new(d, TD, control)
+            .api(api)
+            .token_file()
+            .federator("name", &format!("\"{name}\""))
+            .federator("gateway_expiry", &format!("\"{}\"", o.gateway_expiry))
+            .section(&format!(
+                "[store]\nbackend = \"etcd\"\nendpoints = {}\nprefix = \"/skybridge\"\nlease_ttl = \"{}\"\n",
+                self.etcd.endpoints_toml(),
+                o.lease_ttl
+            ))
+            .sources(&format!(
+                "[[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}/catalog.toml\"\ninterval = \"{}\"\n\
+                 backoff_min = \"100ms\"\nbackoff_max = \"500ms\"\n",
+                d.display(),
+                o.source_interval
+            ))
+            .build()
     }
 
     /// Starts (or restarts) replica `i` and waits until it is ready.

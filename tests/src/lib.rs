@@ -242,70 +242,9 @@ pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option
     }
 }
 
-/// A real moto server (pip `moto[server]`) standing in for AWS, on a free loopback port; killed
-/// by PID when dropped.
-pub struct Moto {
-    pub addr: SocketAddr,
-    child: Child,
-}
+pub use skybridge_cloud_adapters::aws::moto::Moto;
 
-impl Moto {
-    /// Starts `moto_server` with extra environment (e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0` to
-    /// enforce credentials as AWS does).
-    pub fn start(env: &[(&str, &str)]) -> Moto {
-        let addr = free_tcp(1)[0];
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server not found: pip install 'moto[server]' (scripts/test.sh does)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not start on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Moto { addr, child }
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Writes a leaf certificate, its key and the CA bundle as `cert.pem`, `key.pem` and `ca.pem`
-/// under `dir` (the layout every test config points at).
-pub fn write_identity(dir: &Path, leaf: &skybridge_api::ca::PemPair, ca_pem: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
-}
-
-/// A fresh CA for `trust_domain`, with the federator's identity under `dir/fed` and each
-/// cluster's gateway identity under `dir/<cluster>` (the layout every test config points at).
-pub fn write_identities(dir: &Path, trust_domain: &str, clusters: &[&str]) -> skybridge_api::ca::PemPair {
-    use skybridge_api::ca;
-    use skybridge_api::identity::SpiffeId;
-    let now = time::OffsetDateTime::now_utc();
-    let ca = ca::init(trust_domain, now, 30).unwrap();
-    let federator = ca::issue(&ca, &SpiffeId::federator(trust_domain), &[], now, 30).unwrap();
-    write_identity(&dir.join("fed"), &federator, &ca.cert_pem);
-    for c in clusters {
-        let id = SpiffeId::gateway(trust_domain, skybridge_api::model::ClusterId::new(c).unwrap());
-        write_identity(&dir.join(c), &ca::issue(&ca, &id, &[], now, 30).unwrap(), &ca.cert_pem);
-    }
-    ca
-}
+pub use skybridge_api::testing::{Pki, write_identities, write_identity};
 
 /// Environment for the AWS SDK and the `aws` CLI against moto: dummy static credentials, a
 /// region, and no instance-metadata probing.
@@ -440,15 +379,107 @@ pub fn write_catalog_file(dir: &Path, text: &str) {
     std::fs::rename(tmp, dir.join("catalog.toml")).unwrap();
 }
 
-/// An in-process federator's config: trust domain `td` with the identity [`write_identities`]
-/// put under `dir/fed`, control on `control`, the API on any free port, the static source
-/// `dir/catalog.toml` (polled every 50 ms); `extra` (whole sections) is appended.
+/// A federator config for tests and benches, built from the layout [`write_identities`] makes:
+/// trust domain `td` with its identity under `dir/fed`, data under `dir/data`, control on the
+/// given address, the API on any free port, merge every 100 ms, and the static source
+/// `dir/catalog.toml` polled every 50 ms. Each setter replaces a key or adds a section.
+#[derive(Debug, Clone)]
+pub struct FederatorToml {
+    dir: PathBuf,
+    federator: Vec<(String, String)>,
+    tls: Vec<(String, String)>,
+    listen: Vec<(String, String)>,
+    sections: Vec<String>,
+    sources: Option<String>,
+}
+
+impl FederatorToml {
+    /// The defaults above.
+    pub fn new(dir: &Path, td: &str, control: SocketAddr) -> FederatorToml {
+        let p = dir.display();
+        let q = |v: String| format!("\"{v}\"");
+        FederatorToml {
+            dir: dir.to_path_buf(),
+            federator: vec![
+                ("trust_domain".into(), q(td.into())),
+                ("data_dir".into(), q(format!("{p}/data"))),
+                ("merge_interval".into(), q("100ms".into())),
+            ],
+            tls: vec![
+                ("cert".into(), q(format!("{p}/fed/cert.pem"))),
+                ("key".into(), q(format!("{p}/fed/key.pem"))),
+                ("trust_bundle".into(), q(format!("{p}/fed/ca.pem"))),
+            ],
+            listen: vec![("control".into(), q(control.to_string())), ("api".into(), q("127.0.0.1:0".into()))],
+            sections: Vec::new(),
+            sources: None,
+        }
+    }
+
+    fn set(table: &mut Vec<(String, String)>, key: &str, value: &str) {
+        match table.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value.to_owned(),
+            None => table.push((key.to_owned(), value.to_owned())),
+        }
+    }
+
+    /// Sets `key = value` (TOML, quoted by the caller) in `[federator]`.
+    pub fn federator(mut self, key: &str, value: &str) -> Self {
+        Self::set(&mut self.federator, key, value);
+        self
+    }
+
+    /// Sets `key = value` in `[tls]`.
+    pub fn tls(mut self, key: &str, value: &str) -> Self {
+        Self::set(&mut self.tls, key, value);
+        self
+    }
+
+    /// The API's listen address.
+    pub fn api(mut self, api: SocketAddr) -> Self {
+        Self::set(&mut self.listen, "api", &format!("\"{api}\""));
+        self
+    }
+
+    /// Write access with the token in `dir/token` (`[api] token_file`).
+    pub fn token_file(self) -> Self {
+        let section = format!("[api]\ntoken_file = \"{}/token\"\n", self.dir.display());
+        self.section(&section)
+    }
+
+    /// Appends whole sections (`[store]`, `[limits]`, `[[tls.federated]]`, ...).
+    pub fn section(mut self, text: &str) -> Self {
+        self.sections.push(text.to_owned());
+        self
+    }
+
+    /// Replaces the static source with these `[[sources]]`.
+    pub fn sources(mut self, text: &str) -> Self {
+        self.sources = Some(text.to_owned());
+        self
+    }
+
+    /// The config text.
+    pub fn build(&self) -> String {
+        let table = |name: &str, kvs: &[(String, String)]| {
+            let body: String = kvs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            format!("[{name}]\n{body}")
+        };
+        let sources = self.sources.clone().unwrap_or_else(|| {
+            format!(
+                "[[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}/catalog.toml\"\ninterval = \"50ms\"\n",
+                self.dir.display()
+            )
+        });
+        [table("federator", &self.federator), table("tls", &self.tls), table("listen", &self.listen)]
+            .into_iter()
+            .chain(self.sections.iter().cloned())
+            .chain([sources])
+            .collect()
+    }
+}
+
+/// [`FederatorToml`]'s defaults with `extra` (whole sections) appended.
 pub fn federator_toml(dir: &Path, td: &str, control: SocketAddr, extra: &str) -> String {
-    let p = dir.display();
-    format!(
-        "[federator]\ntrust_domain = \"{td}\"\ndata_dir = \"{p}/data\"\nmerge_interval = \"100ms\"\n\
-         [tls]\ncert = \"{p}/fed/cert.pem\"\nkey = \"{p}/fed/key.pem\"\ntrust_bundle = \"{p}/fed/ca.pem\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{p}/catalog.toml\"\ninterval = \"50ms\"\n{extra}"
-    )
+    FederatorToml::new(dir, td, control).section(extra).build()
 }

@@ -12,7 +12,7 @@ use skybridge_api::identity::SpiffeId;
 use skybridge_cli::http::{self, TlsClient};
 use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
-use skybridge_tests::{free_tcp, run, write_identities, write_identity};
+use skybridge_tests::{FederatorToml, free_tcp, run, write_identities, write_identity};
 
 const TD: &str = "api.tls.example";
 const POLICY: &str = "/api/v1/policies/prod/payments";
@@ -83,15 +83,17 @@ async fn the_api_over_https_takes_tokens_and_operator_certificates_and_refuses_t
     let catalog = d.join("catalog.toml");
     std::fs::write(&catalog, "[[clusters]]\nid = \"aws-1\"\ncloud = \"aws\"\nregion = \"us-east-1\"\n").unwrap();
     let control = free_tcp(1)[0];
-    let text = format!(
-        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{p}/data\"\nmerge_interval = \"100ms\"\n\
-         [tls]\ncert = \"{p}/fed/cert.pem\"\nkey = \"{p}/fed/key.pem\"\ntrust_bundle = \"{p}/fed/ca.pem\"\nreload_interval = \"100ms\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
-         [api]\ntoken_file = \"{p}/token\"\ntls = {{ cert = \"{p}/api/cert.pem\", key = \"{p}/api/key.pem\" }}\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
-        catalog.display(),
-        p = d.display(),
-    );
+    let text = FederatorToml::new(d, TD, control)
+        .tls("reload_interval", "\"100ms\"")
+        .section(&format!(
+            "[api]\ntoken_file = \"{p}/token\"\ntls = {{ cert = \"{p}/api/cert.pem\", key = \"{p}/api/key.pem\" }}\n",
+            p = d.display()
+        ))
+        .sources(&format!(
+            "[[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
+            catalog.display()
+        ))
+        .build();
     let fed = fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap();
     let api = fed.addrs.api.to_string();
     let ca_pem = d.join("fed/ca.pem");

@@ -6,15 +6,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use skybridge_api::ca;
-use skybridge_api::identity::SpiffeId;
-use skybridge_api::model::ClusterId;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::{
-    AWS_TEST_ENV, Moto, aws_cli, federated_gateway_toml, free_tcp, http_backend, run, spawn_federator, write_identity,
+    AWS_TEST_ENV, FederatorToml, Moto, aws_cli, federated_gateway_toml, free_tcp, http_backend, run, spawn_federator,
+    write_identities,
 };
-use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,13 +47,7 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
     let moto = Moto::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let now = OffsetDateTime::now_utc();
-    let ca = ca::init(TD, now, 1).unwrap();
-    write_identity(&d.join("fed"), &ca::issue(&ca, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &ca.cert_pem);
-    for c in ["eks-east", "gke-west"] {
-        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-        write_identity(&d.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
-    }
+    write_identities(d, TD, &["eks-east", "gke-west"]);
 
     // The namespace and service, as an operator's tooling would create them.
     aws_cli(&moto, &["create-http-namespace", "--name", "prod.example.local"]).to_string();
@@ -64,15 +55,15 @@ async fn instances_registered_with_the_aws_cli_are_served_and_routed() {
     let svc = aws_cli(&moto, &["create-service", "--name", "web", "--namespace-id", &ns, "--query", "Service.Id"]);
 
     let [control, api] = free_tcp(2)[..] else { unreachable!() };
-    let config = format!(
-        "[federator]\ntrust_domain = \"{TD}\"\ndata_dir = \"{0}/data\"\nmerge_interval = \"100ms\"\n\
-         [tls]\ncert = \"{0}/fed/cert.pem\"\nkey = \"{0}/fed/key.pem\"\ntrust_bundle = \"{0}/fed/ca.pem\"\n\
-         [listen]\ncontrol = \"{control}\"\napi = \"{api}\"\n[api]\ntoken_file = \"{0}/token\"\n\
-         [[sources]]\ntype = \"aws-cloudmap\"\nid = \"aws-test\"\nregion = \"us-east-1\"\nendpoint_url = \"{1}\"\n\
-         namespaces = [\"prod.example.local\"]\ninterval = \"1s\"\ntimeout = \"5s\"\n",
-        d.display(),
-        moto.url()
-    );
+    let config = FederatorToml::new(d, TD, control)
+        .api(api)
+        .token_file()
+        .sources(&format!(
+            "[[sources]]\ntype = \"aws-cloudmap\"\nid = \"aws-test\"\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             namespaces = [\"prod.example.local\"]\ninterval = \"1s\"\ntimeout = \"5s\"\n",
+            moto.url()
+        ))
+        .build();
     std::fs::write(d.join("token"), "cloudmap-token\n").unwrap();
     let fed = spawn_federator(d, api, &config, &AWS_TEST_ENV);
     let east = gateway(d, "eks-east", control).await;

@@ -10,16 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use skybridge_api::ca;
-use skybridge_api::identity::SpiffeId;
-use skybridge_api::model::ClusterId;
 use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::webdriver::{Driver, Session};
-use skybridge_tests::{federated_gateway_toml, free_tcp, http_backend, write_identity};
-use time::OffsetDateTime;
+use skybridge_tests::{federated_gateway_toml, free_tcp, http_backend, write_identities};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -151,13 +147,7 @@ fn identities(clusters: &[&str]) -> tempfile::TempDir {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let now = OffsetDateTime::now_utc();
-    let root = ca::init(TD, now, 1).unwrap();
-    write_identity(&d.join("fed"), &ca::issue(&root, &SpiffeId::federator(TD), &[], now, 1).unwrap(), &root.cert_pem);
-    for c in clusters {
-        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-        write_identity(&d.join(c), &ca::issue(&root, &id, &[], now, 1).unwrap(), &root.cert_pem);
-    }
+    write_identities(d, TD, clusters);
     dir
 }
 

@@ -9,7 +9,7 @@ use skybridge_federator::app as fed_app;
 use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
-use skybridge_tests::{federated_gateway_toml, free_tcp, http_get, write_identities};
+use skybridge_tests::{FederatorToml, federated_gateway_toml, free_tcp, http_get, write_identities};
 
 const AWS_TD: &str = "aws.corp.example";
 const GCP_TD: &str = "gcp.corp.example";
@@ -19,6 +19,14 @@ fn federated(td: &str, bundle: &Path, clusters: &str) -> String {
         "\n[[tls.federated]]\ntrust_domain = \"{td}\"\nbundle = \"{}\"\nclusters = [{clusters}]\n",
         bundle.display()
     )
+}
+
+/// The AWS-domain federator (identity under `aws/fed`) on `control`, its catalog at `catalog`.
+fn fed_config(aws: &Path, control: std::net::SocketAddr, catalog: &Path) -> FederatorToml {
+    FederatorToml::new(aws, AWS_TD, control).sources(&format!(
+        "[[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
+        catalog.display()
+    ))
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
@@ -43,16 +51,10 @@ async fn the_federator_takes_gateways_of_a_federated_domain_within_its_clusters_
     let catalog = dir.path().join("catalog.toml");
     std::fs::write(&catalog, "[[clusters]]\nid = \"gcp-1\"\ncloud = \"gcp\"\nregion = \"europe-west1\"\n").unwrap();
     let control = free_tcp(1)[0];
-    let a = aws.display();
-    let text = format!(
-        "[federator]\ntrust_domain = \"{AWS_TD}\"\ndata_dir = \"{}/data\"\nmerge_interval = \"100ms\"\n\
-         [tls]\ncert = \"{a}/fed/cert.pem\"\nkey = \"{a}/fed/key.pem\"\ntrust_bundle = \"{a}/fed/ca.pem\"\n{}\
-         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
-        dir.path().display(),
-        federated(GCP_TD, &gcp.join("fed/ca.pem"), "\"gcp-*\""),
-        catalog.display()
-    );
+    let text = fed_config(&aws, control, &catalog)
+        .section(&federated(GCP_TD, &gcp.join("fed/ca.pem"), "\"gcp-*\""))
+        .federator("data_dir", &format!("\"{}/data\"", dir.path().display()))
+        .build();
     let fed = fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap();
 
     // A GCP-domain gateway: it trusts the AWS domain's roots for the federator only.
@@ -133,17 +135,11 @@ async fn the_federator_distributes_a_domain_to_gateways_that_opted_in() {
     }
     std::fs::write(&catalog, text).unwrap();
     let control = free_tcp(1)[0];
-    let a = aws.display();
-    let text = format!(
-        "[federator]\ntrust_domain = \"{AWS_TD}\"\ndata_dir = \"{}/data\"\nmerge_interval = \"100ms\"\n\
-         distribute_trust = [\"{GCP_TD}\"]\n\
-         [tls]\ncert = \"{a}/fed/cert.pem\"\nkey = \"{a}/fed/key.pem\"\ntrust_bundle = \"{a}/fed/ca.pem\"\n{}\
-         [listen]\ncontrol = \"{control}\"\napi = \"127.0.0.1:0\"\n\
-         [[sources]]\ntype = \"static\"\nid = \"static\"\npath = \"{}\"\ninterval = \"50ms\"\n",
-        dir.path().display(),
-        federated(GCP_TD, &gcp.join("fed/ca.pem"), "\"gcp-*\""),
-        catalog.display()
-    );
+    let text = fed_config(&aws, control, &catalog)
+        .section(&federated(GCP_TD, &gcp.join("fed/ca.pem"), "\"gcp-*\""))
+        .federator("data_dir", &format!("\"{}/data\"", dir.path().display()))
+        .federator("distribute_trust", &format!("[\"{GCP_TD}\"]"))
+        .build();
     let fed = fed_app::start(FedConfig::parse(&text).unwrap()).await.unwrap();
 
     // aws-1 opts in for gcp-*; aws-2 does not. Neither has a GCP bundle of its own.

@@ -13,7 +13,7 @@ use skybridge_api::model::ClusterId;
 use skybridge_gateway::app::{self as gw_app, Running};
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::wan::{Impairment, Link, Relay};
-use skybridge_tests::{free_udp, http_backend, peer_gateway_toml, tunnel_relay, write_identity};
+use skybridge_tests::{free_udp, http_backend, peer_gateway_toml, tunnel_relay, write_identities, write_identity};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,12 +32,7 @@ struct Pair {
 }
 
 fn identities(d: &std::path::Path) {
-    let now = OffsetDateTime::now_utc();
-    let root = ca::init(TD, now, 1).unwrap();
-    for c in ["aws-1", "gcp-1"] {
-        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-        write_identity(&d.join(c), &ca::issue(&root, &id, &[], now, 1).unwrap(), &root.cert_pem);
-    }
+    write_identities(d, TD, &["aws-1", "gcp-1"]);
 }
 
 fn config(

@@ -4,14 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use skybridge_api::ca;
-use skybridge_api::identity::SpiffeId;
 use skybridge_api::model::ClusterId;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::wan::{self, Impairment, Link};
-use skybridge_tests::{free_udp, http_backend, peer_gateway_toml, write_identity};
-use time::OffsetDateTime;
+use skybridge_tests::{free_udp, http_backend, peer_gateway_toml, write_identities};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,12 +41,7 @@ async fn the_tunnel_runs_through_the_emulated_wan() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let now = OffsetDateTime::now_utc();
-    let ca = ca::init(TD, now, 1).unwrap();
-    for c in ["aws-1", "gcp-1"] {
-        let id = SpiffeId::gateway(TD, ClusterId::new(c).unwrap());
-        write_identity(&d.join(c), &ca::issue(&ca, &id, &[], now, 1).unwrap(), &ca.cert_pem);
-    }
+    write_identities(d, TD, &["aws-1", "gcp-1"]);
     let [aws_tunnel, gcp_tunnel] = free_udp(2)[..] else { unreachable!() };
     // aws-1 reaches gcp-1 only through the relay: 25 ms each way.
     let link = Link::new(Impairment::delay(Duration::from_millis(25)));

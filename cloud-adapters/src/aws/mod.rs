@@ -4,6 +4,8 @@
 pub mod client;
 pub mod config;
 pub mod mapping;
+#[cfg(feature = "testing")]
+pub mod moto;
 
 use skybridge_api::catalog::SourceSnapshot;
 use skybridge_api::source::{CatalogSource, SourceError};

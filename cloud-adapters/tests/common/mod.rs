@@ -1,5 +1,5 @@
 //! Shared by the adapter tests: waiting for snapshots, and a proxy that injects Cloud Map
-//! throttling and garbage in front of moto (the moto harness itself is `skybridge_tests::Moto`).
+//! throttling and garbage in front of moto (the moto harness itself is `skybridge_cloud_adapters::aws::moto::Moto`).
 
 #![allow(dead_code)]
 

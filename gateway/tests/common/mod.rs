@@ -8,16 +8,13 @@ pub(crate) mod flood;
 pub(crate) mod quic;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use skybridge_api::ca::{self, PemPair};
-use skybridge_api::identity::SpiffeId;
-use skybridge_api::model::ClusterId;
+use skybridge_api::ca::PemPair;
 use skybridge_gateway::app::{self, Running};
 use skybridge_gateway::config::Config;
 use tempfile::TempDir;
-use time::OffsetDateTime;
 
 pub(crate) const TD: &str = "test.skybridge";
 
@@ -26,10 +23,11 @@ pub(crate) fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// A CA and a folder to put issued certificates in.
+/// A CA (the shared test PKI) and a folder to put issued certificates in.
 pub(crate) struct Pki {
     pub dir: TempDir,
     pub ca: PemPair,
+    issuer: skybridge_api::testing::Pki,
 }
 
 impl Pki {
@@ -38,40 +36,29 @@ impl Pki {
     }
 
     pub(crate) fn with_domain(td: &str) -> Pki {
-        let ca = ca::init(td, OffsetDateTime::now_utc(), 1).unwrap();
-        Pki { dir: tempfile::tempdir().unwrap(), ca }
+        let issuer = skybridge_api::testing::Pki::new(td);
+        Pki { dir: tempfile::tempdir().unwrap(), ca: issuer.ca.clone(), issuer }
     }
 
     pub(crate) fn trust_domain(&self) -> String {
-        ca::trust_domain_of(&self.ca.cert_pem).unwrap()
+        self.issuer.trust_domain.clone()
     }
 
     /// Issues a gateway certificate for `cluster` valid for `days` and writes cert/key/ca files
     /// into `<dir>/<name>/`; returns that folder.
     pub(crate) fn issue_files(&self, name: &str, cluster: &str, days: u32) -> PathBuf {
-        let id = SpiffeId::gateway(&self.trust_domain(), ClusterId::new(cluster).unwrap());
-        let leaf = ca::issue(&self.ca, &id, &[], OffsetDateTime::now_utc(), days).unwrap();
         let dir = self.dir.path().join(name);
-        write_identity(&dir, &leaf, &self.ca.cert_pem);
+        write_identity(&dir, &self.issue(cluster, days), &self.ca.cert_pem);
         dir
     }
 
     /// A leaf for `cluster`, in memory.
     pub(crate) fn issue(&self, cluster: &str, days: u32) -> PemPair {
-        let id = SpiffeId::gateway(&self.trust_domain(), ClusterId::new(cluster).unwrap());
-        ca::issue(&self.ca, &id, &[], OffsetDateTime::now_utc(), days).unwrap()
+        self.issuer.gateway(cluster, days)
     }
 }
 
-/// Writes cert.pem, key.pem and ca.pem atomically (rename), as a Secret update would.
-pub(crate) fn write_identity(dir: &Path, leaf: &PemPair, ca_pem: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, body) in [("cert.pem", &leaf.cert_pem), ("key.pem", &leaf.key_pem), ("ca.pem", &ca_pem.to_owned())] {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, body).unwrap();
-        std::fs::rename(&tmp, dir.join(name)).unwrap();
-    }
-}
+pub(crate) use skybridge_api::testing::write_identity;
 
 /// A free UDP port on 127.0.0.1 that no other test in this process was given: a released port
 /// can be handed out again by the kernel at once, and tests run in parallel.
