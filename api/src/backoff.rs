@@ -3,6 +3,15 @@
 
 use std::time::Duration;
 
+use crate::config::{ConfigError, duration, invalid};
+
+/// The retry pacing every catalog source defaults to: 1 s after the first failure, doubling to
+/// a minute.
+pub const SOURCE_DEFAULT: Backoff = Backoff { min: Duration::from_secs(1), max: Duration::from_secs(60) };
+
+/// The longest wait any configured backoff may reach: past it a failure looks like an outage.
+pub const MAX: Duration = Duration::from_secs(3600);
+
 /// Retry pacing after failures: exponential from `min` to `max`, with ±20% jitter so that many
 /// federator replicas or sources do not retry in lockstep.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +21,26 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// A configured pair, checked the one way every config does it: `min` positive, `max` at
+    /// least `min` and at most [`MAX`]. `min_key` and `max_key` are the keys errors name.
+    pub fn checked(min_key: &str, min: Duration, max_key: &str, max: Duration) -> Result<Backoff, ConfigError> {
+        if min.is_zero() {
+            return Err(invalid(min_key, duration::format(min), "must be positive"));
+        }
+        if max < min {
+            return Err(invalid(max_key, duration::format(max), format!("must be at least {min_key}")));
+        }
+        if max > MAX {
+            return Err(invalid(max_key, duration::format(max), format!("must be at most {}", duration::format(MAX))));
+        }
+        Ok(Backoff { min, max })
+    }
+
+    /// [`Backoff::checked`] for the usual `<prefix>.backoff_min` / `<prefix>.backoff_max` keys.
+    pub fn checked_keys(prefix: &str, min: Duration, max: Duration) -> Result<Backoff, ConfigError> {
+        Backoff::checked(&format!("{prefix}.backoff_min"), min, &format!("{prefix}.backoff_max"), max)
+    }
+
     /// The wait after `failures` consecutive failures (1 = first), before jitter.
     pub fn base(&self, failures: u32) -> Duration {
         let factor = 1u32 << failures.saturating_sub(1).min(16);
@@ -27,6 +56,18 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_pairs_are_checked_naming_the_key() {
+        let s = Duration::from_secs;
+        assert_eq!(Backoff::checked_keys("sources[1]", s(1), s(60)).unwrap().max, s(60));
+        let e = Backoff::checked_keys("sources[1]", Duration::ZERO, s(60)).unwrap_err().to_string();
+        assert!(e.contains("`sources[1].backoff_min`") && e.contains("positive"), "{e}");
+        let e = Backoff::checked_keys("sources[1]", s(5), s(1)).unwrap_err().to_string();
+        assert!(e.contains("`sources[1].backoff_max`") && e.contains("at least sources[1].backoff_min"), "{e}");
+        let e = Backoff::checked("federator.reconnect_min", s(1), "federator.reconnect_max", s(7200)).unwrap_err();
+        assert!(e.to_string().contains("`federator.reconnect_max`"), "{e}");
+    }
 
     #[test]
     fn backoff_doubles_caps_and_jitters() {

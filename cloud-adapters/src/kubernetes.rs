@@ -2,6 +2,7 @@
 //! clusters outside a managed fleet (on-premises, EKS with the MCS API, kind) or when the
 //! federator runs inside the cluster it reads.
 
+use skybridge_api::backoff::Backoff;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,13 +68,7 @@ impl KubernetesConfig {
         if self.export_apis.is_empty() {
             return Err(invalid(format!("{key}.export_apis"), "[]", "name at least one ServiceExport API group"));
         }
-        if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
-            return Err(invalid(
-                format!("{key}.backoff_min"),
-                duration::format(self.backoff_min),
-                "must be positive and at most backoff_max",
-            ));
-        }
+        Backoff::checked_keys(key, self.backoff_min, self.backoff_max)?;
         Ok(())
     }
 

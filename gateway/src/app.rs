@@ -8,15 +8,14 @@ use std::time::{Duration, SystemTime};
 use prometheus_client::registry::Registry;
 use quinn::Endpoint;
 use skybridge_api::identity::Role;
-use skybridge_api::model::ServiceKey;
 use skybridge_api::serve::{Transport, serve_router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{Config, listen_addr};
-use crate::context::Context;
+use crate::config::Config;
+use crate::context::{self, Context};
 use crate::delivery::LocalDelivery;
 use crate::listener::{self, Kind};
 use crate::metrics::{Metrics, ResultLabels};
@@ -104,8 +103,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     tunnel::bound_incoming(&mut server_cfg, &cfg.limits);
     let mut client_cfg = tls::quic_client_config(&certs)?;
     client_cfg.transport_config(transport);
-    // Validated by Config::parse.
-    let tunnel_addr = listen_addr("listen.tunnel", &cfg.listen.tunnel)?.expect("tunnel listener is required");
+    let tunnel_addr = cfg.listen.tunnel;
     let l = &cfg.limits;
     let bind_err = |source| StartError::Bind { what: "tunnel (UDP)", addr: tunnel_addr, source };
     let (socket, got_recv, got_send, tunnel_tcp) = bind_tunnel(&cfg, tunnel_addr)?;
@@ -146,22 +144,15 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let catalog = Catalog::from_config(&cfg, static_version(&cfg));
     let who = telemetry::Identity { cluster: &g.cluster, cloud: g.cloud, region: &g.region };
     let telemetry = Telemetry::start(&cfg.telemetry, who, &metrics)?;
-    let mut ctx = Context::new(
-        g.cluster.clone(),
-        g.cloud,
-        g.region.clone(),
-        g.trust_domain.clone(),
-        cfg.limits.clone(),
-        cfg.routing.clone(),
-        catalog,
-        pool,
-        delivery,
-        certs.clone(),
-        metrics.clone(),
-        telemetry,
-    );
-    ctx.authorization = cfg.authorization.default;
-    let ctx = Arc::new(ctx);
+    let identity = context::Identity {
+        local: g.cluster.clone(),
+        cloud: g.cloud,
+        region: g.region.clone(),
+        trust_domain: g.trust_domain.clone(),
+    };
+    let parts = context::Parts { catalog, pool, delivery, certs: certs.clone(), metrics: metrics.clone(), telemetry };
+    let ctx =
+        Arc::new(Context::new(identity, cfg.limits.clone(), cfg.routing.clone(), cfg.authorization.default, parts));
 
     // Before any listener accepts: a restarted gateway routes on its cached catalog at once.
     let restored = match &cfg.federator {
@@ -196,24 +187,23 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
         None => None,
     };
-    if let Some(a) = listen_addr("listen.sni", &cfg.listen.sni)? {
+    if let Some(a) = cfg.listen.sni.addr() {
         let tl = bind("SNI listener", a, cfg.limits.listen_backlog).await?;
         addrs.sni = Some(tl.local_addr().expect("bound"));
         listeners.push((tl, Kind::Sni));
     }
-    if let Some(a) = listen_addr("listen.http", &cfg.listen.http)? {
+    if let Some(a) = cfg.listen.http.addr() {
         let tl = bind("HTTP listener", a, cfg.limits.listen_backlog).await?;
         addrs.http = Some(tl.local_addr().expect("bound"));
         listeners.push((tl, Kind::Http));
     }
-    for (i, t) in cfg.listen.tcp.iter().enumerate() {
-        let a = listen_addr(&format!("listen.tcp[{i}].address"), &t.address)?.expect("validated");
-        let tl = bind("port-mapped TCP listener", a, cfg.limits.listen_backlog).await?;
+    for t in &cfg.listen.tcp {
+        let tl = bind("port-mapped TCP listener", t.address, cfg.limits.listen_backlog).await?;
         addrs.tcp.push(tl.local_addr().expect("bound"));
-        let service = ServiceKey::from_host(&t.service).expect("validated");
+        let service = t.service.clone();
         listeners.push((tl, Kind::Tcp { service, port: t.port }));
     }
-    let admin_addr = listen_addr("listen.admin", &cfg.listen.admin)?.expect("admin listener is required");
+    let admin_addr = cfg.listen.admin;
     // Probes only: the std queue of 128, so that a flood of silent sockets waits in SYN
     // retransmits rather than queueing thousands deep ahead of a probe (the admin server evicts
     // only connections it has accepted).
@@ -239,7 +229,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         let span = tracing::info_span!("accept", listener = kind.label(), addr = %tl.local_addr().expect("bound"));
         background.spawn(listener::serve(tl, kind, ctx.clone(), work.clone()).instrument(span));
     }
-    if let Some(a) = listen_addr("listen.dns", &cfg.listen.dns)? {
+    if let Some(a) = cfg.listen.dns.addr() {
         let (udp, tcp) = bind_dns(a, cfg.limits.listen_backlog)?;
         let bound = udp.local_addr().expect("bound");
         addrs.dns = Some(bound);
@@ -247,7 +237,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             ctx.clone(),
             cfg.dns.clone(),
             servable(&cfg, &addrs),
-            cfg.listen.egress_ips()?,
+            cfg.listen.egress_ips(),
             dns::DnsMetrics::register(&mut registry),
         );
         let stop = stop_background.clone();
@@ -323,7 +313,7 @@ fn bind_tunnel(
         tl.set_nonblocking(true)?;
         Ok::<_, std::io::Error>(tl)
     };
-    let explicit = match (&cfg.listen.tunnel_tcp, cfg.listen.tunnel_tcp_addr()?) {
+    let explicit = match (&cfg.listen.tunnel_tcp, cfg.listen.tunnel_tcp_addr()) {
         (_, None) => {
             let (s, r, w) = tunnel::bind_udp(udp, l.udp_recv_buffer, l.udp_send_buffer).map_err(udp_err)?;
             return Ok((s, r, w, None));
@@ -372,7 +362,7 @@ fn servable(cfg: &Config, addrs: &Bound) -> dns::zone::Servable {
         .iter()
         .zip(&addrs.tcp)
         .map(|(t, bound)| {
-            let key = ServiceKey::from_host(&t.service).expect("validated");
+            let key = t.service.clone();
             let own = if cfg.dns.answer.is_empty() { bound.port() } else { t.port };
             ((key, t.port), t.advertised_port.unwrap_or(own))
         })

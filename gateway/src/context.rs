@@ -36,6 +36,25 @@ impl CatalogHandle {
     }
 }
 
+/// Who this gateway is (`[gateway]`).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub local: ClusterId,
+    pub cloud: Cloud,
+    pub region: String,
+    pub trust_domain: String,
+}
+
+/// The data path's parts, built by `app` before the context exists.
+pub struct Parts {
+    pub catalog: Catalog,
+    pub pool: Pool,
+    pub delivery: LocalDelivery,
+    pub certs: Arc<CertStore>,
+    pub metrics: Metrics,
+    pub telemetry: Telemetry,
+}
+
 /// Everything the data path needs, passed down as one `Arc`.
 pub struct Context {
     pub local: ClusterId,
@@ -45,7 +64,7 @@ pub struct Context {
     pub limits: Limits,
     pub routing: RoutingSection,
     /// What an ingress stream gets for a service whose policy names neither allow nor deny
-    /// lists (`[authorization] default`); set after [`Context::new`].
+    /// lists (`[authorization] default`).
     pub authorization: DefaultAction,
     pub catalog: CatalogHandle,
     pub pool: Pool,
@@ -78,21 +97,15 @@ pub struct Context {
 
 impl Context {
     /// Builds the context; not ready until [`Context::set_ready`].
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        local: ClusterId,
-        cloud: Cloud,
-        region: String,
-        trust_domain: String,
+        who: Identity,
         limits: Limits,
         routing: RoutingSection,
-        catalog: Catalog,
-        pool: Pool,
-        delivery: LocalDelivery,
-        certs: Arc<CertStore>,
-        metrics: Metrics,
-        telemetry: Telemetry,
+        authorization: DefaultAction,
+        parts: Parts,
     ) -> Self {
+        let Identity { local, cloud, region, trust_domain } = who;
+        let Parts { catalog, pool, delivery, certs, metrics, telemetry } = parts;
         Context {
             egress_slots: Arc::new(Semaphore::new(limits.max_connections)),
             ingress_slots: Arc::new(Semaphore::new(limits.max_connections)),
@@ -106,7 +119,7 @@ impl Context {
             trust_domain,
             limits,
             routing,
-            authorization: DefaultAction::Allow,
+            authorization,
             catalog: CatalogHandle::new(catalog),
             pool,
             delivery,

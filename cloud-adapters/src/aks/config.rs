@@ -10,6 +10,7 @@
 //! credential = { kind = "workload-identity" }
 //! ```
 
+use skybridge_api::backoff::Backoff;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -230,18 +231,12 @@ impl AksConfig {
             return Err(invalid(format!("{key}.authority_host"), host, "expected an https:// URL"));
         }
         self.validate_credential(key)?;
-        for (name, d) in [("interval", self.interval), ("timeout", self.timeout), ("backoff_min", self.backoff_min)] {
+        for (name, d) in [("interval", self.interval), ("timeout", self.timeout)] {
             if d.is_zero() {
                 return Err(invalid(format!("{key}.{name}"), "0", "must be positive"));
             }
         }
-        if self.backoff_max < self.backoff_min {
-            return Err(invalid(
-                format!("{key}.backoff_max"),
-                duration::format(self.backoff_max),
-                "must be at least backoff_min",
-            ));
-        }
+        Backoff::checked_keys(key, self.backoff_min, self.backoff_max)?;
         if self.max_retries > 10 {
             return Err(invalid(format!("{key}.max_retries"), self.max_retries, "must be between 0 and 10"));
         }

@@ -1,5 +1,6 @@
 //! `type = "aws-cloudmap"` source settings (a `[[sources]]` entry of the federator config).
 
+use skybridge_api::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -102,10 +103,10 @@ pub mod defaults {
         4
     }
     pub fn backoff_min() -> Duration {
-        Duration::from_secs(1)
+        skybridge_api::backoff::SOURCE_DEFAULT.min
     }
     pub fn backoff_max() -> Duration {
-        Duration::from_secs(60)
+        skybridge_api::backoff::SOURCE_DEFAULT.max
     }
 }
 
@@ -131,18 +132,12 @@ impl CloudMapConfig {
                 ));
             }
         }
-        for (name, d) in [("interval", self.interval), ("timeout", self.timeout), ("backoff_min", self.backoff_min)] {
+        for (name, d) in [("interval", self.interval), ("timeout", self.timeout)] {
             if d.is_zero() {
                 return Err(invalid(format!("{key}.{name}"), "0", "must be positive"));
             }
         }
-        if self.backoff_max < self.backoff_min {
-            return Err(invalid(
-                format!("{key}.backoff_max"),
-                duration::format(self.backoff_max),
-                "must be at least backoff_min",
-            ));
-        }
+        Backoff::checked_keys(key, self.backoff_min, self.backoff_max)?;
         if !(1..=10).contains(&self.max_attempts) {
             return Err(invalid(format!("{key}.max_attempts"), self.max_attempts, "must be between 1 and 10"));
         }

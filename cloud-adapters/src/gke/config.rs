@@ -1,5 +1,6 @@
 //! `type = "gke-fleet"` source settings.
 
+use skybridge_api::backoff::Backoff;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -107,10 +108,10 @@ pub mod defaults {
         Duration::from_secs(20)
     }
     pub fn backoff_min() -> Duration {
-        Duration::from_secs(1)
+        skybridge_api::backoff::SOURCE_DEFAULT.min
     }
     pub fn backoff_max() -> Duration {
-        Duration::from_secs(60)
+        skybridge_api::backoff::SOURCE_DEFAULT.max
     }
 }
 
@@ -150,19 +151,12 @@ impl GkeConfig {
             ("token_refresh", self.token_refresh),
             ("timeout", self.timeout),
             ("token_timeout", self.token_timeout),
-            ("backoff_min", self.backoff_min),
         ] {
             if d.is_zero() {
                 return Err(invalid(format!("{key}.{name}"), "0", "must be positive"));
             }
         }
-        if self.backoff_max < self.backoff_min {
-            return Err(invalid(
-                format!("{key}.backoff_max"),
-                duration::format(self.backoff_max),
-                "must be at least backoff_min",
-            ));
-        }
+        Backoff::checked_keys(key, self.backoff_min, self.backoff_max)?;
         if self.credentials_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(invalid(
                 format!("{key}.credentials_file"),

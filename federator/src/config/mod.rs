@@ -1,6 +1,7 @@
 //! The federator's one typed config: TOML, parsed once, unknown keys rejected, errors that
 //! name the key, the value and the reason.
 
+use skybridge_api::backoff::Backoff;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -324,10 +325,10 @@ pub mod defaults {
         Duration::from_secs(10)
     }
     pub fn backoff_min() -> Duration {
-        Duration::from_secs(1)
+        skybridge_api::backoff::SOURCE_DEFAULT.min
     }
     pub fn backoff_max() -> Duration {
-        Duration::from_secs(60)
+        skybridge_api::backoff::SOURCE_DEFAULT.max
     }
 }
 
@@ -536,25 +537,17 @@ impl Config {
             }
             match s {
                 SourceConfig::Static { interval, backoff_min, backoff_max, max_size, read_timeout, .. } => {
-                    if interval.is_zero() || backoff_min.is_zero() || backoff_max < backoff_min {
+                    if interval.is_zero() {
+                        return Err(invalid(format!("sources[{i}].interval"), "0", "must be positive"));
+                    }
+                    if *interval > Duration::from_secs(86_400) {
                         return Err(invalid(
-                            format!("sources[{i}]"),
-                            id,
-                            "interval and backoff_min must be positive, backoff_max at least backoff_min",
+                            format!("sources[{i}].interval"),
+                            duration::format(*interval),
+                            "must be at most 1d",
                         ));
                     }
-                    let day = Duration::from_secs(86_400);
-                    for (key, d) in
-                        [("interval", *interval), ("backoff_min", *backoff_min), ("backoff_max", *backoff_max)]
-                    {
-                        if d > day {
-                            return Err(invalid(
-                                format!("sources[{i}].{key}"),
-                                duration::format(d),
-                                "must be at most 1d",
-                            ));
-                        }
-                    }
+                    Backoff::checked_keys(&format!("sources[{i}]"), *backoff_min, *backoff_max)?;
                     if read_timeout.is_zero() || *read_timeout > Duration::from_secs(300) {
                         return Err(invalid(
                             format!("sources[{i}].read_timeout"),

@@ -3,9 +3,11 @@
 
 mod dns;
 mod limits;
+mod listen;
 mod routing;
 mod telemetry;
 
+use skybridge_api::backoff::Backoff;
 use skybridge_api::routing::SourceMatcher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 pub use dns::{AnswerAddress, DnsSection};
 pub use limits::{Limits, deadline};
+pub use listen::ListenAddr;
 pub use routing::{OpenTimeouts, RoutingSection, TcpFallbackMode};
 use serde::Deserialize;
 pub use skybridge_api::config::{AuthorizationSection, ConfigError, TlsSection, duration};
@@ -200,13 +203,7 @@ impl FederatorSection {
         within("federator.report_interval", self.report_interval, ms, hour)?;
         within("federator.reconnect_max", self.reconnect_max, ms, hour)?;
         within("federator.connect_timeout", self.connect_timeout, ms, Duration::from_secs(300))?;
-        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
-            return Err(invalid(
-                "federator.reconnect_min",
-                duration::format(self.reconnect_min),
-                "must be positive and at most federator.reconnect_max",
-            ));
-        }
+        Backoff::checked("federator.reconnect_min", self.reconnect_min, "federator.reconnect_max", self.reconnect_max)?;
         if !(64 * 1024..=1 << 30).contains(&self.max_message_size) {
             return Err(invalid(
                 "federator.max_message_size",
@@ -242,23 +239,25 @@ fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenSection {
-    #[serde(default = "defaults::tunnel")]
-    pub tunnel: String,
+    /// The QUIC tunnel (UDP); cannot be turned off.
+    #[serde(default = "defaults::tunnel", with = "listen::required")]
+    pub tunnel: SocketAddr,
     /// The tunnel over TLS on TCP (for UDP-blocked peers): an address, `"off"`, or unset for
     /// `tunnel`'s address on TCP.
     #[serde(default)]
-    pub tunnel_tcp: Option<String>,
+    pub tunnel_tcp: Option<ListenAddr>,
     #[serde(default = "defaults::sni")]
-    pub sni: String,
+    pub sni: ListenAddr,
     #[serde(default = "defaults::http")]
-    pub http: String,
-    #[serde(default = "defaults::admin")]
-    pub admin: String,
+    pub http: ListenAddr,
+    /// The admin server; cannot be turned off.
+    #[serde(default = "defaults::admin", with = "listen::required")]
+    pub admin: SocketAddr,
     #[serde(default)]
     pub tcp: Vec<TcpListenerConfig>,
     /// The `clusterset.local` DNS server, UDP and TCP on one address; `"off"` (the default).
     #[serde(default = "defaults::dns")]
-    pub dns: String,
+    pub dns: ListenAddr,
 }
 
 impl Default for ListenSection {
@@ -279,9 +278,11 @@ impl Default for ListenSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpListenerConfig {
-    pub address: String,
+    #[serde(with = "listen::required")]
+    pub address: SocketAddr,
     /// `<name>.<namespace>` or the full clusterset name.
-    pub service: String,
+    #[serde(deserialize_with = "listen::service_host")]
+    pub service: ServiceKey,
     pub port: u16,
     /// The port clients dial for this listener, which DNS SRV answers give (the egress
     /// Service's port in front of it). Unset: the service port when `dns.answer` is set (the
@@ -292,21 +293,26 @@ pub struct TcpListenerConfig {
 
 /// Defaults of the non-`[limits]` keys, also quoted in docs/operations.md.
 pub mod defaults {
+    use super::ListenAddr;
+    use std::net::{Ipv4Addr, SocketAddr};
     use std::time::Duration;
-    pub fn tunnel() -> String {
-        "0.0.0.0:15443".into()
+    fn any(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
     }
-    pub fn sni() -> String {
-        "0.0.0.0:15001".into()
+    pub fn tunnel() -> SocketAddr {
+        any(15443)
     }
-    pub fn http() -> String {
-        "0.0.0.0:15080".into()
+    pub fn sni() -> ListenAddr {
+        ListenAddr::At(any(15001))
     }
-    pub fn admin() -> String {
-        "0.0.0.0:15021".into()
+    pub fn http() -> ListenAddr {
+        ListenAddr::At(any(15080))
     }
-    pub fn dns() -> String {
-        "off".into()
+    pub fn admin() -> SocketAddr {
+        any(15021)
+    }
+    pub fn dns() -> ListenAddr {
+        ListenAddr::Off
     }
     pub fn handshake_timeout() -> Duration {
         Duration::from_secs(3)
@@ -364,14 +370,6 @@ pub struct ServicePortConfig {
     pub endpoints: Vec<SocketAddr>,
 }
 
-/// A listen address, or none when set to `"off"`.
-pub fn listen_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
-    if value == "off" {
-        return Ok(None);
-    }
-    value.parse().map(Some).map_err(|_| invalid(key, value, "expected ip:port (e.g. 0.0.0.0:15001) or \"off\""))
-}
-
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -405,11 +403,6 @@ impl Config {
             ));
         }
         self.tls.validate(&g.trust_domain)?;
-        for (key, v) in [("listen.tunnel", &self.listen.tunnel), ("listen.admin", &self.listen.admin)] {
-            if listen_addr(key, v)?.is_none() {
-                return Err(invalid(key, v, "this listener cannot be turned off"));
-            }
-        }
         if let Some(f) = &self.federator {
             f.validate()?;
             if let Some(td) = &f.trust_domain
@@ -479,10 +472,6 @@ impl Config {
                 }
             }
         }
-        for (i, t) in self.listen.tcp.iter().enumerate() {
-            ServiceKey::from_host(&t.service)
-                .map_err(|e| invalid(format!("listen.tcp[{i}].service"), &t.service, e.to_string()))?;
-        }
         Ok(())
     }
 }
@@ -491,10 +480,7 @@ impl Config {
     /// `[dns]` and `listen.dns`: the section's own bounds, and an answer address to give.
     fn validate_dns(&self) -> Result<(), ConfigError> {
         self.dns.validate()?;
-        if listen_addr("listen.dns", &self.listen.dns)?.is_some()
-            && self.dns.answer.is_empty()
-            && self.listen.egress_ips()?.is_empty()
-        {
+        if self.listen.dns.addr().is_some() && self.dns.answer.is_empty() && self.listen.egress_ips().is_empty() {
             return Err(invalid(
                 "dns.answer",
                 "[]",
@@ -514,31 +500,23 @@ impl Config {
 impl ListenSection {
     /// The concrete (not wildcard) addresses of the egress listeners: what DNS answers when
     /// `dns.answer` is empty.
-    pub fn egress_ips(&self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+    pub fn egress_ips(&self) -> Vec<std::net::IpAddr> {
         let mut ips = Vec::new();
-        let mut consider = |key: &str, v: &str| -> Result<(), ConfigError> {
-            if let Some(a) = listen_addr(key, v)?
-                && !a.ip().is_unspecified()
-                && !ips.contains(&a.ip())
-            {
+        let listeners = [self.sni.addr(), self.http.addr()].into_iter().flatten();
+        for a in listeners.chain(self.tcp.iter().map(|t| t.address)) {
+            if !a.ip().is_unspecified() && !ips.contains(&a.ip()) {
                 ips.push(a.ip());
             }
-            Ok(())
-        };
-        consider("listen.sni", &self.sni)?;
-        consider("listen.http", &self.http)?;
-        for (i, t) in self.tcp.iter().enumerate() {
-            consider(&format!("listen.tcp[{i}].address"), &t.address)?;
         }
-        Ok(ips)
+        ips
     }
 
     /// Where the tunnel over TLS on TCP listens: `tunnel_tcp`, or `tunnel`'s address when it is
     /// unset; `None` when it is `"off"`.
-    pub fn tunnel_tcp_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        match &self.tunnel_tcp {
-            Some(v) => listen_addr("listen.tunnel_tcp", v),
-            None => listen_addr("listen.tunnel", &self.tunnel),
+    pub fn tunnel_tcp_addr(&self) -> Option<SocketAddr> {
+        match self.tunnel_tcp {
+            Some(v) => v.addr(),
+            None => Some(self.tunnel),
         }
     }
 
@@ -547,24 +525,21 @@ impl ListenSection {
     /// tunnel that peers reach at fixed `federator.tunnel_addresses`.
     fn validate(&self, federator: Option<&FederatorSection>) -> Result<(), ConfigError> {
         let mut tcp: Vec<(String, SocketAddr)> = Vec::new();
-        if let Some(a) = self.tunnel_tcp_addr()? {
+        if let Some(a) = self.tunnel_tcp_addr() {
             tcp.push(("listen.tunnel_tcp".to_owned(), a));
         }
-        for (key, v) in [
-            ("listen.sni", &self.sni),
-            ("listen.http", &self.http),
-            ("listen.admin", &self.admin),
-            ("listen.dns", &self.dns),
+        for (key, a) in [
+            ("listen.sni", self.sni.addr()),
+            ("listen.http", self.http.addr()),
+            ("listen.admin", Some(self.admin)),
+            ("listen.dns", self.dns.addr()),
         ] {
-            if let Some(a) = listen_addr(key, v)? {
+            if let Some(a) = a {
                 tcp.push((key.to_owned(), a));
             }
         }
         for (i, t) in self.tcp.iter().enumerate() {
-            let key = format!("listen.tcp[{i}].address");
-            let a = listen_addr(&key, &t.address)?
-                .ok_or_else(|| invalid(&key, "off", "a port-mapped listener needs an address"))?;
-            tcp.push((key, a));
+            tcp.push((format!("listen.tcp[{i}].address"), t.address));
         }
         for (i, (key, a)) in tcp.iter().enumerate() {
             // Port 0 picks a different free port for each listener, so it never collides.
@@ -577,9 +552,9 @@ impl ListenSection {
                 ));
             }
         }
-        let tunnel = listen_addr("listen.tunnel", &self.tunnel)?.expect("checked: the tunnel cannot be off");
+        let tunnel = self.tunnel;
         // The two UDP sockets: the tunnel's and DNS's.
-        if let Some(dns) = listen_addr("listen.dns", &self.dns)?
+        if let Some(dns) = self.dns.addr()
             && skybridge_api::config::listeners_collide(dns, tunnel)
         {
             return Err(invalid("listen.dns", dns, "listen.tunnel takes the same UDP address; give DNS its own port"));
@@ -590,7 +565,7 @@ impl ListenSection {
         {
             return Err(invalid(
                 "listen.tunnel",
-                &self.tunnel,
+                self.tunnel,
                 "port 0 picks a random port, but peers dial the fixed federator.tunnel_addresses; set the port they forward to",
             ));
         }
