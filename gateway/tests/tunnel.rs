@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{GwSpec, Pki, backends, eventually, free_udp, metric, service, start_pair};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use skybridge_api::ca;
 use skybridge_api::identity::SpiffeId;
 use skybridge_gateway::app::Running;
@@ -248,10 +250,21 @@ async fn retries_next_candidate_when_first_peer_refuses() {
         refused
     );
 
-    // Now b dies: a's open times out or fails, it retries c, and the client still sees no error.
+    // Now b dies: an open towards it fails, a retries on c, and the client sees no error. Each
+    // connection tries b first with probability 1/2 until a's prober marks b down (seconds), so
+    // within 20 connections one is retried unless something is wrong (odds 2^-20).
+    let retried_before = metric(admin, "skybridge_gateway_retries_total").await;
     b.shutdown().await;
-    let out = http_get(a.addrs.http.unwrap(), "web.prod").await;
-    assert!(out.ends_with("hello from gcp-c\n"), "{out}");
+    let mut sent = 0;
+    while sent < 20 && metric(admin, "skybridge_gateway_retries_total").await == retried_before {
+        let out = http_get(a.addrs.http.unwrap(), "web.prod").await;
+        assert!(out.ends_with("hello from gcp-c\n"), "connection {sent} after b died: {out}");
+        sent += 1;
+    }
+    assert!(
+        metric(admin, "skybridge_gateway_retries_total").await > retried_before,
+        "{sent} connections after b died, none retried: the dead peer was never tried first, or its failure was not retried"
+    );
     drop(c);
 }
 
@@ -324,15 +337,29 @@ async fn certificate_reload_keeps_connections_and_serves_new_ones() {
     let mut buf = [0u8; 3];
     long.read_exact(&mut buf).await.unwrap();
 
+    // What a new handshake with aws-1's tunnel is shown: pooled connections would hide a
+    // rotation, so each look is a fresh QUIC connection from a valid peer.
+    let peer = p.pki.issue("gcp-1", 1);
+    let presented = || async {
+        let conn = common::quic::connect(p.a.addrs.tunnel, Some(&peer)).await.unwrap();
+        let certs = conn.peer_identity().unwrap().downcast::<Vec<CertificateDer<'static>>>().unwrap();
+        certs[0].clone()
+    };
+    let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let old = std::fs::read_to_string(p.pki.dir.path().join("aws-1/cert.pem")).unwrap();
+    assert_eq!(presented().await, der(&old));
+
     // Rotate both gateways' certificates (same CA, new keys) the way a Secret update would.
-    for (dir, cluster) in [("aws-1", "aws-1"), ("gcp-1", "gcp-1")] {
-        common::write_identity(&p.pki.dir.path().join(dir), &p.pki.issue(cluster, 2), &p.pki.ca.cert_pem);
-    }
+    let new_a = p.pki.issue("aws-1", 2);
+    common::write_identity(&p.pki.dir.path().join("aws-1"), &new_a, &p.pki.ca.cert_pem);
+    common::write_identity(&p.pki.dir.path().join("gcp-1"), &p.pki.issue("gcp-1", 2), &p.pki.ca.cert_pem);
     let reloaded = r#"skybridge_gateway_cert_reloads_total{result="ok"}"#;
     for admin in [p.a.addrs.admin, p.b.addrs.admin] {
         assert!(common::wait_metric(admin, reloaded, 1.0).await, "reload observed on {admin}");
     }
-    // The established connection survived.
+    // New handshakes get the new certificate...
+    assert_eq!(presented().await, der(&new_a.cert_pem), "a fresh handshake still sees the old certificate");
+    // ...and the established connection survived.
     long.write_all(b"two").await.unwrap();
     long.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"two");

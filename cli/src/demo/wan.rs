@@ -371,17 +371,24 @@ mod tests {
             Link::new(Impairment { delay: Duration::from_millis(20), jitter: Duration::from_millis(20), loss: 0.9 });
         let relay = tcp("127.0.0.1:0".parse().unwrap(), target, link).await.unwrap();
         let mut c = TcpStream::connect(relay.addr).await.unwrap();
+        c.set_nodelay(true).unwrap();
         let start = std::time::Instant::now();
-        let mut got = Vec::new();
-        for i in 0..20u8 {
-            c.write_all(&[i]).await.unwrap();
-            // Each byte is its own chunk; the relay must keep them in order despite jitter,
-            // and loss does not apply to a stream.
-            let mut b = [0u8; 1];
-            c.read_exact(&mut b).await.unwrap();
-            got.push(b[0]);
-        }
+        // Twenty chunks in flight at once, 2 ms apart: each is delayed 20-40 ms, so a relay that
+        // scheduled chunks independently would deliver later ones first. Loss does not apply to
+        // a stream.
+        let (mut rd, mut wr) = c.into_split();
+        let writer = tokio::spawn(async move {
+            for i in 0..20u8 {
+                wr.write_all(&[i]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            wr
+        });
+        let mut got = vec![0u8; 20];
+        rd.read_exact(&mut got).await.unwrap();
+        let _wr = writer.await.unwrap();
         assert_eq!(got, (0..20).collect::<Vec<u8>>());
-        assert!(start.elapsed() >= Duration::from_millis(20 * 40), "{:?}", start.elapsed());
+        // Both directions are delayed: at least 2 x 20 ms before the first byte returned.
+        assert!(start.elapsed() >= Duration::from_millis(40), "{:?}", start.elapsed());
     }
 }

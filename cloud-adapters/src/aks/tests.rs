@@ -311,13 +311,6 @@ async fn unreachable_arm_is_unavailable() {
 }
 
 #[tokio::test]
-async fn fake_config_is_valid() {
-    let arm = fake().await;
-    arm.config(RG, Some(FLEET)).validate("sources[0]").unwrap();
-    arm.config(RG, None).validate("sources[0]").unwrap();
-}
-
-#[tokio::test]
 async fn keep_fresh_feeds_the_kubernetes_token_source() {
     use crate::k8s::{SharedToken, TokenProvider};
     let arm = fake().await;

@@ -92,9 +92,13 @@ pub(crate) async fn tls(cert_pem: &str, key_pem: &str, who: &'static str) -> Soc
     addr
 }
 
-/// A port that refuses connections (bound, then released).
+/// An address that refuses connections: port 1 (privileged, so no test can bind it) on its own
+/// loopback address per call, so endpoints stay distinct. A bound-then-released port could be
+/// handed to another test's listener in between.
 pub(crate) fn refusing() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    SocketAddr::from(([127, 0, 1, n], 1))
 }
 
 /// A listener whose accept backlog is full, so further connects hang: an unreachable endpoint

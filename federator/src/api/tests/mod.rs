@@ -210,10 +210,11 @@ pub(super) fn fixture_with(token: super::policy::WriteToken) -> Fixture {
             },
         ),
     ]));
+    // The federator's own metrics, as app.rs registers them; the catalog gauge set as the
+    // catalog would set it.
     let mut registry = Registry::default();
-    let c = Counter::<u64>::default();
-    c.inc_by(3);
-    registry.register("skybridge_test_things", "Things counted by the test", c);
+    let metrics = crate::metrics::Metrics::register(&mut registry);
+    metrics.catalog_version.set(7);
     let ready = Arc::new(AtomicBool::new(true));
     let app = super::router(state.clone(), Arc::new(registry), ready.clone(), token, "test.skybridge");
     Fixture { state, ready, app, _dir: dir }

@@ -27,7 +27,13 @@ async fn metrics_render_the_registry() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = r.text();
-    assert!(text.contains("skybridge_test_things_total 3"), "{text}");
+    // The registry handed to the router is what /metrics serves: the real families, values
+    // included, and no others.
+    assert!(
+        text.contains("# TYPE skybridge_federator_catalog_version gauge\nskybridge_federator_catalog_version 7\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE skybridge_federator_source_syncs counter"), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
 
