@@ -370,7 +370,7 @@ mod tests {
         let link =
             Link::new(Impairment { delay: Duration::from_millis(20), jitter: Duration::from_millis(20), loss: 0.9 });
         let relay = tcp("127.0.0.1:0".parse().unwrap(), target, link).await.unwrap();
-        let mut c = TcpStream::connect(relay.addr).await.unwrap();
+        let c = TcpStream::connect(relay.addr).await.unwrap();
         c.set_nodelay(true).unwrap();
         let start = std::time::Instant::now();
         // Twenty chunks in flight at once, 2 ms apart: each is delayed 20-40 ms, so a relay that

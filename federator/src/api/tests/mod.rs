@@ -14,7 +14,6 @@ use std::sync::atomic::AtomicBool;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use skybridge_api::catalog::{

@@ -33,7 +33,7 @@ async fn metrics_render_the_registry() {
         text.contains("# TYPE skybridge_federator_catalog_version gauge\nskybridge_federator_catalog_version 7\n"),
         "{text}"
     );
-    assert!(text.contains("# TYPE skybridge_federator_source_syncs counter"), "{text}");
+    assert!(text.contains("# TYPE skybridge_federator_merge_seconds histogram"), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
 
