@@ -250,21 +250,18 @@ async fn retries_next_candidate_when_first_peer_refuses() {
         refused
     );
 
-    // Now b dies: an open towards it fails, a retries on c, and the client sees no error. Each
-    // connection tries b first with probability 1/2 until a's prober marks b down (seconds), so
-    // within 20 connections one is retried unless something is wrong (odds 2^-20).
+    // Now b shuts down: it closes its connections, so a drops it from the candidates (the
+    // close frame usually arrives before the next connection; if not, that connection is
+    // retried on c as above). Either way no client sees an error, and at most the one
+    // connection racing the close frame pays a retry.
     let retried_before = metric(admin, "skybridge_gateway_retries_total").await;
     b.shutdown().await;
-    let mut sent = 0;
-    while sent < 20 && metric(admin, "skybridge_gateway_retries_total").await == retried_before {
+    for i in 0..20 {
         let out = http_get(a.addrs.http.unwrap(), "web.prod").await;
-        assert!(out.ends_with("hello from gcp-c\n"), "connection {sent} after b died: {out}");
-        sent += 1;
+        assert!(out.ends_with("hello from gcp-c\n"), "connection {i} after b shut down: {out}");
     }
-    assert!(
-        metric(admin, "skybridge_gateway_retries_total").await > retried_before,
-        "{sent} connections after b died, none retried: the dead peer was never tried first, or its failure was not retried"
-    );
+    let retried = metric(admin, "skybridge_gateway_retries_total").await - retried_before;
+    assert!(retried <= 1.0, "{retried} connections tried the closed peer first");
     drop(c);
 }
 

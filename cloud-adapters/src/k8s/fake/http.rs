@@ -39,6 +39,17 @@ impl Reply {
             Reply::Watch { .. } => 200,
         }
     }
+
+    /// A watch refused as too old: HTTP 410, or a 200 whose only event is the ERROR (Expired).
+    fn expired(&self) -> bool {
+        match self {
+            Reply::Json(s, _) => *s == StatusCode::GONE,
+            Reply::Watch { lines, live: None, .. } => {
+                lines.len() == 1 && lines[0].windows(7).any(|w| w == b"\"ERROR\"")
+            }
+            Reply::Raw(..) | Reply::Watch { .. } => false,
+        }
+    }
 }
 
 /// A Kubernetes `Status` failure body.
@@ -69,7 +80,13 @@ pub(crate) async fn handle(State(shared): State<Shared>, req: Request) -> Respon
         // A poisoned lock means a test panicked while holding it; the data is still usable.
         let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
         let reply = respond(&mut c, req.method(), &path, &query, watch, auth.as_deref());
-        c.requests.push(RecordedRequest { path, query: raw_query, watch, status: reply.code() });
+        c.requests.push(RecordedRequest {
+            path,
+            query: raw_query,
+            watch,
+            status: reply.code(),
+            expired: reply.expired(),
+        });
         reply
     };
     into_response(reply)

@@ -115,6 +115,8 @@ pub struct RecordedRequest {
     pub watch: bool,
     /// The status the fake answered (200 for a watch that started).
     pub status: u16,
+    /// Refused as too old (410 Gone, as HTTP status or as a watch's ERROR event).
+    pub expired: bool,
 }
 
 /// Why a test-side change was refused.
