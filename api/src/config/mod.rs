@@ -36,7 +36,15 @@ pub fn load<T>(path: &std::path::Path, parse: impl FnOnce(&str) -> Result<T, Con
 /// Parses TOML text into `T`, mapping syntax and type errors (which name the key) to
 /// [`ConfigError::Parse`].
 pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })
+    let parse = |message: String| ConfigError::Parse { path: PathBuf::from("<text>"), message };
+    let de = toml::Deserializer::parse(text).map_err(|e| parse(e.to_string()))?;
+    // The path to the failing key (`listen.tunnel`, `sources[1].interval`): the TOML error shows
+    // its line, but not the table the line belongs to.
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        parse(if path.is_empty() || path == "." { inner } else { format!("key `{path}`: {inner}") })
+    })
 }
 
 /// The `[tls]` section of every config: certificate, key and trust bundle files, reloaded when

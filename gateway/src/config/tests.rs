@@ -68,7 +68,7 @@ fn endpoints_for_remote_only_service_rejected() {
 fn bad_listen_address() {
     // Parsed once, at deserialisation: the error shows the line (key and value) and the reason.
     let e = err(&format!("{BASE}\n[listen]\nsni = \"localhost\"\n"));
-    assert!(e.contains("sni = \"localhost\"") && e.contains("expected ip:port"), "{e}");
+    assert!(e.contains("`listen.sni`") && e.contains("sni = \"localhost\"") && e.contains("expected ip:port"), "{e}");
     let e = err(&format!("{BASE}\n[listen]\ntunnel = \"off\"\n"));
     assert!(e.contains("tunnel = \"off\"") && e.contains("cannot be turned off"), "{e}");
     let e = err(&format!("{BASE}\n[[listen.tcp]]\naddress = \"off\"\nservice = \"payments.prod\"\nport = 443\n"));
