@@ -37,12 +37,18 @@ fi
 # checkov and python-hcl2 check the Terraform modules and Kubernetes YAML (tests/tests/deploy.rs).
 # Their own virtualenv: checkov pins botocore versions that would break the aws CLI above.
 DEPLOY_TOOLS="${SKYBRIDGE_DEPLOY_TOOLS:-$HOME/.cache/skybridge/deploy-tools}"
-if [ ! -x "$DEPLOY_TOOLS/bin/checkov" ] || ! "$DEPLOY_TOOLS/bin/python" -c "import hcl2" 2>/dev/null; then
-  echo "installing: checkov python-hcl2 (into $DEPLOY_TOOLS)"
+# kubernetes-validate (same venv) checks deploy/kubernetes against Kubernetes' OpenAPI schemas.
+if [ ! -x "$DEPLOY_TOOLS/bin/checkov" ] || ! "$DEPLOY_TOOLS/bin/python" -c "import hcl2, kubernetes_validate" 2>/dev/null; then
+  echo "installing: checkov python-hcl2 kubernetes-validate (into $DEPLOY_TOOLS)"
   python3 -m venv "$DEPLOY_TOOLS"
-  "$DEPLOY_TOOLS/bin/pip" install -q checkov python-hcl2
+  "$DEPLOY_TOOLS/bin/pip" install -q checkov python-hcl2 kubernetes-validate
 fi
 export SKYBRIDGE_DEPLOY_TOOLS="$DEPLOY_TOOLS"
+# The Terraform providers' schemas (CDKTF packages from npm, only their .jsii kept) that
+# scripts/check-provider-schemas.py checks the modules against; skips those already cached.
+command -v npm >/dev/null || { echo "installing: npm"; $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm; }
+export SKYBRIDGE_PROVIDER_SCHEMAS="${SKYBRIDGE_PROVIDER_SCHEMAS:-$HOME/.cache/skybridge/cdktf-schemas}"
+scripts/fetch-provider-schemas.sh "$SKYBRIDGE_PROVIDER_SCHEMAS"
 # Terraform is not in the package registries; tests/tests/deploy.rs fails naming it if absent.
 command -v terraform >/dev/null || echo "WARNING: terraform is not installed: the Terraform tests will fail" >&2
 

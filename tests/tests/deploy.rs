@@ -254,3 +254,49 @@ fn pathdiff(from: &Path, to: &Path) -> String {
     let up = from.components().count() - 1;
     format!("{}{}", "../".repeat(up), to.strip_prefix("/").unwrap().display())
 }
+
+#[test]
+fn terraform_and_yaml_match_the_provider_and_kubernetes_schemas() {
+    let python = tools().join("bin/python");
+    let out = Command::new(python)
+        .args(["scripts/check-provider-schemas.py", "terraform", "deploy"])
+        .current_dir(repo())
+        .output();
+    let text = ok("scripts/check-provider-schemas.py (schemas: scripts/fetch-provider-schemas.sh)", out.unwrap());
+    for want in ["hashicorp/aws", "hashicorp/google", "hashicorp/azurerm", "hashicorp/kubernetes", "kubernetes: "] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains(": 0 blocks checked"), "a pinned provider schema checked nothing:\n{text}");
+}
+
+#[test]
+fn the_schema_checker_reports_what_is_wrong() {
+    let out = Command::new(tools().join("bin/python"))
+        .args(["scripts/check-provider-schemas.py", "scripts/testdata/broken-module"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a broken module passed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "is outside required_providers '~> 4.60'",
+        "aws_eip.typo: unknown argument 'domian'",
+        "aws_elastic_ip.nope: unknown resource type 'aws_elastic_ip'",
+        "google_compute_firewall.fw: missing required argument 'network'",
+        "google_compute_firewall.fw: 'allow' is a block, not an argument",
+        "google_compute_firewall.fw: 'source_ranges' is an argument, not a block",
+        "google_compute_firewall.fw: unknown argument 'deny.port'",
+        "google_compute_address.ip: argument 'address_type' expects string, got a list",
+        "google_compute_address.ip: argument 'labels' expects map, got a string",
+        "kubernetes_config_map_v1_data.cm: missing required block 'metadata'",
+        "Kubernetes 1.25.0: spec: Additional properties are not allowed ('typ' was unexpected)",
+        "Kubernetes 1.37.0: spec.ports.0.port: 'many' is not of type 'integer'",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    for wrong in
+        ["aws_eip.ok", "kubernetes_manifest.free_form", "data.aws_caller_identity.current", "'count'", "'lifecycle'"]
+    {
+        assert!(!err.contains(wrong), "valid code reported ({wrong:?}):\n{err}");
+    }
+}
