@@ -16,8 +16,14 @@ cloud modules. The schemas come from the package registries instead:
   * Kubernetes: every YAML document under the given directories goes through kubernetes-validate
     (pip) for the oldest and the newest Kubernetes version the project supports
     (KUBERNETES_VERSIONS below; terraform/README.md says why those).
+  * The YAML terraform/modules/gateway-manifests renders, in every variant its `terraform test`
+    runs use: when a PATH contains the module, each `run` block of its tests/manifests.tftest.hcl
+    that does not `expect_failures` (its `variables` over the file's) becomes one module block of
+    a temporary root module; `terraform init -backend=false` and `apply` render them all at once
+    (offline: the module has no providers), and every object of every variant's YAML outputs goes
+    through the same kubernetes-validate checks. --no-variants skips this.
 
-Usage: check-provider-schemas.py [--schemas DIR] [--kubernetes-versions V,V] PATH...
+Usage: check-provider-schemas.py [--schemas DIR] [--kubernetes-versions V,V] [--no-variants] PATH...
   PATH: directories searched for *.tf and *.yaml/*.yml files (or single files).
   --schemas: where fetch-provider-schemas.sh put the packages (default $SKYBRIDGE_PROVIDER_SCHEMAS
   or ~/.cache/skybridge/cdktf-schemas).
@@ -28,7 +34,10 @@ import argparse
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import hcl2
@@ -40,6 +49,9 @@ PINS = REPO / "scripts" / "provider-schemas.txt"
 # The oldest Kubernetes the docs support (GKE 1.25.5+ for the gateway's load balancer, docs/deploy/
 # gcp.md; EKS and AKS support no older) and the newest kubernetes-validate ships schemas for.
 KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
+# The provider-free module whose rendered YAML is checked in every `terraform test` variant.
+MANIFESTS_MODULE = REPO / "terraform" / "modules" / "gateway-manifests"
+MANIFESTS_TESTS = MANIFESTS_MODULE / "tests" / "manifests.tftest.hcl"
 # Meta-arguments Terraform itself handles on every resource and data block.
 META_ATTRS = {"count", "for_each", "depends_on", "provider"}
 META_BLOCKS = {"lifecycle", "provisioner", "connection"}
@@ -400,8 +412,26 @@ def all_errors(data, version):
     return sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
 
 
-def check_yaml(yaml_files, versions, problems):
+def check_docs(docs, rel, versions, problems):
+    """Validates parsed Kubernetes objects; rel names where they came from in the findings."""
     import kubernetes_validate
+
+    for d in docs:
+        what = f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
+        for v in versions:
+            try:
+                kubernetes_validate.validate(d, v, strict=True)
+            except kubernetes_validate.ValidationError:
+                # validate() stops at the first error; list them all.
+                for e in all_errors(d, v):
+                    path = ".".join(str(p) for p in e.absolute_path)
+                    problems.append(f"{rel}: {what}: Kubernetes {v}: {path or '(top)'}: {e.message}")
+            except Exception as e:  # noqa: BLE001 - no schema for the kind, etc.
+                problems.append(f"{rel}: {what}: Kubernetes {v}: {type(e).__name__}: {e}")
+    return len(docs)
+
+
+def check_yaml(yaml_files, versions, problems):
     import yaml
 
     n = 0
@@ -412,20 +442,101 @@ def check_yaml(yaml_files, versions, problems):
         except yaml.YAMLError as e:
             problems.append(f"{rel}: does not parse as YAML: {e}")
             continue
-        for d in docs:
-            n += 1
-            what = f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
-            for v in versions:
-                try:
-                    kubernetes_validate.validate(d, v, strict=True)
-                except kubernetes_validate.ValidationError:
-                    # validate() stops at the first error; list them all.
-                    for e in all_errors(d, v):
-                        path = ".".join(str(p) for p in e.absolute_path)
-                        problems.append(f"{rel}: {what}: Kubernetes {v}: {path or '(top)'}: {e.message}")
-                except Exception as e:  # noqa: BLE001 - no schema for the kind, etc.
-                    problems.append(f"{rel}: {what}: Kubernetes {v}: {type(e).__name__}: {e}")
+        n += check_docs(docs, rel, versions, problems)
     return n
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifests module's `terraform test` variants
+
+
+def test_variants(tests_file):
+    """[(run name, {variable: its HCL source text})] for each run that renders (no expect_failures):
+    the file-level `variables` with the run's own over them. The values stay HCL source, so
+    heredocs, escapes and expressions reach Terraform exactly as the test writes them."""
+    src = tests_file.read_text() + "\n"
+    top = Hcl2.lark_parser.parse(src).children[0]
+
+    def variables(body):
+        out = {}
+        for btype, _, _, inner in body_items(body)[1]:
+            if btype == "variables":
+                for c in inner.children:
+                    if isinstance(c, Tree) and c.data == "attribute":
+                        out[ident(c.children[0])] = src[c.meta.start_pos:c.meta.end_pos].strip()
+        return out
+
+    common = variables(top)
+    runs = []
+    for btype, labels, _, body in body_items(top)[1]:
+        if btype != "run" or not labels:
+            continue
+        attrs, inner_blocks = body_items(body)
+        if any(name == "expect_failures" for name, _, _ in attrs):
+            continue
+        if any(b[0] == "module" for b in inner_blocks):
+            continue  # a run of another module
+        runs.append((labels[0], {**common, **variables(body)}))
+    return runs
+
+
+def render_variants(module, runs, problems):
+    """{run name: {output name: value}}: every variant rendered by one `terraform apply`."""
+    if not shutil.which("terraform"):
+        problems.append(f"{os.path.relpath(module, Path.cwd())}: terraform is not installed: its test variants "
+                        "cannot be rendered (it is not in the package registries: releases.hashicorp.com)")
+        return {}
+    work = Path(tempfile.mkdtemp(prefix="skybridge-variants-"))
+    try:
+        main_tf = []
+        # Run names are identifiers, so each variant's module block and output bear its name.
+        for name, values in runs:
+            main_tf.append(f'module "{name}" {{\n  source = "{module}"\n')
+            main_tf += [f"  {v}\n" for v in values.values()]
+            main_tf.append(f'}}\n\noutput "{name}" {{\n  value = module.{name}\n}}\n\n')
+        (work / "main.tf").write_text("".join(main_tf))
+        (work / "terraformrc").write_text("")
+        env = dict(os.environ, TF_IN_AUTOMATION="1", TF_CLI_CONFIG_FILE=str(work / "terraformrc"),
+                   TF_DATA_DIR=str(work / ".terraform"))
+        # The state: terraform.tfstate in the temporary folder (-chdir).
+        for args in (["init", "-backend=false", "-input=false", "-no-color"],
+                     ["apply", "-auto-approve", "-input=false", "-no-color"],
+                     ["output", "-json", "-no-color"]):
+            out = subprocess.run(["terraform", f"-chdir={work}", *args], env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                text = (out.stdout + out.stderr).strip()
+                problems.append(f"{os.path.relpath(module, Path.cwd())}: rendering the test variants failed: "
+                                f"terraform {args[0]}:\n{text}")
+                return {}
+        outputs = json.loads(out.stdout)
+        return {name: outputs[name]["value"] for name, _ in runs}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_variants(module, tests_file, versions, problems):
+    """(variants, objects) checked: every object in the YAML outputs of every rendering run."""
+    import yaml
+
+    runs = test_variants(tests_file)
+    rendered = render_variants(module, runs, problems)
+    rel_tests = os.path.relpath(tests_file, Path.cwd())
+    n = 0
+    for name, outputs in rendered.items():
+        # *_yaml are the streams kubectl applies; namespace_manifest and manifests (for
+        # kubernetes_manifest) hold the same objects. Each distinct object is checked once.
+        texts = [v for k, v in sorted(outputs.items()) if k.endswith("_yaml") and v]
+        texts.append(outputs.get("namespace_manifest") or "")
+        texts += list((outputs.get("manifests") or {}).values())
+        seen, docs = set(), []
+        for t in texts:
+            for d in yaml.safe_load_all(t):
+                key = json.dumps(d, sort_keys=True)
+                if d and key not in seen:
+                    seen.add(key)
+                    docs.append(d)
+        n += check_docs(docs, f'{rel_tests}: run "{name}"', versions, problems)
+    return len(rendered), n
 
 
 def main():
@@ -434,6 +545,8 @@ def main():
     ap.add_argument("--schemas", type=Path, default=Path(
         os.environ.get("SKYBRIDGE_PROVIDER_SCHEMAS") or Path.home() / ".cache/skybridge/cdktf-schemas"))
     ap.add_argument("--kubernetes-versions", default=",".join(KUBERNETES_VERSIONS))
+    ap.add_argument("--no-variants", action="store_true",
+                    help="do not render and check the manifests module's terraform test variants")
     a = ap.parse_args()
 
     tf_files, yaml_files = [], []
@@ -460,6 +573,11 @@ def main():
     check_terraform(tf_files, schemas, problems, warnings, used)
     versions = [v for v in a.kubernetes_versions.split(",") if v]
     n_docs = check_yaml(yaml_files, versions, problems) if yaml_files else 0
+    # The manifests module's test variants, when a PATH holds the module.
+    variants = None
+    if not a.no_variants and MANIFESTS_TESTS.exists() and any(
+            MANIFESTS_MODULE.is_relative_to(p.resolve()) for p in map(Path, a.paths) if p.is_dir()):
+        variants = check_variants(MANIFESTS_MODULE, MANIFESTS_TESTS, versions, problems)
 
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -471,6 +589,10 @@ def main():
             print(f"schema: {provider} {pversion} from {pkg}@{version}: {used.get(s['pin'], 0)} blocks checked")
     if yaml_files:
         print(f"kubernetes: {n_docs} objects in {len(yaml_files)} YAML files checked against {', '.join(versions)}")
+    if variants is not None:
+        print(f"kubernetes: {variants[1]} objects in {variants[0]} rendered variants of "
+              f"{os.path.relpath(MANIFESTS_MODULE, Path.cwd())} (the runs of "
+              f"{os.path.relpath(MANIFESTS_TESTS, Path.cwd())} that render) checked against {', '.join(versions)}")
     print(f"checked {len(tf_files)} Terraform files and {len(yaml_files)} YAML files: "
           f"{len(problems)} problems, {len(warnings)} warnings")
     sys.exit(1 if problems else 0)
