@@ -194,6 +194,12 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 }
 
 /// `GET path` on `addr`: the status code and body, or None when the connection fails.
+/// The value of the `/metrics` sample named exactly `series` (name and label set) at `addr`.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics")?;
+    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;

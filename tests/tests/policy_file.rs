@@ -11,8 +11,8 @@ use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::{
-    catalog_toml, federated_gateway_toml, federator_toml, free_tcp, get_json, http_backend, http_get,
-    write_catalog_file, write_identities,
+    catalog_toml, federated_gateway_toml, federator_toml, free_tcp, get_json, http_backend, write_catalog_file,
+    write_identities,
 };
 
 const TD: &str = "policy.file.example";
@@ -48,8 +48,7 @@ fn get_web(http: std::net::SocketAddr) -> u16 {
 }
 
 fn metric(api: std::net::SocketAddr, series: &str) -> f64 {
-    let (_, body) = http_get(api, "/metrics").unwrap_or_default();
-    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
+    skybridge_tests::metric(api, series).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,8 @@ use skybridge_federator::config::Config as FedConfig;
 use skybridge_gateway::app as gw_app;
 use skybridge_gateway::config::Config as GwConfig;
 use skybridge_tests::{
-    catalog_toml, federated_gateway_toml, federator_toml, free_tcp, get_json, http_backend, http_get,
-    write_catalog_file, write_identities,
+    catalog_toml, federated_gateway_toml, federator_toml, free_tcp, get_json, http_backend, metric, write_catalog_file,
+    write_identities,
 };
 
 const TD: &str = "traffic.example";
@@ -29,11 +29,6 @@ fn request(http: SocketAddr, pad: usize) -> (u64, u64, bool) {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     (req.len() as u64, out.len() as u64, out.starts_with(b"HTTP/1.1 200"))
-}
-
-fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let (_, body) = http_get(admin, "/metrics")?;
-    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

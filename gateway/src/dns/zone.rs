@@ -15,6 +15,19 @@ use crate::routing::Catalog;
 /// The zone every gateway is authoritative for (the Multi-Cluster Services name space).
 pub const ZONE: &str = "clusterset.local.";
 
+/// The zone apex and the SOA's names, parsed once rather than per query.
+struct Names {
+    apex: Name,
+    mname: Name,
+    rname: Name,
+}
+
+static NAMES: std::sync::LazyLock<Names> = std::sync::LazyLock::new(|| Names {
+    apex: Name::from_ascii(ZONE).expect("a valid name"),
+    mname: Name::from_ascii("ns.clusterset.local.").expect("a valid name"),
+    rname: Name::from_ascii("hostmaster.clusterset.local.").expect("a valid name"),
+});
+
 /// The largest UDP answer we send to an EDNS client, whatever buffer it advertises: the DNS
 /// flag day 2020 size, which avoids IP fragmentation on every common path.
 const EDNS_UDP_MAX: u16 = 1232;
@@ -212,7 +225,7 @@ fn answer(req: &Message, zone: &Zone, a: &Answering<'_>) -> (Message, Outcome) {
         return (res, Outcome::FormErr);
     };
     res.add_query(query.clone());
-    let zone_name = Name::from_ascii(ZONE).expect("a valid name");
+    let zone_name = &NAMES.apex;
     let name = query.name();
     if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) || !zone_name.zone_of(name) {
         res.metadata.response_code = ResponseCode::Refused;
@@ -259,7 +272,7 @@ fn answer(req: &Message, zone: &Zone, a: &Answering<'_>) -> (Message, Outcome) {
     let outcome = match found {
         Found::Nothing => Outcome::NxDomain,
         Found::Apex if qtype == RecordType::SOA || qtype == RecordType::ANY => {
-            res.add_answer(soa(&zone_name, zone.serial, ttl));
+            res.add_answer(soa(zone.serial, ttl));
             Outcome::Answer
         }
         Found::Apex | Found::Node => Outcome::NoData,
@@ -302,10 +315,10 @@ fn answer(req: &Message, zone: &Zone, a: &Answering<'_>) -> (Message, Outcome) {
     match outcome {
         Outcome::NxDomain => {
             res.metadata.response_code = ResponseCode::NXDomain;
-            res.add_authority(soa(&zone_name, zone.serial, ttl));
+            res.add_authority(soa(zone.serial, ttl));
         }
         Outcome::NoData => {
-            res.add_authority(soa(&zone_name, zone.serial, ttl));
+            res.add_authority(soa(zone.serial, ttl));
         }
         _ => {}
     }
@@ -337,10 +350,10 @@ fn address_records(owner: &Name, addresses: &[IpAddr], qtype: RecordType, ttl: u
 
 /// The zone's SOA: its minimum (the negative-caching TTL, RFC 2308) is the answer TTL, so a
 /// service that appears is seen as soon as a positive answer would have expired.
-fn soa(zone: &Name, serial: u32, ttl: u32) -> Record {
-    let mname = Name::from_ascii("ns.clusterset.local.").expect("a valid name");
-    let rname = Name::from_ascii("hostmaster.clusterset.local.").expect("a valid name");
-    Record::from_rdata(zone.clone(), ttl, RData::SOA(SOA::new(mname, rname, serial, 3600, 600, 86_400, ttl)))
+fn soa(serial: u32, ttl: u32) -> Record {
+    let n = &*NAMES;
+    let rdata = SOA::new(n.mname.clone(), n.rname.clone(), serial, 3600, 600, 86_400, ttl);
+    Record::from_rdata(n.apex.clone(), ttl, RData::SOA(rdata))
 }
 
 /// A request for tests and the fuzz corpus: one question, optionally with EDNS.
